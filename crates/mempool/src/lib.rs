@@ -1,0 +1,1 @@
+//! TimeCoin transaction pool (being written).
