@@ -35,7 +35,9 @@ pub enum AddressError {
         reason: String,
     },
     /// A valid address of another network.
-    #[error("'{text}' is an address for prefix '{found}', but this node runs {network} (prefix '{expected}')")]
+    #[error(
+        "'{text}' is an address for prefix '{found}', but this node runs {network} (prefix '{expected}')"
+    )]
     WrongNetwork {
         /// The text.
         text: String,
@@ -86,7 +88,10 @@ impl Address {
 
     /// Parses the text form, requiring it to belong to `network`.
     pub fn parse(text: &str, network: Network) -> Result<Address, AddressError> {
-        let malformed = |reason: String| AddressError::Malformed { text: text.to_string(), reason };
+        let malformed = |reason: String| AddressError::Malformed {
+            text: text.to_string(),
+            reason,
+        };
         let checked =
             CheckedHrpstring::new::<Bech32m>(text).map_err(|e| malformed(e.to_string()))?;
         let expected = network.address_prefix();
@@ -101,7 +106,10 @@ impl Address {
         }
         let payload: Vec<u8> = checked.byte_iter().collect();
         if payload.len() != PAYLOAD_LEN {
-            return Err(AddressError::BadLength { text: text.to_string(), length: payload.len() });
+            return Err(AddressError::BadLength {
+                text: text.to_string(),
+                length: payload.len(),
+            });
         }
         if payload[0] != VERSION_KEY_HASH {
             return Err(AddressError::UnknownVersion {
@@ -154,7 +162,10 @@ mod tests {
     fn wrong_network_is_named() {
         let text = address().encode(Network::Mainnet);
         let error = Address::parse(&text, Network::Testnet).unwrap_err();
-        assert!(matches!(error, AddressError::WrongNetwork { .. }), "{error}");
+        assert!(
+            matches!(error, AddressError::WrongNetwork { .. }),
+            "{error}"
+        );
         assert!(error.to_string().contains("testnet"));
     }
 

@@ -60,7 +60,9 @@ impl Amount {
     /// An amount of whole TIME, if within the supply cap.
     pub const fn from_time(time: u64) -> Result<Amount, AmountError> {
         if time > MAX_SUPPLY_TIME {
-            return Err(AmountError::AboveSupplyCap(time as u128 * UNITS_PER_TIME as u128));
+            return Err(AmountError::AboveSupplyCap(
+                time as u128 * UNITS_PER_TIME as u128,
+            ));
         }
         Ok(Amount(time * UNITS_PER_TIME))
     }
@@ -92,7 +94,9 @@ impl Amount {
 
     /// The sum of many amounts, if it stays within the supply cap.
     pub fn checked_sum<I: IntoIterator<Item = Amount>>(amounts: I) -> Option<Amount> {
-        amounts.into_iter().try_fold(Amount::ZERO, Amount::checked_add)
+        amounts
+            .into_iter()
+            .try_fold(Amount::ZERO, Amount::checked_add)
     }
 }
 
@@ -107,7 +111,12 @@ impl BorshDeserialize for Amount {
 impl fmt::Display for Amount {
     /// Whole TIME with all eight decimals, e.g. `12.50000000`, as Bitcoin Core prints BTC.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:08}", self.0 / UNITS_PER_TIME, self.0 % UNITS_PER_TIME)
+        write!(
+            f,
+            "{}.{:08}",
+            self.0 / UNITS_PER_TIME,
+            self.0 % UNITS_PER_TIME
+        )
     }
 }
 
@@ -139,7 +148,11 @@ impl FromStr for Amount {
                 .parse()
                 .map_err(|_| AmountError::AboveSupplyCap(u128::MAX))?
         };
-        let mut fraction_units: u128 = if fraction.is_empty() { 0 } else { fraction.parse().map_err(|_| not_a_number())? };
+        let mut fraction_units: u128 = if fraction.is_empty() {
+            0
+        } else {
+            fraction.parse().map_err(|_| not_a_number())?
+        };
         fraction_units *= 10u128.pow(DECIMALS - fraction.len() as u32);
         let units = whole
             .checked_mul(UNITS_PER_TIME as u128)
@@ -164,11 +177,26 @@ mod tests {
         assert_eq!("0.00000001".parse::<Amount>().unwrap(), Amount::ONE_UNIT);
         assert_eq!(".5".parse::<Amount>().unwrap().units(), 50_000_000);
         assert_eq!("7".parse::<Amount>().unwrap().to_string(), "7.00000000");
-        assert!(matches!("0.000000001".parse::<Amount>(), Err(AmountError::TooManyDecimals(_))));
-        assert!(matches!("-1".parse::<Amount>(), Err(AmountError::Negative(_))));
-        assert!(matches!("1e5".parse::<Amount>(), Err(AmountError::NotANumber(_))));
-        assert!(matches!(".".parse::<Amount>(), Err(AmountError::NotANumber(_))));
-        assert!(matches!("1000000001".parse::<Amount>(), Err(AmountError::AboveSupplyCap(_))));
+        assert!(matches!(
+            "0.000000001".parse::<Amount>(),
+            Err(AmountError::TooManyDecimals(_))
+        ));
+        assert!(matches!(
+            "-1".parse::<Amount>(),
+            Err(AmountError::Negative(_))
+        ));
+        assert!(matches!(
+            "1e5".parse::<Amount>(),
+            Err(AmountError::NotANumber(_))
+        ));
+        assert!(matches!(
+            ".".parse::<Amount>(),
+            Err(AmountError::NotANumber(_))
+        ));
+        assert!(matches!(
+            "1000000001".parse::<Amount>(),
+            Err(AmountError::AboveSupplyCap(_))
+        ));
         assert!(matches!(
             "99999999999999999999999999999999999999".parse::<Amount>(),
             Err(AmountError::AboveSupplyCap(_))
@@ -182,7 +210,9 @@ mod tests {
         assert_eq!(Amount::ONE_TIME.checked_mul(u64::MAX), None);
         assert_eq!(Amount::checked_sum([Amount::MAX, Amount::MAX]), None);
         assert_eq!(
-            Amount::checked_sum([Amount::ONE_TIME, Amount::ONE_UNIT]).unwrap().units(),
+            Amount::checked_sum([Amount::ONE_TIME, Amount::ONE_UNIT])
+                .unwrap()
+                .units(),
             UNITS_PER_TIME + 1
         );
         assert!(Amount::from_units(Amount::MAX.units() + 1).is_err());
@@ -193,7 +223,10 @@ mod tests {
     fn decoding_rejects_amounts_above_the_cap() {
         let bytes = encode(&(Amount::MAX.units() + 1));
         assert!(decode::<Amount>(&bytes).is_err());
-        assert_eq!(decode::<Amount>(&encode(&Amount::MAX)).unwrap(), Amount::MAX);
+        assert_eq!(
+            decode::<Amount>(&encode(&Amount::MAX)).unwrap(),
+            Amount::MAX
+        );
     }
 
     proptest! {

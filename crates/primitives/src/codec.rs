@@ -34,7 +34,9 @@ fn invalid(message: String) -> std::io::Error {
 fn read_length<R: Read>(reader: &mut R, max: usize, what: &str) -> std::io::Result<usize> {
     let length = u32::deserialize_reader(reader)? as usize;
     if length > max {
-        return Err(invalid(format!("{what} length {length} exceeds the limit of {max}")));
+        return Err(invalid(format!(
+            "{what} length {length} exceeds the limit of {max}"
+        )));
     }
     Ok(length)
 }
@@ -65,7 +67,10 @@ impl<T, const MAX: usize> BoundedVec<T, MAX> {
     /// Wraps `items` if there are at most `MAX` of them.
     pub fn new(items: Vec<T>) -> Result<Self, LengthError> {
         if items.len() > MAX {
-            return Err(LengthError { length: items.len(), max: MAX });
+            return Err(LengthError {
+                length: items.len(),
+                max: MAX,
+            });
         }
         Ok(Self(items))
     }
@@ -78,7 +83,10 @@ impl<T, const MAX: usize> BoundedVec<T, MAX> {
     /// Appends an element, failing if the vector is full.
     pub fn push(&mut self, item: T) -> Result<(), LengthError> {
         if self.0.len() >= MAX {
-            return Err(LengthError { length: self.0.len() + 1, max: MAX });
+            return Err(LengthError {
+                length: self.0.len() + 1,
+                max: MAX,
+            });
         }
         self.0.push(item);
         Ok(())
@@ -137,7 +145,10 @@ impl<const MAX: usize> BoundedBytes<MAX> {
     /// Wraps `bytes` if there are at most `MAX` of them.
     pub fn new(bytes: Vec<u8>) -> Result<Self, LengthError> {
         if bytes.len() > MAX {
-            return Err(LengthError { length: bytes.len(), max: MAX });
+            return Err(LengthError {
+                length: bytes.len(),
+                max: MAX,
+            });
         }
         Ok(Self(bytes))
     }
@@ -181,7 +192,10 @@ impl<const MAX: usize> BoundedString<MAX> {
     pub fn new(text: impl Into<String>) -> Result<Self, LengthError> {
         let text = text.into();
         if text.len() > MAX {
-            return Err(LengthError { length: text.len(), max: MAX });
+            return Err(LengthError {
+                length: text.len(),
+                max: MAX,
+            });
         }
         Ok(Self(text))
     }
@@ -229,7 +243,10 @@ mod tests {
         // 0xFFFF_FFFF elements claimed, none present.
         let bytes = [0xFF, 0xFF, 0xFF, 0xFF];
         let error = decode::<BoundedVec<u64, 10>>(&bytes).unwrap_err();
-        assert!(error.to_string().contains("exceeds the limit of 10"), "{error}");
+        assert!(
+            error.to_string().contains("exceeds the limit of 10"),
+            "{error}"
+        );
         let error = decode::<BoundedBytes<{ 1 << 20 }>>(&bytes).unwrap_err();
         assert!(error.to_string().contains("exceeds the limit"), "{error}");
     }
@@ -266,7 +283,8 @@ mod tests {
 
     #[test]
     fn large_byte_string_round_trips() {
-        let original = BoundedBytes::<10_000>::new((0..5000u32).map(|i| i as u8).collect()).unwrap();
+        let original =
+            BoundedBytes::<10_000>::new((0..5000u32).map(|i| i as u8).collect()).unwrap();
         let decoded: BoundedBytes<10_000> = decode(&encode(&original)).unwrap();
         assert_eq!(decoded, original);
     }

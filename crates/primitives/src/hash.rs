@@ -164,7 +164,10 @@ mod tests {
         let b = Domain::BlockHeader.hash(&[b"x"]);
         assert_ne!(a, b);
         assert_eq!(a, Domain::Txid.hash(&[b"x"]));
-        assert_eq!(Domain::Txid.hash(&[b"ab", b"c"]), Domain::Txid.hash(&[b"abc"]));
+        assert_eq!(
+            Domain::Txid.hash(&[b"ab", b"c"]),
+            Domain::Txid.hash(&[b"abc"])
+        );
     }
 
     #[test]

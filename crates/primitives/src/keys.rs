@@ -48,7 +48,8 @@ pub struct ParsePublicKeyError(pub String);
 impl PublicKey {
     /// Verifies `signature` over `message` under ZIP-215.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
-        let key = VerificationKey::try_from(self.0).map_err(|_| SignatureError::InvalidPublicKey)?;
+        let key =
+            VerificationKey::try_from(self.0).map_err(|_| SignatureError::InvalidPublicKey)?;
         key.verify(&ed25519_zebra::Signature::from_bytes(&signature.0), message)
             .map_err(|_| SignatureError::InvalidSignature)
     }
@@ -223,7 +224,10 @@ mod tests {
     #[test]
     fn secret_round_trips_and_debug_hides_it() {
         let secret = key(7);
-        assert_eq!(SecretKey::from_bytes(secret.to_bytes()).public_key(), secret.public_key());
+        assert_eq!(
+            SecretKey::from_bytes(secret.to_bytes()).public_key(),
+            secret.public_key()
+        );
         assert!(!format!("{secret:?}").contains(&hex::encode(secret.to_bytes())));
     }
 

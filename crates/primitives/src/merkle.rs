@@ -21,7 +21,13 @@ pub fn merkle_root(txids: &[Txid]) -> Hash32 {
     while level.len() > 1 {
         level = level
             .chunks(2)
-            .map(|pair| if let [l, r] = pair { node(l, r) } else { pair[0] })
+            .map(|pair| {
+                if let [l, r] = pair {
+                    node(l, r)
+                } else {
+                    pair[0]
+                }
+            })
             .collect();
     }
     level[0]
@@ -62,11 +68,21 @@ impl MerkleProof {
             }
             level = level
                 .chunks(2)
-                .map(|pair| if let [l, r] = pair { node(l, r) } else { pair[0] })
+                .map(|pair| {
+                    if let [l, r] = pair {
+                        node(l, r)
+                    } else {
+                        pair[0]
+                    }
+                })
                 .collect();
             position /= 2;
         }
-        Some(MerkleProof { index: index as u32, leaf_count: txids.len() as u32, siblings })
+        Some(MerkleProof {
+            index: index as u32,
+            leaf_count: txids.len() as u32,
+            siblings,
+        })
     }
 
     /// Whether the proof shows `txid` under `root`.
@@ -81,8 +97,14 @@ impl MerkleProof {
         while width > 1 {
             let sibling = position ^ 1;
             if sibling < width {
-                let Some(other) = siblings.next() else { return false };
-                hash = if position % 2 == 0 { node(&hash, other) } else { node(other, &hash) };
+                let Some(other) = siblings.next() else {
+                    return false;
+                };
+                hash = if position.is_multiple_of(2) {
+                    node(&hash, other)
+                } else {
+                    node(other, &hash)
+                };
             }
             position /= 2;
             width = width.div_ceil(2);
@@ -96,7 +118,9 @@ mod tests {
     use super::*;
 
     fn txids(n: usize) -> Vec<Txid> {
-        (0..n).map(|i| Txid(Domain::Txid.hash(&[&(i as u64).to_le_bytes()]))).collect()
+        (0..n)
+            .map(|i| Txid(Domain::Txid.hash(&[&(i as u64).to_le_bytes()])))
+            .collect()
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::str::FromStr;
 use borsh::{BorshDeserialize, BorshSerialize};
 
 /// A TimeCoin network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, BorshSerialize, BorshDeserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, BorshSerialize, BorshDeserialize,
+)]
 #[borsh(use_discriminant = true)]
 pub enum Network {
     /// The production network.

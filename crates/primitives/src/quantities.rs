@@ -49,7 +49,17 @@ counter!(
 
 /// Milliseconds since the Unix epoch, as set by a block's proposer.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
 )]
 pub struct Timestamp(pub u64);
 
@@ -80,6 +90,9 @@ mod tests {
         assert_eq!(Height(0).checked_prev(), None);
         assert_eq!(Height(u64::MAX).checked_next(), None);
         assert_eq!(Epoch(4).checked_next(), Some(Epoch(5)));
-        assert_eq!(Timestamp(u64::MAX).saturating_add_millis(5), Timestamp(u64::MAX));
+        assert_eq!(
+            Timestamp(u64::MAX).saturating_add_millis(5),
+            Timestamp(u64::MAX)
+        );
     }
 }

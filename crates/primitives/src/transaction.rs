@@ -195,12 +195,16 @@ impl Transaction {
     /// What every input signs: the txid and the network, so that a transaction signed for one
     /// network can never be replayed on another.
     pub fn signing_message(txid: &Txid, network: Network) -> [u8; 32] {
-        Domain::TransactionSignature.hash(&[&[network.id()], txid.as_bytes()]).0
+        Domain::TransactionSignature
+            .hash(&[&[network.id()], txid.as_bytes()])
+            .0
     }
 
     /// What a registering masternode's node key signs, proving the registrant holds that key.
     pub fn node_key_message(txid: &Txid, network: Network) -> [u8; 32] {
-        Domain::NodeKeyProof.hash(&[&[network.id()], txid.as_bytes()]).0
+        Domain::NodeKeyProof
+            .hash(&[&[network.id()], txid.as_bytes()])
+            .0
     }
 
     /// Signs `body`: `input_keys[i]` signs input `i`; `node_key` is given exactly for a
@@ -212,7 +216,10 @@ impl Transaction {
         network: Network,
     ) -> Result<Transaction, SignError> {
         if input_keys.len() != body.inputs.len() {
-            return Err(SignError::KeyCount { inputs: body.inputs.len(), keys: input_keys.len() });
+            return Err(SignError::KeyCount {
+                inputs: body.inputs.len(),
+                keys: input_keys.len(),
+            });
         }
         let registering = matches!(body.kind, TxKind::RegisterMasternode { .. });
         if registering != node_key.is_some() {
@@ -227,8 +234,12 @@ impl Transaction {
             }
             signatures.push(key.sign(&message));
         }
-        if let (TxKind::RegisterMasternode { node_key: declared, .. }, Some(node_key)) =
-            (&body.kind, node_key)
+        if let (
+            TxKind::RegisterMasternode {
+                node_key: declared, ..
+            },
+            Some(node_key),
+        ) = (&body.kind, node_key)
         {
             if node_key.public_key() != *declared {
                 return Err(SignError::NodeKey);
@@ -237,5 +248,105 @@ impl Transaction {
         }
         let signatures = BoundedVec::new(signatures).expect("one signature per bounded input");
         Ok(Transaction { body, signatures })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::Hash32;
+
+    fn key(seed: u8) -> SecretKey {
+        SecretKey::from_bytes([seed; 32])
+    }
+
+    fn transfer(keys: &[&SecretKey]) -> TxBody {
+        let inputs = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| TxInput {
+                prevout: OutPoint {
+                    txid: Txid(Hash32([i as u8; 32])),
+                    index: 0,
+                },
+                public_key: k.public_key(),
+            })
+            .collect();
+        TxBody {
+            kind: TxKind::Transfer,
+            inputs: BoundedVec::new(inputs).unwrap(),
+            outputs: BoundedVec::new(vec![TxOut {
+                amount: Amount::ONE_TIME,
+                address: Address::from_public_key(&key(9).public_key()),
+            }])
+            .unwrap(),
+        }
+    }
+
+    #[test]
+    fn signatures_commit_to_txid_and_network() {
+        let (a, b) = (key(1), key(2));
+        let tx = Transaction::sign(transfer(&[&a, &b]), &[&a, &b], None, Network::Testnet).unwrap();
+        let txid = tx.txid();
+        let message = Transaction::signing_message(&txid, Network::Testnet);
+        assert!(a.public_key().verify(&message, &tx.signatures[0]).is_ok());
+        assert!(b.public_key().verify(&message, &tx.signatures[1]).is_ok());
+        let other_network = Transaction::signing_message(&txid, Network::Mainnet);
+        assert!(
+            a.public_key()
+                .verify(&other_network, &tx.signatures[0])
+                .is_err()
+        );
+        assert_ne!(
+            message,
+            Transaction::node_key_message(&txid, Network::Testnet)
+        );
+    }
+
+    #[test]
+    fn signing_checks_keys() {
+        let (a, b) = (key(1), key(2));
+        assert_eq!(
+            Transaction::sign(transfer(&[&a, &b]), &[&a], None, Network::Devnet),
+            Err(SignError::KeyCount { inputs: 2, keys: 1 })
+        );
+        assert_eq!(
+            Transaction::sign(transfer(&[&a, &b]), &[&b, &a], None, Network::Devnet),
+            Err(SignError::WrongKey(0))
+        );
+        assert_eq!(
+            Transaction::sign(transfer(&[&a]), &[&a], Some(&b), Network::Devnet),
+            Err(SignError::NodeKey)
+        );
+    }
+
+    #[test]
+    fn registration_carries_a_node_key_proof() {
+        let (owner, node) = (key(1), key(2));
+        let mut body = transfer(&[&owner]);
+        body.kind = TxKind::RegisterMasternode {
+            collateral_output: 0,
+            node_key: node.public_key(),
+            tier: Tier::Bronze,
+            network_address: BoundedString::new("/ip4/127.0.0.1/tcp/1").unwrap(),
+        };
+        assert_eq!(body.expected_signatures(), 2);
+        assert_eq!(
+            Transaction::sign(body.clone(), &[&owner], None, Network::Devnet),
+            Err(SignError::NodeKey)
+        );
+        assert_eq!(
+            Transaction::sign(body.clone(), &[&owner], Some(&owner), Network::Devnet),
+            Err(SignError::NodeKey)
+        );
+        let tx = Transaction::sign(body, &[&owner], Some(&node), Network::Devnet).unwrap();
+        let proof = Transaction::node_key_message(&tx.txid(), Network::Devnet);
+        assert!(node.public_key().verify(&proof, &tx.signatures[1]).is_ok());
+    }
+
+    #[test]
+    fn tier_names_parse() {
+        assert_eq!("Gold".parse::<Tier>(), Ok(Tier::Gold));
+        assert!("platinum".parse::<Tier>().is_err());
     }
 }
