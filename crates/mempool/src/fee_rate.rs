@@ -104,6 +104,19 @@ mod tests {
         assert_eq!(rate(0, 1), rate(0, 1000));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn equal_fractions_are_equal_rates(
+            fee in 0u64..1_000_000_000,
+            size in 1usize..1_000_000,
+            factor in 1u64..1_000,
+        ) {
+            proptest::prop_assert_eq!(rate(fee, size), rate(fee * factor, size * factor as usize));
+            proptest::prop_assert!(rate(fee + 1, size) > rate(fee, size));
+            proptest::prop_assert!(rate(fee, size + 1) < rate(fee + 1, size));
+        }
+    }
+
     #[test]
     fn zero_size_has_no_rate() {
         assert!(FeeRate::new(Amount::ONE_UNIT, 0).is_none());

@@ -421,6 +421,10 @@ impl Mempool {
         self.total_bytes += entry.size_bytes;
         self.total_usage_bytes += entry.usage_bytes;
         self.entries.insert(txid, entry);
+        // The cheap part of `check_invariants`, on every insert of a debug build.
+        debug_assert!(self.len() <= self.config.max_transactions.get());
+        debug_assert!(self.total_bytes <= self.config.max_bytes.get());
+        debug_assert_eq!(self.by_priority.len(), self.entries.len());
         Ok(Inserted { txid, evicted })
     }
 
@@ -703,6 +707,7 @@ impl Mempool {
         self.by_priority.remove(&entry.priority_key());
         self.total_bytes -= entry.size_bytes;
         self.total_usage_bytes -= entry.usage_bytes;
+        debug_assert_eq!(self.by_priority.len(), self.entries.len());
         entry
     }
 }
