@@ -1,0 +1,144 @@
+//! Throughput of the consensus engines on one core, next to the raw Ed25519 ceiling.
+//!
+//! - `finality/votes`: transaction votes handled per second by a `FinalityEngine`: signature
+//!   checks, tallying, certificate assembly and bookkeeping included.
+//! - `finality/verify_certificate`: finality certificates (a quorum of a 100-member committee)
+//!   verified per second.
+//! - `ed25519/single` and `ed25519/batch`: the same quorum of signatures checked one by one
+//!   with `PublicKey::verify` and as one `BatchVerifier` batch: the ceilings for the two above.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use timecoin_consensus::finality::sign_transaction_vote;
+use timecoin_consensus::signing::transaction_vote_message;
+use timecoin_consensus::{
+    Committee, FinalityCertificate, FinalityEffect, FinalityEngine, FinalityInput, Member, TxVote,
+    Weight,
+};
+use timecoin_primitives::keys::BatchVerifier;
+use timecoin_primitives::{
+    BoundedVec, CommitVote, Epoch, Hash32, Network, OutPoint, SecretKey, Txid,
+};
+
+const MEMBERS: u8 = 100;
+const TRANSACTIONS: u8 = 20;
+
+fn setup() -> (Committee, Vec<SecretKey>) {
+    let keys: Vec<SecretKey> = (1..=MEMBERS)
+        .map(|seed| SecretKey::from_bytes([seed; 32]))
+        .collect();
+    let members = keys
+        .iter()
+        .enumerate()
+        .map(|(index, key)| Member {
+            node_key: key.public_key(),
+            weight: Weight(1),
+            collateral: OutPoint {
+                txid: Txid(Hash32([index as u8; 32])),
+                index: 0,
+            },
+        })
+        .collect();
+    let committee = Committee::new(Network::Devnet, Epoch(1), Hash32::ZERO, members).unwrap();
+    (committee, keys)
+}
+
+fn txid(seed: u8) -> Txid {
+    Txid(Hash32([seed; 32]))
+}
+
+fn engines(c: &mut Criterion) {
+    let (committee, keys) = setup();
+    let quorum = committee.quorum_weight().get() as usize;
+    let votes: Vec<TxVote> = (0..TRANSACTIONS)
+        .flat_map(|tx| {
+            keys.iter()
+                .take(quorum)
+                .map(move |key| sign_transaction_vote(Network::Devnet, Epoch(1), txid(tx), key))
+        })
+        .collect();
+
+    let mut group = c.benchmark_group("finality");
+    group.throughput(Throughput::Elements(votes.len() as u64));
+    group.bench_function("votes", |b| {
+        b.iter(|| {
+            let mut engine = FinalityEngine::new(committee.clone(), None);
+            for tx in 0..TRANSACTIONS {
+                let inputs = vec![OutPoint {
+                    txid: txid(tx),
+                    index: 1,
+                }];
+                engine
+                    .handle(FinalityInput::Transaction {
+                        txid: txid(tx),
+                        inputs,
+                    })
+                    .unwrap();
+            }
+            let mut certified = 0;
+            for vote in &votes {
+                let effects = engine.handle(FinalityInput::Vote(*vote)).unwrap();
+                certified += effects
+                    .iter()
+                    .filter(|e| matches!(e, FinalityEffect::Certified(_)))
+                    .count();
+            }
+            assert_eq!(certified, TRANSACTIONS as usize);
+            black_box(engine)
+        })
+    });
+
+    let certificate = FinalityCertificate {
+        epoch: Epoch(1),
+        txid: txid(0),
+        votes: {
+            let mut quorum_votes: Vec<CommitVote> = votes[..quorum]
+                .iter()
+                .map(|vote| CommitVote {
+                    voter: vote.voter,
+                    signature: vote.signature,
+                })
+                .collect();
+            quorum_votes.sort_by_key(|vote| vote.voter);
+            BoundedVec::new(quorum_votes).unwrap()
+        },
+    };
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("verify_certificate", |b| {
+        b.iter(|| black_box(certificate.verify(&committee).unwrap()))
+    });
+    group.finish();
+
+    let message = transaction_vote_message(Network::Devnet, Epoch(1), &txid(0));
+    let mut group = c.benchmark_group("ed25519");
+    group.throughput(Throughput::Elements(certificate.votes.len() as u64));
+    group.bench_function("single", |b| {
+        b.iter(|| {
+            for vote in certificate.votes.iter() {
+                vote.voter.verify(&message, &vote.signature).unwrap();
+            }
+        })
+    });
+    group.bench_function("batch", |b| {
+        b.iter(|| {
+            let mut batch = BatchVerifier::new();
+            for vote in certificate.votes.iter() {
+                batch.queue(&vote.voter, &message, &vote.signature);
+            }
+            batch.verify().unwrap();
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(10);
+    targets = engines
+}
+criterion_main!(benches);
