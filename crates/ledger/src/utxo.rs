@@ -89,7 +89,10 @@ pub struct UtxoCache<V> {
 impl<V: UtxoView> UtxoCache<V> {
     /// An empty overlay over `base`.
     pub fn new(base: V) -> Self {
-        UtxoCache { base, changes: HashMap::new() }
+        UtxoCache {
+            base,
+            changes: HashMap::new(),
+        }
     }
 
     /// The base view.
