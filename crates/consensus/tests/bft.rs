@@ -1,0 +1,1062 @@
+//! Block consensus, driven by a tiny deterministic message pump: every node's effects are
+//! performed in order, messages are delivered FIFO, and time jumps to the next timer when the
+//! network is quiet.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use timecoin_consensus::bft::{BftConfig, PersistedBftState};
+use timecoin_consensus::signing::{Phase, SignedSlot, Slot, may_sign, statement_message};
+use timecoin_consensus::{
+    BftEffect, BftEngine, BftInput, BftMessage, Committee, ConsensusError, Evidence, Member,
+    Proposal, Vote, Weight, verify_commit_certificate,
+};
+use timecoin_primitives::block::BLOCK_VERSION;
+use timecoin_primitives::{
+    Block, BlockHash, BlockHeader, BoundedVec, CommitCertificate, CommitVote, Epoch, Hash32,
+    Height, Network, OutPoint, SecretKey, Timestamp, Txid,
+};
+
+const NETWORK: Network = Network::Devnet;
+const CONFIG: BftConfig = BftConfig {
+    network: NETWORK,
+    block_interval_ms: 1_000,
+    base_timeout_ms: 2_000,
+    max_timeout_ms: 60_000,
+};
+
+fn secret(index: usize) -> SecretKey {
+    SecretKey::from_bytes([index as u8 + 1; 32])
+}
+
+fn committee(weights: &[u64]) -> Committee {
+    let members = weights
+        .iter()
+        .enumerate()
+        .map(|(index, &weight)| Member {
+            node_key: secret(index).public_key(),
+            weight: Weight(weight),
+            collateral: OutPoint {
+                txid: Txid(Hash32([index as u8; 32])),
+                index: 0,
+            },
+        })
+        .collect();
+    Committee::new(NETWORK, Epoch(3), Hash32([5; 32]), members).unwrap()
+}
+
+/// The index of `committee`'s leader of (height, view) among `secret(0..n)`.
+fn leader_index(committee: &Committee, height: u64, view: u32, n: usize) -> usize {
+    let leader = committee.leader(Height(height), view).node_key;
+    (0..n)
+        .find(|&index| secret(index).public_key() == leader)
+        .unwrap()
+}
+
+fn make_block(
+    height: Height,
+    parent: BlockHash,
+    proposer: &SecretKey,
+    salt: u8,
+    now_ms: u64,
+) -> Block {
+    let mut block = Block {
+        header: BlockHeader {
+            version: BLOCK_VERSION,
+            height,
+            previous_hash: parent,
+            timestamp: Timestamp(now_ms),
+            epoch: Epoch(3),
+            proposer: proposer.public_key(),
+            transactions_root: Hash32::ZERO,
+            utxo_commitment: Hash32([salt; 32]),
+        },
+        transactions: BoundedVec::empty(),
+    };
+    block.header.transactions_root = block.compute_transactions_root();
+    block
+}
+
+fn sign_statement(
+    key: &SecretKey,
+    committee: &Committee,
+    slot: Slot,
+    digest: &Hash32,
+) -> timecoin_primitives::Signature {
+    key.sign(&statement_message(NETWORK, committee.epoch(), slot, digest))
+}
+
+fn vote(
+    key: &SecretKey,
+    committee: &Committee,
+    phase: Phase,
+    height: u64,
+    view: u32,
+    block_hash: BlockHash,
+) -> Vote {
+    let slot = Slot {
+        height: Height(height),
+        view,
+        phase,
+    };
+    Vote {
+        height: Height(height),
+        view,
+        block_hash,
+        voter: key.public_key(),
+        signature: sign_statement(key, committee, slot, &block_hash.0),
+    }
+}
+
+fn proposal(key: &SecretKey, committee: &Committee, view: u32, block: Block) -> BftMessage {
+    let slot = Slot {
+        height: block.header.height,
+        view,
+        phase: Phase::Proposal,
+    };
+    let signature = sign_statement(key, committee, slot, &block.hash().0);
+    BftMessage::Proposal(Box::new(Proposal {
+        height: block.header.height,
+        view,
+        block,
+        justification: BoundedVec::empty(),
+        certificate: None,
+        signature,
+    }))
+}
+
+struct Node {
+    engine: BftEngine,
+    disk: PersistedBftState,
+    committed: BTreeMap<Height, (CommitCertificate, Option<Block>)>,
+    evidence: Vec<Evidence>,
+    /// A crashed or Byzantine node: the pump neither runs nor delivers to its engine.
+    silent: bool,
+}
+
+type Filter = Box<dyn Fn(usize, usize, &BftMessage) -> bool>;
+
+struct Net {
+    committee: Committee,
+    nodes: Vec<Node>,
+    queue: VecDeque<(usize, usize, BftMessage)>,
+    now_ms: u64,
+    /// Messages for which this returns false (from, to, message) are dropped.
+    filter: Filter,
+    peer_faults: Vec<ConsensusError>,
+    target_height: u64,
+}
+
+impl Net {
+    fn new(weights: &[u64]) -> Net {
+        let committee = committee(weights);
+        let nodes = (0..weights.len())
+            .map(|index| Node {
+                engine: BftEngine::new(CONFIG, Some(secret(index)), PersistedBftState::default()),
+                disk: PersistedBftState::default(),
+                committed: BTreeMap::new(),
+                evidence: Vec::new(),
+                silent: false,
+            })
+            .collect();
+        Net {
+            committee,
+            nodes,
+            queue: VecDeque::new(),
+            now_ms: 0,
+            filter: Box::new(|_, _, _| true),
+            peer_faults: Vec::new(),
+            target_height: 0,
+        }
+    }
+
+    fn start(&mut self) {
+        for index in 0..self.nodes.len() {
+            let input = BftInput::StartHeight {
+                height: Height(1),
+                parent: BlockHash(Hash32([1; 32])),
+                committee: self.committee.clone(),
+                now_ms: self.now_ms,
+            };
+            self.input(index, input);
+        }
+    }
+
+    /// Feeds one input to a node and performs its effects in order, including the node's
+    /// answers to block requests, validations and commits.
+    fn input(&mut self, index: usize, input: BftInput) {
+        if self.nodes[index].silent {
+            return;
+        }
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            let effects = match self.nodes[index].engine.handle(input) {
+                Ok(effects) => effects,
+                Err(error) => {
+                    if error.is_peer_fault() {
+                        self.peer_faults.push(error);
+                    }
+                    continue;
+                }
+            };
+            for effect in effects {
+                match effect {
+                    BftEffect::Persist(state) => self.nodes[index].disk = state,
+                    BftEffect::Broadcast(message) => {
+                        // Persistence before send: the disk already covers what goes out.
+                        let phase = match &message {
+                            BftMessage::Proposal(_) => Phase::Proposal,
+                            BftMessage::Prepare(_) => Phase::Prepare,
+                            BftMessage::Commit(_) => Phase::Commit,
+                            BftMessage::ViewChange(_) => Phase::ViewChange,
+                        };
+                        let slot = Slot {
+                            height: message.height(),
+                            view: message.view(),
+                            phase,
+                        };
+                        let signed = self.nodes[index]
+                            .disk
+                            .last_signed
+                            .expect("persisted before send");
+                        assert_eq!(
+                            signed.slot, slot,
+                            "the persisted slot is the one being sent"
+                        );
+                        for to in 0..self.nodes.len() {
+                            if to != index && (self.filter)(index, to, &message) {
+                                self.queue.push_back((index, to, message.clone()));
+                            }
+                        }
+                    }
+                    BftEffect::RequestBlockContents {
+                        height,
+                        view,
+                        parent,
+                    } => {
+                        let block =
+                            make_block(height, parent, &secret(index), view as u8, self.now_ms);
+                        inputs.push_back(BftInput::BlockContents {
+                            height,
+                            view,
+                            block,
+                            now_ms: self.now_ms,
+                        });
+                    }
+                    BftEffect::ValidateBlock {
+                        height,
+                        view,
+                        block,
+                    } => {
+                        inputs.push_back(BftInput::BlockValidated {
+                            height,
+                            view,
+                            block_hash: block.hash(),
+                            valid: true,
+                            now_ms: self.now_ms,
+                        });
+                    }
+                    BftEffect::Committed { certificate, block } => {
+                        let height = certificate.height;
+                        let parent = certificate.block_hash;
+                        self.nodes[index]
+                            .committed
+                            .insert(height, (certificate, block));
+                        if height.0 < self.target_height {
+                            inputs.push_back(BftInput::StartHeight {
+                                height: Height(height.0 + 1),
+                                parent,
+                                committee: self.committee.clone(),
+                                now_ms: self.now_ms,
+                            });
+                        }
+                    }
+                    BftEffect::Evidence(evidence) => self.nodes[index].evidence.push(evidence),
+                    BftEffect::ScheduleTick { .. } => {}
+                }
+            }
+        }
+    }
+
+    fn inject(&mut self, from: usize, to: usize, message: BftMessage) {
+        self.queue.push_back((from, to, message));
+    }
+
+    /// Runs until every live node committed `target_height` or `deadline_ms` passes.
+    fn run(&mut self, target_height: u64, deadline_ms: u64) {
+        self.target_height = target_height;
+        loop {
+            let done = self
+                .nodes
+                .iter()
+                .filter(|node| !node.silent)
+                .all(|node| node.committed.contains_key(&Height(target_height)));
+            if done || self.now_ms > deadline_ms {
+                return;
+            }
+            if let Some((_, to, message)) = self.queue.pop_front() {
+                let now_ms = self.now_ms;
+                self.input(to, BftInput::Message { message, now_ms });
+                continue;
+            }
+            let Some(next) = self
+                .nodes
+                .iter()
+                .filter(|node| !node.silent)
+                .filter_map(|node| node.engine.next_tick_ms())
+                .min()
+            else {
+                return;
+            };
+            self.now_ms = self.now_ms.max(next);
+            for index in 0..self.nodes.len() {
+                if self.nodes[index]
+                    .engine
+                    .next_tick_ms()
+                    .is_some_and(|at| at <= self.now_ms)
+                {
+                    let now_ms = self.now_ms;
+                    self.input(index, BftInput::Tick { now_ms });
+                }
+            }
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|node| !node.silent)
+    }
+
+    /// Asserts that live nodes agree on every height they committed and that each
+    /// certificate verifies.
+    fn assert_agreement(&self) -> BTreeMap<Height, CommitCertificate> {
+        let mut decided: BTreeMap<Height, CommitCertificate> = BTreeMap::new();
+        for node in self.live() {
+            for (height, (certificate, block)) in &node.committed {
+                assert!(verify_commit_certificate(&self.committee, certificate).is_ok());
+                if let Some(block) = block {
+                    assert_eq!(block.hash(), certificate.block_hash);
+                }
+                let first = decided
+                    .entry(*height)
+                    .or_insert_with(|| certificate.clone());
+                assert_eq!(
+                    first.block_hash, certificate.block_hash,
+                    "two blocks committed at height {height}"
+                );
+            }
+        }
+        decided
+    }
+}
+
+#[test]
+fn happy_path_commits_blocks_in_view_zero() {
+    let mut net = Net::new(&[1, 1, 1, 1]);
+    net.start();
+    net.run(5, 60_000);
+    assert!(net.peer_faults.is_empty(), "{:?}", net.peer_faults);
+    for node in net.live() {
+        assert_eq!(node.committed.len(), 5);
+        assert!(node.evidence.is_empty());
+    }
+    let decided = net.assert_agreement();
+    // Each block extends the one before, all in view 0, at one block interval per height.
+    for (height, certificate) in &decided {
+        assert_eq!(certificate.view, 0, "height {height}");
+        let (_, block) = &net.nodes[0].committed[height];
+        let block = block.as_ref().unwrap();
+        if let Some(parent) = decided.get(&Height(height.0 - 1)) {
+            assert_eq!(block.header.previous_hash, parent.block_hash);
+        }
+        assert_eq!(
+            block.header.proposer,
+            net.committee.leader(*height, 0).node_key
+        );
+    }
+    assert!(net.now_ms <= 5 * CONFIG.block_interval_ms);
+}
+
+#[test]
+fn weighted_committee_needs_quorum_weight_not_quorum_count() {
+    // W = 100, quorum 67. Half the members but 70 weight live: blocks commit.
+    let mut net = Net::new(&[40, 30, 20, 10]);
+    net.nodes[2].silent = true;
+    net.nodes[3].silent = true;
+    net.start();
+    net.run(3, 600_000);
+    assert!(net.peer_faults.is_empty(), "{:?}", net.peer_faults);
+    let decided = net.assert_agreement();
+    assert_eq!(decided.len(), 3);
+    for certificate in decided.values() {
+        assert_eq!(certificate.votes.len(), 2);
+    }
+    // Half the members with 60 weight live: nothing commits, however long we wait.
+    let mut net = Net::new(&[40, 30, 20, 10]);
+    net.nodes[1].silent = true;
+    net.nodes[3].silent = true;
+    net.start();
+    net.run(1, 600_000);
+    assert!(net.live().all(|node| node.committed.is_empty()));
+    assert!(net.nodes[0].engine.view() >= 3, "kept changing views");
+}
+
+#[test]
+fn silent_leader_is_replaced_by_a_view_change() {
+    let mut net = Net::new(&[1, 1, 1, 1]);
+    let leader = leader_index(&net.committee, 1, 0, 4);
+    net.nodes[leader].silent = true;
+    net.start();
+    net.run(1, 600_000);
+    assert!(net.peer_faults.is_empty(), "{:?}", net.peer_faults);
+    let decided = net.assert_agreement();
+    let certificate = &decided[&Height(1)];
+    assert!(certificate.view >= 1);
+    let (_, block) = &net.live().next().unwrap().committed[&Height(1)];
+    assert_eq!(
+        block.as_ref().unwrap().header.proposer,
+        net.committee.leader(Height(1), certificate.view).node_key
+    );
+    // Timed out at least once: 1 s interval + 2 s timeout before view 1.
+    assert!(net.now_ms >= CONFIG.block_interval_ms + CONFIG.base_timeout_ms);
+    // Progress resets the back-off.
+    for node in net.live() {
+        assert_eq!(node.engine.current_timeout_ms(), CONFIG.base_timeout_ms);
+    }
+}
+
+#[test]
+fn view_change_carries_a_prepared_block_into_the_next_view() {
+    // Everyone prepares the view-0 block but no commit vote of view 0 gets through. A block
+    // that might have been committed must survive the view change: the view-1 leader has to
+    // re-propose exactly it.
+    let mut net = Net::new(&[1, 1, 1, 1]);
+    net.filter =
+        Box::new(|_, _, message| !matches!(message, BftMessage::Commit(vote) if vote.view == 0));
+    net.start();
+    net.run(1, 600_000);
+    assert!(net.peer_faults.is_empty(), "{:?}", net.peer_faults);
+    let decided = net.assert_agreement();
+    let certificate = &decided[&Height(1)];
+    assert!(certificate.view >= 1);
+    let (_, block) = &net.nodes[0].committed[&Height(1)];
+    let block = block.as_ref().unwrap();
+    // Made in view 0 (salt = view) by the view-0 leader, re-proposed later.
+    assert_eq!(block.header.utxo_commitment, Hash32([0; 32]));
+    assert_eq!(
+        block.header.proposer,
+        net.committee.leader(Height(1), 0).node_key
+    );
+}
+
+#[test]
+fn timeouts_back_off_exponentially_while_nothing_progresses() {
+    let mut net = Net::new(&[1, 1, 1, 1]);
+    for index in 1..4 {
+        net.nodes[index].silent = true;
+    }
+    net.start();
+    let mut timeouts = Vec::new();
+    let mut last_view = net.nodes[0].engine.view();
+    for _ in 0..6 {
+        let next = net.nodes[0].engine.next_tick_ms().unwrap();
+        net.now_ms = next;
+        let now_ms = net.now_ms;
+        net.input(0, BftInput::Tick { now_ms });
+        if net.nodes[0].engine.view() > last_view {
+            last_view = net.nodes[0].engine.view();
+            timeouts.push(net.nodes[0].engine.next_tick_ms().unwrap() - now_ms);
+        }
+    }
+    assert_eq!(timeouts[..4], [4_000, 8_000, 16_000, 32_000]);
+    assert!(
+        timeouts
+            .iter()
+            .all(|&timeout| timeout <= CONFIG.max_timeout_ms)
+    );
+    assert!(net.nodes[0].committed.is_empty());
+}
+
+/// A node that prepared block A in view 0, then crashed and restarted, with a second block B
+/// (from an equivocating leader) arriving for the same view.
+fn restarted_after_preparing() -> (Committee, usize, SecretKey, BftEngine, Block, Block) {
+    let committee = committee(&[1, 1, 1, 1]);
+    let leader = leader_index(&committee, 1, 0, 4);
+    let node = (leader + 1) % 4;
+    let parent = BlockHash(Hash32([1; 32]));
+    let block_a = make_block(Height(1), parent, &secret(leader), 0xA, 0);
+    let block_b = make_block(Height(1), parent, &secret(leader), 0xB, 0);
+    let mut engine = BftEngine::new(CONFIG, Some(secret(node)), PersistedBftState::default());
+    engine
+        .handle(BftInput::StartHeight {
+            height: Height(1),
+            parent,
+            committee: committee.clone(),
+            now_ms: 0,
+        })
+        .unwrap();
+    let effects = engine
+        .handle(BftInput::Message {
+            message: proposal(&secret(leader), &committee, 0, block_a.clone()),
+            now_ms: 1,
+        })
+        .unwrap();
+    assert!(matches!(&effects[..], [BftEffect::ValidateBlock { .. }]));
+    let effects = engine
+        .handle(BftInput::BlockValidated {
+            height: Height(1),
+            view: 0,
+            block_hash: block_a.hash(),
+            valid: true,
+            now_ms: 2,
+        })
+        .unwrap();
+    let [
+        BftEffect::Persist(disk),
+        BftEffect::Broadcast(BftMessage::Prepare(prepare)),
+    ] = &effects[..]
+    else {
+        panic!("expected persist then prepare, got {effects:?}")
+    };
+    assert_eq!(prepare.block_hash, block_a.hash());
+    // Crash; restart from the disk.
+    let mut restarted = BftEngine::new(CONFIG, Some(secret(node)), disk.clone());
+    restarted
+        .handle(BftInput::StartHeight {
+            height: Height(1),
+            parent,
+            committee: committee.clone(),
+            now_ms: 10,
+        })
+        .unwrap();
+    (committee, leader, secret(node), restarted, block_a, block_b)
+}
+
+fn broadcasts(effects: &[BftEffect]) -> Vec<&BftMessage> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            BftEffect::Broadcast(message) => Some(message),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn restored_node_refuses_a_conflicting_prepare() {
+    let (committee, leader, _, mut engine, _, block_b) = restarted_after_preparing();
+    let effects = engine
+        .handle(BftInput::Message {
+            message: proposal(&secret(leader), &committee, 0, block_b.clone()),
+            now_ms: 11,
+        })
+        .unwrap();
+    assert!(matches!(&effects[..], [BftEffect::ValidateBlock { .. }]));
+    let effects = engine
+        .handle(BftInput::BlockValidated {
+            height: Height(1),
+            view: 0,
+            block_hash: block_b.hash(),
+            valid: true,
+            now_ms: 12,
+        })
+        .unwrap();
+    assert!(
+        broadcasts(&effects).is_empty(),
+        "signed a conflicting prepare: {effects:?}"
+    );
+}
+
+#[test]
+fn restored_node_refuses_a_conflicting_commit_but_commits_what_it_prepared() {
+    let (committee, leader, own, mut engine, block_a, block_b) = restarted_after_preparing();
+    engine
+        .handle(BftInput::Message {
+            message: proposal(&secret(leader), &committee, 0, block_b.clone()),
+            now_ms: 11,
+        })
+        .unwrap();
+    engine
+        .handle(BftInput::BlockValidated {
+            height: Height(1),
+            view: 0,
+            block_hash: block_b.hash(),
+            valid: true,
+            now_ms: 12,
+        })
+        .unwrap();
+    let others: Vec<usize> = (0..4)
+        .filter(|&index| secret(index).public_key() != own.public_key())
+        .collect();
+    let mut sent = Vec::new();
+    for &index in &others {
+        let prepare = vote(
+            &secret(index),
+            &committee,
+            Phase::Prepare,
+            1,
+            0,
+            block_b.hash(),
+        );
+        let effects = engine
+            .handle(BftInput::Message {
+                message: BftMessage::Prepare(prepare),
+                now_ms: 13,
+            })
+            .unwrap();
+        sent.extend(broadcasts(&effects).into_iter().cloned());
+    }
+    assert!(
+        sent.is_empty(),
+        "signed a commit for a block it did not prepare: {sent:?}"
+    );
+
+    // The same restarted state does commit the block it did prepare.
+    let (committee, leader, own, mut engine, block_a2, _) = restarted_after_preparing();
+    assert_eq!(block_a, block_a2);
+    engine
+        .handle(BftInput::Message {
+            message: proposal(&secret(leader), &committee, 0, block_a.clone()),
+            now_ms: 11,
+        })
+        .unwrap();
+    engine
+        .handle(BftInput::BlockValidated {
+            height: Height(1),
+            view: 0,
+            block_hash: block_a.hash(),
+            valid: true,
+            now_ms: 12,
+        })
+        .unwrap();
+    let mut sent = Vec::new();
+    for index in (0..4).filter(|&index| secret(index).public_key() != own.public_key()) {
+        let prepare = vote(
+            &secret(index),
+            &committee,
+            Phase::Prepare,
+            1,
+            0,
+            block_a.hash(),
+        );
+        let effects = engine
+            .handle(BftInput::Message {
+                message: BftMessage::Prepare(prepare),
+                now_ms: 13,
+            })
+            .unwrap();
+        sent.extend(broadcasts(&effects).into_iter().cloned());
+    }
+    assert!(
+        matches!(&sent[..], [BftMessage::Commit(commit)] if commit.block_hash == block_a.hash())
+    );
+    assert!(
+        engine
+            .persisted_state()
+            .prepared
+            .is_some_and(|proof| proof.certificate.block_hash == block_a.hash())
+    );
+}
+
+#[test]
+fn signing_guard_rules() {
+    let block_a = Hash32([0xA; 32]);
+    let block_b = Hash32([0xB; 32]);
+    let slot = |height, view, phase| Slot {
+        height: Height(height),
+        view,
+        phase,
+    };
+    let last = SignedSlot {
+        slot: slot(5, 2, Phase::Prepare),
+        digest: block_a,
+    };
+    assert!(may_sign(None, slot(0, 0, Phase::Prepare), &block_a));
+    assert!(
+        may_sign(Some(&last), slot(5, 2, Phase::Prepare), &block_a),
+        "identical re-sign"
+    );
+    assert!(
+        !may_sign(Some(&last), slot(5, 2, Phase::Prepare), &block_b),
+        "conflicting prepare"
+    );
+    assert!(
+        !may_sign(Some(&last), slot(5, 2, Phase::Commit), &block_b),
+        "commit for another block"
+    );
+    assert!(may_sign(Some(&last), slot(5, 2, Phase::Commit), &block_a));
+    assert!(
+        !may_sign(Some(&last), slot(5, 2, Phase::Proposal), &block_a),
+        "going back a phase"
+    );
+    assert!(
+        !may_sign(Some(&last), slot(5, 1, Phase::Commit), &block_a),
+        "going back a view"
+    );
+    assert!(
+        !may_sign(Some(&last), slot(4, 9, Phase::Commit), &block_a),
+        "going back a height"
+    );
+    assert!(may_sign(
+        Some(&last),
+        slot(5, 3, Phase::ViewChange),
+        &block_b
+    ));
+    assert!(
+        may_sign(Some(&last), slot(5, 3, Phase::Prepare), &block_b),
+        "new view, new block"
+    );
+    assert!(may_sign(Some(&last), slot(6, 0, Phase::Prepare), &block_b));
+}
+
+#[test]
+fn byzantine_leader_equivocation_yields_evidence_and_a_single_block() {
+    let mut net = Net::new(&[1, 1, 1, 1]);
+    let leader = leader_index(&net.committee, 1, 0, 4);
+    net.nodes[leader].silent = true;
+    net.start();
+    let parent = BlockHash(Hash32([1; 32]));
+    let key = secret(leader);
+    let block_a = make_block(Height(1), parent, &key, 0xA, 0);
+    let block_b = make_block(Height(1), parent, &key, 0xB, 0);
+    let honest: Vec<usize> = (0..4).filter(|&index| index != leader).collect();
+    // A to the first two honest nodes, B to the third; the first also hears B. The leader also
+    // prepares and commits both blocks to everyone.
+    net.inject(
+        leader,
+        honest[0],
+        proposal(&key, &net.committee, 0, block_a.clone()),
+    );
+    net.inject(
+        leader,
+        honest[1],
+        proposal(&key, &net.committee, 0, block_a.clone()),
+    );
+    net.inject(
+        leader,
+        honest[2],
+        proposal(&key, &net.committee, 0, block_b.clone()),
+    );
+    net.inject(
+        leader,
+        honest[0],
+        proposal(&key, &net.committee, 0, block_b.clone()),
+    );
+    for &to in &honest {
+        for block in [&block_a, &block_b] {
+            for phase in [Phase::Prepare, Phase::Commit] {
+                let signed = vote(&key, &net.committee, phase, 1, 0, block.hash());
+                let message = if phase == Phase::Prepare {
+                    BftMessage::Prepare(signed)
+                } else {
+                    BftMessage::Commit(signed)
+                };
+                net.inject(leader, to, message);
+            }
+        }
+    }
+    net.run(1, 600_000);
+    let decided = net.assert_agreement();
+    assert!(decided.contains_key(&Height(1)));
+    assert!(
+        net.live()
+            .all(|node| node.committed.contains_key(&Height(1)))
+    );
+    let evidence: Vec<&Evidence> = net.live().flat_map(|node| &node.evidence).collect();
+    assert!(evidence.iter().any(|e| matches!(e, Evidence::ConflictingStatements { slot, .. } if slot.phase == Phase::Proposal)));
+    assert!(evidence.iter().any(|e| matches!(e, Evidence::ConflictingStatements { slot, .. } if slot.phase == Phase::Prepare)));
+    for item in &evidence {
+        assert_eq!(item.offender(), key.public_key());
+        assert_eq!(item.verify(&net.committee), Ok(()));
+    }
+}
+
+fn certificate_from(
+    keys: &[usize],
+    committee: &Committee,
+    block_hash: BlockHash,
+) -> CommitCertificate {
+    let mut votes: Vec<CommitVote> = keys
+        .iter()
+        .map(|&index| {
+            let signed = vote(&secret(index), committee, Phase::Commit, 1, 0, block_hash);
+            CommitVote {
+                voter: signed.voter,
+                signature: signed.signature,
+            }
+        })
+        .collect();
+    votes.sort_by_key(|vote| vote.voter);
+    CommitCertificate {
+        height: Height(1),
+        view: 0,
+        block_hash,
+        votes: BoundedVec::new(votes).unwrap(),
+    }
+}
+
+#[test]
+fn commit_certificate_verification() {
+    let committee = committee(&[1, 1, 1, 1]);
+    let block = BlockHash(Hash32([0xA; 32]));
+    let good = certificate_from(&[0, 1, 2], &committee, block);
+    assert_eq!(verify_commit_certificate(&committee, &good), Ok(Weight(3)));
+
+    let mut forged = good.clone();
+    let mut votes = forged.votes.clone().into_inner();
+    votes[2].signature.0[9] ^= 1;
+    forged.votes = BoundedVec::new(votes).unwrap();
+    assert_eq!(
+        verify_commit_certificate(&committee, &forged),
+        Err(ConsensusError::BadSignatureSet)
+    );
+
+    let short = certificate_from(&[0, 1], &committee, block);
+    assert!(matches!(
+        verify_commit_certificate(&committee, &short),
+        Err(ConsensusError::InsufficientWeight { have: 2, need: 3 })
+    ));
+
+    let mut doubled = good.votes.clone().into_inner();
+    doubled[1] = doubled[0];
+    let duplicate = CommitCertificate {
+        votes: BoundedVec::new(doubled).unwrap(),
+        ..good.clone()
+    };
+    assert_eq!(
+        verify_commit_certificate(&committee, &duplicate),
+        Err(ConsensusError::UnsortedVoters)
+    );
+
+    let moved = CommitCertificate {
+        view: 1,
+        ..good.clone()
+    };
+    assert_eq!(
+        verify_commit_certificate(&committee, &moved),
+        Err(ConsensusError::BadSignatureSet)
+    );
+
+    // The same keys as the committee of another epoch: signatures name epoch 3 and fail.
+    let other_epoch = Committee::new(
+        NETWORK,
+        Epoch(4),
+        committee.seed(),
+        committee.members().to_vec(),
+    )
+    .unwrap();
+    assert_eq!(
+        verify_commit_certificate(&other_epoch, &good),
+        Err(ConsensusError::BadSignatureSet)
+    );
+    // Prepare votes are not commit votes.
+    let mut prepares: Vec<CommitVote> = (0..3)
+        .map(|index| {
+            let signed = vote(&secret(index), &committee, Phase::Prepare, 1, 0, block);
+            CommitVote {
+                voter: signed.voter,
+                signature: signed.signature,
+            }
+        })
+        .collect();
+    prepares.sort_by_key(|vote| vote.voter);
+    let relabelled = CommitCertificate {
+        votes: BoundedVec::new(prepares).unwrap(),
+        ..good
+    };
+    assert_eq!(
+        verify_commit_certificate(&committee, &relabelled),
+        Err(ConsensusError::BadSignatureSet)
+    );
+}
+
+#[test]
+fn colluding_weight_beyond_f_cannot_certify_alone_and_is_caught_if_it_forks() {
+    // W = 4, f = 1, quorum 3. Two colluders (f + 1) sign commits for two blocks.
+    let committee = committee(&[1, 1, 1, 1]);
+    let block_a = BlockHash(Hash32([0xA; 32]));
+    let block_b = BlockHash(Hash32([0xB; 32]));
+    // Alone they certify neither block.
+    for block in [block_a, block_b] {
+        let alone = certificate_from(&[0, 1], &committee, block);
+        assert!(matches!(
+            verify_commit_certificate(&committee, &alone),
+            Err(ConsensusError::InsufficientWeight { .. })
+        ));
+    }
+    // Each honest node signs one commit per (height, view), so two certificates need honest
+    // nodes on both sides; even then every voter in both certificates is incriminated.
+    let first = certificate_from(&[0, 1, 2], &committee, block_a);
+    let second = certificate_from(&[0, 1, 3], &committee, block_b);
+    assert!(verify_commit_certificate(&committee, &first).is_ok());
+    assert!(verify_commit_certificate(&committee, &second).is_ok());
+    let mut culprits = BTreeSet::new();
+    for a in first.votes.iter() {
+        for b in second.votes.iter().filter(|b| b.voter == a.voter) {
+            let evidence = Evidence::ConflictingStatements {
+                signer: a.voter,
+                epoch: committee.epoch(),
+                slot: Slot {
+                    height: Height(1),
+                    view: 0,
+                    phase: Phase::Commit,
+                },
+                first: (block_a.0, a.signature),
+                second: (block_b.0, b.signature),
+            };
+            assert_eq!(evidence.verify(&committee), Ok(()));
+            culprits.insert(a.voter);
+        }
+    }
+    // The overlap of two quorums always exceeds f: at least f + 1 weight is caught.
+    let caught: u64 = culprits
+        .iter()
+        .map(|key| committee.weight_of(key).get())
+        .sum();
+    assert!(caught > committee.max_faulty_weight().get());
+    // In the live protocol, f Byzantine weight never achieves a fork: see
+    // `byzantine_leader_equivocation_yields_evidence_and_a_single_block`.
+}
+
+#[test]
+fn rejections_are_classified() {
+    let committee = committee(&[1, 1, 1, 1]);
+    let leader = leader_index(&committee, 1, 0, 4);
+    let other = (leader + 1) % 4;
+    let parent = BlockHash(Hash32([1; 32]));
+    let mut engine = BftEngine::new(CONFIG, Some(secret(other)), PersistedBftState::default());
+    let block = make_block(Height(1), parent, &secret(leader), 0, 0);
+    // Before any height is started the engine refuses messages without blaming the peer.
+    let error = engine
+        .handle(BftInput::Message {
+            message: proposal(&secret(leader), &committee, 0, block.clone()),
+            now_ms: 0,
+        })
+        .unwrap_err();
+    assert!(!error.is_peer_fault());
+    engine
+        .handle(BftInput::StartHeight {
+            height: Height(1),
+            parent,
+            committee: committee.clone(),
+            now_ms: 0,
+        })
+        .unwrap();
+
+    // A proposal signed by someone other than the leader.
+    let error = engine
+        .handle(BftInput::Message {
+            message: proposal(&secret(other), &committee, 0, block.clone()),
+            now_ms: 1,
+        })
+        .unwrap_err();
+    assert_eq!(error, ConsensusError::WrongLeader { view: 0 });
+    assert!(error.is_peer_fault());
+    // A leader's block that does not extend our parent.
+    let stray = make_block(Height(1), BlockHash(Hash32([2; 32])), &secret(leader), 0, 0);
+    let error = engine
+        .handle(BftInput::Message {
+            message: proposal(&secret(leader), &committee, 0, stray),
+            now_ms: 1,
+        })
+        .unwrap_err();
+    assert!(matches!(error, ConsensusError::InvalidProposal(_)) && error.is_peer_fault());
+    // Far-future views and other heights are dropped without blame.
+    let far = vote(
+        &secret(leader),
+        &committee,
+        Phase::Prepare,
+        1,
+        1_000,
+        block.hash(),
+    );
+    let error = engine
+        .handle(BftInput::Message {
+            message: BftMessage::Prepare(far),
+            now_ms: 1,
+        })
+        .unwrap_err();
+    assert!(matches!(error, ConsensusError::ViewOutOfWindow { .. }) && !error.is_peer_fault());
+    let old = vote(
+        &secret(leader),
+        &committee,
+        Phase::Prepare,
+        0,
+        0,
+        block.hash(),
+    );
+    let error = engine
+        .handle(BftInput::Message {
+            message: BftMessage::Prepare(old),
+            now_ms: 1,
+        })
+        .unwrap_err();
+    assert!(matches!(error, ConsensusError::WrongHeight { .. }) && !error.is_peer_fault());
+    // A forged vote and a stranger's vote are the peer's fault.
+    let mut forged = vote(
+        &secret(leader),
+        &committee,
+        Phase::Prepare,
+        1,
+        0,
+        block.hash(),
+    );
+    forged.signature.0[0] ^= 1;
+    let error = engine
+        .handle(BftInput::Message {
+            message: BftMessage::Prepare(forged),
+            now_ms: 1,
+        })
+        .unwrap_err();
+    assert!(matches!(error, ConsensusError::BadSignature(_)) && error.is_peer_fault());
+    let stranger = vote(&secret(9), &committee, Phase::Prepare, 1, 0, block.hash());
+    let error = engine
+        .handle(BftInput::Message {
+            message: BftMessage::Prepare(stranger),
+            now_ms: 1,
+        })
+        .unwrap_err();
+    assert!(matches!(error, ConsensusError::NotAMember(_)) && error.is_peer_fault());
+    // A duplicate vote is accepted once and then ignored.
+    let prepare = vote(
+        &secret(leader),
+        &committee,
+        Phase::Prepare,
+        1,
+        0,
+        block.hash(),
+    );
+    engine
+        .handle(BftInput::Message {
+            message: BftMessage::Prepare(prepare),
+            now_ms: 1,
+        })
+        .unwrap();
+    let held = engine.held_records();
+    assert!(
+        engine
+            .handle(BftInput::Message {
+                message: BftMessage::Prepare(prepare),
+                now_ms: 1
+            })
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(engine.held_records(), held);
+    // Next-height messages are buffered, within a bound.
+    let early = vote(
+        &secret(leader),
+        &committee,
+        Phase::Prepare,
+        2,
+        0,
+        block.hash(),
+    );
+    assert!(
+        engine
+            .handle(BftInput::Message {
+                message: BftMessage::Prepare(early),
+                now_ms: 1
+            })
+            .unwrap()
+            .is_empty()
+    );
+}
