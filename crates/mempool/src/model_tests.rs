@@ -381,6 +381,13 @@ fn compare(pool: &Mempool, model: &Model) {
             .iter()
             .map(|e| e.txid())
             .collect();
+        // Checked directly too, not only through the model: no child before a pooled parent.
+        for (position, txid) in selected.iter().enumerate() {
+            for input in pool.get(txid).unwrap().body.inputs.iter() {
+                let parent = input.prevout.txid;
+                assert!(!pool.contains(&parent) || selected[..position].contains(&parent));
+            }
+        }
         assert_eq!(
             selected,
             model.select(max_transactions, max_bytes),
