@@ -1,6 +1,7 @@
 //! The HTTP server: authentication, limits, dispatch to an [`RpcHandler`], graceful shutdown.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -198,6 +199,30 @@ impl RpcServer {
             admission_capacity,
             task: Some(task),
         })
+    }
+
+    /// Like [`RpcServer::start`], and also stops when `shutdown` completes: pass the daemon's
+    /// signal handler or a cancellation token's future.
+    pub async fn start_with_shutdown<H, F>(
+        config: ServerConfig,
+        handler: H,
+        shutdown: F,
+    ) -> Result<Self, Error>
+    where
+        H: RpcHandler,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let server = Self::start(config, handler).await?;
+        let trigger = server.shutdown_trigger();
+        let mut stop = trigger.0.subscribe();
+        // Ends with the server either way, so it never outlives it.
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown => trigger.trigger(),
+                () = stopped(&mut stop) => {}
+            }
+        });
+        Ok(server)
     }
 
     /// The address actually bound (useful with port 0).

@@ -693,3 +693,113 @@ async fn client_times_out_on_a_stuck_call() {
     ));
     harness.gate.open.add_permits(1);
 }
+
+#[tokio::test]
+async fn idle_and_slow_clients_are_cut_off() {
+    let harness = Harness::start(|config| config.request_timeout = Duration::from_millis(50)).await;
+    let read_all = |mut stream: TcpStream| async move {
+        let mut reply = Vec::new();
+        tokio::time::timeout(PATIENCE, stream.read_to_end(&mut reply))
+            .await
+            .expect("server closed the connection")
+            .expect("clean close");
+        String::from_utf8(reply).expect("ASCII reply")
+    };
+
+    let silent = TcpStream::connect(harness.addr()).await.unwrap();
+    assert_eq!(read_all(silent).await, "");
+
+    let mut half_head = TcpStream::connect(harness.addr()).await.unwrap();
+    half_head
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_all(half_head).await, "");
+
+    let mut half_body = TcpStream::connect(harness.addr()).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: 10\r\n\r\n{{",
+        auth()
+    );
+    half_body.write_all(head.as_bytes()).await.unwrap();
+    assert!(read_all(half_body).await.starts_with("HTTP/1.1 408 "));
+
+    // A kept-alive connection is closed once it has been idle too long.
+    let mut kept_alive = TcpStream::connect(harness.addr()).await.unwrap();
+    let call = r#"{"method":"add","params":[1],"id":1}"#;
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Length: {}\r\n\r\n{call}",
+        auth(),
+        call.len()
+    );
+    kept_alive.write_all(head.as_bytes()).await.unwrap();
+    let reply = read_all(kept_alive).await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert!(
+        reply.ends_with("{\"result\":1,\"error\":null,\"id\":1}\n"),
+        "{reply}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_authentication_waits_the_configured_delay() {
+    // Virtual time: the clock only moves when every task waits on a timer, so the elapsed time
+    // is exactly the server's sleeps and the test takes no real time.
+    let delay = Duration::from_secs(5);
+    let harness = Harness::start(|config| {
+        config.auth_failure_delay = delay;
+        config.request_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let body = br#"{"method":"add","params":[1],"id":1}"#;
+    let started = tokio::time::Instant::now();
+    let wrong = post(
+        harness.addr(),
+        Some(&basic_authorization(USER, "guess")),
+        body,
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    assert!(started.elapsed() >= delay);
+
+    let started = tokio::time::Instant::now();
+    let right = post(harness.addr(), Some(&auth()), body).await;
+    assert_eq!(right.status, 200);
+    assert!(started.elapsed() < delay);
+}
+
+#[tokio::test]
+async fn a_shutdown_future_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(
+        0,
+        AuthConfig::Cookie {
+            dir: dir.path().to_owned(),
+        },
+    );
+    config.auth_failure_delay = Duration::ZERO;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (sender, _entered) = mpsc::unbounded_channel();
+    let gate = Arc::new(Gate {
+        open: Semaphore::new(0),
+        entered: sender,
+        running: AtomicUsize::new(0),
+        max_running: AtomicUsize::new(0),
+    });
+    let mut server = RpcServer::start_with_shutdown(config, methods(gate), async {
+        let _ = stopped.await;
+    })
+    .await
+    .unwrap();
+    let client = RpcClient::from_cookie(server.local_addr(), dir.path()).unwrap();
+    assert_eq!(client.call("add", json!([2])).await.unwrap(), json!(2));
+    stop.send(()).unwrap();
+    tokio::time::timeout(PATIENCE, server.wait())
+        .await
+        .expect("server stopped");
+    assert!(!dir.path().join(".cookie").exists());
+    assert!(matches!(
+        client.call("add", json!([2])).await,
+        Err(Error::Connect { .. })
+    ));
+}
