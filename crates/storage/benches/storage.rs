@@ -1,0 +1,336 @@
+//! Storage benchmark: durable block application with a million UTXOs, against a plain in-memory
+//! `HashMap` in the same run; vote persistence throughput; recovery time after SIGKILL; database
+//! size and the peak RSS of the process that applies the blocks (default settings).
+//!
+//! `cargo bench -p timecoin-storage --bench storage`. Knobs (environment): `BENCH_UTXOS`
+//! (1,000,000), `BENCH_BLOCKS` (200), `BENCH_TRANSACTIONS` (1,000 per block),
+//! `BENCH_DIRECTORY` (a temporary directory). Figures are printed and written as JSON to
+//! `target/storage-bench.json`.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use timecoin_ledger::{UtxoCommitment, UtxoEntry, UtxoStore};
+use timecoin_primitives::{Block, BoundedBytes, Height, OutPoint, decode, encode};
+use timecoin_storage::testing::TestChain;
+use timecoin_storage::{
+    BlockChanges, BlockCommit, ChainStore, ChangeRecorder, ConsensusLog, ConsensusRecord, LogKey,
+    RedbChainDb, StoreConfig,
+};
+
+const CHILD_MODE: &str = "BENCH_CHILD_DIRECTORY";
+const SEED: u64 = 2026;
+
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(default)
+}
+
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+fn config(chain_genesis: &Block) -> StoreConfig {
+    StoreConfig::new(timecoin_primitives::Network::Devnet, chain_genesis.hash())
+}
+
+/// Applies `block` through the store as a node would: a recorder over the store collects the
+/// changes while the transactions spend and create outputs.
+fn apply_through_store(store: &RedbChainDb, block: &Block) -> BlockChanges {
+    let mut recorder = ChangeRecorder::new(store);
+    for transaction in block.transactions.iter() {
+        let txid = transaction.txid();
+        for input in transaction.body.inputs.iter() {
+            recorder
+                .remove_utxo(&input.prevout)
+                .expect("read")
+                .expect("unspent");
+        }
+        for (index, output) in transaction.body.outputs.iter().enumerate() {
+            let entry = UtxoEntry {
+                output: *output,
+                height: block.header.height,
+                is_collateral: false,
+            };
+            recorder
+                .insert_utxo(
+                    OutPoint {
+                        txid,
+                        index: index as u32,
+                    },
+                    entry,
+                )
+                .expect("insert");
+        }
+    }
+    recorder.into_changes().expect("bounded")
+}
+
+/// The child: opens the store with default settings, applies every block from the file, each
+/// durable before the next, reports, then waits to be killed (no clean shutdown).
+fn child(directory: &Path) {
+    let genesis: Block = decode(&std::fs::read(directory.join("genesis.bin")).unwrap()).unwrap();
+    let opened = Instant::now();
+    let mut store =
+        RedbChainDb::open_path(&directory.join("chain.redb"), config(&genesis)).unwrap();
+    let open_time = opened.elapsed();
+    let mut reader = BufReader::new(File::open(directory.join("blocks.bin")).unwrap());
+    let mut blocks = 0u64;
+    let mut operations = 0u64;
+    let mut busy = Duration::ZERO;
+    let mut reading = Duration::ZERO;
+    let mut length = [0u8; 4];
+    while reader.read_exact(&mut length).is_ok() {
+        let mut bytes = vec![0u8; u32::from_le_bytes(length) as usize];
+        reader.read_exact(&mut bytes).unwrap();
+        let (block, commitment): (Block, Vec<u8>) = decode(&bytes).unwrap();
+        let commitment = UtxoCommitment::from_bytes(&commitment).unwrap();
+        let started = Instant::now();
+        let changes = apply_through_store(&store, &block);
+        reading += started.elapsed();
+        store
+            .commit_block(BlockCommit {
+                block: &block,
+                certificate: None,
+                changes: &changes,
+                commitment: &commitment,
+                masternode_events: &[],
+            })
+            .unwrap();
+        busy += started.elapsed();
+        blocks += 1;
+        operations += block
+            .transactions
+            .iter()
+            .map(|transaction| {
+                (transaction.body.inputs.len() + transaction.body.outputs.len()) as u64
+            })
+            .sum::<u64>();
+    }
+    let stats = store.stats();
+    println!(
+        "result blocks={blocks} operations={operations} seconds={} open_seconds={} flushes={} \
+         flush_seconds={} read_seconds={} cache_bytes={} cache_budget={} peak_rss={}",
+        busy.as_secs_f64(),
+        open_time.as_secs_f64(),
+        stats.flushes,
+        stats.flush_duration.as_secs_f64(),
+        reading.as_secs_f64(),
+        stats.cache_bytes,
+        timecoin_storage::default_cache_bytes(),
+        peak_rss_bytes()
+    );
+    std::io::stdout().flush().unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+fn fsync_latency(directory: &Path) -> Duration {
+    let path = directory.join("fsync-probe");
+    let mut file = File::create(&path).unwrap();
+    let started = Instant::now();
+    for _ in 0..50 {
+        file.write_all(&[0u8; 4096]).unwrap();
+        file.sync_data().unwrap();
+    }
+    let latency = started.elapsed() / 50;
+    std::fs::remove_file(path).unwrap();
+    latency
+}
+
+fn main() {
+    if let Ok(directory) = std::env::var(CHILD_MODE) {
+        child(Path::new(&directory));
+        return;
+    }
+    if std::env::args().any(|argument| argument == "--list") {
+        return;
+    }
+    let utxo_count = knob("BENCH_UTXOS", 1_000_000);
+    let block_count = knob("BENCH_BLOCKS", 200);
+    let transactions = knob("BENCH_TRANSACTIONS", 1_000);
+    let temporary = tempfile::tempdir_in(
+        std::env::var("BENCH_DIRECTORY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| std::env::temp_dir()),
+    )
+    .expect("a scratch directory");
+    let directory = temporary.path().to_path_buf();
+
+    eprintln!("generating {utxo_count} UTXOs and {block_count} blocks of {transactions} transfers");
+    let mut chain = TestChain::new(SEED, utxo_count, 100_000);
+    let before_blocks = chain.utxos.clone();
+    let mut file = BufWriter::new(File::create(directory.join("blocks.bin")).unwrap());
+    let mut blocks = Vec::with_capacity(block_count);
+    for _ in 0..block_count {
+        let block = chain.next_block(transactions);
+        let bytes = encode(&(&block.block, block.commitment.to_bytes()));
+        file.write_all(&(bytes.len() as u32).to_le_bytes()).unwrap();
+        file.write_all(&bytes).unwrap();
+        blocks.push(block.block);
+    }
+    file.flush().unwrap();
+    drop(file);
+    std::fs::write(directory.join("genesis.bin"), encode(&chain.genesis.block)).unwrap();
+
+    // Baseline: the same blocks applied to a plain HashMap, no durability.
+    let mut baseline = before_blocks;
+    let started = Instant::now();
+    for block in &blocks {
+        for transaction in block.transactions.iter() {
+            let txid = transaction.txid();
+            for input in transaction.body.inputs.iter() {
+                baseline.remove(&input.prevout).expect("unspent");
+            }
+            for (index, output) in transaction.body.outputs.iter().enumerate() {
+                let entry = UtxoEntry {
+                    output: *output,
+                    height: block.header.height,
+                    is_collateral: false,
+                };
+                baseline.insert(
+                    OutPoint {
+                        txid,
+                        index: index as u32,
+                    },
+                    entry,
+                );
+            }
+        }
+    }
+    let baseline_seconds = started.elapsed().as_secs_f64();
+    assert_eq!(baseline.len(), chain.utxos.len());
+    drop(baseline);
+    drop(blocks);
+
+    // Load the million UTXOs: genesis committed and flushed.
+    let started = Instant::now();
+    {
+        let mut store =
+            RedbChainDb::open_path(&directory.join("chain.redb"), config(&chain.genesis.block))
+                .unwrap();
+        store.commit_block(chain.genesis.commit()).unwrap();
+        store.flush().unwrap();
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+    let size_loaded = std::fs::metadata(directory.join("chain.redb"))
+        .unwrap()
+        .len();
+    drop(chain);
+
+    // The measured run, in a child process so that its peak RSS is the store's alone.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD_MODE, &directory)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // Crash it: no flush, so the reopen below replays the unflushed blocks.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let field = |name: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("the child reported no {name}: {line}"))
+    };
+    let store_seconds = field("seconds");
+    let operations = field("operations");
+
+    let genesis: Block = decode(&std::fs::read(directory.join("genesis.bin")).unwrap()).unwrap();
+    let started = Instant::now();
+    let mut store =
+        RedbChainDb::open_path(&directory.join("chain.redb"), config(&genesis)).unwrap();
+    let recovery_seconds = started.elapsed().as_secs_f64();
+    let replayed = store.stats().replayed_blocks;
+    assert_eq!(store.tip().unwrap().height, Height(block_count as u64));
+    let size_after = store.size_on_disk();
+
+    // Votes: durable batches of several sizes.
+    let mut vote_figures = Vec::new();
+    let mut number = 0u64;
+    for batch_size in [1usize, 16, 256, 4096] {
+        let total = (batch_size * 40).clamp(200, 40_000);
+        let started = Instant::now();
+        let mut written = 0;
+        while written < total {
+            let batch: Vec<ConsensusRecord> = (0..batch_size)
+                .map(|_| {
+                    number += 1;
+                    ConsensusRecord {
+                        key: LogKey::BlockVote {
+                            height: Height(number),
+                            view: 0,
+                            phase: 1,
+                        },
+                        value: BoundedBytes::new(vec![7u8; 120]).unwrap(),
+                    }
+                })
+                .collect();
+            store.persist(&batch).unwrap();
+            written += batch_size;
+        }
+        vote_figures.push((batch_size, written as f64 / started.elapsed().as_secs_f64()));
+    }
+    let fsync = fsync_latency(&directory);
+
+    let baseline_blocks_per_second = block_count as f64 / baseline_seconds;
+    let store_blocks_per_second = block_count as f64 / store_seconds;
+    let report = format!(
+        concat!(
+            "{{\n  \"utxos\": {},\n  \"blocks\": {},\n  \"transactions_per_block\": {},\n",
+            "  \"store_blocks_per_second\": {:.1},\n  \"store_utxo_operations_per_second\": {:.0},\n",
+            "  \"hashmap_blocks_per_second\": {:.1},\n  \"hashmap_utxo_operations_per_second\": {:.0},\n",
+            "  \"ratio_to_hashmap\": {:.4},\n  \"flushes\": {},\n  \"flush_seconds\": {:.3},\n",
+            "  \"fsync_latency_ms\": {:.3},\n  \"load_seconds\": {:.2},\n",
+            "  \"recovery_seconds\": {:.3},\n  \"replayed_blocks\": {},\n",
+            "  \"database_bytes_after_load\": {},\n  \"database_bytes_after_blocks\": {},\n",
+            "  \"peak_rss_bytes\": {},\n  \"cache_budget_bytes\": {},\n  \"votes_per_second\": {{{}}}\n}}\n"
+        ),
+        utxo_count,
+        block_count,
+        transactions,
+        store_blocks_per_second,
+        operations / store_seconds,
+        baseline_blocks_per_second,
+        operations / baseline_seconds,
+        store_blocks_per_second / baseline_blocks_per_second,
+        field("flushes"),
+        field("flush_seconds"),
+        fsync.as_secs_f64() * 1000.0,
+        load_seconds,
+        recovery_seconds,
+        replayed,
+        size_loaded,
+        size_after,
+        field("peak_rss"),
+        field("cache_budget"),
+        vote_figures
+            .iter()
+            .map(|(batch, rate)| format!("\"batch_{batch}\": {rate:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    print!("{report}");
+    eprintln!("child: {line}");
+    let out: PathBuf =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/storage-bench.json");
+    if let Err(error) = std::fs::write(&out, &report) {
+        eprintln!("could not write {}: {error}", out.display());
+    }
+}

@@ -1,0 +1,174 @@
+//! The key-value engine under the chain store: a handful of ordered byte tables and atomic,
+//! durable write batches. Everything chain-specific lives above this trait, so the redb backend
+//! and the in-memory backend share every line of caching, flushing and recovery logic.
+
+use crate::error::Result;
+
+/// The tables of the chain database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// Chain metadata: schema version, network, tip, flush point, commitment.
+    Meta,
+    /// Block hash → encoded header.
+    Headers,
+    /// Block hash → encoded transactions (removed by pruning).
+    Bodies,
+    /// Height (big-endian) → block hash.
+    Heights,
+    /// Height (big-endian) → encoded commit certificate.
+    Certificates,
+    /// Height (big-endian) → the block's UTXO changes, kept until the next flush so that
+    /// recovery can replay them.
+    Changes,
+    /// Outpoint → encoded UTXO entry, as of the last flush.
+    Utxos,
+    /// Txid → height and position, as of the last flush.
+    TxIndex,
+    /// Address ‖ outpoint → nothing, as of the last flush.
+    AddressIndex,
+    /// Masternode node key → registry record.
+    Masternodes,
+    /// Encoded consensus-log key → this node's signed record.
+    ConsensusLog,
+}
+
+impl Table {
+    /// Every table, in a fixed order.
+    pub const ALL: [Table; 11] = [
+        Table::Meta,
+        Table::Headers,
+        Table::Bodies,
+        Table::Heights,
+        Table::Certificates,
+        Table::Changes,
+        Table::Utxos,
+        Table::TxIndex,
+        Table::AddressIndex,
+        Table::Masternodes,
+        Table::ConsensusLog,
+    ];
+
+    /// The table's name in the database file.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Headers => "headers",
+            Table::Bodies => "bodies",
+            Table::Heights => "heights",
+            Table::Certificates => "certificates",
+            Table::Changes => "changes",
+            Table::Utxos => "utxos",
+            Table::TxIndex => "tx_index",
+            Table::AddressIndex => "address_index",
+            Table::Masternodes => "masternodes",
+            Table::ConsensusLog => "consensus_log",
+        }
+    }
+}
+
+/// One write in a batch: `Some` puts the value, `None` deletes the key.
+pub type WriteOp = (Table, Vec<u8>, Option<Vec<u8>>);
+
+/// Writes applied together or not at all.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> WriteBatch {
+        WriteBatch::default()
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push((table, key, Some(value)));
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, table: Table, key: Vec<u8>) {
+        self.ops.push((table, key, None));
+    }
+
+    /// How many writes the batch holds.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The writes, in the order added; a later write to the same key wins.
+    pub fn into_ops(self) -> Vec<WriteOp> {
+        self.ops
+    }
+
+    /// Hands every write to `writer`, in order.
+    pub fn apply(&self, writer: &mut dyn TableWriter) -> Result<()> {
+        for (table, key, value) in &self.ops {
+            match value {
+                Some(value) => writer.put(*table, key, value)?,
+                None => writer.delete(*table, key)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The inside of an atomic write: puts and deletes that take effect together at the end.
+pub trait TableWriter {
+    /// Puts `value` at `key`.
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Deletes `key` if present.
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<()>;
+}
+
+/// The body of an atomic write. Writes stream straight into the engine, so a flush of a
+/// large cache needs no second copy of it in memory.
+pub type WriteFn<'a> = dyn FnMut(&mut dyn TableWriter) -> Result<()> + 'a;
+
+/// An ordered key-value engine with atomic, durable batches.
+pub trait KvBackend {
+    /// The value at `key`.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Up to `limit` entries with `start <= key < end` (no upper bound if `end` is `None`), in
+    /// key order.
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Runs `writes` inside one atomic transaction. When this returns `Ok` every write survives
+    /// a crash; when it (or `writes`) returns `Err`, none was applied.
+    fn write(&mut self, writes: &mut WriteFn<'_>) -> Result<()>;
+
+    /// Applies `batch` atomically and durably, like [`KvBackend::write`].
+    fn commit(&mut self, batch: &WriteBatch) -> Result<()> {
+        self.write(&mut |writer| batch.apply(writer))
+    }
+
+    /// Whether the backend holds no table at all: a brand-new database.
+    fn is_blank(&self) -> Result<bool>;
+
+    /// The bytes the backend occupies on disk (0 in memory).
+    fn size_on_disk(&self) -> u64;
+}
+
+impl TableWriter for WriteBatch {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        WriteBatch::put(self, table, key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
+        WriteBatch::delete(self, table, key.to_vec());
+        Ok(())
+    }
+}

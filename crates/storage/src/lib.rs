@@ -1,0 +1,37 @@
+//! TimeCoin's durable chain storage.
+//!
+//! The node programs against two traits: [`ChainStore`] (blocks, certificates, indexes, the
+//! UTXO set through [`timecoin_ledger::UtxoView`], the masternode registry) and
+//! [`ConsensusLog`] (this node's own signed votes and input locks). [`ChainDb`] implements both
+//! over a [`KvBackend`]: [`RedbBackend`] on disk, or [`MemoryBackend`] in the simulator, which
+//! can crash and fail writes on demand.
+//!
+//! Durability follows Bitcoin Core (ADR 0005): each block is one small atomic commit carrying
+//! its own UTXO changes, the UTXO set and indexes live in a bounded write-back cache flushed in
+//! large sorted batches, and opening replays the blocks committed since the last flush.
+//!
+//! The caller runs the ledger rules: it applies a block through a [`ChangeRecorder`] over the
+//! store, then hands the block, its [`BlockChanges`] and the new commitment to
+//! [`ChainStore::commit_block`].
+
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod memory;
+pub mod redb_backend;
+pub mod store;
+pub mod testing;
+pub mod traits;
+pub mod types;
+
+pub use backend::{KvBackend, Table, TableWriter, WriteBatch};
+pub use config::{StoreConfig, default_cache_bytes};
+pub use error::{Result, StorageError};
+pub use memory::{Fault, MemoryBackend};
+pub use redb_backend::{RedbBackend, RedbOptions};
+pub use store::{ChainDb, RedbChainDb, SCHEMA_VERSION, StoreStats};
+pub use traits::{ChainStore, ConsensusLog};
+pub use types::{
+    BlockChanges, BlockCommit, ChainTip, ChangeRecorder, ConsensusRecord, LogKey, LogOutcome,
+    MAX_CONSENSUS_BATCH, MAX_MASTERNODES, TxLocation,
+};

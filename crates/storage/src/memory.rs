@@ -1,0 +1,180 @@
+//! The in-memory backend for tests and the simulator, with injectable faults.
+//!
+//! It models a disk whose only durable unit is a committed batch, as redb's is: a crash keeps
+//! every committed batch and nothing else, and a failed commit leaves no trace.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::backend::{KvBackend, Table, WriteBatch, WriteFn};
+use crate::error::{Result, StorageError};
+
+/// A fault the next commits will meet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The disk has no room left.
+    DiskFull,
+    /// The device reports an I/O error.
+    Io,
+}
+
+#[derive(Debug, Default)]
+struct Disk {
+    tables: BTreeMap<Table, BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// Bumped by a crash; handles from before it are dead.
+    generation: u64,
+    commits: u64,
+    /// Commits still allowed to succeed before `fault` strikes; `None` = no fault armed.
+    fault_after: Option<(u64, Fault)>,
+    /// Whether an armed fault stays on after striking (a full disk stays full).
+    sticky: bool,
+}
+
+/// A simulated disk. Clones share the disk; see [`MemoryBackend::crash`].
+#[derive(Clone, Debug, Default)]
+pub struct MemoryBackend {
+    disk: Arc<Mutex<Disk>>,
+    generation: u64,
+}
+
+impl MemoryBackend {
+    /// An empty disk.
+    pub fn new() -> MemoryBackend {
+        MemoryBackend::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Disk> {
+        self.disk
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn check_alive(&self, disk: &Disk, context: &str) -> Result<()> {
+        if disk.generation != self.generation {
+            return Err(StorageError::Io {
+                context: context.to_string(),
+                message: "the simulated node crashed; this handle is dead".to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Crashes the process that uses this disk: every handle from before the crash fails from
+    /// now on, so whatever its store held only in memory is lost. Returns a handle for the
+    /// restarted process, which sees exactly the committed batches.
+    pub fn crash(&self) -> MemoryBackend {
+        let mut disk = self.lock();
+        disk.generation += 1;
+        MemoryBackend {
+            disk: Arc::clone(&self.disk),
+            generation: disk.generation,
+        }
+    }
+
+    /// Lets `successes` more commits succeed, then fails the next one with `fault`. With
+    /// `sticky`, every later commit fails too until [`MemoryBackend::clear_faults`].
+    pub fn fail_commit_after(&self, successes: u64, fault: Fault, sticky: bool) {
+        let mut disk = self.lock();
+        disk.fault_after = Some((successes, fault));
+        disk.sticky = sticky;
+    }
+
+    /// Disarms injected faults (the operator freed disk space).
+    pub fn clear_faults(&self) {
+        let mut disk = self.lock();
+        disk.fault_after = None;
+        disk.sticky = false;
+    }
+
+    /// How many batches have been committed to this disk.
+    pub fn commit_count(&self) -> u64 {
+        self.lock().commits
+    }
+}
+
+impl KvBackend for MemoryBackend {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let disk = self.lock();
+        self.check_alive(&disk, "reading")?;
+        Ok(disk
+            .tables
+            .get(&table)
+            .and_then(|entries| entries.get(key))
+            .cloned())
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let disk = self.lock();
+        self.check_alive(&disk, "scanning")?;
+        let Some(entries) = disk.tables.get(&table) else {
+            return Ok(Vec::new());
+        };
+        Ok(entries
+            .range(start.to_vec()..)
+            .take_while(|(key, _)| end.is_none_or(|end| key.as_slice() < end))
+            .take(limit)
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect())
+    }
+
+    fn write(&mut self, writes: &mut WriteFn<'_>) -> Result<()> {
+        {
+            let disk = self.lock();
+            self.check_alive(&disk, "committing")?;
+        }
+        // Buffer first and apply at the end, so a failing body leaves the disk untouched.
+        let mut batch = WriteBatch::new();
+        writes(&mut batch)?;
+        let mut disk = self.lock();
+        self.check_alive(&disk, "committing")?;
+        if let Some((successes, fault)) = disk.fault_after {
+            if successes == 0 {
+                if !disk.sticky {
+                    disk.fault_after = None;
+                }
+                return Err(match fault {
+                    Fault::DiskFull => StorageError::DiskFull {
+                        context: "committing".to_string(),
+                    },
+                    Fault::Io => StorageError::Io {
+                        context: "committing".to_string(),
+                        message: "injected I/O error".to_string(),
+                    },
+                });
+            }
+            disk.fault_after = Some((successes - 1, fault));
+        }
+        for table in Table::ALL {
+            disk.tables.entry(table).or_default();
+        }
+        for (table, key, value) in batch.into_ops() {
+            let entries = disk.tables.entry(table).or_default();
+            match value {
+                Some(value) => {
+                    entries.insert(key, value);
+                }
+                None => {
+                    entries.remove(&key);
+                }
+            }
+        }
+        disk.commits += 1;
+        Ok(())
+    }
+
+    fn is_blank(&self) -> Result<bool> {
+        let disk = self.lock();
+        self.check_alive(&disk, "opening")?;
+        Ok(disk.tables.is_empty())
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        0
+    }
+}

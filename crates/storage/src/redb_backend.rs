@@ -1,0 +1,268 @@
+//! The on-disk backend: one redb file, every table `&[u8] → &[u8]`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use redb::{
+    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableDefinition,
+};
+
+use crate::backend::{KvBackend, Table, TableWriter, WriteFn};
+use crate::error::{Result, StorageError};
+
+type Bytes = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+fn definition(table: Table) -> Bytes {
+    TableDefinition::new(table.name())
+}
+
+/// Maps any redb error to ours, recognising a full disk and the engine's own version check.
+fn engine_error(context: &str, error: impl Into<redb::Error>) -> StorageError {
+    match error.into() {
+        redb::Error::Io(io) => StorageError::from_io(context, &io),
+        redb::Error::Corrupted(what) => StorageError::Corrupt {
+            what: format!("{context}: {what}"),
+        },
+        redb::Error::UpgradeRequired(version) => StorageError::ForeignData {
+            what: format!(
+                "the database file uses redb file format {version}, which this build cannot read"
+            ),
+        },
+        redb::Error::DatabaseAlreadyOpen => StorageError::Io {
+            context: context.to_string(),
+            message: "the database is already open in another process (is another node running \
+                      on this data directory?)"
+                .to_string(),
+        },
+        other => StorageError::Io {
+            context: context.to_string(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Settings of the redb engine.
+#[derive(Clone, Debug)]
+pub struct RedbOptions {
+    /// Bytes of redb's own page cache. It serves reads of flushed UTXOs and index entries.
+    pub page_cache_bytes: usize,
+    /// Whether each commit also saves the allocator state, so that reopening after a crash
+    /// needs no full repair scan. It costs a few pages per commit.
+    pub quick_repair: bool,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        RedbOptions {
+            page_cache_bytes: 32 << 20,
+            quick_repair: true,
+        }
+    }
+}
+
+struct RedbWriter<'txn> {
+    /// Open tables, indexed like [`Table::ALL`].
+    tables: Vec<redb::Table<'txn, &'static [u8], &'static [u8]>>,
+}
+
+fn table_index(table: Table) -> usize {
+    Table::ALL
+        .iter()
+        .position(|candidate| *candidate == table)
+        .expect("every table is listed")
+}
+
+impl TableWriter for RedbWriter<'_> {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        self.tables[table_index(table)]
+            .insert(key, value)
+            .map_err(|error| engine_error("writing", error))?;
+        Ok(())
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
+        self.tables[table_index(table)]
+            .remove(key)
+            .map_err(|error| engine_error("deleting", error))?;
+        Ok(())
+    }
+}
+
+struct Reader {
+    transaction: ReadTransaction,
+    tables: HashMap<Table, ReadOnlyTable<&'static [u8], &'static [u8]>>,
+}
+
+/// The redb backend.
+///
+/// Reads share one read snapshot that is renewed after every commit: opening a read
+/// transaction and a table per lookup would cost more than the lookup itself.
+pub struct RedbBackend {
+    database: Database,
+    path: PathBuf,
+    options: RedbOptions,
+    reader: Mutex<Option<Reader>>,
+}
+
+impl std::fmt::Debug for RedbBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbBackend")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbBackend {
+    /// Opens the database file at `path`, creating an empty one if it does not exist. Repairs
+    /// after an unclean shutdown happen here.
+    pub fn open(path: &Path, options: RedbOptions) -> Result<RedbBackend> {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|error| StorageError::from_io("creating the data directory", &error))?;
+        }
+        let database = Database::builder()
+            .set_cache_size(options.page_cache_bytes)
+            .create(path)
+            .map_err(|error| engine_error("opening the database file", error))?;
+        Ok(RedbBackend {
+            database,
+            path: path.to_path_buf(),
+            options,
+            reader: Mutex::new(None),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with_table<T>(
+        &self,
+        table: Table,
+        read: impl FnOnce(Option<&ReadOnlyTable<&'static [u8], &'static [u8]>>) -> Result<T>,
+    ) -> Result<T> {
+        let mut guard = self
+            .reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guard.is_none() {
+            let transaction = self
+                .database
+                .begin_read()
+                .map_err(|error| engine_error("starting a read", error))?;
+            *guard = Some(Reader {
+                transaction,
+                tables: HashMap::new(),
+            });
+        }
+        let reader = guard.as_mut().expect("set above");
+        if !reader.tables.contains_key(&table) {
+            match reader.transaction.open_table(definition(table)) {
+                Ok(opened) => {
+                    reader.tables.insert(table, opened);
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => return read(None),
+                Err(error) => return Err(engine_error("opening a table", error)),
+            }
+        }
+        read(reader.tables.get(&table))
+    }
+}
+
+impl KvBackend for RedbBackend {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.with_table(table, |opened| {
+            let Some(opened) = opened else {
+                return Ok(None);
+            };
+            let value = opened
+                .get(key)
+                .map_err(|error| engine_error("reading", error))?;
+            Ok(value.map(|guard| guard.value().to_vec()))
+        })
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.with_table(table, |opened| {
+            let Some(opened) = opened else {
+                return Ok(Vec::new());
+            };
+            let range = match end {
+                Some(end) => opened.range::<&[u8]>(start..end),
+                None => opened.range::<&[u8]>(start..),
+            }
+            .map_err(|error| engine_error("scanning", error))?;
+            let mut entries = Vec::new();
+            for item in range.take(limit) {
+                let (key, value) = item.map_err(|error| engine_error("scanning", error))?;
+                entries.push((key.value().to_vec(), value.value().to_vec()));
+            }
+            Ok(entries)
+        })
+    }
+
+    fn write(&mut self, writes: &mut WriteFn<'_>) -> Result<()> {
+        let mut transaction = self
+            .database
+            .begin_write()
+            .map_err(|error| engine_error("starting a write", error))?;
+        transaction
+            .set_durability(Durability::Immediate)
+            .map_err(|error| StorageError::Io {
+                context: "starting a write".to_string(),
+                message: error.to_string(),
+            })?;
+        transaction.set_quick_repair(self.options.quick_repair);
+        {
+            // Every table is opened (and so created by the first commit), so that a database is
+            // never mistaken for blank once anything was written.
+            let mut tables = Vec::with_capacity(Table::ALL.len());
+            for table in Table::ALL {
+                tables.push(
+                    transaction
+                        .open_table(definition(table))
+                        .map_err(|error| engine_error("opening a table for writing", error))?,
+                );
+            }
+            let mut writer = RedbWriter { tables };
+            // An error here drops the transaction uncommitted: nothing of it reaches the file.
+            writes(&mut writer)?;
+        }
+        // Drop the read snapshot first: it would pin the pages this commit frees.
+        *self
+            .reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        transaction
+            .commit()
+            .map_err(|error| engine_error("committing", error))
+    }
+
+    fn is_blank(&self) -> Result<bool> {
+        let transaction = self
+            .database
+            .begin_read()
+            .map_err(|error| engine_error("starting a read", error))?;
+        let mut tables = transaction
+            .list_tables()
+            .map_err(|error| engine_error("listing tables", error))?;
+        Ok(tables.next().is_none())
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        std::fs::metadata(&self.path)
+            .map(|metadata| metadata.len())
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,1102 @@
+//! The chain store: durable block log, write-back UTXO cache, and recovery by replay.
+//!
+//! Every block is committed as one small atomic write (header, body, its UTXO changes, the tip
+//! and the commitment), with one fsync. The UTXO set, the transaction index and the address
+//! index change in memory only, and reach the database in large sorted flushes. On open, the
+//! changes of the blocks committed since the last flush are replayed. See ADR 0005.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use borsh::BorshDeserialize;
+use timecoin_ledger::{
+    BackendError, MasternodeEvent, MasternodeRegistration, MasternodeRegistry, MasternodeView,
+    UtxoCommitment, UtxoEntry, UtxoView,
+};
+use timecoin_primitives::block::MAX_BLOCK_TRANSACTIONS;
+use timecoin_primitives::{
+    Address, Block, BlockHash, BlockHeader, BoundedBytes, BoundedVec, CommitCertificate, Epoch,
+    Hash32, Height, Network, OutPoint, PublicKey, Transaction, Txid, decode, encode,
+};
+
+use crate::backend::{KvBackend, Table, TableWriter, WriteBatch};
+use crate::config::{MAX_BODIES_PRUNED_PER_COMMIT, MIN_PRUNE_KEEP_BLOCKS, StoreConfig};
+use crate::error::{Result, StorageError};
+use crate::redb_backend::{RedbBackend, RedbOptions};
+use crate::traits::{ChainStore, ConsensusLog, MAX_ADDRESS_QUERY, MAX_LOG_LISTING};
+use crate::types::{
+    BlockChanges, BlockCommit, ChainTip, ConsensusRecord, LogKey, LogOutcome, MAX_CONSENSUS_BATCH,
+    MAX_MASTERNODES, TxLocation,
+};
+
+/// The database layout this build writes. A database with a higher version is refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+mod meta {
+    pub const SCHEMA_VERSION: &[u8] = b"schema_version";
+    pub const NETWORK: &[u8] = b"network";
+    pub const GENESIS: &[u8] = b"genesis_hash";
+    pub const TIP: &[u8] = b"tip";
+    pub const TIP_COMMITMENT: &[u8] = b"tip_utxo_commitment";
+    pub const FLUSHED: &[u8] = b"flushed_height";
+    pub const FINALIZED: &[u8] = b"finalized_height";
+    pub const PRUNED_BELOW: &[u8] = b"pruned_below";
+}
+
+/// A UTXO cache slot. Only changes since the last flush are cached; clean entries are served
+/// by the engine's page cache.
+#[derive(Clone, Copy, Debug)]
+enum Cached {
+    /// Created since the last flush and absent from the database: spending it before the next
+    /// flush costs the database nothing.
+    Fresh(UtxoEntry),
+    /// To be written over whatever the database holds.
+    Dirty(UtxoEntry),
+    /// To be deleted from the database.
+    Spent,
+}
+
+/// An address-index change since the last flush.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum IndexChange {
+    /// Added, and the database does not have it.
+    Fresh,
+    /// Added; the database may have it.
+    Put,
+    /// Removed.
+    Delete,
+}
+
+/// Counters for monitoring and benchmarks.
+#[derive(Clone, Debug, Default)]
+pub struct StoreStats {
+    /// Blocks replayed from the change log when the store was opened.
+    pub replayed_blocks: u64,
+    /// How long opening (including replay) took.
+    pub open_duration: Duration,
+    /// Flushes since open.
+    pub flushes: u64,
+    /// Total time spent flushing since open.
+    pub flush_duration: Duration,
+    /// Bytes the write-back cache's tables occupy now.
+    pub cache_bytes: usize,
+    /// Cached UTXO changes now.
+    pub cached_utxos: usize,
+}
+
+/// The chain store over a key-value backend. Implements [`ChainStore`], [`ConsensusLog`] and
+/// [`UtxoView`].
+pub struct ChainDb<B: KvBackend> {
+    backend: B,
+    config: StoreConfig,
+    tip: Option<ChainTip>,
+    finalized: Option<Height>,
+    /// The height up to which the UTXO, transaction and address tables are written.
+    flushed: Option<Height>,
+    /// Bodies below this height have been pruned.
+    pruned_below: u64,
+    commitment: UtxoCommitment,
+    registry: MasternodeRegistry,
+    utxos: HashMap<OutPoint, Cached>,
+    tx_index: HashMap<Txid, TxLocation>,
+    address_index: HashMap<(Address, OutPoint), IndexChange>,
+    /// Set by the first failed write; every later write is refused.
+    halted: Option<String>,
+    stats: StoreStats,
+}
+
+impl<B: KvBackend> std::fmt::Debug for ChainDb<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChainDb")
+            .field("tip", &self.tip)
+            .field("flushed", &self.flushed)
+            .field("cached_utxos", &self.utxos.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The on-disk chain store.
+pub type RedbChainDb = ChainDb<RedbBackend>;
+
+fn height_key(height: Height) -> [u8; 8] {
+    height.0.to_be_bytes()
+}
+
+fn outpoint_key(outpoint: &OutPoint) -> [u8; 36] {
+    let mut key = [0u8; 36];
+    key[..32].copy_from_slice(outpoint.txid.as_bytes());
+    key[32..].copy_from_slice(&outpoint.index.to_be_bytes());
+    key
+}
+
+fn outpoint_from_key(key: &[u8]) -> Option<OutPoint> {
+    let txid: [u8; 32] = key.get(..32)?.try_into().ok()?;
+    let index: [u8; 4] = key.get(32..36)?.try_into().ok()?;
+    Some(OutPoint {
+        txid: Txid(Hash32(txid)),
+        index: u32::from_be_bytes(index),
+    })
+}
+
+fn address_key(address: &Address, outpoint: &OutPoint) -> [u8; 68] {
+    let mut key = [0u8; 68];
+    key[..32].copy_from_slice(&address.0.0);
+    key[32..].copy_from_slice(&outpoint_key(outpoint));
+    key
+}
+
+fn corrupt(what: impl Into<String>) -> StorageError {
+    StorageError::Corrupt { what: what.into() }
+}
+
+fn decode_stored<T: BorshDeserialize>(bytes: &[u8], what: &str) -> Result<T> {
+    decode(bytes).map_err(|error| corrupt(format!("{what} does not decode: {error}")))
+}
+
+/// Bytes a hash table with room for `capacity` entries of `slot` bytes occupies (hashbrown: a
+/// power-of-two number of buckets, one control byte each, at most 7/8 full).
+fn table_bytes(capacity: usize, slot: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 {
+        (capacity + 1).next_power_of_two().max(4)
+    } else {
+        (capacity.saturating_mul(8) / 7).next_power_of_two()
+    };
+    buckets.saturating_mul(slot + 1)
+}
+
+/// Bytes `map` will occupy at the peak of inserting `additional` entries, counting the old and
+/// new tables that coexist while it grows.
+fn peak_after<K, V>(map: &HashMap<K, V>, additional: usize) -> usize {
+    let slot = std::mem::size_of::<(K, V)>();
+    let now = table_bytes(map.capacity(), slot);
+    let needed = map.len().saturating_add(additional);
+    if needed <= map.capacity() {
+        now
+    } else {
+        now + table_bytes(needed, slot)
+    }
+}
+
+fn bytes_of<K, V>(map: &HashMap<K, V>) -> usize {
+    table_bytes(map.capacity(), std::mem::size_of::<(K, V)>())
+}
+
+impl RedbChainDb {
+    /// Opens (or creates) the chain database in the file at `path`.
+    pub fn open_path(path: &Path, config: StoreConfig) -> Result<RedbChainDb> {
+        let options = RedbOptions {
+            page_cache_bytes: config.page_cache_bytes,
+            quick_repair: true,
+        };
+        ChainDb::open(RedbBackend::open(path, options)?, config)
+    }
+}
+
+impl<B: KvBackend> ChainDb<B> {
+    /// Opens the store on `backend`: initialises a blank one, or checks an existing one
+    /// (version, network, commitment) and replays the blocks committed since its last flush.
+    /// Existing data is never replaced.
+    pub fn open(backend: B, config: StoreConfig) -> Result<ChainDb<B>> {
+        let started = Instant::now();
+        let mut store = ChainDb {
+            backend,
+            config,
+            tip: None,
+            finalized: None,
+            flushed: None,
+            pruned_below: 0,
+            commitment: UtxoCommitment::empty(),
+            registry: MasternodeRegistry::new(),
+            utxos: HashMap::new(),
+            tx_index: HashMap::new(),
+            address_index: HashMap::new(),
+            halted: None,
+            stats: StoreStats::default(),
+        };
+        if store.backend.is_blank()? {
+            let mut batch = WriteBatch::new();
+            batch.put(
+                Table::Meta,
+                meta::SCHEMA_VERSION.to_vec(),
+                encode(&SCHEMA_VERSION),
+            );
+            batch.put(
+                Table::Meta,
+                meta::NETWORK.to_vec(),
+                encode(&store.config.network),
+            );
+            batch.put(
+                Table::Meta,
+                meta::GENESIS.to_vec(),
+                encode(&store.config.genesis_hash),
+            );
+            store.backend.commit(&batch)?;
+        } else {
+            store.load()?;
+        }
+        store.stats.open_duration = started.elapsed();
+        store.refresh_stats();
+        Ok(store)
+    }
+
+    fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.backend.get(Table::Meta, key)
+    }
+
+    fn load(&mut self) -> Result<()> {
+        let Some(version) = self.meta(meta::SCHEMA_VERSION)? else {
+            return Err(StorageError::ForeignData {
+                what: "the database has tables but no TimeCoin schema version".to_string(),
+            });
+        };
+        let version: u32 = decode_stored(&version, "the schema version")?;
+        if version > SCHEMA_VERSION {
+            return Err(StorageError::NewerVersion {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let network: Network = decode_stored(
+            &self
+                .meta(meta::NETWORK)?
+                .ok_or_else(|| corrupt("the network is missing"))?,
+            "the network",
+        )?;
+        let genesis: BlockHash = decode_stored(
+            &self
+                .meta(meta::GENESIS)?
+                .ok_or_else(|| corrupt("the genesis hash is missing"))?,
+            "the genesis hash",
+        )?;
+        if network != self.config.network || genesis != self.config.genesis_hash {
+            return Err(StorageError::WrongNetwork {
+                stored_network: network,
+                stored_genesis: genesis,
+                network: self.config.network,
+                genesis: self.config.genesis_hash,
+            });
+        }
+        self.tip = match self.meta(meta::TIP)? {
+            Some(bytes) => Some(decode_stored(&bytes, "the tip")?),
+            None => None,
+        };
+        self.flushed = match self.meta(meta::FLUSHED)? {
+            Some(bytes) => decode_stored(&bytes, "the flushed height")?,
+            None => None,
+        };
+        self.finalized = match self.meta(meta::FINALIZED)? {
+            Some(bytes) => Some(decode_stored(&bytes, "the finalized height")?),
+            None => None,
+        };
+        self.pruned_below = match self.meta(meta::PRUNED_BELOW)? {
+            Some(bytes) => decode_stored(&bytes, "the pruning point")?,
+            None => 0,
+        };
+        self.load_registry()?;
+        let Some(tip) = self.tip else {
+            if self.flushed.is_some() {
+                return Err(corrupt("a flush point is recorded but no tip"));
+            }
+            return Ok(());
+        };
+        let header = self
+            .header(&tip.hash)?
+            .ok_or_else(|| corrupt(format!("the tip header {} is missing", tip.hash)))?;
+        if header.height != tip.height || self.block_hash(tip.height)? != Some(tip.hash) {
+            return Err(corrupt(format!(
+                "the tip {} is not indexed at its height",
+                tip.hash
+            )));
+        }
+        let bytes = self
+            .meta(meta::TIP_COMMITMENT)?
+            .ok_or_else(|| corrupt("the tip's UTXO commitment is missing"))?;
+        self.commitment = UtxoCommitment::from_bytes(&bytes)
+            .ok_or_else(|| corrupt("the tip's UTXO commitment has the wrong length"))?;
+        if self.commitment.digest() != header.utxo_commitment {
+            return Err(corrupt(format!(
+                "the stored UTXO commitment {} does not match the tip header's {} at height {}",
+                self.commitment.digest(),
+                header.utxo_commitment,
+                tip.height
+            )));
+        }
+        if self.flushed.is_some_and(|flushed| flushed > tip.height) {
+            return Err(corrupt("the flush point is above the tip"));
+        }
+        self.replay(tip)
+    }
+
+    fn load_registry(&mut self) -> Result<()> {
+        const CHUNK: usize = 4096;
+        let mut events = Vec::new();
+        let mut start = Vec::new();
+        loop {
+            let entries = self.backend.scan(Table::Masternodes, &start, None, CHUNK)?;
+            for (_, value) in &entries {
+                let registration: MasternodeRegistration =
+                    decode_stored(value, "a masternode registration")?;
+                events.push(MasternodeEvent::Registered(registration));
+                if events.len() > MAX_MASTERNODES {
+                    return Err(corrupt("the masternode registry exceeds its limit"));
+                }
+            }
+            match entries.last() {
+                Some((key, _)) if entries.len() == CHUNK => {
+                    start = key.clone();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        self.registry.apply(&events);
+        Ok(())
+    }
+
+    /// Re-applies the changes of every block committed after the last flush to the cache.
+    fn replay(&mut self, tip: ChainTip) -> Result<()> {
+        let first = self.flushed.map_or(0, |flushed| flushed.0 + 1);
+        for height in first..=tip.height.0 {
+            let height = Height(height);
+            let changes: BlockChanges = decode_stored(
+                &self
+                    .backend
+                    .get(Table::Changes, &height_key(height))?
+                    .ok_or_else(|| {
+                        corrupt(format!(
+                            "the UTXO changes of unflushed block {height} are missing"
+                        ))
+                    })?,
+                "a block's UTXO changes",
+            )?;
+            let hash = self
+                .block_hash(height)?
+                .ok_or_else(|| corrupt(format!("no block hash at height {height}")))?;
+            let block = self.block(&hash)?.ok_or_else(|| {
+                corrupt(format!("the body of unflushed block {height} is missing"))
+            })?;
+            let txids = block.txids();
+            self.make_room(&changes, txids.len(), height)?;
+            self.cache_block(height, &changes, &txids);
+            self.stats.replayed_blocks += 1;
+        }
+        Ok(())
+    }
+
+    /// Flushes first if caching these changes could take the cache over its budget or the
+    /// unflushed span over its limit. `flushed_to` is the height the database would then hold.
+    fn make_room(
+        &mut self,
+        changes: &BlockChanges,
+        transactions: usize,
+        flushed_to: Height,
+    ) -> Result<()> {
+        let operations = changes.len();
+        let peak = peak_after(&self.utxos, operations)
+            + peak_after(&self.address_index, operations)
+            + peak_after(&self.tx_index, transactions);
+        let unflushed = flushed_to
+            .0
+            .saturating_sub(self.flushed.map_or(0, |height| height.0 + 1));
+        let has_changes = !self.utxos.is_empty() || !self.tx_index.is_empty();
+        if has_changes
+            && (peak > self.config.cache_bytes || unflushed >= self.config.max_unflushed_blocks)
+        {
+            // Everything before the block about to be cached is what the database gets.
+            let up_to = flushed_to
+                .checked_prev()
+                .expect("a block above a cached one");
+            self.flush_to(up_to)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a committed block's changes to the in-memory cache.
+    fn cache_block(&mut self, height: Height, changes: &BlockChanges, txids: &[Txid]) {
+        for (outpoint, entry) in changes.spent.iter() {
+            match self.utxos.entry(*outpoint) {
+                Entry::Occupied(slot) if matches!(slot.get(), Cached::Fresh(_)) => {
+                    slot.remove();
+                }
+                Entry::Occupied(mut slot) => {
+                    slot.insert(Cached::Spent);
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(Cached::Spent);
+                }
+            }
+            match self.address_index.entry((entry.output.address, *outpoint)) {
+                Entry::Occupied(slot) if *slot.get() == IndexChange::Fresh => {
+                    slot.remove();
+                }
+                Entry::Occupied(mut slot) => {
+                    slot.insert(IndexChange::Delete);
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(IndexChange::Delete);
+                }
+            }
+        }
+        for (outpoint, entry) in changes.created.iter() {
+            match self.utxos.entry(*outpoint) {
+                Entry::Occupied(mut slot) => {
+                    let next = match slot.get() {
+                        Cached::Fresh(_) => Cached::Fresh(*entry),
+                        Cached::Dirty(_) | Cached::Spent => Cached::Dirty(*entry),
+                    };
+                    slot.insert(next);
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(Cached::Fresh(*entry));
+                }
+            }
+            match self.address_index.entry((entry.output.address, *outpoint)) {
+                Entry::Occupied(mut slot) => {
+                    if *slot.get() == IndexChange::Delete {
+                        slot.insert(IndexChange::Put);
+                    }
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(IndexChange::Fresh);
+                }
+            }
+        }
+        for (position, txid) in txids.iter().enumerate() {
+            let position = u32::try_from(position).expect("a block's transactions are bounded");
+            self.tx_index.insert(*txid, TxLocation { height, position });
+        }
+    }
+
+    /// Writes the cached changes, which cover the blocks up to `up_to`, in one atomic commit.
+    fn flush_to(&mut self, up_to: Height) -> Result<()> {
+        self.check_not_halted()?;
+        let started = Instant::now();
+        let first_unflushed = self.flushed.map_or(0, |height| height.0 + 1);
+        let prune = self.prune_range(up_to);
+        let mut utxo_keys: Vec<&OutPoint> = self.utxos.keys().collect();
+        utxo_keys.sort_unstable();
+        let mut address_keys: Vec<&(Address, OutPoint)> = self.address_index.keys().collect();
+        address_keys.sort_unstable();
+        let mut txids: Vec<&Txid> = self.tx_index.keys().collect();
+        txids.sort_unstable();
+        let utxos = &self.utxos;
+        let address_index = &self.address_index;
+        let tx_index = &self.tx_index;
+        let result = self.backend.write(&mut |writer: &mut dyn TableWriter| {
+            for outpoint in &utxo_keys {
+                let key = outpoint_key(outpoint);
+                match utxos[*outpoint] {
+                    Cached::Fresh(entry) | Cached::Dirty(entry) => {
+                        writer.put(Table::Utxos, &key, &encode(&entry))?
+                    }
+                    Cached::Spent => writer.delete(Table::Utxos, &key)?,
+                }
+            }
+            for pair in &address_keys {
+                let key = address_key(&pair.0, &pair.1);
+                match address_index[*pair] {
+                    IndexChange::Fresh | IndexChange::Put => {
+                        writer.put(Table::AddressIndex, &key, &[])?
+                    }
+                    IndexChange::Delete => writer.delete(Table::AddressIndex, &key)?,
+                }
+            }
+            for txid in &txids {
+                writer.put(Table::TxIndex, txid.as_bytes(), &encode(&tx_index[*txid]))?;
+            }
+            for height in first_unflushed..=up_to.0 {
+                writer.delete(Table::Changes, &height_key(Height(height)))?;
+            }
+            writer.put(Table::Meta, meta::FLUSHED, &encode(&Some(up_to)))?;
+            Ok(())
+        });
+        drop(utxo_keys);
+        drop(address_keys);
+        drop(txids);
+        if let Err(error) = result {
+            return Err(self.halt(error));
+        }
+        self.flushed = Some(up_to);
+        self.utxos.clear();
+        self.address_index.clear();
+        self.tx_index.clear();
+        self.stats.flushes += 1;
+        self.stats.flush_duration += started.elapsed();
+        if let Some(range) = prune {
+            // Pruning may only drop flushed bodies; now that more are flushed, catch up.
+            self.prune_now(range)?;
+        }
+        self.refresh_stats();
+        Ok(())
+    }
+
+    /// The heights whose bodies pruning may delete now, given the database is flushed to
+    /// `flushed`: bodies replay may still need are kept.
+    fn prune_range(&self, flushed: Height) -> Option<std::ops::Range<u64>> {
+        let keep = self.config.prune_keep_blocks?.max(MIN_PRUNE_KEEP_BLOCKS);
+        let tip = self.tip?.height.0;
+        let end = tip
+            .saturating_add(1)
+            .saturating_sub(keep)
+            .min(flushed.0.saturating_add(1));
+        let end = end.min(
+            self.pruned_below
+                .saturating_add(MAX_BODIES_PRUNED_PER_COMMIT),
+        );
+        (self.pruned_below < end).then_some(self.pruned_below..end)
+    }
+
+    fn prune_now(&mut self, range: std::ops::Range<u64>) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        self.add_prune_ops(&mut batch, range.clone())?;
+        if let Err(error) = self.backend.commit(&batch) {
+            return Err(self.halt(error));
+        }
+        self.pruned_below = range.end;
+        Ok(())
+    }
+
+    fn add_prune_ops(&self, batch: &mut WriteBatch, range: std::ops::Range<u64>) -> Result<()> {
+        for height in range.clone() {
+            if let Some(hash) = self.block_hash(Height(height))? {
+                batch.delete(Table::Bodies, hash.as_bytes().to_vec());
+            }
+        }
+        batch.put(Table::Meta, meta::PRUNED_BELOW.to_vec(), encode(&range.end));
+        Ok(())
+    }
+
+    fn check_not_halted(&self) -> Result<()> {
+        match &self.halted {
+            Some(cause) => Err(StorageError::Halted {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a write failure: the store refuses every later write, so that the node stops
+    /// at a block boundary instead of building on state that may not be on disk.
+    fn halt(&mut self, error: StorageError) -> StorageError {
+        if error.is_write_failure() && self.halted.is_none() {
+            self.halted = Some(error.to_string());
+        }
+        error
+    }
+
+    fn refresh_stats(&mut self) {
+        self.stats.cache_bytes =
+            bytes_of(&self.utxos) + bytes_of(&self.address_index) + bytes_of(&self.tx_index);
+        self.stats.cached_utxos = self.utxos.len();
+    }
+
+    /// Counters for monitoring and benchmarks.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// The height up to which the UTXO set and indexes are written to the database.
+    pub fn flushed_height(&self) -> Option<Height> {
+        self.flushed
+    }
+
+    /// The lowest height whose body may still be stored (pruning deletes those below).
+    pub fn pruned_below(&self) -> Height {
+        Height(self.pruned_below)
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.backend.size_on_disk()
+    }
+
+    /// The first write failure, if the store has halted.
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.as_deref()
+    }
+
+    /// Calls `visit` for every UTXO (database merged with cache), in no particular order.
+    pub fn for_each_utxo(&self, mut visit: impl FnMut(&OutPoint, &UtxoEntry)) -> Result<()> {
+        const CHUNK: usize = 4096;
+        let mut start = Vec::new();
+        loop {
+            let entries = self.backend.scan(Table::Utxos, &start, None, CHUNK)?;
+            for (key, value) in &entries {
+                let outpoint = outpoint_from_key(key)
+                    .ok_or_else(|| corrupt("a UTXO key has the wrong length"))?;
+                if self.utxos.contains_key(&outpoint) {
+                    continue;
+                }
+                let entry: UtxoEntry = decode_stored(value, "a UTXO")?;
+                visit(&outpoint, &entry);
+            }
+            match entries.last() {
+                Some((key, _)) if entries.len() == CHUNK => {
+                    start = key.clone();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        for (outpoint, cached) in &self.utxos {
+            if let Cached::Fresh(entry) | Cached::Dirty(entry) = cached {
+                visit(outpoint, entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// Recomputes the commitment of the whole UTXO set and checks it against the tip header's.
+    /// Costs a pass over the set; the check at open compares only the stored commitment.
+    pub fn verify_utxo_set(&self) -> Result<()> {
+        let mut recomputed = UtxoCommitment::empty();
+        self.for_each_utxo(|outpoint, entry| recomputed.insert(outpoint, entry))?;
+        let expected = match self.tip {
+            Some(tip) => {
+                self.header(&tip.hash)?
+                    .ok_or_else(|| corrupt("the tip header is missing"))?
+                    .utxo_commitment
+            }
+            None => UtxoCommitment::empty().digest(),
+        };
+        if recomputed.digest() != expected {
+            return Err(corrupt(format!(
+                "the UTXO set's commitment {} does not match the tip header's {expected}",
+                recomputed.digest()
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_commit(&self, commit: &BlockCommit<'_>) -> Result<()> {
+        let header = &commit.block.header;
+        let height = header.height;
+        let refuse = |reason: String| Err(StorageError::InvalidCommit { height, reason });
+        let hash = header.hash();
+        match self.tip {
+            None => {
+                if height != Height(0) {
+                    return refuse("the first block must be genesis (height 0)".to_string());
+                }
+                if hash != self.config.genesis_hash {
+                    return refuse(format!(
+                        "its hash {hash} is not the configured genesis {}",
+                        self.config.genesis_hash
+                    ));
+                }
+            }
+            Some(tip) => {
+                if Some(height) != tip.height.checked_next() {
+                    return refuse(format!("the tip is at {}", tip.height));
+                }
+                if header.previous_hash != tip.hash {
+                    return refuse(format!("it does not extend the tip {}", tip.hash));
+                }
+            }
+        }
+        if commit.commitment.digest() != header.utxo_commitment {
+            return refuse("the UTXO commitment given does not match the header's".to_string());
+        }
+        if let Some(certificate) = commit.certificate
+            && (certificate.height != height || certificate.block_hash != hash)
+        {
+            return refuse("the certificate is for another block".to_string());
+        }
+        Ok(())
+    }
+}
+
+impl<B: KvBackend> UtxoView for ChainDb<B> {
+    fn utxo(&self, outpoint: &OutPoint) -> Result<Option<UtxoEntry>, BackendError> {
+        match self.utxos.get(outpoint) {
+            Some(Cached::Fresh(entry) | Cached::Dirty(entry)) => Ok(Some(*entry)),
+            Some(Cached::Spent) => Ok(None),
+            None => {
+                let bytes = self
+                    .backend
+                    .get(Table::Utxos, &outpoint_key(outpoint))
+                    .map_err(|error| BackendError(error.to_string()))?;
+                bytes
+                    .map(|bytes| decode_stored(&bytes, "a UTXO"))
+                    .transpose()
+                    .map_err(|error| BackendError(error.to_string()))
+            }
+        }
+    }
+}
+
+impl<B: KvBackend> MasternodeView for ChainDb<B> {
+    fn collateral_of_node_key(
+        &self,
+        node_key: &PublicKey,
+    ) -> Result<Option<OutPoint>, BackendError> {
+        self.registry.collateral_of_node_key(node_key)
+    }
+
+    fn registration(
+        &self,
+        collateral: &OutPoint,
+    ) -> Result<Option<MasternodeRegistration>, BackendError> {
+        self.registry.registration(collateral)
+    }
+}
+
+impl<B: KvBackend> ChainStore for ChainDb<B> {
+    fn tip(&self) -> Option<ChainTip> {
+        self.tip
+    }
+
+    fn finalized_height(&self) -> Option<Height> {
+        self.finalized
+    }
+
+    fn utxo_commitment(&self) -> &UtxoCommitment {
+        &self.commitment
+    }
+
+    fn block_hash(&self, height: Height) -> Result<Option<BlockHash>> {
+        self.backend
+            .get(Table::Heights, &height_key(height))?
+            .map(|bytes| decode_stored(&bytes, "a block hash"))
+            .transpose()
+    }
+
+    fn header(&self, hash: &BlockHash) -> Result<Option<BlockHeader>> {
+        self.backend
+            .get(Table::Headers, hash.as_bytes())?
+            .map(|bytes| decode_stored(&bytes, "a block header"))
+            .transpose()
+    }
+
+    fn block(&self, hash: &BlockHash) -> Result<Option<Block>> {
+        let Some(header) = self.header(hash)? else {
+            return Ok(None);
+        };
+        let Some(body) = self.backend.get(Table::Bodies, hash.as_bytes())? else {
+            return Ok(None);
+        };
+        let transactions: BoundedVec<Transaction, MAX_BLOCK_TRANSACTIONS> =
+            decode_stored(&body, "a block body")?;
+        Ok(Some(Block {
+            header,
+            transactions,
+        }))
+    }
+
+    fn certificate(&self, height: Height) -> Result<Option<CommitCertificate>> {
+        self.backend
+            .get(Table::Certificates, &height_key(height))?
+            .map(|bytes| decode_stored(&bytes, "a commit certificate"))
+            .transpose()
+    }
+
+    fn transaction_location(&self, txid: &Txid) -> Result<Option<TxLocation>> {
+        if let Some(location) = self.tx_index.get(txid) {
+            return Ok(Some(*location));
+        }
+        self.backend
+            .get(Table::TxIndex, txid.as_bytes())?
+            .map(|bytes| decode_stored(&bytes, "a transaction location"))
+            .transpose()
+    }
+
+    fn address_outpoints(&self, address: &Address, limit: usize) -> Result<Vec<OutPoint>> {
+        let limit = limit.min(MAX_ADDRESS_QUERY);
+        let mut pending: Vec<(OutPoint, IndexChange)> = self
+            .address_index
+            .iter()
+            .filter(|((owner, _), _)| owner == address)
+            .map(|((_, outpoint), change)| (*outpoint, *change))
+            .collect();
+        pending.sort_unstable_by_key(|(outpoint, _)| *outpoint);
+        let deleted = pending
+            .iter()
+            .filter(|(_, change)| *change == IndexChange::Delete)
+            .count();
+        let start = address_key(
+            address,
+            &OutPoint {
+                txid: Txid(Hash32::ZERO),
+                index: 0,
+            },
+        );
+        let mut end = address.0.0.to_vec();
+        // The end of this address's key range: the next 32-byte prefix, if there is one.
+        let end = match end.iter().rposition(|byte| *byte != 0xff) {
+            Some(position) => {
+                end[position] += 1;
+                end.truncate(position + 1);
+                Some(end)
+            }
+            None => None,
+        };
+        let stored = self.backend.scan(
+            Table::AddressIndex,
+            &start,
+            end.as_deref(),
+            limit.saturating_add(deleted),
+        )?;
+        let mut outpoints = std::collections::BTreeSet::new();
+        for (key, _) in &stored {
+            let outpoint = outpoint_from_key(&key[32..])
+                .ok_or_else(|| corrupt("an address-index key has the wrong length"))?;
+            outpoints.insert(outpoint);
+        }
+        for (outpoint, change) in pending {
+            match change {
+                IndexChange::Delete => outpoints.remove(&outpoint),
+                IndexChange::Fresh | IndexChange::Put => outpoints.insert(outpoint),
+            };
+        }
+        Ok(outpoints.into_iter().take(limit).collect())
+    }
+
+    fn masternodes(&self) -> &MasternodeRegistry {
+        &self.registry
+    }
+
+    fn commit_block(&mut self, commit: BlockCommit<'_>) -> Result<()> {
+        self.check_not_halted()?;
+        self.check_commit(&commit)?;
+        let block = commit.block;
+        let height = block.header.height;
+        let hash = block.hash();
+        let txids = block.txids();
+        // Make room before the durable write, so that a block is cached right after it is
+        // committed and never waits half-applied on a flush.
+        self.make_room(commit.changes, txids.len(), height)?;
+
+        let tip = ChainTip { height, hash };
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Table::Headers,
+            hash.as_bytes().to_vec(),
+            encode(&block.header),
+        );
+        batch.put(
+            Table::Bodies,
+            hash.as_bytes().to_vec(),
+            encode(&block.transactions),
+        );
+        batch.put(Table::Heights, height_key(height).to_vec(), encode(&hash));
+        batch.put(
+            Table::Changes,
+            height_key(height).to_vec(),
+            encode(commit.changes),
+        );
+        if let Some(certificate) = commit.certificate {
+            batch.put(
+                Table::Certificates,
+                height_key(height).to_vec(),
+                encode(certificate),
+            );
+            batch.put(Table::Meta, meta::FINALIZED.to_vec(), encode(&height));
+        }
+        for event in commit.masternode_events {
+            match event {
+                MasternodeEvent::Registered(registration) => batch.put(
+                    Table::Masternodes,
+                    outpoint_key(&registration.collateral).to_vec(),
+                    encode(registration),
+                ),
+                MasternodeEvent::Deregistered { registration, .. } => batch.delete(
+                    Table::Masternodes,
+                    outpoint_key(&registration.collateral).to_vec(),
+                ),
+            }
+        }
+        batch.put(Table::Meta, meta::TIP.to_vec(), encode(&tip));
+        batch.put(
+            Table::Meta,
+            meta::TIP_COMMITMENT.to_vec(),
+            commit.commitment.to_bytes(),
+        );
+        if let Some(flushed) = self.flushed
+            && let Some(range) = {
+                let previous_tip = self.tip;
+                self.tip = Some(tip);
+                let range = self.prune_range(flushed);
+                self.tip = previous_tip;
+                range
+            }
+        {
+            self.add_prune_ops(&mut batch, range.clone())?;
+            if let Err(error) = self.backend.commit(&batch) {
+                return Err(self.halt(error));
+            }
+            self.pruned_below = range.end;
+        } else if let Err(error) = self.backend.commit(&batch) {
+            return Err(self.halt(error));
+        }
+        self.tip = Some(tip);
+        if commit.certificate.is_some() {
+            self.finalized = Some(height);
+        }
+        self.commitment = commit.commitment.clone();
+        self.registry.apply(commit.masternode_events);
+        self.cache_block(height, commit.changes, &txids);
+        self.refresh_stats();
+        Ok(())
+    }
+
+    fn store_certificate(&mut self, certificate: &CommitCertificate) -> Result<()> {
+        self.check_not_halted()?;
+        let height = certificate.height;
+        if self.block_hash(height)? != Some(certificate.block_hash) {
+            return Err(StorageError::InvalidCommit {
+                height,
+                reason: "no committed block at that height has the certified hash".to_string(),
+            });
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Table::Certificates,
+            height_key(height).to_vec(),
+            encode(certificate),
+        );
+        let raises = self.finalized.is_none_or(|finalized| finalized < height);
+        if raises {
+            batch.put(Table::Meta, meta::FINALIZED.to_vec(), encode(&height));
+        }
+        if let Err(error) = self.backend.commit(&batch) {
+            return Err(self.halt(error));
+        }
+        if raises {
+            self.finalized = Some(height);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let Some(tip) = self.tip else { return Ok(()) };
+        if self.flushed == Some(tip.height) {
+            return Ok(());
+        }
+        self.flush_to(tip.height)
+    }
+}
+
+impl<B: KvBackend> ConsensusLog for ChainDb<B> {
+    fn persist(&mut self, records: &[ConsensusRecord]) -> Result<Vec<LogOutcome>> {
+        self.check_not_halted()?;
+        if records.len() > MAX_CONSENSUS_BATCH {
+            return Err(StorageError::InvalidCommit {
+                height: self.tip.map_or(Height(0), |tip| tip.height),
+                reason: format!(
+                    "{} consensus records exceed the batch limit of {MAX_CONSENSUS_BATCH}",
+                    records.len()
+                ),
+            });
+        }
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut in_batch: HashMap<LogKey, &ConsensusRecord> = HashMap::new();
+        let mut batch = WriteBatch::new();
+        for record in records {
+            let existing = match in_batch.get(&record.key) {
+                Some(earlier) => Some(earlier.value.clone()),
+                None => self
+                    .backend
+                    .get(Table::ConsensusLog, &record.key.to_key())?
+                    .map(|bytes| {
+                        BoundedBytes::new(bytes)
+                            .map_err(|_| corrupt("a consensus record is too long"))
+                    })
+                    .transpose()?,
+            };
+            outcomes.push(match existing {
+                Some(value) if value == record.value => LogOutcome::AlreadyPresent,
+                Some(value) => LogOutcome::Conflict(value),
+                None => {
+                    batch.put(
+                        Table::ConsensusLog,
+                        record.key.to_key(),
+                        record.value.to_vec(),
+                    );
+                    in_batch.insert(record.key, record);
+                    LogOutcome::Written
+                }
+            });
+        }
+        if !batch.is_empty()
+            && let Err(error) = self.backend.commit(&batch)
+        {
+            return Err(self.halt(error));
+        }
+        Ok(outcomes)
+    }
+
+    fn record(&self, key: &LogKey) -> Result<Option<ConsensusRecord>> {
+        self.backend
+            .get(Table::ConsensusLog, &key.to_key())?
+            .map(|bytes| {
+                let value = BoundedBytes::new(bytes)
+                    .map_err(|_| corrupt("a consensus record is too long"))?;
+                Ok(ConsensusRecord { key: *key, value })
+            })
+            .transpose()
+    }
+
+    fn records(&self, from: Option<LogKey>, limit: usize) -> Result<Vec<ConsensusRecord>> {
+        let start = from.map(LogKey::to_key).unwrap_or_default();
+        self.backend
+            .scan(
+                Table::ConsensusLog,
+                &start,
+                None,
+                limit.min(MAX_LOG_LISTING),
+            )?
+            .into_iter()
+            .map(|(key, value)| {
+                let key = LogKey::from_key(&key)
+                    .ok_or_else(|| corrupt("a consensus-log key does not decode"))?;
+                let value = BoundedBytes::new(value)
+                    .map_err(|_| corrupt("a consensus record is too long"))?;
+                Ok(ConsensusRecord { key, value })
+            })
+            .collect()
+    }
+
+    fn prune_log(&mut self, height: Height, epoch: Epoch) -> Result<u64> {
+        self.check_not_halted()?;
+        let mut batch = WriteBatch::new();
+        let votes_end = LogKey::BlockVote {
+            height,
+            view: 0,
+            phase: 0,
+        }
+        .to_key();
+        let locks_end = LogKey::InputLock {
+            epoch,
+            outpoint: OutPoint {
+                txid: Txid(Hash32::ZERO),
+                index: 0,
+            },
+        }
+        .to_key();
+        for (start, end) in [(vec![0u8], votes_end), (vec![1u8], locks_end)] {
+            for (key, _) in
+                self.backend
+                    .scan(Table::ConsensusLog, &start, Some(&end), MAX_LOG_LISTING)?
+            {
+                batch.delete(Table::ConsensusLog, key);
+            }
+        }
+        let deleted = batch.len() as u64;
+        if !batch.is_empty()
+            && let Err(error) = self.backend.commit(&batch)
+        {
+            return Err(self.halt(error));
+        }
+        Ok(deleted)
+    }
+}

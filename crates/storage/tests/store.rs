@@ -1,0 +1,489 @@
+//! Behaviour of the chain store on both backends: reads after commits, flushes and reopening,
+//! open-time errors, pruning, write faults and the consensus log.
+
+use timecoin_ledger::{
+    MasternodeEvent, MasternodeRegistration, MasternodeView, UtxoCommitment, UtxoView,
+};
+use timecoin_primitives::{
+    BlockHash, BoundedBytes, BoundedString, BoundedVec, CommitCertificate, Epoch, Hash32, Height,
+    Network, OutPoint, PublicKey, Tier, Txid,
+};
+use timecoin_storage::testing::{TestBlock, TestChain};
+use timecoin_storage::{
+    ChainDb, ChainStore, ConsensusLog, ConsensusRecord, Fault, KvBackend, LogKey, LogOutcome,
+    MemoryBackend, RedbChainDb, StorageError, Table, WriteBatch,
+};
+
+const SMALL_CACHE: usize = 64 << 10;
+
+/// Checks every read the store offers against the chain's model of the UTXO set.
+fn check_against_model<B: KvBackend>(store: &ChainDb<B>, chain: &TestChain, blocks: &[TestBlock]) {
+    let tip = store.tip().expect("a tip");
+    assert_eq!((tip.height, tip.hash), chain.tip);
+    assert_eq!(store.utxo_commitment(), &chain.commitment);
+    store
+        .verify_utxo_set()
+        .expect("the UTXO set matches the tip header");
+    let mut count = 0usize;
+    store.for_each_utxo(|_, _| count += 1).unwrap();
+    assert_eq!(count, chain.utxos.len());
+    for (outpoint, entry) in chain.utxos.iter().take(500) {
+        assert_eq!(store.utxo(outpoint).unwrap(), Some(*entry));
+    }
+    for block in blocks {
+        let hash = block.block.hash();
+        assert_eq!(
+            store.block_hash(block.block.header.height).unwrap(),
+            Some(hash)
+        );
+        assert_eq!(
+            store.header(&hash).unwrap().as_ref(),
+            Some(&block.block.header)
+        );
+        for (outpoint, _) in block.changes.spent.iter() {
+            assert_eq!(
+                store.utxo(outpoint).unwrap(),
+                None,
+                "spent outputs are gone"
+            );
+        }
+        for (position, transaction) in block.block.transactions.iter().enumerate().take(20) {
+            let location = store
+                .transaction_location(&transaction.txid())
+                .unwrap()
+                .unwrap();
+            assert_eq!(location.height, block.block.header.height);
+            assert_eq!(location.position as usize, position);
+        }
+    }
+    for address in &chain.addresses {
+        let mut expected: Vec<OutPoint> = chain
+            .utxos
+            .iter()
+            .filter(|(_, entry)| entry.output.address == *address)
+            .map(|(outpoint, _)| *outpoint)
+            .collect();
+        expected.sort();
+        assert_eq!(store.address_outpoints(address, 10_000).unwrap(), expected);
+    }
+}
+
+fn build(chain: &mut TestChain, count: usize, transfers: usize) -> Vec<TestBlock> {
+    (0..count).map(|_| chain.next_block(transfers)).collect()
+}
+
+fn commit_all<B: KvBackend>(store: &mut ChainDb<B>, blocks: &[TestBlock]) {
+    for block in blocks {
+        store.commit_block(block.commit()).unwrap();
+    }
+}
+
+#[test]
+fn memory_store_serves_what_was_committed_across_flushes() {
+    let mut chain = TestChain::new(1, 400, 8);
+    let mut store = ChainDb::open(MemoryBackend::new(), chain.config(SMALL_CACHE)).unwrap();
+    store.commit_block(chain.genesis.commit()).unwrap();
+    let blocks = build(&mut chain, 40, 30);
+    commit_all(&mut store, &blocks);
+    assert!(
+        store.stats().flushes > 0,
+        "a 64 KiB cache must have flushed"
+    );
+    check_against_model(&store, &chain, &blocks);
+    let block = store.block(&blocks[3].block.hash()).unwrap().unwrap();
+    assert_eq!(block, blocks[3].block);
+}
+
+#[test]
+fn redb_store_reopens_at_its_tip_by_replaying_unflushed_blocks() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let mut chain = TestChain::new(2, 300, 5);
+    let config = chain.config(16 << 20);
+    let blocks = build(&mut chain, 30, 20);
+    {
+        let mut store = RedbChainDb::open_path(&path, config.clone()).unwrap();
+        store.commit_block(chain.genesis.commit()).unwrap();
+        commit_all(&mut store, &blocks[..10]);
+        store.flush().unwrap();
+        commit_all(&mut store, &blocks[10..]);
+        assert_eq!(store.flushed_height(), Some(Height(10)));
+        // Dropped without a flush: the last 20 blocks exist only as their change records.
+    }
+    let store = RedbChainDb::open_path(&path, config).unwrap();
+    assert_eq!(store.stats().replayed_blocks, 20);
+    check_against_model(&store, &chain, &blocks);
+}
+
+#[test]
+fn the_first_block_must_be_the_configured_genesis_and_blocks_must_chain() {
+    let mut chain = TestChain::new(3, 10, 2);
+    let mut store = ChainDb::open(MemoryBackend::new(), chain.config(SMALL_CACHE)).unwrap();
+    let first = chain.next_block(2);
+    let error = store.commit_block(first.commit()).unwrap_err();
+    assert!(
+        matches!(error, StorageError::InvalidCommit { .. }),
+        "{error}"
+    );
+    store.commit_block(chain.genesis.commit()).unwrap();
+    let second = chain.next_block(2);
+    // Height 2 cannot follow genesis.
+    let error = store.commit_block(second.commit()).unwrap_err();
+    assert!(
+        matches!(error, StorageError::InvalidCommit { .. }),
+        "{error}"
+    );
+    store.commit_block(first.commit()).unwrap();
+    store.commit_block(second.commit()).unwrap();
+    // A commitment that disagrees with the header is refused.
+    let mut third = chain.next_block(2);
+    third.commitment = UtxoCommitment::empty();
+    let error = store.commit_block(third.commit()).unwrap_err();
+    assert!(error.to_string().contains("commitment"), "{error}");
+    assert_eq!(store.tip().unwrap().height, Height(2));
+}
+
+fn redb_with_chain(path: &std::path::Path) -> TestChain {
+    let mut chain = TestChain::new(4, 50, 3);
+    let mut store = RedbChainDb::open_path(path, chain.config(SMALL_CACHE)).unwrap();
+    store.commit_block(chain.genesis.commit()).unwrap();
+    let blocks = build(&mut chain, 5, 5);
+    commit_all(&mut store, &blocks);
+    chain
+}
+
+fn overwrite_meta(path: &std::path::Path, key: &[u8], value: Vec<u8>) {
+    let mut backend = timecoin_storage::RedbBackend::open(path, Default::default()).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put(Table::Meta, key.to_vec(), value);
+    backend.commit(&batch).unwrap();
+}
+
+#[test]
+fn open_refuses_a_database_from_a_newer_version() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let chain = redb_with_chain(&path);
+    overwrite_meta(&path, b"schema_version", borsh::to_vec(&99u32).unwrap());
+    let error = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StorageError::NewerVersion {
+                found: 99,
+                supported: 1
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("hint: run a newer release"),
+        "{error}"
+    );
+}
+
+#[test]
+fn open_refuses_another_networks_database() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let chain = redb_with_chain(&path);
+    let mut config = chain.config(SMALL_CACHE);
+    config.genesis_hash = BlockHash(Hash32([7; 32]));
+    let error = RedbChainDb::open_path(&path, config).unwrap_err();
+    assert!(
+        matches!(error, StorageError::WrongNetwork { .. }),
+        "{error}"
+    );
+    let mut config = chain.config(SMALL_CACHE);
+    config.network = Network::Testnet;
+    let error = RedbChainDb::open_path(&path, config).unwrap_err();
+    assert!(
+        error.to_string().contains("hint: check --network"),
+        "{error}"
+    );
+    // The refusal changed nothing: the right configuration still opens the chain.
+    let store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+    assert_eq!(store.tip().unwrap().hash, chain.tip.1);
+}
+
+#[test]
+fn open_detects_a_commitment_that_does_not_match_the_tip_header() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let chain = redb_with_chain(&path);
+    let mut bytes = chain.commitment.to_bytes();
+    bytes[17] ^= 1;
+    overwrite_meta(&path, b"tip_utxo_commitment", bytes);
+    let error = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap_err();
+    assert!(matches!(error, StorageError::Corrupt { .. }), "{error}");
+    assert!(
+        error.to_string().contains("does not match the tip header"),
+        "{error}"
+    );
+}
+
+#[test]
+fn open_refuses_data_that_is_not_a_chain_database_and_leaves_it_alone() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    {
+        let database = redb::Database::create(&path).unwrap();
+        let transaction = database.begin_write().unwrap();
+        {
+            let definition: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("other");
+            transaction
+                .open_table(definition)
+                .unwrap()
+                .insert("x", 1)
+                .unwrap();
+        }
+        transaction.commit().unwrap();
+    }
+    let chain = TestChain::new(5, 1, 1);
+    let error = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap_err();
+    assert!(matches!(error, StorageError::ForeignData { .. }), "{error}");
+    let database = redb::Database::open(&path).unwrap();
+    let transaction = redb::ReadableDatabase::begin_read(&database).unwrap();
+    let definition: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("other");
+    let table = transaction.open_table(definition).unwrap();
+    assert_eq!(
+        table.get("x").unwrap().unwrap().value(),
+        1,
+        "foreign data untouched"
+    );
+}
+
+#[test]
+fn pruning_drops_old_bodies_but_keeps_headers_certificates_and_utxos() {
+    let mut chain = TestChain::new(6, 300, 4);
+    let mut config = chain.config(SMALL_CACHE);
+    config.prune_keep_blocks = Some(5);
+    config.max_unflushed_blocks = 4;
+    let mut store = ChainDb::open(MemoryBackend::new(), config).unwrap();
+    store.commit_block(chain.genesis.commit()).unwrap();
+    let blocks = build(&mut chain, 30, 10);
+    for block in &blocks {
+        let certificate = CommitCertificate {
+            height: block.block.header.height,
+            view: 0,
+            block_hash: block.block.hash(),
+            votes: BoundedVec::empty(),
+        };
+        let mut commit = block.commit();
+        commit.certificate = Some(&certificate);
+        store.commit_block(commit).unwrap();
+    }
+    assert_eq!(store.finalized_height(), Some(Height(30)));
+    let pruned_below = store.pruned_below().0;
+    assert!(
+        pruned_below >= 20,
+        "bodies below {pruned_below} pruned; expected at least 20"
+    );
+    for block in &blocks {
+        let height = block.block.header.height;
+        let hash = block.block.hash();
+        assert!(
+            store.header(&hash).unwrap().is_some(),
+            "header kept at {height}"
+        );
+        assert!(
+            store.certificate(height).unwrap().is_some(),
+            "certificate kept at {height}"
+        );
+        let body = store.block(&hash).unwrap();
+        if height.0 < pruned_below {
+            assert!(body.is_none(), "body at {height} should be pruned");
+        } else {
+            assert_eq!(body.as_ref(), Some(&block.block));
+        }
+    }
+    assert!(
+        store.block(&blocks[29].block.hash()).unwrap().is_some(),
+        "recent bodies kept"
+    );
+    check_against_model(&store, &chain, &blocks);
+}
+
+#[test]
+fn a_failed_write_halts_the_store_at_a_block_boundary() {
+    let disk = MemoryBackend::new();
+    let mut chain = TestChain::new(7, 200, 4);
+    let mut store = ChainDb::open(disk.clone(), chain.config(SMALL_CACHE)).unwrap();
+    store.commit_block(chain.genesis.commit()).unwrap();
+    let blocks = build(&mut chain, 12, 10);
+    commit_all(&mut store, &blocks[..8]);
+    disk.fail_commit_after(0, Fault::DiskFull, true);
+    let error = store.commit_block(blocks[8].commit()).unwrap_err();
+    assert!(matches!(error, StorageError::DiskFull { .. }), "{error}");
+    assert!(
+        error.to_string().contains("hint: free disk space"),
+        "{error}"
+    );
+    assert_eq!(
+        store.tip().unwrap().height,
+        Height(8),
+        "the failed block was not applied"
+    );
+    disk.clear_faults();
+    let error = store.commit_block(blocks[8].commit()).unwrap_err();
+    assert!(matches!(error, StorageError::Halted { .. }), "{error}");
+    assert!(
+        store.persist(&[]).is_err(),
+        "the consensus log refuses writes too"
+    );
+
+    // Restart: the node resumes at block 8 with a consistent UTXO set.
+    let mut store = ChainDb::open(disk.crash(), chain.config(SMALL_CACHE)).unwrap();
+    assert_eq!(store.tip().unwrap().height, Height(8));
+    store.verify_utxo_set().unwrap();
+    commit_all(&mut store, &blocks[8..]);
+    check_against_model(&store, &chain, &blocks);
+}
+
+#[test]
+fn a_failed_flush_loses_nothing_that_was_committed() {
+    let disk = MemoryBackend::new();
+    let mut chain = TestChain::new(8, 200, 4);
+    let mut store = ChainDb::open(disk.clone(), chain.config(16 << 20)).unwrap();
+    store.commit_block(chain.genesis.commit()).unwrap();
+    let blocks = build(&mut chain, 6, 10);
+    commit_all(&mut store, &blocks);
+    disk.fail_commit_after(0, Fault::Io, false);
+    let error = store.flush().unwrap_err();
+    assert!(matches!(error, StorageError::Io { .. }), "{error}");
+    assert!(store.halted().is_some());
+    let store = ChainDb::open(disk.crash(), chain.config(16 << 20)).unwrap();
+    assert_eq!(
+        store.stats().replayed_blocks,
+        7,
+        "genesis and six blocks replayed"
+    );
+    check_against_model(&store, &chain, &blocks);
+}
+
+#[test]
+fn a_crash_loses_only_what_was_never_committed() {
+    let disk = MemoryBackend::new();
+    let mut chain = TestChain::new(9, 200, 4);
+    let mut store = ChainDb::open(disk.clone(), chain.config(SMALL_CACHE)).unwrap();
+    store.commit_block(chain.genesis.commit()).unwrap();
+    let blocks = build(&mut chain, 10, 10);
+    commit_all(&mut store, &blocks);
+    let restarted = disk.crash();
+    // The crashed process's handle is dead; nothing more reaches the disk through it.
+    let late = chain.next_block(5);
+    assert!(store.commit_block(late.commit()).is_err());
+    let store = ChainDb::open(restarted, chain.config(SMALL_CACHE)).unwrap();
+    assert_eq!(store.tip().unwrap().height, Height(10));
+    store.verify_utxo_set().unwrap();
+}
+
+fn vote(height: u64, phase: u8, value: &[u8]) -> ConsensusRecord {
+    ConsensusRecord {
+        key: LogKey::BlockVote {
+            height: Height(height),
+            view: 0,
+            phase,
+        },
+        value: BoundedBytes::new(value.to_vec()).unwrap(),
+    }
+}
+
+#[test]
+fn the_consensus_log_keeps_votes_across_restarts_and_refuses_contradictions() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let chain = TestChain::new(10, 1, 1);
+    let lock = ConsensusRecord {
+        key: LogKey::InputLock {
+            epoch: Epoch(3),
+            outpoint: OutPoint {
+                txid: Txid(Hash32([9; 32])),
+                index: 2,
+            },
+        },
+        value: BoundedBytes::new(b"tx-a".to_vec()).unwrap(),
+    };
+    {
+        let mut store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+        let outcomes = store
+            .persist(&[vote(5, 1, b"block-x"), lock.clone(), vote(5, 1, b"block-y")])
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            vec![
+                LogOutcome::Written,
+                LogOutcome::Written,
+                LogOutcome::Conflict(BoundedBytes::new(b"block-x".to_vec()).unwrap())
+            ]
+        );
+    }
+    let mut store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+    assert_eq!(store.record(&lock.key).unwrap(), Some(lock.clone()));
+    let mut other_lock = lock.clone();
+    other_lock.value = BoundedBytes::new(b"tx-b".to_vec()).unwrap();
+    let outcomes = store
+        .persist(&[vote(5, 1, b"block-x"), other_lock, vote(6, 1, b"z")])
+        .unwrap();
+    assert_eq!(outcomes[0], LogOutcome::AlreadyPresent);
+    assert!(
+        matches!(outcomes[1], LogOutcome::Conflict(_)),
+        "a lock cannot be retaken"
+    );
+    assert_eq!(outcomes[2], LogOutcome::Written);
+    assert_eq!(store.records(None, 100).unwrap().len(), 3);
+    assert_eq!(store.prune_log(Height(6), Epoch(4)).unwrap(), 2);
+    let left = store.records(None, 100).unwrap();
+    assert_eq!(left, vec![vote(6, 1, b"z")]);
+}
+
+#[test]
+fn the_masternode_registry_follows_block_commits_and_survives_reopening() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let mut chain = TestChain::new(11, 20, 2);
+    let registration = MasternodeRegistration {
+        collateral: OutPoint {
+            txid: Txid(Hash32([3; 32])),
+            index: 1,
+        },
+        owner: chain.addresses[0],
+        node_key: PublicKey([4; 32]),
+        tier: Tier::Gold,
+        network_address: BoundedString::new("/ip4/203.0.113.5/tcp/24100").unwrap(),
+        registered_at: Height(1),
+    };
+    let events = [MasternodeEvent::Registered(registration.clone())];
+    {
+        let mut store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+        store.commit_block(chain.genesis.commit()).unwrap();
+        let block = chain.next_block(2);
+        let mut commit = block.commit();
+        commit.masternode_events = &events;
+        store.commit_block(commit).unwrap();
+        assert_eq!(
+            store.registration(&registration.collateral).unwrap(),
+            Some(registration.clone())
+        );
+    }
+    let mut store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+    assert_eq!(store.masternodes().len(), 1);
+    assert_eq!(
+        store
+            .collateral_of_node_key(&registration.node_key)
+            .unwrap(),
+        Some(registration.collateral)
+    );
+    let events = [MasternodeEvent::Deregistered {
+        registration: registration.clone(),
+        height: Height(2),
+    }];
+    let block = chain.next_block(2);
+    let mut commit = block.commit();
+    commit.masternode_events = &events;
+    store.commit_block(commit).unwrap();
+    assert!(store.masternodes().is_empty());
+    drop(store);
+    let store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+    assert_eq!(store.registration(&registration.collateral).unwrap(), None);
+}
