@@ -233,11 +233,14 @@ pub(crate) fn stage_block<V: UtxoView, M: MasternodeView>(
     })
 }
 
-/// Writes staged changes into `store`.
+/// Writes staged changes into `store`, in outpoint order: a store that injects faults at the
+/// n-th write (as the simulator's does) then fails at the same place on every run.
 pub(crate) fn write_changes<S: UtxoStore>(
     store: &mut S,
     changes: HashMap<OutPoint, Option<UtxoEntry>>,
 ) -> Result<(), BackendError> {
+    let mut changes: Vec<_> = changes.into_iter().collect();
+    changes.sort_unstable_by_key(|(outpoint, _)| *outpoint);
     for (outpoint, change) in changes {
         match change {
             Some(entry) => store.insert_utxo(outpoint, entry)?,
@@ -247,6 +250,42 @@ pub(crate) fn write_changes<S: UtxoStore>(
         }
     }
     Ok(())
+}
+
+/// Runs every rule of [`apply_block`] and returns the changes without writing them.
+fn stage_and_check<V: UtxoView, M: MasternodeView>(
+    block: &Block,
+    parent: &BlockHeader,
+    view: &V,
+    commitment: &UtxoCommitment,
+    masternodes: &M,
+    params: &ChainParams,
+) -> Result<StagedBlock, LedgerError> {
+    check_header(&block.header, parent, params)?;
+    let checked = check_block(block, params)?;
+    let staged = stage_block(block, &checked, view, commitment, masternodes, params)?;
+    if staged.outcome.utxo_commitment != block.header.utxo_commitment {
+        return Err(LedgerError::WrongUtxoCommitment {
+            expected: staged.outcome.utxo_commitment,
+            found: block.header.utxo_commitment,
+        });
+    }
+    Ok(staged)
+}
+
+/// Checks `block` on top of `parent` by every rule of [`apply_block`], including the UTXO
+/// commitment, without changing anything: what a masternode runs on a proposal before voting
+/// for it. Signatures are not verified here either.
+pub fn validate_block<V: UtxoView, M: MasternodeView>(
+    block: &Block,
+    parent: &BlockHeader,
+    view: &V,
+    commitment: &UtxoCommitment,
+    masternodes: &M,
+    params: &ChainParams,
+) -> Result<BlockOutcome, LedgerError> {
+    stage_and_check(block, parent, view, commitment, masternodes, params)
+        .map(|staged| staged.outcome)
 }
 
 /// Validates `block` on top of `parent` and applies it: every header, stateless and UTXO rule,
@@ -266,15 +305,7 @@ pub fn apply_block<S: UtxoStore, M: MasternodeView>(
     masternodes: &M,
     params: &ChainParams,
 ) -> Result<BlockOutcome, LedgerError> {
-    check_header(&block.header, parent, params)?;
-    let checked = check_block(block, params)?;
-    let staged = stage_block(block, &checked, &*store, commitment, masternodes, params)?;
-    if staged.outcome.utxo_commitment != block.header.utxo_commitment {
-        return Err(LedgerError::WrongUtxoCommitment {
-            expected: staged.outcome.utxo_commitment,
-            found: block.header.utxo_commitment,
-        });
-    }
+    let staged = stage_and_check(block, parent, &*store, commitment, masternodes, params)?;
     write_changes(store, staged.changes)?;
     *commitment = staged.commitment;
     Ok(staged.outcome)

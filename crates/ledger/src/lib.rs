@@ -2,7 +2,7 @@
 //!
 //! Three validation tiers with fixed names, as in Bitcoin Core: `check_*` looks at a value alone
 //! ([`check_transaction`], [`check_header`], [`check_block`]), `validate_*` against a
-//! [`UtxoView`] ([`validate_transaction`]), and `apply_*` changes a [`UtxoStore`] and returns the
+//! [`UtxoView`] ([`validate_transaction`], [`validate_block`]), and `apply_*` changes a [`UtxoStore`] and returns the
 //! undo data that reverses it ([`apply_block`], [`undo_block`], [`apply_genesis`]). Signatures
 //! need no state and are verified in bulk, on all cores, by [`verify_transactions`].
 //!
@@ -25,7 +25,7 @@ pub mod verify;
 
 pub use apply::{
     BlockOutcome, BlockTemplate, BlockUndo, TxUndo, apply_block, build_block, reward_transaction,
-    undo_block,
+    undo_block, validate_block,
 };
 pub use check::{
     CheckedBlock, check_block, check_header, check_network_address, check_transaction,

@@ -111,6 +111,25 @@ impl<V: UtxoView> UtxoCache<V> {
     }
 }
 
+impl<S: UtxoStore> UtxoCache<S> {
+    /// Writes the changes into the base (in outpoint order, so that fault injection is
+    /// reproducible) and returns it. Pass `&mut store` as the base to keep the store.
+    pub fn flush(self) -> Result<S, BackendError> {
+        let (mut base, changes) = self.into_changes();
+        let mut changes: Vec<_> = changes.into_iter().collect();
+        changes.sort_unstable_by_key(|(outpoint, _)| *outpoint);
+        for (outpoint, change) in changes {
+            match change {
+                Some(entry) => base.insert_utxo(outpoint, entry)?,
+                None => {
+                    base.remove_utxo(&outpoint)?;
+                }
+            }
+        }
+        Ok(base)
+    }
+}
+
 impl<V: UtxoView> UtxoView for UtxoCache<V> {
     fn utxo(&self, outpoint: &OutPoint) -> Result<Option<UtxoEntry>, BackendError> {
         match self.changes.get(outpoint) {

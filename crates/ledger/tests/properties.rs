@@ -54,16 +54,7 @@ fn cache_op() -> impl Strategy<Value = CacheOp> {
 }
 
 fn flush(cache: UtxoCache<HashMap<OutPoint, UtxoEntry>>) -> HashMap<OutPoint, UtxoEntry> {
-    let (mut base, changes) = cache.into_changes();
-    for (outpoint, change) in changes {
-        match change {
-            Some(entry) => base.insert_utxo(outpoint, entry).unwrap(),
-            None => {
-                base.remove_utxo(&outpoint).unwrap();
-            }
-        }
-    }
-    base
+    cache.flush().unwrap()
 }
 
 proptest! {

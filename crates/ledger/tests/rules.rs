@@ -1004,3 +1004,33 @@ fn masternode_view_of_genesis() {
     assert_eq!(entry.output.amount, time(1_000));
     assert_eq!(entry.height, Height(0));
 }
+
+#[test]
+fn validate_block_checks_everything_and_changes_nothing() {
+    let (mut chain, block) = chain_and_block();
+    let before = chain.utxos.clone();
+    let outcome = timecoin_ledger::validate_block(
+        &block,
+        &chain.tip,
+        &chain.utxos,
+        &chain.commitment,
+        &chain.registry,
+        &chain.params,
+    )
+    .unwrap();
+    assert_eq!(chain.utxos, before);
+    let mut bad = block.clone();
+    bad.header.utxo_commitment = Hash32([4; 32]);
+    assert!(matches!(
+        timecoin_ledger::validate_block(
+            &bad,
+            &chain.tip,
+            &chain.utxos,
+            &chain.commitment,
+            &chain.registry,
+            &chain.params
+        ),
+        Err(LedgerError::WrongUtxoCommitment { .. })
+    ));
+    assert_eq!(apply(&mut chain, &block).unwrap(), outcome);
+}
