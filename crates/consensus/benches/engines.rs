@@ -2,6 +2,8 @@
 //!
 //! - `finality/votes`: transaction votes handled per second by a `FinalityEngine`: signature
 //!   checks, tallying, certificate assembly and bookkeeping included.
+//! - `finality/votes_batched`: the same, handed over 256 at a time through
+//!   `FinalityEngine::handle_votes`, which checks signatures as a batch.
 //! - `finality/verify_certificate`: finality certificates (a quorum of a 100-member committee)
 //!   verified per second.
 //! - `ed25519/single` and `ed25519/batch`: the same quorum of signatures checked one by one
@@ -81,6 +83,37 @@ fn engines(c: &mut Criterion) {
             for vote in &votes {
                 let effects = engine.handle(FinalityInput::Vote(*vote)).unwrap();
                 certified += effects
+                    .iter()
+                    .filter(|e| matches!(e, FinalityEffect::Certified(_)))
+                    .count();
+            }
+            assert_eq!(certified, TRANSACTIONS as usize);
+            black_box(engine)
+        })
+    });
+
+    group.bench_function("votes_batched", |b| {
+        b.iter(|| {
+            let mut engine = FinalityEngine::new(committee.clone(), None);
+            for tx in 0..TRANSACTIONS {
+                let inputs = vec![OutPoint {
+                    txid: txid(tx),
+                    index: 1,
+                }];
+                engine
+                    .handle(FinalityInput::Transaction {
+                        txid: txid(tx),
+                        inputs,
+                    })
+                    .unwrap();
+            }
+            // As a node would hand them over: whatever arrived since the last batch.
+            let mut certified = 0;
+            for chunk in votes.chunks(256) {
+                let outcome = engine.handle_votes(chunk.to_vec());
+                assert!(outcome.rejected.is_empty());
+                certified += outcome
+                    .effects
                     .iter()
                     .filter(|e| matches!(e, FinalityEffect::Certified(_)))
                     .count();

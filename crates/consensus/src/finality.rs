@@ -20,6 +20,8 @@ use timecoin_primitives::{
     BoundedVec, CommitVote, Epoch, Network, OutPoint, PublicKey, SecretKey, Signature, Txid,
 };
 
+use timecoin_primitives::keys::BatchVerifier;
+
 use crate::committee::{Committee, Weight};
 use crate::error::ConsensusError;
 use crate::evidence::Evidence;
@@ -38,6 +40,8 @@ pub const MAX_VOTE_RECORDS: usize = 2_000_000;
 pub const MAX_SPEND_RECORDS: usize = 4_000_000;
 /// Most transactions this node holds locks for in one epoch.
 pub const MAX_LOCKED_TRANSACTIONS: usize = 200_000;
+/// Most votes whose signatures [`FinalityEngine::handle_votes`] checks as one batch.
+pub const MAX_VOTE_BATCH: usize = 1_024;
 /// How many certified or included txids are remembered, so that late votes for them are
 /// dropped instead of starting a new tally.
 pub const MAX_RECENTLY_SETTLED: usize = 200_000;
@@ -121,6 +125,15 @@ pub enum FinalityInput {
     },
     /// A new epoch began; `Committee` is its committee. Unresolved locks lapse.
     NewEpoch(Committee),
+}
+
+/// The result of [`FinalityEngine::handle_votes`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VoteBatchOutcome {
+    /// The effects, in order, as if the votes had been handled one by one.
+    pub effects: Vec<FinalityEffect>,
+    /// The votes refused and why ([`ConsensusError::is_peer_fault`] says whom to blame).
+    pub rejected: Vec<(TxVote, ConsensusError)>,
 }
 
 /// What the finality engine asks of the node. Effects are listed in the order to perform them.
@@ -453,11 +466,9 @@ impl FinalityEngine {
         self.vote_records += 1;
     }
 
-    fn on_vote(
-        &mut self,
-        vote: TxVote,
-        effects: &mut Vec<FinalityEffect>,
-    ) -> Result<(), ConsensusError> {
+    /// The checks that need no signature verification. `Ok(false)` means the vote is a
+    /// harmless no-op (duplicate, or for a transaction already settled).
+    fn precheck_vote(&self, vote: &TxVote) -> Result<bool, ConsensusError> {
         if vote.epoch != self.committee.epoch() {
             return Err(ConsensusError::WrongEpoch {
                 expected: self.committee.epoch(),
@@ -468,14 +479,21 @@ impl FinalityEngine {
             return Err(ConsensusError::NotAMember(vote.voter));
         }
         if self.settled.contains(&vote.txid) {
-            return Ok(());
+            return Ok(false);
         }
         // Checked before the signature: a duplicate costs a map lookup, not a verification.
-        if self
+        Ok(!self
             .tallies
             .get(&vote.txid)
-            .is_some_and(|tally| tally.votes.contains_key(&vote.voter))
-        {
+            .is_some_and(|tally| tally.votes.contains_key(&vote.voter)))
+    }
+
+    fn on_vote(
+        &mut self,
+        vote: TxVote,
+        effects: &mut Vec<FinalityEffect>,
+    ) -> Result<(), ConsensusError> {
+        if !self.precheck_vote(&vote)? {
             return Ok(());
         }
         let message = transaction_vote_message(self.committee.network(), vote.epoch, &vote.txid);
@@ -483,6 +501,56 @@ impl FinalityEngine {
             .verify(&message, &vote.signature)
             .map_err(|_| ConsensusError::BadSignature(vote.voter))?;
         self.accept_verified_vote(vote.txid, vote.voter, vote.signature, effects)
+    }
+
+    /// Processes many votes at once, checking their signatures as one batch (about twice as
+    /// fast as one by one; if the batch fails, each is checked alone to find the culprits).
+    /// The outcome is the same as handling the votes one by one in order.
+    pub fn handle_votes(&mut self, votes: Vec<TxVote>) -> VoteBatchOutcome {
+        let mut outcome = VoteBatchOutcome::default();
+        for chunk in votes.chunks(MAX_VOTE_BATCH) {
+            let mut fresh = Vec::with_capacity(chunk.len());
+            let mut in_batch = BTreeSet::new();
+            for vote in chunk {
+                match self.precheck_vote(vote) {
+                    Err(error) => outcome.rejected.push((*vote, error)),
+                    Ok(true) if in_batch.insert((vote.txid, vote.voter)) => fresh.push(*vote),
+                    Ok(_) => {}
+                }
+            }
+            let network = self.committee.network();
+            let messages: Vec<[u8; 32]> = fresh
+                .iter()
+                .map(|vote| transaction_vote_message(network, vote.epoch, &vote.txid))
+                .collect();
+            let mut batch = BatchVerifier::new();
+            for (vote, message) in fresh.iter().zip(&messages) {
+                batch.queue(&vote.voter, message, &vote.signature);
+            }
+            let all_valid = batch.verify().is_ok();
+            for (vote, message) in fresh.iter().zip(&messages) {
+                if !all_valid && vote.voter.verify(message, &vote.signature).is_err() {
+                    outcome
+                        .rejected
+                        .push((*vote, ConsensusError::BadSignature(vote.voter)));
+                    continue;
+                }
+                // Earlier votes of this batch may have settled the transaction meanwhile.
+                if self.settled.contains(&vote.txid) {
+                    continue;
+                }
+                if let Err(error) = self.accept_verified_vote(
+                    vote.txid,
+                    vote.voter,
+                    vote.signature,
+                    &mut outcome.effects,
+                ) {
+                    outcome.rejected.push((*vote, error));
+                }
+            }
+        }
+        self.check_invariants();
+        outcome
     }
 
     fn accept_verified_vote(
@@ -1390,5 +1458,52 @@ mod tests {
             engine.tracked_transactions(),
             MAX_UNKNOWN_VOTES_PER_VOTER + 1
         );
+    }
+
+    #[test]
+    fn batched_votes_match_one_by_one_and_single_out_forgeries() {
+        let mut votes = vec![
+            vote(1, txid(1), 1),
+            vote(2, txid(1), 1),
+            vote(2, txid(1), 1),
+        ];
+        let mut forged = vote(3, txid(2), 1);
+        forged.signature.0[1] ^= 1;
+        votes.push(forged);
+        votes.push(vote(9, txid(1), 1));
+        votes.push(vote(3, txid(1), 1));
+        votes.push(vote(4, txid(1), 1));
+        let mut batched = observer();
+        batched
+            .handle(FinalityInput::Transaction {
+                txid: txid(1),
+                inputs: vec![outpoint(1)],
+            })
+            .unwrap();
+        let outcome = batched.handle_votes(votes.clone());
+        let mut single = observer();
+        single
+            .handle(FinalityInput::Transaction {
+                txid: txid(1),
+                inputs: vec![outpoint(1)],
+            })
+            .unwrap();
+        let mut effects = Vec::new();
+        let mut rejected = Vec::new();
+        for vote in votes {
+            match single.handle(FinalityInput::Vote(vote)) {
+                Ok(more) => effects.extend(more),
+                Err(error) => rejected.push((vote, error)),
+            }
+        }
+        assert_eq!(outcome.effects, effects);
+        assert_eq!(certificates(&outcome.effects).len(), 1);
+        let mut outcome_rejected = outcome.rejected.clone();
+        outcome_rejected.sort_by_key(|(vote, _)| vote.voter);
+        rejected.sort_by_key(|(vote, _)| vote.voter);
+        assert_eq!(outcome_rejected, rejected);
+        assert_eq!(rejected.len(), 2);
+        assert!(rejected.iter().all(|(_, error)| error.is_peer_fault()));
+        assert_eq!(batched.held_votes(), single.held_votes());
     }
 }

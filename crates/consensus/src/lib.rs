@@ -29,5 +29,6 @@ pub use error::ConsensusError;
 pub use evidence::Evidence;
 pub use finality::{
     FinalityCertificate, FinalityEffect, FinalityEngine, FinalityInput, PersistedLock, TxVote,
+    VoteBatchOutcome,
 };
 pub use signing::{Phase, SignedSlot, Slot, verify_commit_certificate};
