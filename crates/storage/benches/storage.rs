@@ -41,6 +41,16 @@ fn peak_rss_bytes() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+fn current_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
 fn config(chain_genesis: &Block) -> StoreConfig {
     StoreConfig::new(timecoin_primitives::Network::Devnet, chain_genesis.hash())
 }
@@ -89,6 +99,14 @@ fn child(directory: &Path) {
     let mut blocks = 0u64;
     let mut operations = 0u64;
     let mut busy = Duration::ZERO;
+    let trace = std::env::var("BENCH_TRACE").is_ok();
+    if trace {
+        eprintln!(
+            "trace opened rss={} peak={}",
+            current_rss_bytes(),
+            peak_rss_bytes()
+        );
+    }
     let mut reading = Duration::ZERO;
     let mut length = [0u8; 4];
     while reader.read_exact(&mut length).is_ok() {
@@ -110,6 +128,15 @@ fn child(directory: &Path) {
             .unwrap();
         busy += started.elapsed();
         blocks += 1;
+        if trace && blocks.is_multiple_of(10) {
+            eprintln!(
+                "trace block={blocks} rss={} peak={} cache={} flushes={}",
+                current_rss_bytes(),
+                peak_rss_bytes(),
+                store.stats().cache_bytes,
+                store.stats().flushes
+            );
+        }
         operations += block
             .transactions
             .iter()

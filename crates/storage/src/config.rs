@@ -32,6 +32,13 @@ pub struct StoreConfig {
     pub prune_keep_blocks: Option<u64>,
     /// Bytes of the engine's page cache for reading flushed data (redb only).
     pub page_cache_bytes: usize,
+    /// Whether to keep the transaction index (txid → block and position). Fixed when the
+    /// database is created.
+    pub index_transactions: bool,
+    /// Whether to keep the address index (address → outpoints) that wallets list coins with.
+    /// Fixed when the database is created. Masternodes without a wallet can turn it off: it
+    /// doubles the work of each flush.
+    pub index_addresses: bool,
 }
 
 impl StoreConfig {
@@ -45,6 +52,8 @@ impl StoreConfig {
             max_unflushed_blocks: DEFAULT_MAX_UNFLUSHED_BLOCKS,
             prune_keep_blocks: None,
             page_cache_bytes: 32 << 20,
+            index_transactions: true,
+            index_addresses: true,
         }
     }
 }

@@ -74,6 +74,27 @@ pub enum StorageError {
         /// What was found.
         what: String,
     },
+    /// The configured indexes differ from those the database was built with.
+    #[error(
+        "the database was built with indexes [{stored}] but the node is configured for \
+         [{configured}]. hint: use the same index settings, or resync into an empty data \
+         directory to change them"
+    )]
+    IndexesDiffer {
+        /// The indexes the database has.
+        stored: String,
+        /// The indexes configured.
+        configured: String,
+    },
+    /// A query needs an index this database does not keep.
+    #[error(
+        "the {index} index is turned off for this database. hint: enable it in the configuration \
+         of a new data directory and resync"
+    )]
+    IndexDisabled {
+        /// Which index.
+        index: &'static str,
+    },
     /// The caller asked for something the chain does not allow; a bug in the caller.
     #[error("refused to commit block at height {height}: {reason}")]
     InvalidCommit {

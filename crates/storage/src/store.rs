@@ -10,7 +10,7 @@ use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use borsh::BorshDeserialize;
+use borsh::{BorshDeserialize, BorshSerialize};
 use timecoin_ledger::{
     BackendError, MasternodeEvent, MasternodeRegistration, MasternodeRegistry, MasternodeView,
     UtxoCommitment, UtxoEntry, UtxoView,
@@ -27,8 +27,8 @@ use crate::error::{Result, StorageError};
 use crate::redb_backend::{RedbBackend, RedbOptions};
 use crate::traits::{ChainStore, ConsensusLog, MAX_ADDRESS_QUERY, MAX_LOG_LISTING};
 use crate::types::{
-    BlockChanges, BlockCommit, ChainTip, ConsensusRecord, LogKey, LogOutcome, MAX_CONSENSUS_BATCH,
-    MAX_MASTERNODES, TxLocation,
+    BlockChanges, BlockCommit, ChainTip, ConsensusRecord, LogKey, LogOutcome, MAX_BLOCK_CHANGES,
+    MAX_CONSENSUS_BATCH, MAX_MASTERNODES, TxLocation,
 };
 
 /// The database layout this build writes. A database with a higher version is refused.
@@ -43,6 +43,7 @@ mod meta {
     pub const FLUSHED: &[u8] = b"flushed_height";
     pub const FINALIZED: &[u8] = b"finalized_height";
     pub const PRUNED_BELOW: &[u8] = b"pruned_below";
+    pub const INDEXES: &[u8] = b"indexes";
 }
 
 /// A UTXO cache slot. Only changes since the last flush are cached; clean entries are served
@@ -67,6 +68,95 @@ enum IndexChange {
     Put,
     /// Removed.
     Delete,
+}
+
+/// A created output as the change record stores it: its place in the block body, which holds
+/// the output itself, so a block's change record costs a few bytes per created output.
+#[derive(BorshSerialize, BorshDeserialize)]
+struct CreatedRef {
+    position: u32,
+    index: u32,
+    is_collateral: bool,
+}
+
+/// A block's change record: the spent outputs in full (the block does not contain them; this is
+/// the undo data), the created ones by reference.
+#[derive(BorshSerialize, BorshDeserialize)]
+struct StoredChanges {
+    spent: BoundedVec<(OutPoint, UtxoEntry), MAX_BLOCK_CHANGES>,
+    created: BoundedVec<CreatedRef, MAX_BLOCK_CHANGES>,
+}
+
+/// Encodes `changes` by reference to `block`, refusing any created output the block does not
+/// contain at the block's height.
+fn compact_changes(block: &Block, txids: &[Txid], changes: &BlockChanges) -> Result<StoredChanges> {
+    let height = block.header.height;
+    let refuse = |reason: String| StorageError::InvalidCommit { height, reason };
+    let positions: HashMap<&Txid, usize> = txids
+        .iter()
+        .enumerate()
+        .map(|(position, txid)| (txid, position))
+        .collect();
+    let mut created = Vec::with_capacity(changes.created.len());
+    for (outpoint, entry) in changes.created.iter() {
+        let position = *positions.get(&outpoint.txid).ok_or_else(|| {
+            refuse(format!(
+                "created output {outpoint} is not from a transaction of the block"
+            ))
+        })?;
+        let output = block.transactions[position]
+            .body
+            .outputs
+            .get(outpoint.index as usize);
+        if output != Some(&entry.output) || entry.height != height {
+            return Err(refuse(format!(
+                "created output {outpoint} does not match the block's transaction output"
+            )));
+        }
+        created.push(CreatedRef {
+            position: position as u32,
+            index: outpoint.index,
+            is_collateral: entry.is_collateral,
+        });
+    }
+    Ok(StoredChanges {
+        spent: changes.spent.clone(),
+        created: BoundedVec::new(created).expect("as many as the bounded input"),
+    })
+}
+
+/// The inverse of [`compact_changes`].
+fn expand_changes(block: &Block, txids: &[Txid], stored: StoredChanges) -> Result<BlockChanges> {
+    let height = block.header.height;
+    let mut created = Vec::with_capacity(stored.created.len());
+    for reference in stored.created.iter() {
+        let output = txids.get(reference.position as usize).and_then(|_| {
+            block.transactions[reference.position as usize]
+                .body
+                .outputs
+                .get(reference.index as usize)
+        });
+        let output = output.ok_or_else(|| {
+            corrupt(format!(
+                "the change record of block {height} points outside the block"
+            ))
+        })?;
+        created.push((
+            OutPoint {
+                txid: txids[reference.position as usize],
+                index: reference.index,
+            },
+            UtxoEntry {
+                output: *output,
+                height,
+                is_collateral: reference.is_collateral,
+            },
+        ));
+    }
+    Ok(BlockChanges {
+        spent: stored.spent,
+        created: BoundedVec::new(created).expect("as many as the bounded record"),
+    })
 }
 
 /// Counters for monitoring and benchmarks.
@@ -145,6 +235,15 @@ fn address_key(address: &Address, outpoint: &OutPoint) -> [u8; 68] {
     key[..32].copy_from_slice(&address.0.0);
     key[32..].copy_from_slice(&outpoint_key(outpoint));
     key
+}
+
+fn index_names(flags: u8) -> String {
+    let names: Vec<&str> = [(1, "transactions"), (2, "addresses")]
+        .into_iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, name)| name)
+        .collect();
+    names.join(", ")
 }
 
 fn corrupt(what: impl Into<String>) -> StorageError {
@@ -235,6 +334,11 @@ impl<B: KvBackend> ChainDb<B> {
                 meta::GENESIS.to_vec(),
                 encode(&store.config.genesis_hash),
             );
+            batch.put(
+                Table::Meta,
+                meta::INDEXES.to_vec(),
+                encode(&store.index_flags()),
+            );
             store.backend.commit(&batch)?;
         } else {
             store.load()?;
@@ -242,6 +346,10 @@ impl<B: KvBackend> ChainDb<B> {
         store.stats.open_duration = started.elapsed();
         store.refresh_stats();
         Ok(store)
+    }
+
+    fn index_flags(&self) -> u8 {
+        u8::from(self.config.index_transactions) | (u8::from(self.config.index_addresses) << 1)
     }
 
     fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -279,6 +387,18 @@ impl<B: KvBackend> ChainDb<B> {
                 stored_genesis: genesis,
                 network: self.config.network,
                 genesis: self.config.genesis_hash,
+            });
+        }
+        let indexes: u8 = decode_stored(
+            &self
+                .meta(meta::INDEXES)?
+                .ok_or_else(|| corrupt("the index settings are missing"))?,
+            "the index settings",
+        )?;
+        if indexes != self.index_flags() {
+            return Err(StorageError::IndexesDiffer {
+                stored: index_names(indexes),
+                configured: index_names(self.index_flags()),
             });
         }
         self.tip = match self.meta(meta::TIP)? {
@@ -363,7 +483,7 @@ impl<B: KvBackend> ChainDb<B> {
         let first = self.flushed.map_or(0, |flushed| flushed.0 + 1);
         for height in first..=tip.height.0 {
             let height = Height(height);
-            let changes: BlockChanges = decode_stored(
+            let stored: StoredChanges = decode_stored(
                 &self
                     .backend
                     .get(Table::Changes, &height_key(height))?
@@ -381,6 +501,7 @@ impl<B: KvBackend> ChainDb<B> {
                 corrupt(format!("the body of unflushed block {height} is missing"))
             })?;
             let txids = block.txids();
+            let changes = expand_changes(&block, &txids, stored)?;
             self.make_room(&changes, txids.len(), height)?;
             self.cache_block(height, &changes, &txids);
             self.stats.replayed_blocks += 1;
@@ -403,7 +524,8 @@ impl<B: KvBackend> ChainDb<B> {
         let unflushed = flushed_to
             .0
             .saturating_sub(self.flushed.map_or(0, |height| height.0 + 1));
-        let has_changes = !self.utxos.is_empty() || !self.tx_index.is_empty();
+        let has_changes =
+            !self.utxos.is_empty() || !self.tx_index.is_empty() || !self.address_index.is_empty();
         if has_changes
             && (peak > self.config.cache_bytes || unflushed >= self.config.max_unflushed_blocks)
         {
@@ -430,6 +552,9 @@ impl<B: KvBackend> ChainDb<B> {
                     slot.insert(Cached::Spent);
                 }
             }
+            if !self.config.index_addresses {
+                continue;
+            }
             match self.address_index.entry((entry.output.address, *outpoint)) {
                 Entry::Occupied(slot) if *slot.get() == IndexChange::Fresh => {
                     slot.remove();
@@ -455,6 +580,9 @@ impl<B: KvBackend> ChainDb<B> {
                     slot.insert(Cached::Fresh(*entry));
                 }
             }
+            if !self.config.index_addresses {
+                continue;
+            }
             match self.address_index.entry((entry.output.address, *outpoint)) {
                 Entry::Occupied(mut slot) => {
                     if *slot.get() == IndexChange::Delete {
@@ -465,6 +593,9 @@ impl<B: KvBackend> ChainDb<B> {
                     slot.insert(IndexChange::Fresh);
                 }
             }
+        }
+        if !self.config.index_transactions {
+            return;
         }
         for (position, txid) in txids.iter().enumerate() {
             let position = u32::try_from(position).expect("a block's transactions are bounded");
@@ -801,6 +932,11 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
     }
 
     fn transaction_location(&self, txid: &Txid) -> Result<Option<TxLocation>> {
+        if !self.config.index_transactions {
+            return Err(StorageError::IndexDisabled {
+                index: "transaction",
+            });
+        }
         if let Some(location) = self.tx_index.get(txid) {
             return Ok(Some(*location));
         }
@@ -811,6 +947,9 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
     }
 
     fn address_outpoints(&self, address: &Address, limit: usize) -> Result<Vec<OutPoint>> {
+        if !self.config.index_addresses {
+            return Err(StorageError::IndexDisabled { index: "address" });
+        }
         let limit = limit.min(MAX_ADDRESS_QUERY);
         let mut pending: Vec<(OutPoint, IndexChange)> = self
             .address_index
@@ -872,6 +1011,7 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
         let height = block.header.height;
         let hash = block.hash();
         let txids = block.txids();
+        let stored_changes = compact_changes(block, &txids, commit.changes)?;
         // Make room before the durable write, so that a block is cached right after it is
         // committed and never waits half-applied on a flush.
         self.make_room(commit.changes, txids.len(), height)?;
@@ -892,7 +1032,7 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
         batch.put(
             Table::Changes,
             height_key(height).to_vec(),
-            encode(commit.changes),
+            encode(&stored_changes),
         );
         if let Some(certificate) = commit.certificate {
             batch.put(

@@ -254,6 +254,69 @@ fn open_refuses_data_that_is_not_a_chain_database_and_leaves_it_alone() {
 }
 
 #[test]
+fn index_settings_are_fixed_at_creation_and_disabled_indexes_say_so() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let mut chain = TestChain::new(12, 50, 3);
+    let mut config = chain.config(SMALL_CACHE);
+    config.index_addresses = false;
+    {
+        let mut store = RedbChainDb::open_path(&path, config.clone()).unwrap();
+        store.commit_block(chain.genesis.commit()).unwrap();
+        let blocks = build(&mut chain, 5, 5);
+        commit_all(&mut store, &blocks);
+        let error = store
+            .address_outpoints(&chain.addresses[0], 10)
+            .unwrap_err();
+        assert!(
+            matches!(error, StorageError::IndexDisabled { index: "address" }),
+            "{error}"
+        );
+        let txid = blocks[0].block.transactions[0].txid();
+        assert!(store.transaction_location(&txid).unwrap().is_some());
+        store.verify_utxo_set().unwrap();
+    }
+    // Turning the index on later would leave it incomplete, so opening refuses.
+    let error = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap_err();
+    assert!(
+        matches!(error, StorageError::IndexesDiffer { .. }),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("hint: use the same index settings"),
+        "{error}"
+    );
+    let store = RedbChainDb::open_path(&path, config).unwrap();
+    assert_eq!(store.tip().unwrap().hash, chain.tip.1);
+}
+
+#[test]
+fn a_block_whose_changes_do_not_match_its_outputs_is_refused() {
+    let mut chain = TestChain::new(13, 50, 3);
+    let mut store = ChainDb::open(MemoryBackend::new(), chain.config(SMALL_CACHE)).unwrap();
+    store.commit_block(chain.genesis.commit()).unwrap();
+    let block = chain.next_block(3);
+    let mut changes = block.changes.clone();
+    let mut created = changes.created.clone().into_inner();
+    created[0].1.height = Height(99);
+    changes.created = BoundedVec::new(created).unwrap();
+    let mut commit = block.commit();
+    commit.changes = &changes;
+    let error = store.commit_block(commit).unwrap_err();
+    assert!(
+        matches!(error, StorageError::InvalidCommit { .. }),
+        "{error}"
+    );
+    assert!(
+        store.halted().is_none(),
+        "a refused block is the caller's bug, not a disk failure"
+    );
+    store.commit_block(block.commit()).unwrap();
+}
+
+#[test]
 fn pruning_drops_old_bodies_but_keeps_headers_certificates_and_utxos() {
     let mut chain = TestChain::new(6, 300, 4);
     let mut config = chain.config(SMALL_CACHE);
