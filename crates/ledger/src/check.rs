@@ -5,6 +5,8 @@
 
 use std::collections::BTreeSet;
 
+use rayon::prelude::*;
+
 use timecoin_primitives::block::BLOCK_VERSION;
 use timecoin_primitives::merkle::merkle_root;
 use timecoin_primitives::{Amount, Block, BlockHeader, Transaction, TxKind, Txid};
@@ -220,24 +222,35 @@ pub fn check_block(block: &Block, params: &ChainParams) -> Result<CheckedBlock, 
         }
         _ => return Err(LedgerError::MissingReward),
     }
-    let mut txids = Vec::with_capacity(block.transactions.len());
-    let mut sizes = Vec::with_capacity(block.transactions.len());
+    // Hashing and measuring every transaction is independent work: spread it over all cores,
+    // then look at the results in block order so that the first violation is the one reported.
+    let results: Vec<(Txid, Result<usize, LedgerError>)> = block
+        .transactions
+        .par_iter()
+        .enumerate()
+        .map(|(index, transaction)| {
+            let result = if index > 0 && transaction.is_reward() {
+                Err(LedgerError::UnexpectedReward)
+            } else {
+                check_transaction(transaction, params)
+            };
+            (transaction.txid(), result)
+        })
+        .collect();
+    let mut txids = Vec::with_capacity(results.len());
+    let mut sizes = Vec::with_capacity(results.len());
     let mut seen = BTreeSet::new();
-    for (index, transaction) in block.transactions.iter().enumerate() {
-        let txid = transaction.txid();
-        let in_block = |error| LedgerError::BlockTransaction {
+    for (index, (txid, result)) in results.into_iter().enumerate() {
+        let size = result.map_err(|error| LedgerError::BlockTransaction {
             index,
             txid,
             error: Box::new(error),
-        };
-        if index > 0 && transaction.is_reward() {
-            return Err(in_block(LedgerError::UnexpectedReward));
-        }
-        sizes.push(check_transaction(transaction, params).map_err(in_block)?);
+        })?;
         if !seen.insert(txid) {
             return Err(LedgerError::DuplicateTransaction { txid });
         }
         txids.push(txid);
+        sizes.push(size);
     }
     let root = merkle_root(&txids);
     if block.header.transactions_root != root {
