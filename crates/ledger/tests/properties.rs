@@ -58,7 +58,7 @@ fn flush(cache: UtxoCache<HashMap<OutPoint, UtxoEntry>>) -> HashMap<OutPoint, Ut
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn cache_behaves_like_a_hash_map(
@@ -308,7 +308,7 @@ fn build(chain: &Chain, transactions: Vec<Transaction>, burn: bool) -> timecoin_
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn random_histories_keep_every_invariant(plans in proptest::collection::vec(block_plan(), 1..7)) {

@@ -1034,3 +1034,55 @@ fn validate_block_checks_everything_and_changes_nothing() {
     ));
     assert_eq!(apply(&mut chain, &block).unwrap(), outcome);
 }
+
+#[test]
+fn inputs_above_the_supply_cap_are_rejected() {
+    // Only a corrupt UTXO set can hold this much; the sum must still not wrap.
+    let chain = Chain::new(&[]);
+    let owner = key(1);
+    let mut utxos = std::collections::HashMap::new();
+    let outpoints: Vec<OutPoint> = (0..2)
+        .map(|index| OutPoint {
+            txid: Txid(Hash32([5; 32])),
+            index,
+        })
+        .collect();
+    for outpoint in &outpoints {
+        let output = TxOut {
+            amount: Amount::MAX,
+            address: address(&owner),
+        };
+        utxos.insert(
+            *outpoint,
+            timecoin_ledger::UtxoEntry {
+                output,
+                height: Height(0),
+                is_collateral: false,
+            },
+        );
+    }
+    let tx = transfer(
+        &[(outpoints[0], &owner), (outpoints[1], &owner)],
+        &[(address(&key(2)), time(1))],
+    );
+    assert_eq!(
+        validate_transaction(&tx, &utxos, &chain.registry, &chain.params, Height(1)),
+        Err(LedgerError::InputsOverflow)
+    );
+}
+
+#[test]
+fn registry_out_of_sync_is_our_fault() {
+    let chain = Chain::new(&[]);
+    let (collateral, entry) = chain.coins(&genesis_node_owner())[0];
+    let tx = deregistration(collateral, entry.output.amount, None);
+    let empty = timecoin_ledger::MasternodeRegistry::new();
+    let error =
+        validate_transaction(&tx, &chain.utxos, &empty, &chain.params, Height(1)).unwrap_err();
+    assert_eq!(error, LedgerError::RegistryOutOfSync { collateral });
+    assert_eq!(error.fault(), Fault::Local);
+    // With the right registry it is valid.
+    assert!(
+        validate_transaction(&tx, &chain.utxos, &chain.registry, &chain.params, Height(1)).is_ok()
+    );
+}

@@ -174,3 +174,42 @@ fn rewards_carry_no_signatures() {
     assert!(block.transactions[0].signatures.is_empty());
     assert_eq!(verify_block_signatures(&block, NETWORK), Ok(()));
 }
+
+mod agreement {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    fn signed() -> &'static Vec<Transaction> {
+        static SIGNED: OnceLock<Vec<Transaction>> = OnceLock::new();
+        SIGNED.get_or_init(|| transactions(160))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Whatever signatures are corrupted, the parallel verifier reports the lowest corrupted
+        /// transaction, and single verification flags exactly the corrupted ones.
+        #[test]
+        fn batch_and_single_verification_agree(
+            corrupted in proptest::collection::btree_set((0usize..160, 0usize..2), 0..4),
+        ) {
+            let mut txs = signed().clone();
+            for (index, signature) in &corrupted {
+                corrupt(&mut txs[*index], *signature);
+            }
+            let bad: std::collections::BTreeSet<usize> = corrupted.iter().map(|(index, _)| *index).collect();
+            match (verify_transactions(&txs, NETWORK), bad.first()) {
+                (Ok(()), None) => {}
+                (Err(LedgerError::InvalidSignature { index, txid, .. }), Some(first)) => {
+                    prop_assert_eq!(index, *first);
+                    prop_assert_eq!(txid, txs[*first].txid());
+                }
+                (other, expected) => prop_assert!(false, "got {:?}, expected first bad {:?}", other, expected),
+            }
+            for (index, tx) in txs.iter().enumerate() {
+                prop_assert_eq!(verify_transaction(tx, index, NETWORK).is_err(), bad.contains(&index));
+            }
+        }
+    }
+}
