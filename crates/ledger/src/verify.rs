@@ -87,25 +87,36 @@ fn verify_chunk(
     network: Network,
 ) -> Result<(), LedgerError> {
     let mut batch = BatchVerifier::new();
+    // A transaction with the wrong number of signatures cannot be queued; everything before it
+    // is still verified, so that the error reported is always the first in block order.
+    let mut malformed = None;
     for (offset, (transaction, txid)) in transactions.iter().zip(txids).enumerate() {
-        queue_transaction(transaction, txid, network, |key, message, signature| {
+        let queued = queue_transaction(transaction, txid, network, |key, message, signature| {
             batch.queue(key, message, signature)
-        })
-        .map_err(|error| LedgerError::BlockTransaction {
+        });
+        if let Err(error) = queued {
+            malformed = Some((offset, error));
+            break;
+        }
+    }
+    let queued = malformed
+        .as_ref()
+        .map_or(transactions.len(), |(offset, _)| *offset);
+    if batch.verify().is_err() {
+        for (offset, transaction) in transactions[..queued].iter().enumerate() {
+            verify_transaction(transaction, first_index + offset, network)?;
+        }
+        // Under ZIP-215 a failing batch always holds a failing signature, so the loop returns;
+        // were it ever not to, single verification is the rule's definition.
+    }
+    match malformed {
+        None => Ok(()),
+        Some((offset, error)) => Err(LedgerError::BlockTransaction {
             index: first_index + offset,
-            txid: *txid,
+            txid: txids[offset],
             error: Box::new(error),
-        })?;
+        }),
     }
-    if batch.verify().is_ok() {
-        return Ok(());
-    }
-    for (offset, transaction) in transactions.iter().enumerate() {
-        verify_transaction(transaction, first_index + offset, network)?;
-    }
-    // Under ZIP-215 a failing batch always holds a failing signature, so this is not reached;
-    // were it ever, single verification is the rule's definition, and it accepted them all.
-    Ok(())
 }
 
 /// Verifies the signatures of all `transactions` (input signatures over

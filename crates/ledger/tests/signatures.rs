@@ -213,3 +213,15 @@ mod agreement {
         }
     }
 }
+
+#[test]
+fn a_bad_signature_before_a_malformed_transaction_is_reported_first() {
+    let mut txs = transactions(100);
+    txs[60].signatures = BoundedVec::empty();
+    corrupt(&mut txs[59], 0);
+    let error = verify_transactions(&txs, NETWORK).unwrap_err();
+    assert!(
+        matches!(error, LedgerError::InvalidSignature { index: 59, .. }),
+        "{error}"
+    );
+}
