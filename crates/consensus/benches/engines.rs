@@ -8,6 +8,7 @@
 //!   verified per second.
 //! - `ed25519/single` and `ed25519/batch`: the same quorum of signatures checked one by one
 //!   with `PublicKey::verify` and as one `BatchVerifier` batch: the ceilings for the two above.
+//! - `ed25519/batch_256_votes`: one 256-vote chunk of `votes_batched` as one batch, its ceiling.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -159,6 +160,24 @@ fn engines(c: &mut Criterion) {
             let mut batch = BatchVerifier::new();
             for vote in certificate.votes.iter() {
                 batch.queue(&vote.voter, &message, &vote.signature);
+            }
+            batch.verify().unwrap();
+        })
+    });
+
+    // The ceiling for `votes_batched`: one of its 256-vote chunks (many signatures per key,
+    // which ed25519-zebra's batch equation merges) as a single batch.
+    let chunk = &votes[..256];
+    let messages: Vec<[u8; 32]> = chunk
+        .iter()
+        .map(|vote| transaction_vote_message(Network::Devnet, Epoch(1), &vote.txid))
+        .collect();
+    group.throughput(Throughput::Elements(chunk.len() as u64));
+    group.bench_function("batch_256_votes", |b| {
+        b.iter(|| {
+            let mut batch = BatchVerifier::new();
+            for (vote, message) in chunk.iter().zip(&messages) {
+                batch.queue(&vote.voter, message, &vote.signature);
             }
             batch.verify().unwrap();
         })

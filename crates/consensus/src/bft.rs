@@ -579,6 +579,30 @@ impl BftEngine {
         });
         self.reported
             .retain(|&(_, seen_view, _)| seen_view >= oldest_kept);
+        self.led.retain(|&led_view| led_view >= view);
+        // Keep only blocks something still refers to, so a long run of failed views cannot
+        // exhaust the per-height block budget.
+        let mut wanted: BTreeSet<BlockHash> = self
+            .proposals
+            .values()
+            .map(|pending| pending.hash)
+            .collect();
+        wanted.extend(
+            self.prepared
+                .as_ref()
+                .map(|proof| proof.certificate.block_hash),
+        );
+        wanted.extend(self.commits.keys().map(|(_, hash)| *hash));
+        wanted.extend(
+            self.view_changes
+                .values()
+                .flat_map(|changes| changes.values())
+                .filter_map(|(change, _)| change.prepared.map(|(_, hash)| hash)),
+        );
+        self.blocks.retain(|hash, _| wanted.contains(hash));
+        let blocks = &self.blocks;
+        self.validated_blocks
+            .retain(|hash| blocks.contains_key(hash));
         self.arm_timers(now_ms, effects);
     }
 
@@ -1505,6 +1529,8 @@ impl BftEngine {
             assert!(votes.len() <= committee.members().len());
         }
         assert!(self.blocks.len() <= MAX_BLOCKS_PER_HEIGHT);
+        assert!(self.validated_blocks.len() <= self.blocks.len());
+        assert!(self.led.iter().all(|&led_view| led_view >= self.view));
         assert!(self.future.len() <= MAX_FUTURE_MESSAGES);
         if self.status == Status::Decided {
             assert!(self.deadline_ms.is_none() && self.propose_at_ms.is_none());

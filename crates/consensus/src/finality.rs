@@ -40,6 +40,9 @@ pub const MAX_VOTE_RECORDS: usize = 2_000_000;
 pub const MAX_SPEND_RECORDS: usize = 4_000_000;
 /// Most transactions this node holds locks for in one epoch.
 pub const MAX_LOCKED_TRANSACTIONS: usize = 200_000;
+/// Most (voter, input) conflicts reported as evidence per epoch; every conflicting vote is
+/// still refused beyond it.
+pub const MAX_REPORTED_CONFLICTS: usize = 100_000;
 /// Most votes whose signatures [`FinalityEngine::handle_votes`] checks as one batch.
 pub const MAX_VOTE_BATCH: usize = 1_024;
 /// How many certified or included txids are remembered, so that late votes for them are
@@ -426,8 +429,11 @@ impl FinalityEngine {
             if let Some(&(other, other_signature)) = self.spends.get(&(*input, voter))
                 && other != txid
             {
-                // A conflicting vote is never counted; it is reported once per input.
-                if !self.reported.insert((voter, *input)) {
+                // A conflicting vote is never counted; it is reported once per input, and once
+                // the report budget is spent only the first reports stand.
+                if self.reported.len() >= MAX_REPORTED_CONFLICTS
+                    || !self.reported.insert((voter, *input))
+                {
                     return Some(None);
                 }
                 return Some(Some(Evidence::ConflictingTransactionVotes {
@@ -815,6 +821,7 @@ impl FinalityEngine {
         assert!(self.spends.len() <= MAX_SPEND_RECORDS);
         assert!(self.own_locks.len() <= MAX_LOCKED_TRANSACTIONS);
         assert!(self.settled.len() <= MAX_RECENTLY_SETTLED);
+        assert!(self.reported.len() <= MAX_REPORTED_CONFLICTS);
     }
 }
 
