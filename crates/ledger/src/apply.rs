@@ -311,6 +311,20 @@ pub fn apply_block<S: UtxoStore, M: MasternodeView>(
     Ok(staged.outcome)
 }
 
+/// Verifies `block`'s signatures on all cores, then [`apply_block`]s it: the whole of accepting
+/// a block from a peer, for callers that have not verified its transactions before.
+pub fn connect_block<S: UtxoStore, M: MasternodeView>(
+    block: &Block,
+    parent: &BlockHeader,
+    store: &mut S,
+    commitment: &mut UtxoCommitment,
+    masternodes: &M,
+    params: &ChainParams,
+) -> Result<BlockOutcome, LedgerError> {
+    crate::verify::verify_block_signatures(block, params.network)?;
+    apply_block(block, parent, store, commitment, masternodes, params)
+}
+
 /// Reverses [`apply_block`] (or [`crate::apply_genesis`]): afterwards the store and commitment
 /// are exactly as before the block. Apply the undo's masternode events in reverse to the registry
 /// too (see [`crate::MasternodeRegistry::undo`]). Fails with [`LedgerError::UndoMismatch`],

@@ -6,7 +6,8 @@
 //! undo data that reverses it ([`apply_block`], [`undo_block`], [`apply_genesis`]). Signatures
 //! need no state and are verified in bulk, on all cores, by [`verify_transactions`].
 //!
-//! A node accepting a block runs, in order: [`verify_block_signatures`], then [`apply_block`]
+//! A node accepting a block runs, in order ([`connect_block`] does both steps):
+//! [`verify_block_signatures`], then [`apply_block`]
 //! (which checks the header against its parent, every stateless and UTXO rule, the reward and the
 //! header's UTXO commitment, and writes nothing unless all hold), then applies the returned
 //! [`MasternodeEvent`]s to its registry. Everything here is deterministic: no clocks, no
@@ -24,8 +25,8 @@ pub mod validate;
 pub mod verify;
 
 pub use apply::{
-    BlockOutcome, BlockTemplate, BlockUndo, TxUndo, apply_block, build_block, reward_transaction,
-    undo_block, validate_block,
+    BlockOutcome, BlockTemplate, BlockUndo, TxUndo, apply_block, build_block, connect_block,
+    reward_transaction, undo_block, validate_block,
 };
 pub use check::{
     CheckedBlock, check_block, check_header, check_network_address, check_transaction,

@@ -225,3 +225,50 @@ fn a_bad_signature_before_a_malformed_transaction_is_reported_first() {
         "{error}"
     );
 }
+
+#[test]
+fn connect_block_refuses_a_forged_signature_and_writes_nothing() {
+    let mut chain = Chain::new(&[10_000]);
+    let (outpoint, entry) = chain.coins(&key(1))[0];
+    let tx = transfer(
+        &[(outpoint, &key(1))],
+        &[(
+            address(&key(9)),
+            entry.output.amount.checked_sub(fee()).unwrap(),
+        )],
+    );
+    let block = chain.build(vec![tx.clone()]).unwrap();
+    let mut forged = block.clone();
+    let mut transactions = forged.transactions.clone().into_inner();
+    corrupt(&mut transactions[1], 0);
+    forged.transactions = BoundedVec::new(transactions).unwrap();
+    let before = chain.utxos.clone();
+    let params = chain.params.clone();
+    let result = timecoin_ledger::connect_block(
+        &forged,
+        &chain.tip,
+        &mut chain.utxos,
+        &mut chain.commitment,
+        &chain.registry,
+        &params,
+    );
+    assert_eq!(
+        result.unwrap_err(),
+        LedgerError::InvalidSignature {
+            index: 1,
+            txid: tx.txid(),
+            reason: SignatureError::InvalidSignature
+        }
+    );
+    assert_eq!(chain.utxos, before);
+    let outcome = timecoin_ledger::connect_block(
+        &block,
+        &chain.tip,
+        &mut chain.utxos,
+        &mut chain.commitment,
+        &chain.registry,
+        &params,
+    )
+    .unwrap();
+    assert_eq!(outcome.fees, fee());
+}
