@@ -1349,3 +1349,162 @@ fn random_drops_never_break_agreement() {
         "only {decided_heights} heights decided"
     );
 }
+
+#[test]
+fn view_changes_are_checked_and_equivocating_ones_become_evidence() {
+    let committee = committee(&[1, 1, 1, 1]);
+    let parent = BlockHash(Hash32([1; 32]));
+    let mut engine = BftEngine::new(CONFIG, Some(secret(0)), PersistedBftState::default());
+    engine
+        .handle(BftInput::StartHeight {
+            height: Height(1),
+            parent,
+            committee: committee.clone(),
+            now_ms: 0,
+        })
+        .unwrap();
+    let send =
+        |engine: &mut BftEngine, change: ViewChange, certificate: Option<PreparedCertificate>| {
+            let message = BftMessage::ViewChange(Box::new(timecoin_consensus::ViewChangeMessage {
+                view_change: change,
+                certificate,
+                block: None,
+            }));
+            engine.handle(BftInput::Message { message, now_ms: 1 })
+        };
+    let block_a = BlockHash(Hash32([0xA; 32]));
+    // A claim without its certificate, or with one that does not match, is the sender's fault.
+    let error = send(
+        &mut engine,
+        view_change(1, &committee, 1, Some((0, block_a))),
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(error, ConsensusError::InvalidViewChange(_)) && error.is_peer_fault());
+    let other = prepared_certificate(&[0, 1, 2], &committee, 0, BlockHash(Hash32([0xB; 32])));
+    let error = send(
+        &mut engine,
+        view_change(1, &committee, 1, Some((0, block_a))),
+        Some(other),
+    )
+    .unwrap_err();
+    assert!(matches!(error, ConsensusError::InvalidViewChange(_)));
+    // There is no view change into view 0.
+    let certificate = prepared_certificate(&[0, 1, 2], &committee, 0, block_a);
+    let error = send(&mut engine, view_change(1, &committee, 0, None), None).unwrap_err();
+    assert!(matches!(error, ConsensusError::InvalidViewChange(_)));
+    // A valid claim is accepted; a second, different view change by the same member for the
+    // same view is evidence.
+    assert!(
+        send(
+            &mut engine,
+            view_change(1, &committee, 1, Some((0, block_a))),
+            Some(certificate)
+        )
+        .unwrap()
+        .is_empty()
+    );
+    let effects = send(&mut engine, view_change(1, &committee, 1, None), None).unwrap();
+    let [BftEffect::Evidence(evidence)] = &effects[..] else {
+        panic!("expected evidence, got {effects:?}")
+    };
+    assert!(
+        matches!(evidence, Evidence::ConflictingStatements { slot, .. } if slot.phase == Phase::ViewChange)
+    );
+    assert_eq!(evidence.verify(&committee), Ok(()));
+    // A view change from more than f weight (here a second member) pulls us into view 1.
+    assert_eq!(engine.view(), 0);
+    let effects = send(&mut engine, view_change(2, &committee, 1, None), None).unwrap();
+    assert_eq!(engine.view(), 1);
+    assert!(broadcasts(&effects).iter().any(|message| matches!(message, BftMessage::ViewChange(m) if m.view_change.view == 1 && m.view_change.voter == secret(0).public_key())));
+}
+
+#[test]
+fn restarted_node_resends_its_identical_view_change() {
+    let committee = committee(&[1, 1, 1, 1]);
+    let parent = BlockHash(Hash32([1; 32]));
+    let mut engine = BftEngine::new(CONFIG, Some(secret(0)), PersistedBftState::default());
+    engine
+        .handle(BftInput::StartHeight {
+            height: Height(1),
+            parent,
+            committee: committee.clone(),
+            now_ms: 0,
+        })
+        .unwrap();
+    let deadline = engine.next_tick_ms().unwrap();
+    let effects = engine
+        .handle(BftInput::Tick {
+            now_ms: deadline.max(CONFIG.block_interval_ms + CONFIG.base_timeout_ms),
+        })
+        .unwrap();
+    let sent: Vec<BftMessage> = broadcasts(&effects)
+        .into_iter()
+        .filter(|m| matches!(m, BftMessage::ViewChange(_)))
+        .cloned()
+        .collect();
+    assert_eq!(sent.len(), 1);
+    let mut restarted = BftEngine::new(CONFIG, Some(secret(0)), engine.persisted_state());
+    let effects = restarted
+        .handle(BftInput::StartHeight {
+            height: Height(1),
+            parent,
+            committee,
+            now_ms: 50_000,
+        })
+        .unwrap();
+    assert_eq!(restarted.view(), 1);
+    let resent: Vec<BftMessage> = broadcasts(&effects).into_iter().cloned().collect();
+    assert_eq!(resent, sent);
+}
+
+#[test]
+fn memory_stays_bounded_under_floods_and_long_outages() {
+    let committee = committee(&[1, 1, 1, 1]);
+    let parent = BlockHash(Hash32([1; 32]));
+    let mut engine = BftEngine::new(CONFIG, Some(secret(0)), PersistedBftState::default());
+    engine
+        .handle(BftInput::StartHeight {
+            height: Height(1),
+            parent,
+            committee: committee.clone(),
+            now_ms: 0,
+        })
+        .unwrap();
+    // Next-height messages are buffered up to the limit, then refused without blame.
+    let early = vote(&secret(1), &committee, Phase::Prepare, 2, 0, parent);
+    for _ in 0..timecoin_consensus::bft::MAX_FUTURE_MESSAGES {
+        engine
+            .handle(BftInput::Message {
+                message: BftMessage::Prepare(early),
+                now_ms: 1,
+            })
+            .unwrap();
+    }
+    let error = engine
+        .handle(BftInput::Message {
+            message: BftMessage::Prepare(early),
+            now_ms: 1,
+        })
+        .unwrap_err();
+    assert!(matches!(error, ConsensusError::Full { .. }) && !error.is_peer_fault());
+
+    // A quorum-less cluster keeps changing views for hours: state stays within the windows.
+    let mut net = Net::new(&[40, 30, 20, 10]);
+    net.nodes[1].silent = true;
+    net.nodes[3].silent = true;
+    net.start();
+    net.run(1, 4 * 3_600_000);
+    let views = net.nodes[0].engine.view();
+    assert!(views >= 8, "only reached view {views}");
+    let window = (timecoin_consensus::bft::MAX_VIEWS_AHEAD
+        + timecoin_consensus::bft::MAX_VIEWS_BEHIND
+        + 1) as usize;
+    for node in net.live() {
+        assert!(
+            node.engine.held_records() <= window * 4 * 4,
+            "{} records",
+            node.engine.held_records()
+        );
+    }
+}
