@@ -14,11 +14,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use timecoin_ledger::{UtxoCommitment, UtxoEntry, UtxoStore};
-use timecoin_primitives::{Block, BoundedBytes, Height, OutPoint, decode, encode};
+use timecoin_primitives::{Block, BlockHash, BoundedBytes, Height, OutPoint, decode, encode};
 use timecoin_storage::testing::TestChain;
 use timecoin_storage::{
     BlockChanges, BlockCommit, ChainStore, ChangeRecorder, ConsensusLog, ConsensusRecord, LogKey,
-    RedbChainDb, StoreConfig,
+    RedbChainDb, RedbOptions, StoreConfig,
 };
 
 const CHILD_MODE: &str = "BENCH_CHILD_DIRECTORY";
@@ -51,8 +51,16 @@ fn current_rss_bytes() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-fn config(chain_genesis: &Block) -> StoreConfig {
-    StoreConfig::new(timecoin_primitives::Network::Devnet, chain_genesis.hash())
+/// Default settings, except for the knobs `BENCH_CACHE_BYTES`, `BENCH_PAGE_CACHE_BYTES` and
+/// `BENCH_QUICK_REPAIR` (1/0) used to explore them.
+fn open(directory: &Path, genesis: BlockHash) -> RedbChainDb {
+    let mut config = StoreConfig::new(timecoin_primitives::Network::Devnet, genesis);
+    config.cache_bytes = knob("BENCH_CACHE_BYTES", config.cache_bytes);
+    let options = RedbOptions {
+        page_cache_bytes: knob("BENCH_PAGE_CACHE_BYTES", config.page_cache_bytes),
+        quick_repair: knob("BENCH_QUICK_REPAIR", 1) == 1,
+    };
+    RedbChainDb::open_path_with(&directory.join("chain.redb"), config, options).unwrap()
 }
 
 /// Applies `block` through the store as a node would: a recorder over the store collects the
@@ -90,10 +98,10 @@ fn apply_through_store(store: &RedbChainDb, block: &Block) -> BlockChanges {
 /// The child: opens the store with default settings, applies every block from the file, each
 /// durable before the next, reports, then waits to be killed (no clean shutdown).
 fn child(directory: &Path) {
-    let genesis: Block = decode(&std::fs::read(directory.join("genesis.bin")).unwrap()).unwrap();
+    let genesis: BlockHash =
+        decode(&std::fs::read(directory.join("genesis.bin")).unwrap()).unwrap();
     let opened = Instant::now();
-    let mut store =
-        RedbChainDb::open_path(&directory.join("chain.redb"), config(&genesis)).unwrap();
+    let mut store = open(directory, genesis);
     let open_time = opened.elapsed();
     let mut reader = BufReader::new(File::open(directory.join("blocks.bin")).unwrap());
     let mut blocks = 0u64;
@@ -128,7 +136,7 @@ fn child(directory: &Path) {
             .unwrap();
         busy += started.elapsed();
         blocks += 1;
-        if trace && blocks.is_multiple_of(10) {
+        if trace && (blocks < 10 || blocks.is_multiple_of(10)) {
             eprintln!(
                 "trace block={blocks} rss={} peak={} cache={} flushes={}",
                 current_rss_bytes(),
@@ -210,7 +218,11 @@ fn main() {
     }
     file.flush().unwrap();
     drop(file);
-    std::fs::write(directory.join("genesis.bin"), encode(&chain.genesis.block)).unwrap();
+    std::fs::write(
+        directory.join("genesis.bin"),
+        encode(&chain.genesis.block.hash()),
+    )
+    .unwrap();
 
     // Baseline: the same blocks applied to a plain HashMap, no durability.
     let mut baseline = before_blocks;
@@ -245,9 +257,7 @@ fn main() {
     // Load the million UTXOs: genesis committed and flushed.
     let started = Instant::now();
     {
-        let mut store =
-            RedbChainDb::open_path(&directory.join("chain.redb"), config(&chain.genesis.block))
-                .unwrap();
+        let mut store = open(&directory, chain.genesis.block.hash());
         store.commit_block(chain.genesis.commit()).unwrap();
         store.flush().unwrap();
     }
@@ -279,10 +289,10 @@ fn main() {
     let store_seconds = field("seconds");
     let operations = field("operations");
 
-    let genesis: Block = decode(&std::fs::read(directory.join("genesis.bin")).unwrap()).unwrap();
+    let genesis: BlockHash =
+        decode(&std::fs::read(directory.join("genesis.bin")).unwrap()).unwrap();
     let started = Instant::now();
-    let mut store =
-        RedbChainDb::open_path(&directory.join("chain.redb"), config(&genesis)).unwrap();
+    let mut store = open(&directory, genesis);
     let recovery_seconds = started.elapsed().as_secs_f64();
     let replayed = store.stats().replayed_blocks;
     assert_eq!(store.tip().unwrap().height, Height(block_count as u64));

@@ -6,7 +6,7 @@ use timecoin_primitives::{BlockHash, Network};
 pub const MIN_DEFAULT_CACHE_BYTES: usize = 16 << 20;
 /// The largest cache the default picks, in bytes: enough to flush rarely, small enough that a
 /// node with a million UTXOs stays well under 200 MB resident.
-pub const MAX_DEFAULT_CACHE_BYTES: usize = 96 << 20;
+pub const MAX_DEFAULT_CACHE_BYTES: usize = 64 << 20;
 /// The default bound on blocks committed but not yet flushed, which bounds replay at startup.
 pub const DEFAULT_MAX_UNFLUSHED_BLOCKS: u64 = 1_000;
 /// Most bodies one commit deletes when pruning, so that turning pruning on for a long chain

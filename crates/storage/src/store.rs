@@ -281,6 +281,18 @@ fn peak_after<K, V>(map: &HashMap<K, V>, additional: usize) -> usize {
     }
 }
 
+/// An empty map whose table, allocated now, takes at most `bytes`.
+fn with_budget<K, V>(bytes: usize) -> HashMap<K, V> {
+    let slot = std::mem::size_of::<(K, V)>() + 1;
+    let fitting = bytes / slot;
+    if fitting < 16 {
+        return HashMap::new();
+    }
+    // The largest power of two at most `fitting`; hashbrown keeps tables at most 7/8 full.
+    let buckets = 1usize << (usize::BITS - 1 - fitting.leading_zeros());
+    HashMap::with_capacity(buckets / 8 * 7)
+}
+
 fn bytes_of<K, V>(map: &HashMap<K, V>) -> usize {
     table_bytes(map.capacity(), std::mem::size_of::<(K, V)>())
 }
@@ -292,6 +304,16 @@ impl RedbChainDb {
             page_cache_bytes: config.page_cache_bytes,
             quick_repair: true,
         };
+        Self::open_path_with(path, config, options)
+    }
+
+    /// Like [`ChainDb::open_path`] with explicit engine settings (`config.page_cache_bytes` is
+    /// ignored in favour of `options`).
+    pub fn open_path_with(
+        path: &Path,
+        config: StoreConfig,
+        options: RedbOptions,
+    ) -> Result<RedbChainDb> {
         ChainDb::open(RedbBackend::open(path, options)?, config)
     }
 }
@@ -317,6 +339,7 @@ impl<B: KvBackend> ChainDb<B> {
             halted: None,
             stats: StoreStats::default(),
         };
+        store.presize();
         if store.backend.is_blank()? {
             let mut batch = WriteBatch::new();
             batch.put(
@@ -346,6 +369,25 @@ impl<B: KvBackend> ChainDb<B> {
         store.stats.open_duration = started.elapsed();
         store.refresh_stats();
         Ok(store)
+    }
+
+    /// Allocates the cache tables once, at the largest sizes that fit the budget together.
+    /// Growing a table on demand would need the old and the new table at once and, with
+    /// power-of-two sizes, could use only about a third of the budget for data.
+    fn presize(&mut self) {
+        // Shares of the budget, by how many entries a block adds to each table: about one per
+        // UTXO operation to the UTXO and address tables, one per transaction to the index.
+        let (utxo_share, address_share, tx_share) =
+            match (self.config.index_addresses, self.config.index_transactions) {
+                (true, true) => (45, 40, 15),
+                (true, false) => (52, 48, 0),
+                (false, true) => (85, 0, 15),
+                (false, false) => (100, 0, 0),
+            };
+        let budget = self.config.cache_bytes;
+        self.utxos = with_budget(budget / 100 * utxo_share);
+        self.address_index = with_budget(budget / 100 * address_share);
+        self.tx_index = with_budget(budget / 100 * tx_share);
     }
 
     fn index_flags(&self) -> u8 {
@@ -1238,5 +1280,55 @@ impl<B: KvBackend> ConsensusLog for ChainDb<B> {
             return Err(self.halt(error));
         }
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presized_tables_fit_their_budget_and_do_not_grow_while_filling() {
+        for budget in [64 << 10, 1 << 20, 5 << 20, 40 << 20] {
+            let mut map: HashMap<OutPoint, Cached> = with_budget(budget);
+            let bytes = bytes_of(&map);
+            assert!(bytes <= budget, "{bytes} > {budget}");
+            assert!(
+                bytes > budget / 2,
+                "{bytes} wastes more than half of {budget}"
+            );
+            let capacity = map.capacity();
+            // Filling to the capacity the accounting assumes must not reallocate.
+            for index in 0..capacity {
+                let outpoint = OutPoint {
+                    txid: Txid(Hash32::ZERO),
+                    index: index as u32,
+                };
+                map.insert(outpoint, Cached::Spent);
+            }
+            assert_eq!(map.capacity(), capacity, "the table grew");
+            assert_eq!(peak_after(&map, 0), bytes);
+            assert!(
+                peak_after(&map, 1) > budget,
+                "one more entry would exceed the budget"
+            );
+        }
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_budget() {
+        use crate::memory::MemoryBackend;
+        use crate::testing::TestChain;
+        let mut chain = TestChain::new(21, 2_000, 16);
+        let budget = 2 << 20;
+        let mut store = ChainDb::open(MemoryBackend::new(), chain.config(budget)).unwrap();
+        store.commit_block(chain.genesis.commit()).unwrap();
+        for _ in 0..60 {
+            let block = chain.next_block(200);
+            store.commit_block(block.commit()).unwrap();
+            assert!(store.stats().cache_bytes <= budget, "{:?}", store.stats());
+        }
+        assert!(store.stats().flushes >= 1, "{:?}", store.stats());
+        store.verify_utxo_set().unwrap();
     }
 }
