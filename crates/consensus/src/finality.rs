@@ -148,6 +148,14 @@ pub enum FinalityEffect {
     BroadcastVote(TxVote),
     /// The transaction is final: its outputs may be spent at once.
     Certified(FinalityCertificate),
+    /// We will not vote for this transaction (it conflicts with an input we locked for another
+    /// one this epoch). Not a fault of whoever relayed it; the node can tell the client.
+    Refused {
+        /// The transaction.
+        txid: Txid,
+        /// Why.
+        error: ConsensusError,
+    },
     /// A masternode voted for two transactions that spend the same input.
     Evidence(Evidence),
     /// Delete persisted locks of epochs before this one.
@@ -316,27 +324,39 @@ impl FinalityEngine {
             return Ok(());
         }
         let voting = self.is_voting_member();
-        if voting {
-            for input in &inputs {
-                if let Some(&holder) = self.locks.get(input)
-                    && holder != txid
-                {
-                    return Err(ConsensusError::ConflictsWithLock {
-                        outpoint: *input,
-                        locked_by: holder,
-                    });
-                }
-            }
-            if !self.own_locks.contains_key(&txid)
-                && self.own_locks.len() >= MAX_LOCKED_TRANSACTIONS
-            {
-                return Err(ConsensusError::Full {
-                    what: "locked transactions",
-                    limit: MAX_LOCKED_TRANSACTIONS,
-                });
-            }
+        let conflict = if voting {
+            inputs.iter().find_map(|input| {
+                self.locks
+                    .get(input)
+                    .filter(|holder| **holder != txid)
+                    .map(|holder| (*input, *holder))
+            })
+        } else {
+            None
+        };
+        if voting
+            && conflict.is_none()
+            && !self.own_locks.contains_key(&txid)
+            && self.own_locks.len() >= MAX_LOCKED_TRANSACTIONS
+        {
+            return Err(ConsensusError::Full {
+                what: "locked transactions",
+                limit: MAX_LOCKED_TRANSACTIONS,
+            });
         }
+        // Tracked even when we refuse to vote for it: a double spend is exactly where other
+        // masternodes' conflicting votes (evidence) show up.
         self.learn_inputs(txid, inputs.clone(), effects)?;
+        if let Some((outpoint, locked_by)) = conflict {
+            effects.push(FinalityEffect::Refused {
+                txid,
+                error: ConsensusError::ConflictsWithLock {
+                    outpoint,
+                    locked_by,
+                },
+            });
+            return Ok(());
+        }
         if voting && !self.own_locks.contains_key(&txid) {
             for input in &inputs {
                 self.locks.insert(*input, txid);
@@ -969,23 +989,52 @@ mod tests {
                 inputs: vec![outpoint(1)],
             })
             .unwrap();
-        let error = engine
+        let effects = engine
             .handle(FinalityInput::Transaction {
                 txid: txid(2),
                 inputs: vec![outpoint(2), outpoint(1)],
             })
-            .unwrap_err();
+            .unwrap();
+        let [
+            FinalityEffect::Refused {
+                txid: refused,
+                error,
+            },
+        ] = &effects[..]
+        else {
+            panic!("expected a refusal and nothing else, got {effects:?}")
+        };
+        assert_eq!(*refused, txid(2));
         assert_eq!(
-            error,
+            *error,
             ConsensusError::ConflictsWithLock {
                 outpoint: outpoint(1),
                 locked_by: txid(1)
             }
         );
         assert!(!error.is_peer_fault());
-        // Nothing of the refused transaction was locked.
+        // Nothing of the refused transaction was locked, and no acknowledgement can make us
+        // vote for it.
         assert_eq!(engine.lock_holder(&outpoint(2)), None);
         assert_eq!(engine.locked_inputs(), 1);
+        assert!(
+            engine
+                .handle(FinalityInput::LockPersisted {
+                    epoch: Epoch(1),
+                    txid: txid(2)
+                })
+                .is_err()
+        );
+        // It is still tracked, so a member voting for both is caught.
+        engine
+            .handle(FinalityInput::Vote(vote(2, txid(1), 1)))
+            .unwrap();
+        let effects = engine
+            .handle(FinalityInput::Vote(vote(2, txid(2), 1)))
+            .unwrap();
+        assert!(
+            matches!(&effects[..], [FinalityEffect::Evidence(e)] if e.offender() == secret(2).public_key())
+        );
         // A non-conflicting one is fine.
         let effects = engine
             .handle(FinalityInput::Transaction {
@@ -1391,15 +1440,17 @@ mod tests {
                 FinalityEffect::BroadcastVote(vote(1, txid(2), 1))
             ]
         );
-        let error = engine
+        let effects = engine
             .handle(FinalityInput::Transaction {
                 txid: txid(3),
                 inputs: vec![outpoint(2)],
             })
-            .unwrap_err();
-        assert!(
-            matches!(error, ConsensusError::ConflictsWithLock { locked_by, .. } if locked_by == txid(2))
-        );
+            .unwrap();
+        assert!(matches!(
+            &effects[..],
+            [FinalityEffect::Refused { error: ConsensusError::ConflictsWithLock { locked_by, .. }, .. }]
+                if *locked_by == txid(2)
+        ));
         assert_eq!(engine.lock_holder(&outpoint(1)), None);
     }
 
