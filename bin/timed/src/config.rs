@@ -24,6 +24,19 @@ pub fn default_ports(network: Network) -> (u16, u16, u16) {
     }
 }
 
+/// Where a node keeps its data when no `--datadir` is given: `~/.timecoin` for mainnet and a
+/// subdirectory per test network, as Bitcoin Core does, so the networks never share files.
+pub fn default_data_dir(network: Network) -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let base = home.join(".timecoin");
+    match network {
+        Network::Mainnet => base,
+        other => base.join(other.name()),
+    }
+}
+
 /// All settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
