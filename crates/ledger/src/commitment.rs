@@ -166,3 +166,54 @@ impl UtxoCommitment {
         Some(commitment)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use timecoin_primitives::{Address, Amount, Hash32, Height, TxOut, Txid};
+
+    fn element(i: u32) -> (OutPoint, UtxoEntry) {
+        let outpoint = OutPoint {
+            txid: Txid(Hash32([(i % 7) as u8; 32])),
+            index: i,
+        };
+        let output = TxOut {
+            amount: Amount::from_units(u64::from(i) + 1).unwrap(),
+            address: Address(Hash32([3; 32])),
+        };
+        (
+            outpoint,
+            UtxoEntry {
+                output,
+                height: Height(u64::from(i)),
+                is_collateral: i.is_multiple_of(5),
+            },
+        )
+    }
+
+    /// Large batches take the parallel path; it must equal one-by-one updates.
+    #[test]
+    fn batched_update_equals_one_by_one() {
+        let existing: Vec<_> = (0..150).map(element).collect();
+        let base = UtxoCommitment::from_utxos(existing.iter().map(|(o, e)| (o, e)));
+        let removed = &existing[..100];
+        let inserted: Vec<_> = (1_000..1_200).map(element).collect();
+        for (inserted, removed) in [(&inserted[..], removed), (&inserted[..10], &removed[..5])] {
+            let mut batched = base.clone();
+            batched.update(inserted, removed);
+            let mut single = base.clone();
+            removed.iter().for_each(|(o, e)| single.remove(o, e));
+            inserted.iter().for_each(|(o, e)| single.insert(o, e));
+            assert_eq!(batched, single);
+        }
+        // And the result is the commitment of the resulting set.
+        let mut updated = base.clone();
+        updated.update(&inserted, removed);
+        let remaining = existing[100..].iter().chain(&inserted).map(|(o, e)| (o, e));
+        assert_eq!(updated, UtxoCommitment::from_utxos(remaining));
+        assert_eq!(
+            UtxoCommitment::from_bytes(&updated.to_bytes()),
+            Some(updated)
+        );
+    }
+}
