@@ -1292,7 +1292,7 @@ impl BftEngine {
     ) -> Result<(), ConsensusError> {
         let ahead: BTreeSet<PublicKey> = self
             .view_changes
-            .range(self.view + 1..)
+            .range(self.view.saturating_add(1)..)
             .flat_map(|(_, changes)| changes.keys().copied())
             .collect();
         let weight: u64 = ahead
@@ -1304,7 +1304,7 @@ impl BftEngine {
         }
         let Some(&target) = self
             .view_changes
-            .range(self.view + 1..)
+            .range(self.view.saturating_add(1)..)
             .next()
             .map(|(view, _)| view)
         else {
@@ -1509,20 +1509,20 @@ impl BftEngine {
             assert_eq!(proof.block.hash(), proof.certificate.block_hash);
         }
         for (view, pending) in &self.proposals {
-            assert!(*view >= self.view && *view <= self.view + MAX_VIEWS_AHEAD);
+            assert!(*view >= self.view && *view <= self.view.saturating_add(MAX_VIEWS_AHEAD));
             assert!(self.blocks.contains_key(&pending.hash));
         }
         for (view, _) in self.prepares.keys() {
-            assert!(*view >= self.view && *view <= self.view + MAX_VIEWS_AHEAD);
+            assert!(*view >= self.view && *view <= self.view.saturating_add(MAX_VIEWS_AHEAD));
         }
         for (view, _) in self.commits.keys() {
             assert!(
                 view.saturating_add(MAX_VIEWS_BEHIND) >= self.view
-                    && *view <= self.view + MAX_VIEWS_AHEAD
+                    && *view <= self.view.saturating_add(MAX_VIEWS_AHEAD)
             );
         }
         for view in self.view_changes.keys() {
-            assert!(*view >= self.view && *view <= self.view + MAX_VIEWS_AHEAD);
+            assert!(*view >= self.view && *view <= self.view.saturating_add(MAX_VIEWS_AHEAD));
         }
         let committee = self.committee();
         for votes in self.prepares.values().chain(self.commits.values()) {
