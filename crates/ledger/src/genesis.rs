@@ -17,15 +17,16 @@
 //! }
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 use timecoin_primitives::block::BLOCK_VERSION;
+use timecoin_primitives::keys::ParsePublicKeyError;
 use timecoin_primitives::merkle::merkle_root;
 use timecoin_primitives::transaction::MAX_NETWORK_ADDRESS_LEN;
 use timecoin_primitives::{
     Address, Amount, Block, BlockHash, BlockHeader, BoundedString, BoundedVec, Epoch, Hash32,
-    Height, Network, PublicKey, Tier, Timestamp, Transaction, TxBody, TxKind, TxOut,
+    Height, Network, OutPoint, PublicKey, Tier, Timestamp, Transaction, TxBody, TxKind, TxOut,
 };
 
 use crate::apply::{
@@ -36,7 +37,7 @@ use crate::commitment::UtxoCommitment;
 use crate::error::LedgerError;
 use crate::masternode::{MasternodeEvent, MasternodeRegistration};
 use crate::params::ChainParams;
-use crate::utxo::{UtxoCache, UtxoStore, UtxoView};
+use crate::utxo::{UtxoCache, UtxoEntry, UtxoStore, UtxoView};
 
 /// A genesis spec, as read from JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,7 +200,7 @@ pub fn build_genesis(spec: &GenesisSpec) -> Result<(Block, ChainParams), LedgerE
         let node_key: PublicKey = masternode
             .node_key
             .parse()
-            .map_err(|e: timecoin_primitives::keys::ParsePublicKeyError| context(e.to_string()))?;
+            .map_err(|e: ParsePublicKeyError| context(e.to_string()))?;
         let tier: Tier = masternode.tier.parse().map_err(context)?;
         let network_address =
             BoundedString::<MAX_NETWORK_ADDRESS_LEN>::new(masternode.network_address.clone())
@@ -239,7 +240,7 @@ pub fn build_genesis(spec: &GenesisSpec) -> Result<(Block, ChainParams), LedgerE
         transactions,
     };
     block.header.transactions_root = block.compute_transactions_root();
-    let empty = std::collections::HashMap::new();
+    let empty = HashMap::new();
     let (_, _, outcome) = stage_genesis(&block, &empty, &UtxoCommitment::empty(), &params)
         .map_err(|error| invalid(error.to_string()))?;
     block.header.utxo_commitment = outcome.utxo_commitment;
@@ -247,7 +248,7 @@ pub fn build_genesis(spec: &GenesisSpec) -> Result<(Block, ChainParams), LedgerE
 }
 
 type StagedGenesis = (
-    std::collections::HashMap<timecoin_primitives::OutPoint, Option<crate::UtxoEntry>>,
+    HashMap<OutPoint, Option<UtxoEntry>>,
     UtxoCommitment,
     BlockOutcome,
 );
@@ -338,7 +339,7 @@ fn stage_genesis<V: UtxoView>(
                 });
             }
             events.push(MasternodeEvent::Registered(MasternodeRegistration {
-                collateral: timecoin_primitives::OutPoint {
+                collateral: OutPoint {
                     txid: *txid,
                     index: 0,
                 },
