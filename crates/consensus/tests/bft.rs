@@ -139,6 +139,8 @@ type Filter = Box<dyn Fn(usize, usize, &BftMessage) -> bool>;
 
 struct Net {
     committee: Committee,
+    /// From this height on, this committee (a later epoch) replaces `committee`.
+    next_epoch: Option<(u64, Committee)>,
     nodes: Vec<Node>,
     queue: VecDeque<(usize, usize, BftMessage)>,
     now_ms: u64,
@@ -162,12 +164,20 @@ impl Net {
             .collect();
         Net {
             committee,
+            next_epoch: None,
             nodes,
             queue: VecDeque::new(),
             now_ms: 0,
             filter: Box::new(|_, _, _| true),
             peer_faults: Vec::new(),
             target_height: 0,
+        }
+    }
+
+    fn committee_for(&self, height: Height) -> Committee {
+        match &self.next_epoch {
+            Some((from, next)) if height.0 >= *from => next.clone(),
+            _ => self.committee.clone(),
         }
     }
 
@@ -235,8 +245,10 @@ impl Net {
                         view,
                         parent,
                     } => {
-                        let block =
+                        let mut block =
                             make_block(height, parent, &secret(index), view as u8, self.now_ms);
+                        block.header.epoch = self.committee_for(height).epoch();
+                        block.header.transactions_root = block.compute_transactions_root();
                         inputs.push_back(BftInput::BlockContents {
                             height,
                             view,
@@ -267,7 +279,7 @@ impl Net {
                             inputs.push_back(BftInput::StartHeight {
                                 height: Height(height.0 + 1),
                                 parent,
-                                committee: self.committee.clone(),
+                                committee: self.committee_for(Height(height.0 + 1)),
                                 now_ms: self.now_ms,
                             });
                         }
@@ -333,7 +345,8 @@ impl Net {
         let mut decided: BTreeMap<Height, CommitCertificate> = BTreeMap::new();
         for node in self.live() {
             for (height, (certificate, block)) in &node.committed {
-                assert!(verify_commit_certificate(&self.committee, certificate).is_ok());
+                let committee = self.committee_for(*height);
+                assert!(verify_commit_certificate(&committee, certificate).is_ok());
                 if let Some(block) = block {
                     assert_eq!(block.hash(), certificate.block_hash);
                 }
@@ -1507,4 +1520,56 @@ fn memory_stays_bounded_under_floods_and_long_outages() {
             node.engine.held_records()
         );
     }
+}
+
+#[test]
+fn committee_changes_at_an_epoch_boundary() {
+    // Five nodes; epoch 3 (heights 1–2) has members 0–3, epoch 4 (from height 3) members 1–4.
+    let mut net = Net::new(&[1, 1, 1, 1, 1]);
+    let members = |range: std::ops::Range<usize>| -> Vec<Member> {
+        net.committee
+            .members()
+            .iter()
+            .filter(|m| range.clone().any(|i| secret(i).public_key() == m.node_key))
+            .copied()
+            .collect()
+    };
+    let epoch_three = Committee::new(NETWORK, Epoch(3), Hash32([5; 32]), members(0..4)).unwrap();
+    let epoch_four = Committee::new(NETWORK, Epoch(4), Hash32([6; 32]), members(1..5)).unwrap();
+    net.committee = epoch_three.clone();
+    net.next_epoch = Some((3, epoch_four.clone()));
+    net.start();
+    net.run(5, 600_000);
+    assert!(net.peer_faults.is_empty(), "{:?}", net.peer_faults);
+    let decided = net.assert_agreement();
+    assert_eq!(decided.len(), 5);
+    for (height, certificate) in &decided {
+        let (committee, outsider) = if height.0 < 3 {
+            (&epoch_three, 4)
+        } else {
+            (&epoch_four, 0)
+        };
+        // Signed by the epoch's committee only, and not valid under the other epoch's.
+        assert!(
+            certificate
+                .votes
+                .iter()
+                .all(|vote| committee.member(&vote.voter).is_some())
+        );
+        assert!(
+            certificate
+                .votes
+                .iter()
+                .all(|vote| vote.voter != secret(outsider).public_key())
+        );
+        let other = if height.0 < 3 {
+            &epoch_four
+        } else {
+            &epoch_three
+        };
+        assert!(verify_commit_certificate(other, certificate).is_err());
+    }
+    // The non-member followed along and committed the same blocks.
+    assert_eq!(net.nodes[4].committed.len(), 5);
+    assert_eq!(net.nodes[0].committed.len(), 5);
 }
