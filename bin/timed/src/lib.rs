@@ -2,3 +2,4 @@
 //! logic lives in the library crates; this crate wires it to the outside world.
 
 pub mod config;
+pub mod metrics;
