@@ -1,0 +1,290 @@
+//! Configuration, topics and the protocol names that keep networks apart.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use timecoin_primitives::network::Network;
+
+use crate::error::{Error, Result};
+
+/// Default maximum number of connected peers.
+pub const DEFAULT_MAX_PEERS: u32 = 100;
+/// Default maximum number of peers that connected to us.
+pub const DEFAULT_MAX_INBOUND: u32 = 50;
+/// Default number of messages (gossip and requests) a peer may send per second.
+pub const DEFAULT_MESSAGES_PER_SECOND: u32 = 100;
+/// Default maximum transaction gossip size.
+pub const DEFAULT_MAX_TRANSACTION_BYTES: usize = 256 * 1024;
+/// Default maximum finality-vote gossip size.
+pub const DEFAULT_MAX_VOTE_BYTES: usize = 4 * 1024;
+/// Default maximum consensus gossip size; a proposal carries a whole block.
+pub const DEFAULT_MAX_CONSENSUS_BYTES: usize = 4 * 1024 * 1024;
+/// Default maximum heartbeat gossip size.
+pub const DEFAULT_MAX_HEARTBEAT_BYTES: usize = 4 * 1024;
+/// Default maximum request size (requests name what they want, they carry little).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Default maximum response size (a block or a batch of headers or transactions).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+/// Default time a misbehaving peer stays banned.
+pub const DEFAULT_BAN_DURATION: Duration = Duration::from_secs(60 * 60);
+/// Default time a request waits for its response.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default interval between peer-exchange rounds.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
+/// Most bootstrap addresses accepted, so a config cannot make us dial without bound.
+pub const MAX_BOOTSTRAP_ADDRESSES: usize = 64;
+
+/// A gossip topic. Each has its own size limit; the topic names carry the network name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// Transactions submitted by clients.
+    Transactions,
+    /// Finality votes on transactions.
+    Votes,
+    /// Block consensus (PBFT) messages.
+    Consensus,
+    /// Masternode heartbeats.
+    Heartbeats,
+}
+
+impl Topic {
+    /// All topics.
+    pub const ALL: [Topic; 4] = [
+        Topic::Transactions,
+        Topic::Votes,
+        Topic::Consensus,
+        Topic::Heartbeats,
+    ];
+
+    /// The short name used inside the topic string.
+    pub const fn short_name(self) -> &'static str {
+        match self {
+            Topic::Transactions => "tx",
+            Topic::Votes => "votes",
+            Topic::Consensus => "consensus",
+            Topic::Heartbeats => "heartbeats",
+        }
+    }
+
+    /// The gossipsub topic string on `network`, e.g. `/timecoin/devnet/tx/1`.
+    pub fn name(self, network: Network) -> String {
+        format!("/timecoin/{}/{}/1", network.name(), self.short_name())
+    }
+}
+
+/// Maximum gossip size per topic, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicLimits {
+    /// Limit for [`Topic::Transactions`].
+    pub transactions: usize,
+    /// Limit for [`Topic::Votes`].
+    pub votes: usize,
+    /// Limit for [`Topic::Consensus`].
+    pub consensus: usize,
+    /// Limit for [`Topic::Heartbeats`].
+    pub heartbeats: usize,
+}
+
+impl Default for TopicLimits {
+    fn default() -> Self {
+        TopicLimits {
+            transactions: DEFAULT_MAX_TRANSACTION_BYTES,
+            votes: DEFAULT_MAX_VOTE_BYTES,
+            consensus: DEFAULT_MAX_CONSENSUS_BYTES,
+            heartbeats: DEFAULT_MAX_HEARTBEAT_BYTES,
+        }
+    }
+}
+
+impl TopicLimits {
+    /// The limit for `topic`.
+    pub const fn max_bytes(&self, topic: Topic) -> usize {
+        match topic {
+            Topic::Transactions => self.transactions,
+            Topic::Votes => self.votes,
+            Topic::Consensus => self.consensus,
+            Topic::Heartbeats => self.heartbeats,
+        }
+    }
+
+    /// The largest limit of any topic.
+    pub fn largest(&self) -> usize {
+        Topic::ALL
+            .into_iter()
+            .map(|topic| self.max_bytes(topic))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Everything the network layer needs to start.
+#[derive(Clone, Debug)]
+pub struct NetworkConfig {
+    /// Which network; its name is part of every protocol id and topic, so networks never
+    /// exchange messages.
+    pub network: Network,
+    /// Where to listen, e.g. `/ip4/0.0.0.0/tcp/24100` (port 0 picks a free port).
+    pub listen: Multiaddr,
+    /// Peers to dial at start (and again when we have no peers left).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Maximum connected peers.
+    pub max_peers: u32,
+    /// Maximum peers that connected to us.
+    pub max_inbound: u32,
+    /// Messages (gossip and requests) each peer may send per second; the excess is dropped and
+    /// scored down.
+    pub messages_per_second: u32,
+    /// Maximum gossip size per topic.
+    pub topic_limits: TopicLimits,
+    /// Maximum request size.
+    pub max_request_bytes: usize,
+    /// Maximum response size.
+    pub max_response_bytes: usize,
+    /// How long a misbehaving peer stays banned.
+    pub ban_duration: Duration,
+    /// How long a request waits for its response.
+    pub request_timeout: Duration,
+    /// Interval between peer-exchange rounds.
+    pub discovery_interval: Duration,
+    /// Directory for the peers and bans files.
+    pub data_dir: PathBuf,
+    /// Private-network key: only nodes holding the same key can connect.
+    pub psk: Option<[u8; 32]>,
+}
+
+impl NetworkConfig {
+    /// A configuration with default limits.
+    pub fn new(network: Network, listen: Multiaddr, data_dir: PathBuf) -> NetworkConfig {
+        NetworkConfig {
+            network,
+            listen,
+            bootstrap: Vec::new(),
+            max_peers: DEFAULT_MAX_PEERS,
+            max_inbound: DEFAULT_MAX_INBOUND,
+            messages_per_second: DEFAULT_MESSAGES_PER_SECOND,
+            topic_limits: TopicLimits::default(),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            ban_duration: DEFAULT_BAN_DURATION,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            discovery_interval: DEFAULT_DISCOVERY_INTERVAL,
+            data_dir,
+            psk: None,
+        }
+    }
+
+    /// Refuses settings that cannot work, with a message naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("max_peers", self.max_peers as usize),
+            ("messages_per_second", self.messages_per_second as usize),
+            ("max_request_bytes", self.max_request_bytes),
+            ("max_response_bytes", self.max_response_bytes),
+            ("topic_limits.transactions", self.topic_limits.transactions),
+            ("topic_limits.votes", self.topic_limits.votes),
+            ("topic_limits.consensus", self.topic_limits.consensus),
+            ("topic_limits.heartbeats", self.topic_limits.heartbeats),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(Error::InvalidConfig(format!("{name} must be positive")));
+            }
+        }
+        if self.max_inbound > self.max_peers {
+            return Err(Error::InvalidConfig(format!(
+                "max_inbound ({}) exceeds max_peers ({})",
+                self.max_inbound, self.max_peers
+            )));
+        }
+        if self.bootstrap.len() > MAX_BOOTSTRAP_ADDRESSES {
+            return Err(Error::InvalidConfig(format!(
+                "{} bootstrap addresses exceed the limit of {MAX_BOOTSTRAP_ADDRESSES}",
+                self.bootstrap.len()
+            )));
+        }
+        for (name, duration) in [
+            ("request_timeout", self.request_timeout),
+            ("discovery_interval", self.discovery_interval),
+        ] {
+            if duration.is_zero() {
+                return Err(Error::InvalidConfig(format!("{name} must be positive")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The libp2p address of a TCP socket address, e.g. `/ip4/127.0.0.1/tcp/24100`.
+pub fn socket_multiaddr(address: SocketAddr) -> Multiaddr {
+    let ip = match address.ip() {
+        std::net::IpAddr::V4(ip) => Protocol::Ip4(ip),
+        std::net::IpAddr::V6(ip) => Protocol::Ip6(ip),
+    };
+    Multiaddr::empty()
+        .with(ip)
+        .with(Protocol::Tcp(address.port()))
+}
+
+/// The protocol names of one network.
+#[derive(Clone, Debug)]
+pub(crate) struct Protocols {
+    pub identify: String,
+    pub gossipsub_prefix: String,
+    pub sync: String,
+    pub peer_exchange: String,
+}
+
+impl Protocols {
+    pub fn new(network: Network) -> Protocols {
+        let base = format!("/timecoin/{}", network.name());
+        Protocols {
+            identify: format!("{base}/1"),
+            gossipsub_prefix: format!("{base}/meshsub"),
+            sync: format!("{base}/sync/1"),
+            peer_exchange: format!("{base}/peers/1"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_network() {
+        assert_eq!(
+            Topic::Transactions.name(Network::Devnet),
+            "/timecoin/devnet/tx/1"
+        );
+        assert_ne!(
+            Topic::Votes.name(Network::Devnet),
+            Topic::Votes.name(Network::Testnet)
+        );
+        let protocols = Protocols::new(Network::Mainnet);
+        assert_eq!(protocols.sync, "/timecoin/mainnet/sync/1");
+    }
+
+    #[test]
+    fn bad_limits_are_refused() {
+        let mut config = NetworkConfig::new(
+            Network::Devnet,
+            socket_multiaddr("127.0.0.1:0".parse().unwrap()),
+            PathBuf::from("/tmp"),
+        );
+        config.validate().unwrap();
+        config.max_inbound = config.max_peers + 1;
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_inbound")
+        );
+        config.max_inbound = 1;
+        config.topic_limits.votes = 0;
+        assert!(config.validate().unwrap_err().to_string().contains("votes"));
+    }
+}

@@ -1,0 +1,1084 @@
+//! The swarm task and its handle.
+//!
+//! One tokio task owns the libp2p swarm and all bookkeeping (scores, bans, known peers); the node
+//! talks to it through a cloneable [`NetworkHandle`] (commands over a bounded channel) and hears
+//! from it through a bounded [`NetworkEvent`] receiver. Nothing is shared but atomic counters.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use libp2p::futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, TopicHash};
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, allow_block_list, connection_limits, identify,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::codec::{self, BytesCodec, is_too_large};
+use crate::config::{NetworkConfig, Protocols, Topic, TopicLimits};
+use crate::error::{Error, Result};
+use crate::identity::NodeIdentity;
+use crate::persist::{
+    BANS_FILE_NAME, BanList, KnownPeers, MAX_ADDRESSES_PER_PEER, PEERS_FILE_NAME,
+};
+use crate::scoring::{Misbehaviour, PeerScores, Verdict};
+use crate::transport::{self, ByteCounters};
+
+/// Capacity of the event queue to the node. When the node falls this far behind, further gossip
+/// and requests are dropped (and counted) rather than stalling the swarm.
+pub const EVENT_QUEUE_CAPACITY: usize = 4096;
+/// Capacity of the command queue from the handles.
+pub const COMMAND_QUEUE_CAPACITY: usize = 1024;
+/// Most of our own requests awaiting a response at once.
+pub const MAX_PENDING_REQUESTS: usize = 1024;
+/// Most request streams per connection and protocol at once.
+pub const MAX_CONCURRENT_STREAMS: usize = 64;
+/// Connections per peer. Two, so that two nodes dialling each other at the same moment keep one
+/// of the connections instead of each refusing the other's.
+pub const MAX_CONNECTIONS_PER_PEER: u32 = 2;
+/// Incoming connections still in their handshake.
+pub const MAX_PENDING_INCOMING: u32 = 32;
+/// Outgoing dials in progress.
+pub const MAX_PENDING_OUTGOING: u32 = 32;
+/// Peers listed in one peer-exchange response.
+pub const MAX_EXCHANGED_PEERS: usize = 64;
+/// Peers asked for their peers in one discovery round.
+pub const PEER_EXCHANGE_FANOUT: usize = 8;
+/// Largest peer-exchange request (they are empty) and response.
+pub const MAX_PEER_EXCHANGE_REQUEST_BYTES: usize = 64;
+/// Largest peer-exchange response.
+pub const MAX_PEER_EXCHANGE_RESPONSE_BYTES: usize = 64 * 1024;
+/// Room for the gossipsub envelope (signature, key, sequence number, topic) around a payload.
+pub const GOSSIP_ENVELOPE_OVERHEAD_BYTES: usize = 1024;
+/// How often bans expire and scores decay.
+pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the known-peers file is written (it is written on shutdown too).
+pub const PEERS_SAVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Connections with nothing to do are closed after this long.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time allowed to bind the listening socket at start.
+pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+    limits: connection_limits::Behaviour,
+    identify: identify::Behaviour,
+    gossipsub:
+        gossipsub::Behaviour<gossipsub::IdentityTransform, gossipsub::WhitelistSubscriptionFilter>,
+    sync: request_response::Behaviour<BytesCodec>,
+    peer_exchange: request_response::Behaviour<BytesCodec>,
+}
+
+/// Where to send the response to a peer's request. Hand it back to
+/// [`NetworkHandle::respond`]; dropping it makes the peer's request fail.
+#[derive(Debug)]
+pub struct ResponseChannel {
+    inner: request_response::ResponseChannel<Vec<u8>>,
+}
+
+/// What the network tells the node.
+#[derive(Debug)]
+pub enum NetworkEvent {
+    /// Gossip passed the network's checks (topic, size, rate). The node validates the content
+    /// and reports the sender if it is invalid.
+    Gossip {
+        /// The peer that sent it to us (the one to report).
+        from: PeerId,
+        /// The peer that published and signed it; bound to its Ed25519 key, so a message
+        /// claiming to come from masternode X must have `source == peer_id_from_public_key(X)`.
+        source: Option<PeerId>,
+        /// Its topic.
+        topic: Topic,
+        /// The payload.
+        data: Vec<u8>,
+    },
+    /// A peer's request; answer it with [`NetworkHandle::respond`].
+    Request {
+        /// The peer asking.
+        from: PeerId,
+        /// The request.
+        data: Vec<u8>,
+        /// Where the response goes.
+        channel: ResponseChannel,
+    },
+    /// A peer of our network (verified by identify) is connected.
+    PeerConnected {
+        /// The peer.
+        peer: PeerId,
+        /// Whether it dialled us.
+        inbound: bool,
+    },
+    /// A peer announced by [`NetworkEvent::PeerConnected`] has disconnected.
+    PeerDisconnected {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A peer was banned and disconnected.
+    PeerBanned {
+        /// The peer.
+        peer: PeerId,
+        /// When the ban ends.
+        until: SystemTime,
+    },
+}
+
+/// A connected peer as seen by [`NetworkHandle::peers`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer.
+    pub peer: PeerId,
+    /// Whether it dialled us.
+    pub inbound: bool,
+    /// Its misbehaviour score (0 is clean, negative is worse; it is banned at the threshold).
+    pub score: i32,
+    /// The addresses it listens on, as it told us.
+    pub addresses: Vec<Multiaddr>,
+}
+
+/// A snapshot of the network's counters, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetworkStats {
+    /// Connected peers that dialled us.
+    pub inbound_peers: u64,
+    /// Connected peers we dialled.
+    pub outbound_peers: u64,
+    /// Peers currently banned.
+    pub banned_peers: u64,
+    /// Raw bytes received on all connections.
+    pub bytes_in: u64,
+    /// Raw bytes sent on all connections.
+    pub bytes_out: u64,
+    /// Gossip messages delivered to the node.
+    pub gossip_received: u64,
+    /// Gossip messages and requests dropped for breaking a limit (rate or size).
+    pub messages_rejected: u64,
+    /// Events dropped because the node's event queue was full.
+    pub events_dropped: u64,
+}
+
+#[derive(Debug, Default)]
+struct SharedStats {
+    inbound_peers: AtomicU64,
+    outbound_peers: AtomicU64,
+    banned_peers: AtomicU64,
+    gossip_received: AtomicU64,
+    messages_rejected: AtomicU64,
+    events_dropped: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+enum Command {
+    Publish {
+        topic: Topic,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Request {
+        peer: PeerId,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>>>,
+    },
+    Respond {
+        channel: ResponseChannel,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Report {
+        peer: PeerId,
+        misbehaviour: Misbehaviour,
+    },
+    Dial {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerInfo>>,
+    },
+    Bans {
+        reply: oneshot::Sender<Vec<(PeerId, SystemTime)>>,
+    },
+    ListenAddresses {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The node's side of the network: cheap to clone, usable from any task.
+#[derive(Clone, Debug)]
+pub struct NetworkHandle {
+    commands: mpsc::Sender<Command>,
+    stats: Arc<SharedStats>,
+    bytes: Arc<ByteCounters>,
+    local_peer_id: PeerId,
+    topic_limits: TopicLimits,
+    max_request_bytes: usize,
+    max_response_bytes: usize,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+impl NetworkHandle {
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| Error::Stopped)?;
+        answer.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Our own peer id.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    /// Gossips `data` on `topic`. Fails if it exceeds the topic's limit or no peer subscribes
+    /// to the topic yet.
+    pub async fn publish(&self, topic: Topic, data: Vec<u8>) -> Result<()> {
+        let max = self.topic_limits.max_bytes(topic);
+        if data.len() > max {
+            return Err(Error::MessageTooLarge {
+                kind: topic.short_name(),
+                size: data.len(),
+                max,
+            });
+        }
+        self.call(|reply| Command::Publish { topic, data, reply })
+            .await?
+    }
+
+    /// Sends a request to `peer` and waits for its response (at most the configured request
+    /// timeout).
+    pub async fn request(&self, peer: PeerId, data: Vec<u8>) -> Result<Vec<u8>> {
+        if data.len() > self.max_request_bytes {
+            return Err(Error::MessageTooLarge {
+                kind: "request",
+                size: data.len(),
+                max: self.max_request_bytes,
+            });
+        }
+        self.call(|reply| Command::Request { peer, data, reply })
+            .await?
+    }
+
+    /// Answers a peer's request.
+    pub async fn respond(&self, channel: ResponseChannel, data: Vec<u8>) -> Result<()> {
+        if data.len() > self.max_response_bytes {
+            return Err(Error::MessageTooLarge {
+                kind: "response",
+                size: data.len(),
+                max: self.max_response_bytes,
+            });
+        }
+        self.call(|reply| Command::Respond {
+            channel,
+            data,
+            reply,
+        })
+        .await?
+    }
+
+    /// Reports a peer that sent something wrong; enough reports ban it.
+    pub async fn report(&self, peer: PeerId, misbehaviour: Misbehaviour) -> Result<()> {
+        self.commands
+            .send(Command::Report { peer, misbehaviour })
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+
+    /// Dials an address (e.g. from an `addnode` RPC).
+    pub async fn dial(&self, address: Multiaddr) -> Result<()> {
+        self.call(|reply| Command::Dial { address, reply }).await?
+    }
+
+    /// The connected peers of our network.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>> {
+        self.call(|reply| Command::Peers { reply }).await
+    }
+
+    /// The banned peers and when their bans end.
+    pub async fn bans(&self) -> Result<Vec<(PeerId, SystemTime)>> {
+        self.call(|reply| Command::Bans { reply }).await
+    }
+
+    /// The addresses we listen on (with the real port when configured with port 0).
+    pub async fn listen_addresses(&self) -> Result<Vec<Multiaddr>> {
+        self.call(|reply| Command::ListenAddresses { reply }).await
+    }
+
+    /// The current counters.
+    pub fn stats(&self) -> NetworkStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        NetworkStats {
+            inbound_peers: load(&self.stats.inbound_peers),
+            outbound_peers: load(&self.stats.outbound_peers),
+            banned_peers: load(&self.stats.banned_peers),
+            bytes_in: load(&self.bytes.bytes_in),
+            bytes_out: load(&self.bytes.bytes_out),
+            gossip_received: load(&self.stats.gossip_received),
+            messages_rejected: load(&self.stats.messages_rejected),
+            events_dropped: load(&self.stats.events_dropped),
+        }
+    }
+
+    /// Saves the peers and bans files, closes all connections and stops the task. Returns when
+    /// the listening socket is closed.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.call(|reply| Command::Shutdown { reply }).await
+    }
+}
+
+/// What a connected peer looks like to us.
+struct PeerState {
+    inbound: bool,
+    /// Set once identify confirmed it speaks our network; only then does the node hear of it.
+    identified: bool,
+    addresses: Vec<Multiaddr>,
+}
+
+struct Service {
+    swarm: Swarm<Behaviour>,
+    config: NetworkConfig,
+    protocols: Protocols,
+    topics: HashMap<TopicHash, Topic>,
+    events: mpsc::Sender<NetworkEvent>,
+    commands: mpsc::Receiver<Command>,
+    scores: PeerScores,
+    bans: BanList,
+    known: KnownPeers,
+    connected: HashMap<PeerId, PeerState>,
+    pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>>>>,
+    stats: Arc<SharedStats>,
+    listen_addresses: Vec<Multiaddr>,
+    bans_path: PathBuf,
+    peers_path: PathBuf,
+    last_peers_save: Instant,
+}
+
+fn message_id(message: &gossipsub::Message) -> MessageId {
+    // Content addressing: the same transaction or vote from two sources is one message.
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(message.topic.as_str().as_bytes());
+    hasher.update(&[0]);
+    hasher.update(&message.data);
+    MessageId::from(hasher.finalize().as_bytes().to_vec())
+}
+
+fn build_behaviour(
+    config: &NetworkConfig,
+    protocols: &Protocols,
+    identity: &NodeIdentity,
+    topics: &HashMap<TopicHash, Topic>,
+) -> Result<Behaviour> {
+    let keypair = identity.keypair();
+    let setup = |error: String| Error::Setup(error);
+
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .protocol_id_prefix(protocols.gossipsub_prefix.clone())
+        .max_transmit_size(config.topic_limits.largest() + GOSSIP_ENVELOPE_OVERHEAD_BYTES)
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .message_id_fn(message_id)
+        .build()
+        .map_err(|error| setup(error.to_string()))?;
+    let filter = gossipsub::WhitelistSubscriptionFilter(topics.keys().cloned().collect());
+    let mut gossipsub = gossipsub::Behaviour::new_with_subscription_filter(
+        gossipsub::MessageAuthenticity::Signed(keypair.clone()),
+        gossip_config,
+        filter,
+    )
+    .map_err(|error| setup(error.to_string()))?;
+    for topic in Topic::ALL {
+        gossipsub
+            .subscribe(&IdentTopic::new(topic.name(config.network)))
+            .map_err(|error| setup(error.to_string()))?;
+    }
+
+    let protocol = |name: &str| {
+        StreamProtocol::try_from_owned(name.to_string()).map_err(|error| setup(error.to_string()))
+    };
+    let request_config = request_response::Config::default()
+        .with_request_timeout(config.request_timeout)
+        .with_max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+    let sync = request_response::Behaviour::with_codec(
+        BytesCodec {
+            max_request_bytes: config.max_request_bytes,
+            max_response_bytes: config.max_response_bytes,
+        },
+        [(protocol(&protocols.sync)?, ProtocolSupport::Full)],
+        request_config.clone(),
+    );
+    let peer_exchange = request_response::Behaviour::with_codec(
+        BytesCodec {
+            max_request_bytes: MAX_PEER_EXCHANGE_REQUEST_BYTES,
+            max_response_bytes: MAX_PEER_EXCHANGE_RESPONSE_BYTES,
+        },
+        [(protocol(&protocols.peer_exchange)?, ProtocolSupport::Full)],
+        request_config,
+    );
+
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(config.max_peers))
+        .with_max_established_incoming(Some(config.max_inbound))
+        .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+        .with_max_pending_outgoing(Some(MAX_PENDING_OUTGOING));
+
+    let identify = identify::Behaviour::new(
+        identify::Config::new(protocols.identify.clone(), keypair.public())
+            .with_agent_version(format!("timecoin/{}", env!("CARGO_PKG_VERSION"))),
+    );
+
+    Ok(Behaviour {
+        blocked: allow_block_list::Behaviour::default(),
+        limits: connection_limits::Behaviour::new(limits),
+        identify,
+        gossipsub,
+        sync,
+        peer_exchange,
+    })
+}
+
+/// Starts the network: binds the listening socket, dials the bootstrap and remembered peers and
+/// spawns the swarm task on the current tokio runtime. Returns once listening.
+pub async fn start(
+    config: NetworkConfig,
+    identity: &NodeIdentity,
+) -> Result<(NetworkHandle, mpsc::Receiver<NetworkEvent>)> {
+    config.validate()?;
+    let protocols = Protocols::new(config.network);
+    let topics: HashMap<TopicHash, Topic> = Topic::ALL
+        .into_iter()
+        .map(|topic| (IdentTopic::new(topic.name(config.network)).hash(), topic))
+        .collect();
+    let bytes = Arc::new(ByteCounters::default());
+    let transport = transport::build(&identity.keypair(), config.psk, bytes.clone())?;
+    let behaviour = build_behaviour(&config, &protocols, identity, &topics)?;
+    let mut swarm = Swarm::new(
+        transport,
+        behaviour,
+        identity.peer_id(),
+        libp2p::swarm::Config::with_tokio_executor()
+            .with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT),
+    );
+
+    let bans_path = config.data_dir.join(BANS_FILE_NAME);
+    let peers_path = config.data_dir.join(PEERS_FILE_NAME);
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let bans = BanList::load(&bans_path, SystemTime::now())?;
+    let known = KnownPeers::load(&peers_path)?;
+    for (peer, _) in bans.entries() {
+        swarm.behaviour_mut().blocked.block_peer(peer);
+    }
+
+    let listen_error = |reason: String| Error::Listen {
+        address: config.listen.to_string(),
+        reason,
+    };
+    swarm
+        .listen_on(config.listen.clone())
+        .map_err(|error| listen_error(error.to_string()))?;
+    let first_address = tokio::time::timeout(LISTEN_TIMEOUT, async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::NewListenAddr { address, .. } => return Ok(address),
+                SwarmEvent::ListenerError { error, .. } => return Err(error.to_string()),
+                SwarmEvent::ListenerClosed { reason, .. } => {
+                    return Err(match reason {
+                        Ok(()) => "listener closed".to_string(),
+                        Err(error) => error.to_string(),
+                    });
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .map_err(|_| listen_error("timed out".to_string()))?
+    .map_err(listen_error)?;
+
+    let stats = Arc::new(SharedStats::default());
+    stats
+        .banned_peers
+        .store(bans.len() as u64, Ordering::Relaxed);
+    let (command_sender, commands) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
+    let (events, event_receiver) = mpsc::channel(EVENT_QUEUE_CAPACITY);
+    let handle = NetworkHandle {
+        commands: command_sender,
+        stats: stats.clone(),
+        bytes,
+        local_peer_id: identity.peer_id(),
+        topic_limits: config.topic_limits,
+        max_request_bytes: config.max_request_bytes,
+        max_response_bytes: config.max_response_bytes,
+    };
+    let mut service = Service {
+        swarm,
+        scores: PeerScores::new(config.messages_per_second, Instant::now()),
+        config,
+        protocols,
+        topics,
+        events,
+        commands,
+        bans,
+        known,
+        connected: HashMap::new(),
+        pending_requests: HashMap::new(),
+        stats,
+        listen_addresses: vec![first_address],
+        bans_path,
+        peers_path,
+        last_peers_save: Instant::now(),
+    };
+    service.dial_bootstrap();
+    tokio::spawn(service.run());
+    Ok((handle, event_receiver))
+}
+
+impl Service {
+    async fn run(mut self) {
+        let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
+        let mut discovery = tokio::time::interval(self.config.discovery_interval);
+        let shutdown_reply = loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    None => break None,
+                    Some(Command::Shutdown { reply }) => break Some(reply),
+                    Some(command) => self.on_command(command),
+                },
+                _ = maintenance.tick() => self.maintain(),
+                _ = discovery.tick() => self.discover(),
+            }
+        };
+        self.save_peers();
+        self.save_bans();
+        // The swarm (and with it every socket) is gone before the caller hears we stopped.
+        drop(self);
+        if let Some(reply) = shutdown_reply {
+            let _ = reply.send(());
+        }
+    }
+
+    fn emit(&self, event: NetworkEvent) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
+            bump(&self.stats.events_dropped);
+        }
+    }
+
+    fn save_peers(&mut self) {
+        self.last_peers_save = Instant::now();
+        if let Err(error) = self.known.save(&self.peers_path) {
+            tracing::warn!(%error, "cannot save known peers");
+        }
+    }
+
+    fn save_bans(&self) {
+        if let Err(error) = self.bans.save(&self.bans_path) {
+            tracing::warn!(%error, "cannot save bans");
+        }
+    }
+
+    fn outbound_target(&self) -> usize {
+        (self
+            .config
+            .max_peers
+            .saturating_sub(self.config.max_inbound))
+        .max(1) as usize
+    }
+
+    fn outbound_count(&self) -> usize {
+        self.connected
+            .values()
+            .filter(|state| !state.inbound)
+            .count()
+    }
+
+    /// Dials the configured bootstrap addresses and the remembered peers.
+    fn dial_bootstrap(&mut self) {
+        for address in self.config.bootstrap.clone() {
+            if let Err(error) = self.swarm.dial(address.clone()) {
+                tracing::debug!(%address, %error, "bootstrap dial failed");
+            }
+        }
+        let remembered: Vec<_> = self
+            .known
+            .iter()
+            .into_iter()
+            .take(self.outbound_target())
+            .collect();
+        for (peer, addresses) in remembered {
+            self.dial_peer(peer, addresses);
+        }
+    }
+
+    fn dial_peer(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
+        if peer == *self.swarm.local_peer_id()
+            || self.bans.is_banned(&peer)
+            || self.connected.contains_key(&peer)
+        {
+            return;
+        }
+        let options = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(addresses)
+            .build();
+        if let Err(error) = self.swarm.dial(options) {
+            tracing::debug!(%peer, %error, "dial failed");
+        }
+    }
+
+    fn penalise(&mut self, peer: PeerId, misbehaviour: Misbehaviour) {
+        if self.bans.is_banned(&peer) {
+            return;
+        }
+        match self.scores.penalise(peer, misbehaviour) {
+            Verdict::Scored(score) => {
+                tracing::debug!(%peer, ?misbehaviour, score, "peer scored down");
+            }
+            Verdict::Ban => self.ban(peer),
+        }
+    }
+
+    fn ban(&mut self, peer: PeerId) {
+        let until = SystemTime::now() + self.config.ban_duration;
+        tracing::info!(%peer, "banning peer");
+        self.bans.ban(peer, until);
+        self.scores.remove(&peer);
+        self.known.remove(&peer);
+        // Blocking closes every connection to the peer and refuses new ones both ways.
+        self.swarm.behaviour_mut().blocked.block_peer(peer);
+        self.stats
+            .banned_peers
+            .store(self.bans.len() as u64, Ordering::Relaxed);
+        self.save_bans();
+        self.emit(NetworkEvent::PeerBanned { peer, until });
+    }
+
+    fn maintain(&mut self) {
+        self.scores.decay(Instant::now());
+        let expired = self.bans.expire(SystemTime::now());
+        if !expired.is_empty() {
+            for peer in &expired {
+                self.swarm.behaviour_mut().blocked.unblock_peer(*peer);
+            }
+            self.stats
+                .banned_peers
+                .store(self.bans.len() as u64, Ordering::Relaxed);
+            self.save_bans();
+        }
+        if self.last_peers_save.elapsed() >= PEERS_SAVE_INTERVAL {
+            self.save_peers();
+        }
+    }
+
+    /// One discovery round: with no peers, start over from bootstrap; otherwise ask a few
+    /// peers for theirs.
+    fn discover(&mut self) {
+        if self.connected.is_empty() {
+            self.dial_bootstrap();
+            return;
+        }
+        let asked: Vec<PeerId> = self
+            .connected
+            .iter()
+            .filter(|(_, state)| state.identified)
+            .map(|(peer, _)| *peer)
+            .take(PEER_EXCHANGE_FANOUT)
+            .collect();
+        for peer in asked {
+            self.swarm
+                .behaviour_mut()
+                .peer_exchange
+                .send_request(&peer, codec::Request::Data(Vec::new()));
+        }
+    }
+
+    fn peer_exchange_response(&self, requester: &PeerId) -> Vec<u8> {
+        let entries: Vec<(Vec<u8>, Vec<Vec<u8>>)> = self
+            .known
+            .iter()
+            .into_iter()
+            .filter(|(peer, _)| peer != requester && !self.bans.is_banned(peer))
+            .take(MAX_EXCHANGED_PEERS)
+            .map(|(peer, addresses)| {
+                (
+                    peer.to_bytes(),
+                    addresses.into_iter().map(|a| a.to_vec()).collect(),
+                )
+            })
+            .collect();
+        let mut bytes = borsh::to_vec(&entries).expect("encoding into memory cannot fail");
+        // Addresses are bounded in count, not length; never send what the peer must refuse.
+        if bytes.len() > MAX_PEER_EXCHANGE_RESPONSE_BYTES {
+            bytes = borsh::to_vec(&Vec::<(Vec<u8>, Vec<Vec<u8>>)>::new())
+                .expect("encoding into memory cannot fail");
+        }
+        bytes
+    }
+
+    fn on_peer_exchange_response(&mut self, from: PeerId, response: &[u8]) {
+        let Ok(entries) = borsh::from_slice::<Vec<(Vec<u8>, Vec<Vec<u8>>)>>(response) else {
+            self.penalise(from, Misbehaviour::InvalidMessage);
+            return;
+        };
+        if entries.len() > MAX_EXCHANGED_PEERS {
+            self.penalise(from, Misbehaviour::ProtocolViolation);
+            return;
+        }
+        for (peer, addresses) in entries {
+            if self.outbound_count() >= self.outbound_target() {
+                break;
+            }
+            let Ok(peer) = PeerId::from_bytes(&peer) else {
+                self.penalise(from, Misbehaviour::InvalidMessage);
+                return;
+            };
+            let addresses: Vec<Multiaddr> = addresses
+                .into_iter()
+                .take(MAX_ADDRESSES_PER_PEER)
+                .filter_map(|bytes| Multiaddr::try_from(bytes).ok())
+                .collect();
+            // Second-hand addresses are only dialled, not remembered: a peer is remembered once
+            // we identified it ourselves, so nobody can fill our peers file with junk.
+            if !addresses.is_empty() {
+                self.dial_peer(peer, addresses);
+            }
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Publish { topic, data, reply } => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .publish(IdentTopic::new(topic.name(self.config.network)), data)
+                    .map(|_| ())
+                    .map_err(|error| Error::Publish(error.to_string()));
+                let _ = reply.send(result);
+            }
+            Command::Request { peer, data, reply } => {
+                if self.pending_requests.len() >= MAX_PENDING_REQUESTS {
+                    let _ = reply.send(Err(Error::RequestFailed {
+                        peer,
+                        reason: format!("{MAX_PENDING_REQUESTS} requests already pending"),
+                    }));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer, codec::Request::Data(data));
+                self.pending_requests.insert(id, reply);
+            }
+            Command::Respond {
+                channel,
+                data,
+                reply,
+            } => {
+                let result = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_response(channel.inner, data)
+                    .map_err(|_| Error::ResponseFailed);
+                let _ = reply.send(result);
+            }
+            Command::Report { peer, misbehaviour } => self.penalise(peer, misbehaviour),
+            Command::Dial { address, reply } => {
+                let result = self
+                    .swarm
+                    .dial(address)
+                    .map_err(|error| Error::Dial(error.to_string()));
+                let _ = reply.send(result);
+            }
+            Command::Peers { reply } => {
+                let peers = self
+                    .connected
+                    .iter()
+                    .filter(|(_, state)| state.identified)
+                    .map(|(peer, state)| PeerInfo {
+                        peer: *peer,
+                        inbound: state.inbound,
+                        score: self.scores.score(peer),
+                        addresses: state.addresses.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::Bans { reply } => {
+                let _ = reply.send(self.bans.entries().collect());
+            }
+            Command::ListenAddresses { reply } => {
+                let _ = reply.send(self.listen_addresses.clone());
+            }
+            Command::Shutdown { .. } => unreachable!("handled by the run loop"),
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.on_gossip(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
+            SwarmEvent::Behaviour(BehaviourEvent::PeerExchange(event)) => {
+                self.on_peer_exchange(event)
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                num_established,
+                ..
+            } if num_established.get() == 1 => {
+                self.connected.insert(
+                    peer_id,
+                    PeerState {
+                        inbound: endpoint.is_listener(),
+                        identified: false,
+                        addresses: Vec::new(),
+                    },
+                );
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.scores.disconnected(&peer_id);
+                if let Some(state) = self.connected.remove(&peer_id)
+                    && state.identified
+                {
+                    let gauge = if state.inbound {
+                        &self.stats.inbound_peers
+                    } else {
+                        &self.stats.outbound_peers
+                    };
+                    gauge.fetch_sub(1, Ordering::Relaxed);
+                    self.emit(NetworkEvent::PeerDisconnected { peer: peer_id });
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. }
+                if !self.listen_addresses.contains(&address) =>
+            {
+                self.listen_addresses.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addresses.retain(|known| *known != address);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_identify(&mut self, event: identify::Event) {
+        let identify::Event::Received { peer_id, info, .. } = event else {
+            return;
+        };
+        if info.protocol_version != self.protocols.identify {
+            // Another network (or another chain): not malicious, just not ours.
+            tracing::debug!(peer = %peer_id, version = %info.protocol_version, "foreign network");
+            self.known.remove(&peer_id);
+            let _ = self.swarm.disconnect_peer_id(peer_id);
+            return;
+        }
+        let mut addresses = info.listen_addrs;
+        addresses.truncate(MAX_ADDRESSES_PER_PEER);
+        self.known.insert(peer_id, addresses.clone());
+        let Some(state) = self.connected.get_mut(&peer_id) else {
+            return;
+        };
+        state.addresses = addresses;
+        if state.identified {
+            return;
+        }
+        state.identified = true;
+        let inbound = state.inbound;
+        let gauge = if inbound {
+            &self.stats.inbound_peers
+        } else {
+            &self.stats.outbound_peers
+        };
+        bump(gauge);
+        self.emit(NetworkEvent::PeerConnected {
+            peer: peer_id,
+            inbound,
+        });
+        // A new peer is the best moment to learn about more.
+        self.swarm
+            .behaviour_mut()
+            .peer_exchange
+            .send_request(&peer_id, codec::Request::Data(Vec::new()));
+    }
+
+    fn on_gossip(&mut self, event: gossipsub::Event) {
+        let gossipsub::Event::Message {
+            propagation_source: from,
+            message_id,
+            message,
+        } = event
+        else {
+            return;
+        };
+        let acceptance = match self.topics.get(&message.topic).copied() {
+            None => {
+                self.penalise(from, Misbehaviour::ProtocolViolation);
+                MessageAcceptance::Reject
+            }
+            Some(_) if !self.scores.allow_message(from, Instant::now()) => {
+                bump(&self.stats.messages_rejected);
+                self.penalise(from, Misbehaviour::RateLimited);
+                MessageAcceptance::Ignore
+            }
+            Some(topic) if message.data.len() > self.config.topic_limits.max_bytes(topic) => {
+                bump(&self.stats.messages_rejected);
+                self.penalise(from, Misbehaviour::Oversized);
+                MessageAcceptance::Reject
+            }
+            Some(topic) => {
+                bump(&self.stats.gossip_received);
+                self.emit(NetworkEvent::Gossip {
+                    from,
+                    source: message.source,
+                    topic,
+                    data: message.data,
+                });
+                MessageAcceptance::Accept
+            }
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(&message_id, &from, acceptance);
+    }
+
+    fn on_sync(&mut self, event: request_response::Event<codec::Request, Vec<u8>>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let data = match request {
+                    codec::Request::Data(data) => data,
+                    codec::Request::Oversized(length) => {
+                        tracing::debug!(%peer, length, "oversized request");
+                        // Dropping the channel closes the stream unanswered.
+                        bump(&self.stats.messages_rejected);
+                        self.penalise(peer, Misbehaviour::Oversized);
+                        return;
+                    }
+                };
+                if !self.scores.allow_message(peer, Instant::now()) {
+                    bump(&self.stats.messages_rejected);
+                    self.penalise(peer, Misbehaviour::RateLimited);
+                    return;
+                }
+                self.emit(NetworkEvent::Request {
+                    from: peer,
+                    data,
+                    channel: ResponseChannel { inner: channel },
+                });
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                if let request_response::OutboundFailure::Io(io_error) = &error
+                    && is_too_large(io_error)
+                {
+                    bump(&self.stats.messages_rejected);
+                    self.penalise(peer, Misbehaviour::Oversized);
+                }
+                if let Some(reply) = self.pending_requests.remove(&request_id) {
+                    let _ = reply.send(Err(Error::RequestFailed {
+                        peer,
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_peer_exchange(&mut self, event: request_response::Event<codec::Request, Vec<u8>>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                if let codec::Request::Oversized(_) = request {
+                    bump(&self.stats.messages_rejected);
+                    self.penalise(peer, Misbehaviour::Oversized);
+                    return;
+                }
+                if !self.scores.allow_message(peer, Instant::now()) {
+                    bump(&self.stats.messages_rejected);
+                    self.penalise(peer, Misbehaviour::RateLimited);
+                    return;
+                }
+                let response = self.peer_exchange_response(&peer);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .peer_exchange
+                    .send_response(channel, response);
+            }
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Response { response, .. },
+                ..
+            } => self.on_peer_exchange_response(peer, &response),
+            request_response::Event::OutboundFailure {
+                peer,
+                error: request_response::OutboundFailure::Io(io_error),
+                ..
+            } if is_too_large(&io_error) => {
+                bump(&self.stats.messages_rejected);
+                self.penalise(peer, Misbehaviour::Oversized);
+            }
+            _ => {}
+        }
+    }
+}
