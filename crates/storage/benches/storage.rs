@@ -63,9 +63,15 @@ fn open(directory: &Path, genesis: BlockHash) -> RedbChainDb {
     RedbChainDb::open_path_with(&directory.join("chain.redb"), config, options).unwrap()
 }
 
-/// Applies `block` through the store as a node would: a recorder over the store collects the
-/// changes while the transactions spend and create outputs.
+/// Applies `block` through the store as a node would: its inputs are prefetched, then a
+/// recorder over the store collects the changes while the transactions spend and create outputs.
 fn apply_through_store(store: &RedbChainDb, block: &Block) -> BlockChanges {
+    let inputs: Vec<OutPoint> = block
+        .transactions
+        .iter()
+        .flat_map(|transaction| transaction.body.inputs.iter().map(|input| input.prevout))
+        .collect();
+    store.prefetch_utxos(&inputs).expect("prefetch");
     let mut recorder = ChangeRecorder::new(store);
     for transaction in block.transactions.iter() {
         let txid = transaction.txid();
@@ -163,7 +169,7 @@ fn child(directory: &Path) {
         stats.flush_duration.as_secs_f64(),
         reading.as_secs_f64(),
         stats.cache_bytes,
-        timecoin_storage::default_cache_bytes(),
+        store.config().cache_bytes,
         peak_rss_bytes()
     );
     std::io::stdout().flush().unwrap();

@@ -135,6 +135,11 @@ pub trait KvBackend {
     /// The value at `key`.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
+    /// The values at `keys`, in the same order. Backends may read in parallel.
+    fn get_many(&self, table: Table, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        keys.iter().map(|key| self.get(table, key)).collect()
+    }
+
     /// Up to `limit` entries with `start <= key < end` (no upper bound if `end` is `None`), in
     /// key order.
     fn scan(

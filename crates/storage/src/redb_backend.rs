@@ -187,6 +187,57 @@ impl KvBackend for RedbBackend {
         })
     }
 
+    fn get_many(&self, table: Table, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        /// Below this, threads cost more than they save.
+        const PARALLEL_FROM: usize = 128;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |count| count.get())
+            .min(4);
+        if keys.len() < PARALLEL_FROM || threads < 2 {
+            return keys.iter().map(|key| self.get(table, key)).collect();
+        }
+        // Lookups that miss the page cache wait on the disk; with one read snapshot per thread
+        // they overlap.
+        let chunk = keys.len().div_ceil(threads);
+        let database = &self.database;
+        let results: Vec<Result<Vec<Option<Vec<u8>>>>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = keys
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let transaction = database
+                            .begin_read()
+                            .map_err(|error| engine_error("starting a read", error))?;
+                        let opened = match transaction.open_table(definition(table)) {
+                            Ok(opened) => opened,
+                            Err(redb::TableError::TableDoesNotExist(_)) => {
+                                return Ok(vec![None; part.len()]);
+                            }
+                            Err(error) => return Err(engine_error("opening a table", error)),
+                        };
+                        part.iter()
+                            .map(|key| {
+                                let value = opened
+                                    .get(key.as_slice())
+                                    .map_err(|error| engine_error("reading", error))?;
+                                Ok(value.map(|guard| guard.value().to_vec()))
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| worker.join().expect("a read thread panicked"))
+                .collect()
+        });
+        let mut values = Vec::with_capacity(keys.len());
+        for part in results {
+            values.extend(part?);
+        }
+        Ok(values)
+    }
+
     fn scan(
         &self,
         table: Table,

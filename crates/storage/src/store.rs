@@ -31,6 +31,9 @@ use crate::types::{
     MAX_CONSENSUS_BATCH, MAX_MASTERNODES, TxLocation,
 };
 
+/// Most outpoints one [`ChainDb::prefetch_utxos`] call reads.
+pub const MAX_PREFETCH: usize = 200_000;
+
 /// The database layout this build writes. A database with a higher version is refused.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -192,6 +195,8 @@ pub struct ChainDb<B: KvBackend> {
     utxos: HashMap<OutPoint, Cached>,
     tx_index: HashMap<Txid, TxLocation>,
     address_index: HashMap<(Address, OutPoint), IndexChange>,
+    /// UTXOs read ahead for the next block by [`ChainDb::prefetch_utxos`]; dropped at commit.
+    prefetched: std::sync::Mutex<HashMap<OutPoint, Option<UtxoEntry>>>,
     /// Set by the first failed write; every later write is refused.
     halted: Option<String>,
     stats: StoreStats,
@@ -336,6 +341,7 @@ impl<B: KvBackend> ChainDb<B> {
             utxos: HashMap::new(),
             tx_index: HashMap::new(),
             address_index: HashMap::new(),
+            prefetched: std::sync::Mutex::new(HashMap::new()),
             halted: None,
             stats: StoreStats::default(),
         };
@@ -768,6 +774,51 @@ impl<B: KvBackend> ChainDb<B> {
         self.stats.cached_utxos = self.utxos.len();
     }
 
+    /// Reads the outputs a block is about to spend, in parallel where the backend can, so that
+    /// the ledger's one-at-a-time lookups while applying it hit memory. At most
+    /// [`MAX_PREFETCH`] outpoints; what was read is kept until the next commit.
+    pub fn prefetch_utxos(&self, outpoints: &[OutPoint]) -> Result<()> {
+        let mut wanted: Vec<OutPoint> = outpoints
+            .iter()
+            .take(MAX_PREFETCH)
+            .filter(|outpoint| !self.utxos.contains_key(outpoint))
+            .copied()
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let keys: Vec<Vec<u8>> = wanted
+            .iter()
+            .map(|outpoint| outpoint_key(outpoint).to_vec())
+            .collect();
+        let values = self.backend.get_many(Table::Utxos, &keys)?;
+        let mut prefetched = self
+            .prefetched
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if prefetched.len() + wanted.len() > MAX_PREFETCH {
+            prefetched.clear();
+        }
+        for (outpoint, value) in wanted.into_iter().zip(values) {
+            let entry = value
+                .map(|bytes| decode_stored(&bytes, "a UTXO"))
+                .transpose()?;
+            prefetched.insert(outpoint, entry);
+        }
+        Ok(())
+    }
+
+    fn drop_prefetched(&mut self) {
+        self.prefetched
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+
+    /// The settings the store runs with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
     /// Counters for monitoring and benchmarks.
     pub fn stats(&self) -> &StoreStats {
         &self.stats
@@ -895,6 +946,14 @@ impl<B: KvBackend> UtxoView for ChainDb<B> {
             Some(Cached::Fresh(entry) | Cached::Dirty(entry)) => Ok(Some(*entry)),
             Some(Cached::Spent) => Ok(None),
             None => {
+                let prefetched = self
+                    .prefetched
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let Some(entry) = prefetched.get(outpoint) {
+                    return Ok(*entry);
+                }
+                drop(prefetched);
                 let bytes = self
                     .backend
                     .get(Table::Utxos, &outpoint_key(outpoint))
@@ -1126,6 +1185,8 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
         }
         self.commitment = commit.commitment.clone();
         self.registry.apply(commit.masternode_events);
+        // Prefetched entries describe the state before this block.
+        self.drop_prefetched();
         self.cache_block(height, commit.changes, &txids);
         self.refresh_stats();
         Ok(())

@@ -550,3 +550,43 @@ fn the_masternode_registry_follows_block_commits_and_survives_reopening() {
     let store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
     assert_eq!(store.registration(&registration.collateral).unwrap(), None);
 }
+
+#[test]
+fn prefetched_utxos_read_the_same_and_never_outlive_a_commit() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut chain = TestChain::new(14, 2_000, 8);
+    let mut store =
+        RedbChainDb::open_path(&directory.path().join("chain.redb"), chain.config(16 << 20))
+            .unwrap();
+    store.commit_block(chain.genesis.commit()).unwrap();
+    store.flush().unwrap();
+    let before = chain.utxos.clone();
+    let block = chain.next_block(300);
+    let mut inputs: Vec<OutPoint> = block
+        .block
+        .transactions
+        .iter()
+        .flat_map(|transaction| transaction.body.inputs.iter().map(|input| input.prevout))
+        .collect();
+    assert!(inputs.len() >= 128, "enough to take the parallel path");
+    let missing = OutPoint {
+        txid: Txid(Hash32([0xee; 32])),
+        index: 0,
+    };
+    inputs.push(missing);
+    store.prefetch_utxos(&inputs).unwrap();
+    for outpoint in &inputs[..inputs.len() - 1] {
+        assert_eq!(store.utxo(outpoint).unwrap(), before.get(outpoint).copied());
+        assert!(store.utxo(outpoint).unwrap().is_some());
+    }
+    assert_eq!(store.utxo(&missing).unwrap(), None);
+    store.commit_block(block.commit()).unwrap();
+    for outpoint in &inputs {
+        assert_eq!(
+            store.utxo(outpoint).unwrap(),
+            None,
+            "spent by the committed block"
+        );
+    }
+    store.verify_utxo_set().unwrap();
+}
