@@ -51,7 +51,7 @@ impl StoreConfig {
             cache_bytes: default_cache_bytes(),
             max_unflushed_blocks: DEFAULT_MAX_UNFLUSHED_BLOCKS,
             prune_keep_blocks: None,
-            page_cache_bytes: 32 << 20,
+            page_cache_bytes: 16 << 20,
             index_transactions: true,
             index_addresses: true,
         }

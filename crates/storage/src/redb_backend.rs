@@ -55,7 +55,7 @@ pub struct RedbOptions {
 impl Default for RedbOptions {
     fn default() -> Self {
         RedbOptions {
-            page_cache_bytes: 32 << 20,
+            page_cache_bytes: 16 << 20,
             quick_repair: true,
         }
     }
