@@ -10,6 +10,39 @@
 //!
 //! A node's network identity is an Ed25519 key. For a masternode it is the key registered on
 //! chain, so [`peer_id_from_public_key`] tells which peer a masternode must be.
+//!
+//! # Design
+//!
+//! - **Networks never cross-talk.** The network name is in every protocol id
+//!   (`/timecoin/devnet/sync/1`, `/timecoin/devnet/meshsub/1.1.0`, identify's protocol version)
+//!   and topic (`/timecoin/devnet/tx/1`). A peer whose identify says another network is
+//!   disconnected and forgotten; the node only hears of peers that passed identify.
+//! - **Identity binding.** The libp2p key pair is built from the same 32-byte Ed25519 secret as
+//!   the masternode key, and Ed25519 peer ids inline the public key, so peer id and registered key
+//!   map to each other without a lookup. Gossip is signed by its publisher (gossipsub strict
+//!   mode), and [`NetworkEvent::Gossip`] carries that `source`: a consensus message claiming to be
+//!   from masternode X must have `source == peer_id_from_public_key(X)`.
+//! - **Discovery** is a small request-response protocol (`/timecoin/<network>/peers/1`) rather
+//!   than Kademlia: a new peer, and every `discovery_interval` a few peers, are asked for the
+//!   peers they know (at most [`MAX_EXCHANGED_PEERS`]), and we dial them while below our outbound
+//!   target (`max_peers - max_inbound`). Only peers we identified ourselves are remembered in the
+//!   peers file, so a liar cannot fill it. With no peers left, the bootstrap and remembered peers
+//!   are dialled again.
+//! - **Limits.** Connection counts come from libp2p's connection-limits behaviour. Every peer has
+//!   one token bucket for gossip and requests (`messages_per_second`, with a one-second burst);
+//!   excess is dropped (not forwarded) and scored down. Gossip size is checked per topic before
+//!   delivery; request and response sizes are checked from the length prefix before allocating.
+//! - **Scores and bans.** Penalties ([`Misbehaviour::penalty`]) accumulate; at
+//!   [`BAN_THRESHOLD`] the peer is blocked (all its connections close, dials both ways are
+//!   refused) for `ban_duration`. Scores recover slowly ([`SCORE_DECAY_PERCENT`] per
+//!   [`SCORE_DECAY_INTERVAL`]). Bans are written to the bans file with wall-clock expiry times
+//!   and reloaded at start.
+//! - **Gossip is forwarded once it passes the network's checks** (topic, size, rate), before the
+//!   node has looked at its content. The node reports invalid content, which bans its sender
+//!   quickly; the rate limit bounds what a bad peer can push through meanwhile.
+//! - **Back-pressure.** The event queue is bounded ([`EVENT_QUEUE_CAPACITY`]); when the node
+//!   falls behind, further gossip and requests are dropped and counted in
+//!   [`NetworkStats::events_dropped`] rather than stalling the swarm.
 
 mod codec;
 mod config;

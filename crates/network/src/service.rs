@@ -557,7 +557,12 @@ pub async fn start(
 impl Service {
     async fn run(mut self) {
         let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
-        let mut discovery = tokio::time::interval(self.config.discovery_interval);
+        // The first round waits a full interval: the bootstrap dials of `start` are in flight.
+        let period = self.config.discovery_interval;
+        let mut discovery = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        for timer in [&mut maintenance, &mut discovery] {
+            timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
         let shutdown_reply = loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -727,13 +732,14 @@ impl Service {
                 )
             })
             .collect();
-        let mut bytes = borsh::to_vec(&entries).expect("encoding into memory cannot fail");
-        // Addresses are bounded in count, not length; never send what the peer must refuse.
-        if bytes.len() > MAX_PEER_EXCHANGE_RESPONSE_BYTES {
-            bytes = borsh::to_vec(&Vec::<(Vec<u8>, Vec<Vec<u8>>)>::new())
-                .expect("encoding into memory cannot fail");
+        let mut entries = entries;
+        loop {
+            let bytes = borsh::to_vec(&entries).expect("encoding into memory cannot fail");
+            // Addresses are bounded in count, not length; never send what the peer must refuse.
+            if bytes.len() <= MAX_PEER_EXCHANGE_RESPONSE_BYTES || entries.pop().is_none() {
+                return bytes;
+            }
         }
-        bytes
     }
 
     fn on_peer_exchange_response(&mut self, from: PeerId, response: &[u8]) {

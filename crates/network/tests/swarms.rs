@@ -394,7 +394,10 @@ async fn oversized_gossip_is_rejected_and_the_sender_scored_down() {
 #[tokio::test]
 async fn repeated_invalid_message_reports_ban_the_peer() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = spawn_default(Network::Devnet, &dir_a, vec![]).await;
+    let mut config_a = config(Network::Devnet, dir_a.path(), vec![]);
+    // Short, so the test also sees the ban end.
+    config_a.ban_duration = Duration::from_secs(2);
+    let a = spawn(config_a, &NodeIdentity::generate()).await;
     let b = spawn_default(Network::Devnet, &dir_b, vec![a.address.clone()]).await;
     eventually("B connects", || connected(&a.handle, b.peer)).await;
 
@@ -428,4 +431,39 @@ async fn repeated_invalid_message_reports_ban_the_peer() {
     let bans_file =
         std::fs::read_to_string(dir_a.path().join(timecoin_network::BANS_FILE_NAME)).unwrap();
     assert!(bans_file.contains(&b.peer.to_string()));
+
+    // When the ban ends, B (which keeps redialling its bootstrap peer) is let back in.
+    eventually("the ban expires", || async {
+        !banned(&a.handle, b.peer).await
+    })
+    .await;
+    eventually("B reconnects after its ban", || {
+        connected(&a.handle, b.peer)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn inbound_connections_are_limited() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut config_a = config(Network::Devnet, dirs[0].path(), vec![]);
+    config_a.max_peers = 4;
+    config_a.max_inbound = 1;
+    let a = spawn(config_a, &NodeIdentity::generate()).await;
+    let b = spawn_default(Network::Devnet, &dirs[1], vec![a.address.clone()]).await;
+    eventually("the first inbound peer connects", || {
+        connected(&a.handle, b.peer)
+    })
+    .await;
+    let c = spawn_default(Network::Devnet, &dirs[2], vec![a.address.clone()]).await;
+    // C still reaches the rest of the network while A is full.
+    c.handle.dial(b.address.clone()).await.unwrap();
+    eventually("C connects to B", || connected(&c.handle, b.peer)).await;
+    sleep(Duration::from_secs(1)).await;
+    // C's own dial to A was refused; A may still dial C itself (outbound is not limited by
+    // max_inbound), which is how a full node keeps learning the network.
+    let peers = a.handle.peers().await.unwrap();
+    let inbound: Vec<PeerId> = peers.iter().filter(|p| p.inbound).map(|p| p.peer).collect();
+    assert_eq!(inbound, vec![b.peer], "{peers:?}");
+    assert_eq!(a.handle.stats().inbound_peers, 1);
 }
