@@ -590,3 +590,19 @@ fn prefetched_utxos_read_the_same_and_never_outlive_a_commit() {
     }
     store.verify_utxo_set().unwrap();
 }
+
+#[test]
+fn open_refuses_a_file_that_is_not_a_database_and_leaves_it_alone() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let garbage: Vec<u8> = (0..100_000u32).map(|index| (index * 7 + 3) as u8).collect();
+    std::fs::write(&path, &garbage).unwrap();
+    let chain = TestChain::new(15, 1, 1);
+    let error = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap_err();
+    assert!(error.to_string().contains("hint:"), "{error}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        garbage,
+        "the file was not touched"
+    );
+}
