@@ -1,0 +1,147 @@
+//! The wire protocol between nodes: one [`NodeMessage`] per network frame, in the project's
+//! canonical encoding (borsh, every variable-length field bounded).
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use timecoin_consensus::{BftMessage, FinalityCertificate, TxVote};
+use timecoin_primitives::{
+    Block, BlockHash, BoundedVec, CommitCertificate, DecodeError, Height, Transaction, decode,
+    encode,
+};
+
+/// Largest frame a node accepts or sends, in bytes: one maximal block plus its certificate and
+/// framing. Anything larger is a protocol violation by the sender.
+pub const MAX_MESSAGE_BYTES: usize = 17 << 20;
+/// Most blocks one sync response carries.
+pub const MAX_SYNC_BLOCKS: usize = 32;
+/// Most encoded bytes of blocks one sync response carries (a response stops before exceeding
+/// it, but always carries at least one block so that sync progresses).
+pub const MAX_SYNC_RESPONSE_BYTES: usize = 8 << 20;
+/// Most transactions one `Transactions` message relays.
+pub const MAX_RELAY_TRANSACTIONS: usize = 1_024;
+/// Most votes one `TxVotes` message relays (the finality engine's batch size).
+pub const MAX_RELAY_VOTES: usize = 1_024;
+
+/// An opaque handle for a connected peer, assigned by the runtime (the network crate maps it
+/// to a libp2p peer id; the simulator uses the node index). The node only compares them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(pub u64);
+
+/// A block with the certificate that made it final, as sync serves it.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct CertifiedBlock {
+    /// The block.
+    pub block: Block,
+    /// Its commit certificate, to be verified against the committee of the block's epoch.
+    pub certificate: CommitCertificate,
+}
+
+/// Everything nodes say to each other.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum NodeMessage {
+    /// Transactions being relayed for finality voting.
+    Transactions(BoundedVec<Transaction, MAX_RELAY_TRANSACTIONS>),
+    /// Finality votes.
+    TxVotes(BoundedVec<TxVote, MAX_RELAY_VOTES>),
+    /// A finality certificate with the transaction it certifies, so a receiver that never saw
+    /// the transaction can still spend its outputs and include it in a block.
+    Certified {
+        /// The transaction.
+        transaction: Transaction,
+        /// Its certificate.
+        certificate: FinalityCertificate,
+    },
+    /// A block-consensus message.
+    Bft(BftMessage),
+    /// A block that was just committed, with its certificate (pushed to peers that may have
+    /// missed the final commit votes).
+    Committed(Box<CertifiedBlock>),
+    /// "Send me committed blocks from `from` on, at most `count`."
+    SyncRequest {
+        /// The first height wanted.
+        from: Height,
+        /// How many, at most [`MAX_SYNC_BLOCKS`].
+        count: u32,
+    },
+    /// The answer to a sync request: consecutive committed blocks from the requested height.
+    SyncResponse(BoundedVec<CertifiedBlock, MAX_SYNC_BLOCKS>),
+    /// "I am alive and my chain ends here": lets peers notice they are behind.
+    Heartbeat {
+        /// The sender's committed tip height.
+        height: Height,
+        /// The sender's committed tip hash.
+        hash: BlockHash,
+    },
+}
+
+impl NodeMessage {
+    /// The canonical bytes of the message.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Decodes a frame, refusing oversized ones before decoding anything.
+    pub fn from_bytes(bytes: &[u8]) -> Result<NodeMessage, MessageError> {
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return Err(MessageError::TooLarge {
+                size: bytes.len(),
+                max: MAX_MESSAGE_BYTES,
+            });
+        }
+        decode(bytes).map_err(MessageError::Malformed)
+    }
+
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NodeMessage::Transactions(_) => "transactions",
+            NodeMessage::TxVotes(_) => "tx_votes",
+            NodeMessage::Certified { .. } => "certified",
+            NodeMessage::Bft(_) => "bft",
+            NodeMessage::Committed(_) => "committed",
+            NodeMessage::SyncRequest { .. } => "sync_request",
+            NodeMessage::SyncResponse(_) => "sync_response",
+            NodeMessage::Heartbeat { .. } => "heartbeat",
+        }
+    }
+}
+
+/// Why a frame could not be turned into a message. Always the sender's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    /// The frame exceeds [`MAX_MESSAGE_BYTES`].
+    #[error("message of {size} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not a canonical encoding of a message.
+    #[error(transparent)]
+    Malformed(DecodeError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use timecoin_primitives::Hash32;
+
+    #[test]
+    fn messages_round_trip_and_reject_garbage() {
+        let message = NodeMessage::Heartbeat {
+            height: Height(7),
+            hash: BlockHash(Hash32([3; 32])),
+        };
+        let bytes = message.to_bytes();
+        assert_eq!(NodeMessage::from_bytes(&bytes).unwrap(), message);
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(NodeMessage::from_bytes(&trailing).is_err());
+        assert!(NodeMessage::from_bytes(&[200]).is_err());
+        let huge = vec![0u8; MAX_MESSAGE_BYTES + 1];
+        assert!(matches!(
+            NodeMessage::from_bytes(&huge),
+            Err(MessageError::TooLarge { .. })
+        ));
+    }
+}

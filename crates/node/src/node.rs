@@ -1,0 +1,1680 @@
+//! The node state machine.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use timecoin_consensus::{
+    BftConfig, BftEffect, BftEngine, BftInput, BftMessage, Committee, FinalityCertificate,
+    FinalityEffect, FinalityEngine, FinalityInput, PersistedLock, TierWeights, TxVote, Weight,
+    verify_commit_certificate,
+};
+use timecoin_ledger::{
+    BlockTemplate, ChainParams, LedgerError, MasternodeEvent, MasternodeRegistration,
+    MasternodeRegistry, UtxoCache, UtxoEntry, UtxoStore, build_block, check_transaction,
+    connect_block, validate_block, validate_transaction, verify_block_signatures,
+    verify_transaction,
+};
+use timecoin_mempool::{Mempool, MempoolConfig, MempoolError};
+use timecoin_primitives::{
+    Block, BlockHash, BoundedVec, CommitCertificate, Epoch, Height, OutPoint, SecretKey, Timestamp,
+    Transaction, TxKind, TxOut, Txid, decode, encode,
+};
+use timecoin_storage::{
+    BlockCommit, ChangeRecorder, ConsensusRecord, LogKey, LogOutcome, MAX_CONSENSUS_BATCH,
+};
+
+use crate::certified::{CertifiedEntry, CertifiedPool, CertifiedView, MAX_CERTIFIED_UNBLOCKED};
+use crate::error::NodeError;
+use crate::io::{
+    Action, Command, ConsensusSummary, Input, MempoolSummary, NodeEvent, Reply, RequestId,
+    SubmitOutcome, TxStatus,
+};
+use crate::message::{
+    CertifiedBlock, MAX_RELAY_TRANSACTIONS, MAX_RELAY_VOTES, MAX_SYNC_BLOCKS,
+    MAX_SYNC_RESPONSE_BYTES, NodeMessage, PeerId,
+};
+use crate::store::NodeStore;
+
+/// Most transactions held while their inputs are not final yet.
+pub const MAX_AWAITING_INPUTS: usize = 1_000;
+/// Most certificates held while their transaction's inputs are unknown to us.
+pub const MAX_AWAITING_CERTIFIED: usize = 1_000;
+/// Most of our own block-consensus messages kept for re-sending at the current height.
+pub const MAX_RESENT_BFT_MESSAGES: usize = 16;
+/// Most transactions one proposed block takes from the certified pool.
+pub const MAX_BLOCK_TRANSACTIONS_PROPOSED: usize = 10_000;
+/// Most peers tracked.
+pub const MAX_PEERS: usize = 1_024;
+/// How far ahead of our clock a block's timestamp may be.
+pub const MAX_FUTURE_BLOCK_MS: u64 = 30_000;
+/// How many epochs of committees are kept (to verify late certificates and sync).
+const KEPT_COMMITTEES: u64 = 4;
+
+/// The node's settings.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The chain's parameters (from the genesis spec).
+    pub params: ChainParams,
+    /// The masternode key, if this node is (or may become) a masternode.
+    pub node_key: Option<SecretKey>,
+    /// View timeout after progress.
+    pub base_timeout_ms: u64,
+    /// Cap on the view timeout.
+    pub max_timeout_ms: u64,
+    /// How often unfinished work (our votes, pending transactions, our latest block-consensus
+    /// messages) is re-sent: the engines never retransmit, and the network may drop.
+    pub resend_interval_ms: u64,
+    /// How often we tell peers our tip.
+    pub heartbeat_interval_ms: u64,
+    /// How long a sync request may go unanswered before another peer is asked.
+    pub sync_timeout_ms: u64,
+    /// The pool's limits.
+    pub mempool: MempoolConfig,
+    /// TEST ONLY: forget this node's persisted input locks when it restarts. A deliberately
+    /// broken node, so the simulator can show that its checkers catch a double vote.
+    #[doc(hidden)]
+    pub test_forget_locks_on_restart: bool,
+}
+
+impl NodeConfig {
+    /// Defaults for `params`: timeouts scaled to the block interval.
+    pub fn new(params: ChainParams, node_key: Option<SecretKey>) -> NodeConfig {
+        let interval = params.block_interval_ms;
+        NodeConfig {
+            node_key,
+            base_timeout_ms: interval.max(500) * 2,
+            max_timeout_ms: interval.max(500) * 60,
+            resend_interval_ms: interval.max(200),
+            heartbeat_interval_ms: interval.max(200) * 2,
+            sync_timeout_ms: interval.max(500) * 3,
+            mempool: MempoolConfig::default(),
+            test_forget_locks_on_restart: false,
+            params,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct SyncState {
+    /// The peers and the tip height each last told us.
+    peers: BTreeMap<PeerId, Height>,
+    /// The request in flight: peer, first height, when sent.
+    in_flight: Option<(PeerId, Height, u64)>,
+    /// Peers that served something invalid or timed out, until when they are skipped.
+    shunned: BTreeMap<PeerId, u64>,
+}
+
+/// The deterministic node. See the crate documentation for the contract with the runtime.
+pub struct Node<S: NodeStore> {
+    config: NodeConfig,
+    store: S,
+    now_ms: u64,
+    mempool: Mempool,
+    certified: CertifiedPool,
+    /// Verified transactions whose inputs are not final yet, in arrival order.
+    awaiting_inputs: BTreeMap<Txid, (u64, Transaction)>,
+    awaiting_order: BTreeMap<u64, Txid>,
+    /// Certificates whose transaction does not validate against our view yet.
+    awaiting_certified: BTreeMap<Txid, (Transaction, FinalityCertificate)>,
+    next_sequence: u64,
+    first_seen: BTreeMap<Txid, u64>,
+    committees: BTreeMap<Epoch, Committee>,
+    finality: FinalityEngine,
+    bft: BftEngine,
+    /// Our votes for transactions not yet certified, for re-sending.
+    own_votes: BTreeMap<Txid, TxVote>,
+    /// Our block-consensus messages at the current height, for re-sending.
+    own_bft: VecDeque<BftMessage>,
+    /// A decided height whose block we lack.
+    missing_block: Option<CommitCertificate>,
+    sync: SyncState,
+    next_resend_ms: u64,
+    next_heartbeat_ms: u64,
+    bft_tick_ms: Option<u64>,
+}
+
+fn tier_weights(params: &ChainParams) -> TierWeights {
+    TierWeights {
+        bronze: Weight(params.tiers[0].weight),
+        silver: Weight(params.tiers[1].weight),
+        gold: Weight(params.tiers[2].weight),
+    }
+}
+
+fn corrupt(what: impl Into<String>) -> NodeError {
+    NodeError::Corrupt(what.into())
+}
+
+impl<S: NodeStore> Node<S> {
+    /// Opens a node on `store`, which must hold at least the genesis block, at time `now_ms`.
+    /// Restores the persisted locks and block-consensus state and returns the actions of the
+    /// restart (votes re-sent, timers). Use [`crate::init_store`] to write genesis first.
+    pub fn open(
+        store: S,
+        config: NodeConfig,
+        now_ms: u64,
+    ) -> Result<(Node<S>, Vec<Action>), NodeError> {
+        let tip = store.tip().ok_or(NodeError::NoGenesis)?;
+        let params = config.params.clone();
+        let next = Height(tip.height.get() + 1);
+        let epoch = params.epoch_of(next);
+        let bft_config = BftConfig {
+            network: params.network,
+            block_interval_ms: params.block_interval_ms,
+            base_timeout_ms: config.base_timeout_ms,
+            max_timeout_ms: config.max_timeout_ms,
+        };
+        let bft = BftEngine::new(bft_config, config.node_key.clone(), store.load_bft_state()?);
+        let placeholder = Committee::new(
+            params.network,
+            Epoch(0),
+            Default::default(),
+            vec![timecoin_consensus::Member {
+                node_key: Default::default(),
+                weight: Weight(1),
+                collateral: OutPoint {
+                    txid: Txid(Default::default()),
+                    index: 0,
+                },
+            }],
+        )?;
+        let mut node = Node {
+            mempool: Mempool::new(config.mempool),
+            certified: CertifiedPool::default(),
+            awaiting_inputs: BTreeMap::new(),
+            awaiting_order: BTreeMap::new(),
+            awaiting_certified: BTreeMap::new(),
+            next_sequence: 0,
+            first_seen: BTreeMap::new(),
+            committees: BTreeMap::new(),
+            finality: FinalityEngine::new(placeholder, None),
+            bft,
+            own_votes: BTreeMap::new(),
+            own_bft: VecDeque::new(),
+            missing_block: None,
+            sync: SyncState::default(),
+            next_resend_ms: now_ms,
+            next_heartbeat_ms: now_ms,
+            bft_tick_ms: None,
+            now_ms,
+            store,
+            config,
+        };
+        let committee = node.committee(epoch)?;
+        if node.config.test_forget_locks_on_restart {
+            // The deliberately broken node loses its whole lock table.
+            node.store.prune_log(Height(0), Epoch(u64::MAX))?;
+        }
+        let locks = node.persisted_locks(epoch)?;
+        let (finality, effects) =
+            FinalityEngine::restore(committee.clone(), node.config.node_key.clone(), locks)?;
+        node.finality = finality;
+        for lock_effect in &effects {
+            if let FinalityEffect::BroadcastVote(vote) = lock_effect {
+                node.own_votes.insert(vote.txid, *vote);
+            }
+        }
+        let mut actions = Vec::new();
+        node.run_finality(effects, &mut actions)?;
+        let effects = node.bft.handle(BftInput::StartHeight {
+            height: next,
+            parent: tip.hash,
+            committee,
+            now_ms,
+        })?;
+        node.run_bft(effects, &mut actions)?;
+        node.schedule(&mut actions);
+        Ok((node, actions))
+    }
+
+    /// The store (read-only), for queries and the simulator's checks.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Gives the store back (a clean shutdown: flush it first).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// The chain parameters.
+    pub fn params(&self) -> &ChainParams {
+        &self.config.params
+    }
+
+    /// The certified transactions not yet in a block.
+    pub fn certified(&self) -> &CertifiedPool {
+        &self.certified
+    }
+
+    /// The block-consensus engine (read-only).
+    pub fn bft(&self) -> &BftEngine {
+        &self.bft
+    }
+
+    /// The finality engine (read-only).
+    pub fn finality(&self) -> &FinalityEngine {
+        &self.finality
+    }
+
+    /// The committed tip height.
+    pub fn tip_height(&self) -> Height {
+        self.store.tip().map_or(Height(0), |tip| tip.height)
+    }
+
+    /// The time of the last tick.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The committee of `epoch`, computed from the registry as it stood at the end of the
+    /// previous epoch, with the hash of that epoch's last block as the leader seed.
+    pub fn committee(&mut self, epoch: Epoch) -> Result<Committee, NodeError> {
+        if let Some(committee) = self.committees.get(&epoch) {
+            return Ok(committee.clone());
+        }
+        let params = &self.config.params;
+        let boundary = if epoch.get() == 0 {
+            Height(0)
+        } else {
+            Height(epoch.get() * params.epoch_length_blocks.max(1) - 1)
+        };
+        let tip = self.tip_height();
+        if boundary > tip {
+            return Err(corrupt(format!(
+                "the committee of epoch {} needs height {} but the tip is {}",
+                epoch.get(),
+                boundary.get(),
+                tip.get()
+            )));
+        }
+        let seed = self
+            .store
+            .block_hash(boundary)?
+            .ok_or_else(|| corrupt(format!("no block at height {}", boundary.get())))?;
+        let registry = self.registry_at(boundary)?;
+        let mut consensus_registry = timecoin_consensus::MasternodeRegistry::new();
+        for registration in registry.iter() {
+            consensus_registry.register(timecoin_consensus::Registration {
+                node_key: registration.node_key,
+                tier: registration.tier,
+                collateral: registration.collateral,
+            })?;
+        }
+        let committee = consensus_registry.committee_for(
+            params.network,
+            epoch,
+            seed.0,
+            &tier_weights(params),
+        )?;
+        self.committees.insert(epoch, committee.clone());
+        while self.committees.len() as u64 > KEPT_COMMITTEES {
+            self.committees.pop_first();
+        }
+        Ok(committee)
+    }
+
+    /// The ledger's registry as of `height`: the stored one (as of the tip) with the blocks
+    /// above `height` undone. Registrations are read back from the blocks that made them.
+    fn registry_at(&self, height: Height) -> Result<MasternodeRegistry, NodeError> {
+        let mut registry = self.store.masternodes().clone();
+        let tip = self.tip_height();
+        let mut at = tip;
+        while at > height {
+            let block = self.block_at(at)?;
+            let mut events = Vec::new();
+            for transaction in block.transactions.iter() {
+                match &transaction.body.kind {
+                    TxKind::RegisterMasternode { .. } => {
+                        events.push(MasternodeEvent::Registered(registration_made_by(
+                            transaction,
+                            at,
+                        )?));
+                    }
+                    TxKind::DeregisterMasternode { collateral } => {
+                        let location = self
+                            .store
+                            .transaction_location(&collateral.txid)?
+                            .ok_or_else(|| {
+                                corrupt("a deregistered collateral's transaction is not indexed")
+                            })?;
+                        let origin = self.block_at(location.height)?;
+                        let registering = origin
+                            .transactions
+                            .get(location.position as usize)
+                            .ok_or_else(|| corrupt("a transaction index points past its block"))?;
+                        events.push(MasternodeEvent::Deregistered {
+                            registration: registration_made_by(registering, location.height)?,
+                            height: at,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            registry.undo(&events);
+            at = Height(at.get() - 1);
+        }
+        Ok(registry)
+    }
+
+    fn block_at(&self, height: Height) -> Result<Block, NodeError> {
+        let hash = self
+            .store
+            .block_hash(height)?
+            .ok_or_else(|| corrupt(format!("no block at height {}", height.get())))?;
+        self.store
+            .block(&hash)?
+            .ok_or_else(|| corrupt(format!("the body of block {} is missing", height.get())))
+    }
+
+    fn persisted_locks(&self, epoch: Epoch) -> Result<Vec<PersistedLock>, NodeError> {
+        let from = LogKey::InputLock {
+            epoch,
+            outpoint: OutPoint {
+                txid: Txid(Default::default()),
+                index: 0,
+            },
+        };
+        let mut by_txid: BTreeMap<Txid, Vec<OutPoint>> = BTreeMap::new();
+        for record in self.store.records(Some(from), MAX_CONSENSUS_BATCH)? {
+            if let LogKey::InputLock {
+                epoch: record_epoch,
+                outpoint,
+            } = record.key
+                && record_epoch == epoch
+            {
+                let txid: Txid = decode(&record.value)
+                    .map_err(|error| corrupt(format!("an input lock: {error}")))?;
+                by_txid.entry(txid).or_default().push(outpoint);
+            }
+        }
+        Ok(by_txid
+            .into_iter()
+            .map(|(txid, mut inputs)| {
+                inputs.sort();
+                PersistedLock {
+                    epoch,
+                    txid,
+                    inputs,
+                }
+            })
+            .collect())
+    }
+
+    /// Handles one input and returns what the runtime must do, in order. `Err` means the node
+    /// must stop (its storage failed); nothing in the failed step was sent.
+    pub fn handle(&mut self, input: Input) -> Result<Vec<Action>, NodeError> {
+        let mut actions = Vec::new();
+        match input {
+            Input::Tick { now_ms } => self.on_tick(now_ms, &mut actions)?,
+            Input::PeerMessage { peer, bytes } => self.on_peer_bytes(peer, &bytes, &mut actions)?,
+            Input::PeerConnected { peer } => {
+                if self.sync.peers.len() < MAX_PEERS {
+                    self.sync.peers.entry(peer).or_insert(Height(0));
+                }
+                if let Some(tip) = self.store.tip() {
+                    actions.push(Action::Send {
+                        peer,
+                        message: NodeMessage::Heartbeat {
+                            height: tip.height,
+                            hash: tip.hash,
+                        },
+                    });
+                }
+                for message in &self.own_bft {
+                    actions.push(Action::Send {
+                        peer,
+                        message: NodeMessage::Bft(message.clone()),
+                    });
+                }
+            }
+            Input::PeerDisconnected { peer } => {
+                self.sync.peers.remove(&peer);
+                if self.sync.in_flight.is_some_and(|(p, _, _)| p == peer) {
+                    self.sync.in_flight = None;
+                }
+            }
+            Input::Command { id, command } => self.on_command(id, command, &mut actions)?,
+        }
+        self.schedule(&mut actions);
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+        Ok(actions)
+    }
+
+    fn schedule(&mut self, actions: &mut Vec<Action>) {
+        let mut next = self.next_resend_ms.min(self.next_heartbeat_ms);
+        if let Some(at) = self.bft_tick_ms {
+            next = next.min(at);
+        }
+        if let Some((_, _, sent)) = self.sync.in_flight {
+            next = next.min(sent + self.config.sync_timeout_ms);
+        }
+        actions.push(Action::ScheduleTick {
+            at_ms: next.max(self.now_ms),
+        });
+    }
+
+    /// Asserts the node's own consistency (debug and simulation builds).
+    pub fn check_invariants(&self) {
+        for entry in self.certified.iter() {
+            let txid = entry.transaction.txid();
+            assert!(
+                !self.mempool.contains(&txid),
+                "a certified transaction is still pending"
+            );
+        }
+        assert!(self.awaiting_inputs.len() <= MAX_AWAITING_INPUTS);
+        assert!(self.awaiting_certified.len() <= MAX_AWAITING_CERTIFIED);
+        assert!(self.own_bft.len() <= MAX_RESENT_BFT_MESSAGES);
+        assert_eq!(self.awaiting_inputs.len(), self.awaiting_order.len());
+    }
+
+    // ----- time -----
+
+    fn on_tick(&mut self, now_ms: u64, actions: &mut Vec<Action>) -> Result<(), NodeError> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let now = self.now_ms;
+        if self.bft_tick_ms.is_some_and(|at| at <= now) {
+            self.bft_tick_ms = None;
+        }
+        let effects = self.bft.handle(BftInput::Tick { now_ms: now })?;
+        self.run_bft(effects, actions)?;
+        if now >= self.next_resend_ms {
+            self.next_resend_ms = now + self.config.resend_interval_ms;
+            self.resend(actions);
+        }
+        if now >= self.next_heartbeat_ms {
+            self.next_heartbeat_ms = now + self.config.heartbeat_interval_ms;
+            if let Some(tip) = self.store.tip() {
+                actions.push(Action::Broadcast(NodeMessage::Heartbeat {
+                    height: tip.height,
+                    hash: tip.hash,
+                }));
+            }
+        }
+        if let Some((peer, _, sent)) = self.sync.in_flight
+            && now >= sent + self.config.sync_timeout_ms
+        {
+            self.sync.in_flight = None;
+            self.sync
+                .shunned
+                .insert(peer, now + self.config.sync_timeout_ms * 4);
+            self.request_sync(actions);
+        }
+        Ok(())
+    }
+
+    /// Re-sends what the engines never retransmit: our latest block-consensus statements, our
+    /// votes and the transactions still collecting votes.
+    fn resend(&mut self, actions: &mut Vec<Action>) {
+        for message in &self.own_bft {
+            actions.push(Action::Broadcast(NodeMessage::Bft(message.clone())));
+        }
+        let votes: Vec<TxVote> = self
+            .own_votes
+            .values()
+            .take(MAX_RELAY_VOTES)
+            .copied()
+            .collect();
+        if !votes.is_empty() {
+            actions.push(Action::Broadcast(NodeMessage::TxVotes(
+                BoundedVec::new(votes).expect("bounded by take"),
+            )));
+        }
+        let pending: Vec<Transaction> = self
+            .mempool
+            .iter()
+            .take(MAX_RELAY_TRANSACTIONS)
+            .map(|entry| entry.transaction().clone())
+            .collect();
+        if !pending.is_empty() {
+            actions.push(Action::Broadcast(NodeMessage::Transactions(
+                BoundedVec::new(pending).expect("bounded by take"),
+            )));
+        }
+        if let Some(certificate) = &self.missing_block {
+            let from = certificate.height;
+            if self.sync.in_flight.is_none() && from > self.tip_height() {
+                self.request_sync(actions);
+            }
+        }
+    }
+
+    // ----- peers -----
+
+    fn penalize(&self, peer: Option<PeerId>, reason: String, actions: &mut Vec<Action>) {
+        if let Some(peer) = peer {
+            actions.push(Action::Penalize { peer, reason });
+        }
+    }
+
+    fn on_peer_bytes(
+        &mut self,
+        peer: PeerId,
+        bytes: &[u8],
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        let message = match NodeMessage::from_bytes(bytes) {
+            Ok(message) => message,
+            Err(error) => {
+                actions.push(Action::Penalize {
+                    peer,
+                    reason: error.to_string(),
+                });
+                return Ok(());
+            }
+        };
+        self.on_message(peer, message, actions)
+    }
+
+    fn on_message(
+        &mut self,
+        peer: PeerId,
+        message: NodeMessage,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        match message {
+            NodeMessage::Transactions(transactions) => {
+                for transaction in transactions.into_inner() {
+                    self.accept_transaction(transaction, Some(peer), actions)?;
+                }
+            }
+            NodeMessage::TxVotes(votes) => {
+                let outcome = self.finality.handle_votes(votes.into_inner());
+                for (vote, error) in &outcome.rejected {
+                    if error.is_peer_fault() {
+                        self.penalize(
+                            Some(peer),
+                            format!("finality vote for {}: {error}", vote.txid),
+                            actions,
+                        );
+                        break;
+                    }
+                }
+                self.run_finality(outcome.effects, actions)?;
+            }
+            NodeMessage::Certified {
+                transaction,
+                certificate,
+            } => self.on_certificate(transaction, certificate, Some(peer), actions)?,
+            NodeMessage::Bft(message) => {
+                let height = message.height();
+                if height.get() > self.tip_height().get() + 2 {
+                    self.note_peer_height(peer, Height(height.get() - 1), actions);
+                }
+                match self.bft.handle(BftInput::Message {
+                    message,
+                    now_ms: self.now_ms,
+                }) {
+                    Ok(effects) => self.run_bft(effects, actions)?,
+                    Err(error) if error.is_peer_fault() => {
+                        self.penalize(Some(peer), format!("block consensus: {error}"), actions)
+                    }
+                    Err(_) => {}
+                }
+            }
+            NodeMessage::Committed(certified) => {
+                let height = certified.block.header.height;
+                let tip = self.tip_height();
+                if height.get() == tip.get() + 1 {
+                    if let Err(reason) = self.apply_certified(*certified, true, actions)? {
+                        self.penalize(Some(peer), reason, actions);
+                    }
+                } else if height > tip {
+                    self.note_peer_height(peer, height, actions);
+                }
+            }
+            NodeMessage::SyncRequest { from, count } => {
+                self.serve_sync(peer, from, count, actions)?
+            }
+            NodeMessage::SyncResponse(blocks) => {
+                self.on_sync_response(peer, blocks.into_inner(), actions)?
+            }
+            NodeMessage::Heartbeat { height, hash: _ } => {
+                self.note_peer_height(peer, height, actions);
+                let tip = self.tip_height();
+                if height.get() + 1 == tip.get() {
+                    // The peer probably missed the last commit votes: push the block.
+                    if let Some(certified) = self.certified_block(tip)? {
+                        actions.push(Action::Send {
+                            peer,
+                            message: NodeMessage::Committed(Box::new(certified)),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn note_peer_height(&mut self, peer: PeerId, height: Height, actions: &mut Vec<Action>) {
+        if self.sync.peers.len() < MAX_PEERS || self.sync.peers.contains_key(&peer) {
+            let known = self.sync.peers.entry(peer).or_insert(Height(0));
+            *known = (*known).max(height);
+        }
+        if height > self.tip_height() && self.sync.in_flight.is_none() {
+            self.request_sync(actions);
+        }
+    }
+
+    fn request_sync(&mut self, actions: &mut Vec<Action>) {
+        let tip = self.tip_height();
+        let now = self.now_ms;
+        self.sync.shunned.retain(|_, until| *until > now);
+        let best = self
+            .sync
+            .peers
+            .iter()
+            .filter(|(peer, height)| **height > tip && !self.sync.shunned.contains_key(peer))
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(peer, _)| *peer);
+        let Some(peer) = best else { return };
+        let from = Height(tip.get() + 1);
+        self.sync.in_flight = Some((peer, from, now));
+        actions.push(Action::Send {
+            peer,
+            message: NodeMessage::SyncRequest {
+                from,
+                count: MAX_SYNC_BLOCKS as u32,
+            },
+        });
+    }
+
+    fn certified_block(&self, height: Height) -> Result<Option<CertifiedBlock>, NodeError> {
+        let Some(hash) = self.store.block_hash(height)? else {
+            return Ok(None);
+        };
+        let (Some(block), Some(certificate)) =
+            (self.store.block(&hash)?, self.store.certificate(height)?)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(CertifiedBlock { block, certificate }))
+    }
+
+    fn serve_sync(
+        &mut self,
+        peer: PeerId,
+        from: Height,
+        count: u32,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        let count = (count as usize).min(MAX_SYNC_BLOCKS);
+        let mut blocks = Vec::new();
+        let mut bytes = 0usize;
+        let tip = self.tip_height();
+        let mut height = from;
+        while blocks.len() < count && height <= tip && height.get() > 0 {
+            let Some(certified) = self.certified_block(height)? else {
+                break;
+            };
+            bytes += encode(&certified.block).len();
+            if !blocks.is_empty() && bytes > MAX_SYNC_RESPONSE_BYTES {
+                break;
+            }
+            blocks.push(certified);
+            height = Height(height.get() + 1);
+        }
+        if !blocks.is_empty() {
+            actions.push(Action::Send {
+                peer,
+                message: NodeMessage::SyncResponse(
+                    BoundedVec::new(blocks).expect("bounded by MAX_SYNC_BLOCKS"),
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn on_sync_response(
+        &mut self,
+        peer: PeerId,
+        blocks: Vec<CertifiedBlock>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        if self.sync.in_flight.is_some_and(|(p, _, _)| p == peer) {
+            self.sync.in_flight = None;
+        }
+        for certified in blocks {
+            let height = certified.block.header.height;
+            let tip = self.tip_height();
+            if height <= tip {
+                continue;
+            }
+            if height.get() != tip.get() + 1 {
+                break;
+            }
+            if let Err(reason) = self.apply_certified(certified, true, actions)? {
+                self.penalize(Some(peer), format!("sync: {reason}"), actions);
+                self.sync
+                    .shunned
+                    .insert(peer, self.now_ms + self.config.sync_timeout_ms * 10);
+                break;
+            }
+        }
+        if self.sync.in_flight.is_none() {
+            self.request_sync(actions);
+        }
+        Ok(())
+    }
+
+    /// Verifies a block received with its certificate and applies it if it is the next one.
+    /// `Ok(Err(reason))` blames whoever sent it.
+    fn apply_certified(
+        &mut self,
+        certified: CertifiedBlock,
+        synced: bool,
+        actions: &mut Vec<Action>,
+    ) -> Result<Result<(), String>, NodeError> {
+        let CertifiedBlock { block, certificate } = certified;
+        let height = block.header.height;
+        if certificate.height != height || certificate.block_hash != block.hash() {
+            return Ok(Err("the certificate is for another block".into()));
+        }
+        if block.header.epoch != self.config.params.epoch_of(height) {
+            return Ok(Err("the block names the wrong epoch".into()));
+        }
+        let committee = self.committee(block.header.epoch)?;
+        if let Err(error) = verify_commit_certificate(&committee, &certificate) {
+            return Ok(Err(format!("invalid commit certificate: {error}")));
+        }
+        match self.apply_block(&block, &certificate, synced, actions)? {
+            Ok(()) => Ok(Ok(())),
+            Err(error) => Ok(Err(format!("invalid block: {error}"))),
+        }
+    }
+
+    // ----- transactions -----
+
+    fn is_known(&self, txid: &Txid) -> Result<bool, NodeError> {
+        Ok(self.mempool.contains(txid)
+            || self.certified.contains(txid)
+            || self.awaiting_inputs.contains_key(txid)
+            || self.store.transaction_location(txid)?.is_some())
+    }
+
+    /// Checks, pools, relays and votes on a transaction from a peer or a client.
+    fn accept_transaction(
+        &mut self,
+        transaction: Transaction,
+        from: Option<PeerId>,
+        actions: &mut Vec<Action>,
+    ) -> Result<SubmitOutcome, NodeError> {
+        let txid = transaction.txid();
+        if self.is_known(&txid)? {
+            return Ok(SubmitOutcome::AlreadyKnown(txid));
+        }
+        if transaction.is_reward() {
+            self.penalize(from, "relayed a reward transaction".into(), actions);
+            return Ok(SubmitOutcome::Rejected(
+                "reward transactions are not relayed".into(),
+            ));
+        }
+        let network = self.config.params.network;
+        if let Err(error) = check_transaction(&transaction, &self.config.params)
+            .and_then(|_| verify_transaction(&transaction, 0, network))
+        {
+            self.penalize(
+                from,
+                format!("invalid transaction {txid}: {error}"),
+                actions,
+            );
+            return Ok(SubmitOutcome::Rejected(error.to_string()));
+        }
+        self.first_seen.entry(txid).or_insert(self.now_ms);
+        self.admit_verified(transaction, actions)
+    }
+
+    /// The state-dependent part of admission, for a transaction whose signatures and stateless
+    /// rules already passed (also used to retry transactions awaiting inputs).
+    fn admit_verified(
+        &mut self,
+        transaction: Transaction,
+        actions: &mut Vec<Action>,
+    ) -> Result<SubmitOutcome, NodeError> {
+        let txid = transaction.txid();
+        let next = Height(self.tip_height().get() + 1);
+        let validated = {
+            let view = CertifiedView {
+                base: &self.store,
+                pool: &self.certified,
+            };
+            validate_transaction(&transaction, &view, &self.store, &self.config.params, next)
+        };
+        let validated = match validated {
+            Ok(validated) => validated,
+            Err(LedgerError::MissingInput { .. }) => {
+                self.await_inputs(transaction);
+                return Ok(SubmitOutcome::AwaitingInputs(txid));
+            }
+            Err(LedgerError::Backend(error)) => return Err(error.into()),
+            // Validity depends on our view, which may differ from the relayer's: not a fault.
+            Err(error) => return Ok(SubmitOutcome::Rejected(error.to_string())),
+        };
+        if let Some(other) = transaction
+            .body
+            .inputs
+            .iter()
+            .find_map(|input| self.certified.spender_of(&input.prevout))
+        {
+            return Ok(SubmitOutcome::Rejected(format!(
+                "conflicts with certified transaction {other}"
+            )));
+        }
+        match self.mempool.insert(transaction.clone(), validated.fee) {
+            Ok(_) => {}
+            Err(MempoolError::AlreadyInPool { .. }) => {
+                return Ok(SubmitOutcome::AlreadyKnown(txid));
+            }
+            Err(error) => return Ok(SubmitOutcome::Rejected(error.to_string())),
+        }
+        actions.push(Action::Broadcast(NodeMessage::Transactions(
+            BoundedVec::new(vec![transaction.clone()]).expect("one transaction"),
+        )));
+        self.vote_on(&transaction, actions)?;
+        if let Some((transaction, certificate)) = self.awaiting_certified.remove(&txid) {
+            self.on_certificate(transaction, certificate, None, actions)?;
+        }
+        Ok(SubmitOutcome::Accepted(txid))
+    }
+
+    fn vote_on(
+        &mut self,
+        transaction: &Transaction,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        let inputs: Vec<OutPoint> = transaction.body.inputs.iter().map(|i| i.prevout).collect();
+        match self.finality.handle(FinalityInput::Transaction {
+            txid: transaction.txid(),
+            inputs,
+        }) {
+            Ok(effects) => self.run_finality(effects, actions),
+            // A conflicting lock or a full engine: we simply do not vote.
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn await_inputs(&mut self, transaction: Transaction) {
+        let txid = transaction.txid();
+        if self.awaiting_inputs.contains_key(&txid) {
+            return;
+        }
+        if self.awaiting_inputs.len() >= MAX_AWAITING_INPUTS
+            && let Some((_, oldest)) = self.awaiting_order.pop_first()
+        {
+            self.awaiting_inputs.remove(&oldest);
+        }
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.awaiting_order.insert(sequence, txid);
+        self.awaiting_inputs.insert(txid, (sequence, transaction));
+    }
+
+    /// Retries transactions and certificates that were waiting for inputs.
+    fn retry_waiting(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
+        let waiting: Vec<Txid> = self.awaiting_order.values().copied().collect();
+        for txid in waiting {
+            let Some((sequence, transaction)) = self.awaiting_inputs.remove(&txid) else {
+                continue;
+            };
+            self.awaiting_order.remove(&sequence);
+            if self.store.transaction_location(&txid)?.is_some() {
+                continue;
+            }
+            if let SubmitOutcome::AwaitingInputs(_) = self.admit_verified(transaction, actions)? {
+                // Re-queued at the back by admit_verified.
+            }
+        }
+        let certificates: Vec<Txid> = self.awaiting_certified.keys().copied().collect();
+        for txid in certificates {
+            if let Some((transaction, certificate)) = self.awaiting_certified.remove(&txid) {
+                self.on_certificate(transaction, certificate, None, actions)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A finality certificate, ours or a peer's (`from`): verify it, then make the transaction
+    /// final in our view.
+    fn on_certificate(
+        &mut self,
+        transaction: Transaction,
+        certificate: FinalityCertificate,
+        from: Option<PeerId>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        let txid = transaction.txid();
+        if certificate.txid != txid {
+            self.penalize(from, "certificate for another transaction".into(), actions);
+            return Ok(());
+        }
+        if self.certified.contains(&txid) || self.store.transaction_location(&txid)?.is_some() {
+            return Ok(());
+        }
+        if from.is_some() {
+            let network = self.config.params.network;
+            if let Err(error) = check_transaction(&transaction, &self.config.params)
+                .and_then(|_| verify_transaction(&transaction, 0, network))
+            {
+                self.penalize(
+                    from,
+                    format!("certified an invalid transaction: {error}"),
+                    actions,
+                );
+                return Ok(());
+            }
+            let Some(committee) = self.known_committee(certificate.epoch) else {
+                // A certificate of an epoch we cannot check (too old or not reached yet).
+                return Ok(());
+            };
+            if let Err(error) = certificate.verify(&committee) {
+                self.penalize(
+                    from,
+                    format!("invalid finality certificate: {error}"),
+                    actions,
+                );
+                return Ok(());
+            }
+        }
+        let next = Height(self.tip_height().get() + 1);
+        let validated = {
+            let view = CertifiedView {
+                base: &self.store,
+                pool: &self.certified,
+            };
+            validate_transaction(&transaction, &view, &self.store, &self.config.params, next)
+        };
+        let fee = match validated {
+            Ok(validated) => validated.fee,
+            Err(LedgerError::Backend(error)) => return Err(error.into()),
+            Err(_) => {
+                // Its inputs are not in our view yet (a parent's certificate or a block is
+                // still on its way), or, with more than f faulty weight, it conflicts with
+                // another certified transaction. Keep it and retry as our view grows.
+                if self.awaiting_certified.len() < MAX_AWAITING_CERTIFIED {
+                    self.awaiting_certified
+                        .insert(txid, (transaction, certificate));
+                }
+                return Ok(());
+            }
+        };
+        if self.certified.len() >= MAX_CERTIFIED_UNBLOCKED {
+            if self.awaiting_certified.len() < MAX_AWAITING_CERTIFIED {
+                self.awaiting_certified
+                    .insert(txid, (transaction, certificate));
+            }
+            return Ok(());
+        }
+        // Pending transactions spending the same inputs can never be final now.
+        for input in &transaction.body.inputs {
+            if let Some(other) = self.mempool.spender_of(&input.prevout)
+                && other != txid
+            {
+                self.mempool.remove(&other);
+            }
+        }
+        self.mempool.remove(&txid);
+        self.awaiting_inputs.retain(|id, _| *id != txid);
+        self.awaiting_order.retain(|_, id| *id != txid);
+        self.own_votes.remove(&txid);
+        let size_bytes = transaction.encoded_size();
+        self.certified.insert(
+            CertifiedEntry {
+                transaction: transaction.clone(),
+                certificate: certificate.clone(),
+                fee,
+                size_bytes,
+            },
+            next,
+        );
+        let latency_ms = self
+            .first_seen
+            .remove(&txid)
+            .map_or(0, |seen| self.now_ms.saturating_sub(seen));
+        actions.push(Action::Event(NodeEvent::TransactionFinalized {
+            txid,
+            latency_ms,
+        }));
+        actions.push(Action::Broadcast(NodeMessage::Certified {
+            transaction,
+            certificate,
+        }));
+        self.retry_waiting(actions)
+    }
+
+    fn known_committee(&self, epoch: Epoch) -> Option<Committee> {
+        self.committees.get(&epoch).cloned()
+    }
+
+    /// Performs finality effects in order. A lock is durable before the vote it enables is
+    /// even produced: the engine signs only when told `LockPersisted`.
+    fn run_finality(
+        &mut self,
+        effects: Vec<FinalityEffect>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        let mut queue: VecDeque<FinalityEffect> = effects.into();
+        while let Some(effect) = queue.pop_front() {
+            match effect {
+                FinalityEffect::PersistLock(lock) => {
+                    let records: Vec<ConsensusRecord> = lock
+                        .inputs
+                        .iter()
+                        .map(|outpoint| ConsensusRecord {
+                            key: LogKey::InputLock {
+                                epoch: lock.epoch,
+                                outpoint: *outpoint,
+                            },
+                            value: timecoin_primitives::BoundedBytes::new(encode(&lock.txid))
+                                .expect("a txid fits a record"),
+                        })
+                        .collect();
+                    let outcomes = self.store.persist(&records)?;
+                    if let Some(LogOutcome::Conflict(_)) = outcomes
+                        .iter()
+                        .find(|outcome| matches!(outcome, LogOutcome::Conflict(_)))
+                    {
+                        actions.push(Action::Event(NodeEvent::RefusedToEquivocate(format!(
+                            "input lock for {} conflicts with a persisted lock",
+                            lock.txid
+                        ))));
+                        continue;
+                    }
+                    let more = self.finality.handle(FinalityInput::LockPersisted {
+                        epoch: lock.epoch,
+                        txid: lock.txid,
+                    })?;
+                    queue.extend(more);
+                }
+                FinalityEffect::BroadcastVote(vote) => {
+                    self.own_votes.insert(vote.txid, vote);
+                    actions.push(Action::Broadcast(NodeMessage::TxVotes(
+                        BoundedVec::new(vec![vote]).expect("one vote"),
+                    )));
+                }
+                FinalityEffect::Certified(certificate) => {
+                    let txid = certificate.txid;
+                    let body = self
+                        .mempool
+                        .get(&txid)
+                        .cloned()
+                        .or_else(|| self.awaiting_inputs.get(&txid).map(|(_, tx)| tx.clone()));
+                    // Without the body (it conflicted with our pool, say) we wait for a
+                    // peer to relay it with the certificate.
+                    if let Some(transaction) = body {
+                        self.on_certificate(transaction, certificate, None, actions)?;
+                    }
+                }
+                FinalityEffect::Evidence(evidence) => {
+                    actions.push(Action::Event(NodeEvent::Evidence(Box::new(evidence))))
+                }
+                // We keep the transaction pooled; whichever of the conflicting pair gets a
+                // certificate wins, and the other leaves the pool then.
+                FinalityEffect::Refused { .. } => {}
+                FinalityEffect::ReleaseLocksBefore(epoch) => {
+                    let below = Height(self.tip_height().get().saturating_sub(1));
+                    self.store.prune_log(below, epoch)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ----- blocks -----
+
+    /// Performs block-consensus effects in order. A `Persist` is durable (and the signed slot
+    /// recorded in the write-once log) before any later effect; if the log already holds a
+    /// different statement for the slot, the broadcasts that follow are withheld.
+    fn run_bft(
+        &mut self,
+        effects: Vec<BftEffect>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        let mut queue: VecDeque<BftEffect> = effects.into();
+        let mut withhold = false;
+        let view_before = (self.bft.height(), self.bft.view());
+        while let Some(effect) = queue.pop_front() {
+            match effect {
+                BftEffect::Persist(state) => {
+                    self.store.save_bft_state(&state)?;
+                    withhold = false;
+                    if let Some(signed) = state.last_signed {
+                        let record = ConsensusRecord {
+                            key: LogKey::BlockVote {
+                                height: signed.slot.height,
+                                view: signed.slot.view,
+                                phase: signed.slot.phase as u8,
+                            },
+                            value: timecoin_primitives::BoundedBytes::new(encode(&signed.digest))
+                                .expect("a digest fits a record"),
+                        };
+                        let outcomes = self.store.persist(&[record])?;
+                        if matches!(outcomes.first(), Some(LogOutcome::Conflict(_))) {
+                            withhold = true;
+                            actions.push(Action::Event(NodeEvent::RefusedToEquivocate(format!(
+                                "block statement at {:?} differs from the persisted one",
+                                signed.slot
+                            ))));
+                        }
+                    }
+                }
+                BftEffect::Broadcast(message) => {
+                    if withhold {
+                        continue;
+                    }
+                    if self.own_bft.len() >= MAX_RESENT_BFT_MESSAGES {
+                        self.own_bft.pop_front();
+                    }
+                    self.own_bft.push_back(message.clone());
+                    actions.push(Action::Broadcast(NodeMessage::Bft(message)));
+                }
+                BftEffect::RequestBlockContents {
+                    height,
+                    view,
+                    parent,
+                } => {
+                    if let Some(block) = self.propose(height, parent)? {
+                        let more = self.bft.handle(BftInput::BlockContents {
+                            height,
+                            view,
+                            block,
+                            now_ms: self.now_ms,
+                        })?;
+                        queue.extend(more);
+                    }
+                }
+                BftEffect::ValidateBlock {
+                    height,
+                    view,
+                    block,
+                } => {
+                    let valid = self.judge(&block)?;
+                    let more = self.bft.handle(BftInput::BlockValidated {
+                        height,
+                        view,
+                        block_hash: block.hash(),
+                        valid,
+                        now_ms: self.now_ms,
+                    })?;
+                    queue.extend(more);
+                }
+                BftEffect::Committed { certificate, block } => match block {
+                    Some(block) => {
+                        if block.header.height.get() == self.tip_height().get() + 1 {
+                            match self.apply_block(&block, &certificate, false, actions)? {
+                                Ok(()) => {}
+                                Err(error) => {
+                                    return Err(corrupt(format!(
+                                        "a block committed by consensus does not apply: {error}"
+                                    )));
+                                }
+                            }
+                            // apply_block started the next height; its effects were run there.
+                        }
+                    }
+                    None => {
+                        self.missing_block = Some(certificate);
+                        if self.sync.in_flight.is_none() {
+                            self.request_sync(actions);
+                        }
+                    }
+                },
+                BftEffect::Evidence(evidence) => {
+                    actions.push(Action::Event(NodeEvent::Evidence(Box::new(evidence))))
+                }
+                BftEffect::ScheduleTick { at_ms } => {
+                    self.bft_tick_ms = Some(self.bft_tick_ms.map_or(at_ms, |t| t.min(at_ms)));
+                }
+            }
+        }
+        let view_after = (self.bft.height(), self.bft.view());
+        if view_after.0 == view_before.0 && view_after.1 > view_before.1 {
+            actions.push(Action::Event(NodeEvent::ViewChanged {
+                height: view_after.0,
+                view: view_after.1,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Builds our proposal: certified transactions (in certification order, so parents come
+    /// first) that still validate, plus the reward to our collateral's owner.
+    fn propose(&mut self, height: Height, parent: BlockHash) -> Result<Option<Block>, NodeError> {
+        let Some(key) = self.config.node_key.as_ref() else {
+            return Ok(None);
+        };
+        let Some(tip) = self.store.tip() else {
+            return Ok(None);
+        };
+        if tip.hash != parent || tip.height.get() + 1 != height.get() {
+            return Ok(None);
+        }
+        let proposer = key.public_key();
+        let parent_header = self
+            .store
+            .header(&parent)?
+            .ok_or_else(|| corrupt("the tip's header is missing"))?;
+        let Some(collateral) = self.store.collateral_of_node_key(&proposer)? else {
+            return Ok(None);
+        };
+        let owner = self
+            .store
+            .registration(&collateral)?
+            .ok_or_else(|| corrupt("a registration is missing"))?
+            .owner;
+        let params = &self.config.params;
+        let mut chosen = Vec::new();
+        let mut bytes = 0usize;
+        {
+            let mut cache = UtxoCache::new(&self.store);
+            for entry in self.certified.iter() {
+                if chosen.len() >= MAX_BLOCK_TRANSACTIONS_PROPOSED
+                    || bytes + entry.size_bytes > params.max_block_bytes / 2
+                {
+                    break;
+                }
+                let Ok(validated) =
+                    validate_transaction(&entry.transaction, &cache, &self.store, params, height)
+                else {
+                    continue;
+                };
+                for (outpoint, _) in &validated.spent {
+                    cache.remove_utxo(outpoint)?;
+                }
+                let txid = validated.txid;
+                let collateral_output = match entry.transaction.body.kind {
+                    TxKind::RegisterMasternode {
+                        collateral_output, ..
+                    } => Some(collateral_output),
+                    _ => None,
+                };
+                for (index, output) in (0u32..).zip(entry.transaction.body.outputs.iter()) {
+                    cache.insert_utxo(
+                        OutPoint { txid, index },
+                        UtxoEntry {
+                            output: *output,
+                            height,
+                            is_collateral: collateral_output == Some(index),
+                        },
+                    )?;
+                }
+                bytes += entry.size_bytes;
+                chosen.push(entry.transaction.clone());
+            }
+        }
+        // At most one registration per node key per block: the ledger refuses a second.
+        let template = BlockTemplate {
+            parent: parent_header.clone(),
+            timestamp: Timestamp(self.now_ms.max(parent_header.timestamp.as_millis())),
+            proposer,
+            transactions: chosen,
+        };
+        let block = build_block(
+            template,
+            |allowed| {
+                if allowed.is_zero() {
+                    Vec::new()
+                } else {
+                    vec![TxOut {
+                        amount: allowed,
+                        address: owner,
+                    }]
+                }
+            },
+            &self.store,
+            self.store.utxo_commitment(),
+            &self.store,
+            params,
+        );
+        match block {
+            Ok(block) => Ok(Some(block)),
+            Err(LedgerError::Backend(error)) => Err(error.into()),
+            // A combination the ledger refuses (two registrations of one key, say): propose
+            // an empty block rather than nothing, so the chain moves.
+            Err(_) => {
+                let template = BlockTemplate {
+                    parent: parent_header.clone(),
+                    timestamp: Timestamp(self.now_ms.max(parent_header.timestamp.as_millis())),
+                    proposer,
+                    transactions: Vec::new(),
+                };
+                Ok(build_block(
+                    template,
+                    |allowed| {
+                        if allowed.is_zero() {
+                            Vec::new()
+                        } else {
+                            vec![TxOut {
+                                amount: allowed,
+                                address: owner,
+                            }]
+                        }
+                    },
+                    &self.store,
+                    self.store.utxo_commitment(),
+                    &self.store,
+                    params,
+                )
+                .ok())
+            }
+        }
+    }
+
+    /// Whether a proposed block may be voted for: signatures, every ledger rule against our
+    /// committed state (UTXO commitment included), no transaction conflicting with one we know
+    /// to be certified, and a timestamp not too far ahead of our clock.
+    fn judge(&self, block: &Block) -> Result<bool, NodeError> {
+        let Some(tip) = self.store.tip() else {
+            return Ok(false);
+        };
+        if block.header.previous_hash != tip.hash {
+            return Ok(false);
+        }
+        if block.header.timestamp.as_millis() > self.now_ms + MAX_FUTURE_BLOCK_MS {
+            return Ok(false);
+        }
+        for transaction in block.transactions.iter().skip(1) {
+            let txid = transaction.txid();
+            for input in &transaction.body.inputs {
+                if let Some(holder) = self.certified.spender_of(&input.prevout)
+                    && holder != txid
+                {
+                    return Ok(false);
+                }
+            }
+        }
+        let parent = self
+            .store
+            .header(&tip.hash)?
+            .ok_or_else(|| corrupt("the tip's header is missing"))?;
+        if verify_block_signatures(block, self.config.params.network).is_err() {
+            return Ok(false);
+        }
+        match validate_block(
+            block,
+            &parent,
+            &self.store,
+            self.store.utxo_commitment(),
+            &self.store,
+            &self.config.params,
+        ) {
+            Ok(_) => Ok(true),
+            Err(LedgerError::Backend(error)) => Err(error.into()),
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// Applies a committed block: ledger rules through a change recorder, one durable store
+    /// commit, then the pools, the engines and the next height. `Ok(Err(_))` means the block
+    /// broke a ledger rule (and nothing was written).
+    fn apply_block(
+        &mut self,
+        block: &Block,
+        certificate: &CommitCertificate,
+        synced: bool,
+        actions: &mut Vec<Action>,
+    ) -> Result<Result<(), LedgerError>, NodeError> {
+        let tip = self.store.tip().ok_or(NodeError::NoGenesis)?;
+        let parent = self
+            .store
+            .header(&tip.hash)?
+            .ok_or_else(|| corrupt("the tip's header is missing"))?;
+        let mut commitment = self.store.utxo_commitment().clone();
+        let (outcome, changes) = {
+            let mut recorder = ChangeRecorder::new(&self.store);
+            let outcome = match connect_block(
+                block,
+                &parent,
+                &mut recorder,
+                &mut commitment,
+                &self.store,
+                &self.config.params,
+            ) {
+                Ok(outcome) => outcome,
+                Err(LedgerError::Backend(error)) => return Err(error.into()),
+                Err(error) => return Ok(Err(error)),
+            };
+            (outcome, recorder.into_changes()?)
+        };
+        self.store.commit_block(BlockCommit {
+            block,
+            certificate: Some(certificate),
+            changes: &changes,
+            commitment: &commitment,
+            masternode_events: outcome.masternode_events(),
+        })?;
+        let height = block.header.height;
+        let hash = block.hash();
+        if self
+            .missing_block
+            .as_ref()
+            .is_some_and(|c| c.height <= height)
+        {
+            self.missing_block = None;
+        }
+        // Pools: included transactions leave, and so does anything conflicting with them.
+        self.mempool.remove_for_block(block);
+        let mut finality_effects = Vec::new();
+        for transaction in block.transactions.iter().skip(1) {
+            let txid = transaction.txid();
+            self.certified.remove(&txid);
+            self.own_votes.remove(&txid);
+            self.first_seen.remove(&txid);
+            self.awaiting_certified.remove(&txid);
+            for input in &transaction.body.inputs {
+                if let Some(other) = self.certified.spender_of(&input.prevout)
+                    && other != txid
+                {
+                    self.certified.remove(&other);
+                }
+            }
+            if let Ok(effects) = self.finality.handle(FinalityInput::Included { txid }) {
+                finality_effects.extend(effects);
+            }
+        }
+        self.own_bft.clear();
+        actions.push(Action::Event(NodeEvent::BlockCommitted {
+            height,
+            hash,
+            view: certificate.view,
+            transactions: block.transactions.len(),
+            synced,
+        }));
+        self.run_finality(finality_effects, actions)?;
+        // The next height, maybe in a new epoch.
+        let next = Height(height.get() + 1);
+        let epoch = self.config.params.epoch_of(next);
+        let committee = self.committee(epoch)?;
+        if epoch > self.finality.committee().epoch() {
+            let effects = self
+                .finality
+                .handle(FinalityInput::NewEpoch(committee.clone()))?;
+            self.own_votes.clear();
+            actions.push(Action::Event(NodeEvent::EpochStarted {
+                epoch,
+                members: committee.members().len(),
+            }));
+            self.run_finality(effects, actions)?;
+            // Locks lapsed: vote again on everything still pending, in a fixed order.
+            let pending: Vec<Transaction> = self
+                .mempool
+                .iter()
+                .map(|entry| (entry.txid(), entry.transaction().clone()))
+                .collect::<BTreeMap<_, _>>()
+                .into_values()
+                .collect();
+            for transaction in pending {
+                self.vote_on(&transaction, actions)?;
+            }
+        }
+        let effects = self.bft.handle(BftInput::StartHeight {
+            height: next,
+            parent: hash,
+            committee,
+            now_ms: self.now_ms,
+        })?;
+        self.run_bft(effects, actions)?;
+        self.retry_waiting(actions)?;
+        Ok(Ok(()))
+    }
+
+    // ----- commands -----
+
+    fn on_command(
+        &mut self,
+        id: RequestId,
+        command: Command,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        let reply = match command {
+            Command::SubmitTransaction(transaction) => {
+                Reply::Submitted(self.accept_transaction(transaction, None, actions)?)
+            }
+            Command::Tip => Reply::Tip(self.store.tip()),
+            Command::BlockByHash(hash) => match self.store.block(&hash)? {
+                Some(block) => {
+                    let certificate = self.store.certificate(block.header.height)?;
+                    Reply::Block(Some((block, certificate)))
+                }
+                None => Reply::Block(None),
+            },
+            Command::BlockByHeight(height) => match self.store.block_hash(height)? {
+                Some(hash) => Reply::Block(
+                    self.store
+                        .block(&hash)?
+                        .map(|block| (block, self.store.certificate(height).ok().flatten())),
+                ),
+                None => Reply::Block(None),
+            },
+            Command::TransactionStatus(txid) => Reply::TransactionStatus(self.status(&txid)?),
+            Command::UtxosByAddress { address, limit } => {
+                let limit = limit.min(timecoin_storage::traits::MAX_ADDRESS_QUERY);
+                let mut utxos = Vec::new();
+                for outpoint in self.store.address_outpoints(&address, limit)? {
+                    if self.certified.spender_of(&outpoint).is_some() {
+                        continue;
+                    }
+                    if let Some(entry) = self.store.utxo(&outpoint)? {
+                        utxos.push((outpoint, entry));
+                    }
+                }
+                for (outpoint, entry) in self.certified.unspent_outputs() {
+                    if utxos.len() >= limit {
+                        break;
+                    }
+                    if entry.output.address == address {
+                        utxos.push((*outpoint, *entry));
+                    }
+                }
+                utxos.truncate(limit);
+                Reply::Utxos(utxos)
+            }
+            Command::MempoolInfo => {
+                let info = self.mempool.info();
+                Reply::Mempool(MempoolSummary {
+                    pending_transactions: info.transactions,
+                    pending_bytes: info.bytes,
+                    certified_transactions: self.certified.len(),
+                    awaiting_inputs: self.awaiting_inputs.len(),
+                })
+            }
+            Command::ConsensusInfo => {
+                let committee = self.finality.committee();
+                let height = self.bft.height();
+                let view = self.bft.view();
+                Reply::Consensus(Box::new(ConsensusSummary {
+                    height,
+                    view,
+                    epoch: committee.epoch(),
+                    committee_members: committee.members().len(),
+                    total_weight: committee.total_weight().get(),
+                    quorum_weight: committee.quorum_weight().get(),
+                    node_key: self.config.node_key.as_ref().map(|key| {
+                        let public = key.public_key();
+                        (public, committee.member(&public).is_some())
+                    }),
+                    leader: committee.leader(height, view).node_key,
+                    locked_inputs: self.finality.locked_inputs(),
+                }))
+            }
+        };
+        actions.push(Action::Reply { id, reply });
+        Ok(())
+    }
+
+    /// Where `txid` stands.
+    pub fn status(&self, txid: &Txid) -> Result<TxStatus, NodeError> {
+        if let Some(location) = self.store.transaction_location(txid)? {
+            return Ok(TxStatus::Included {
+                height: location.height,
+                position: location.position,
+            });
+        }
+        if let Some(entry) = self.certified.get(txid) {
+            return Ok(TxStatus::Certified(entry.certificate.clone()));
+        }
+        if self.mempool.contains(txid) {
+            return Ok(TxStatus::Pending);
+        }
+        if self.awaiting_inputs.contains_key(txid) {
+            return Ok(TxStatus::AwaitingInputs);
+        }
+        Ok(TxStatus::Unknown)
+    }
+}
+
+/// The registration a `RegisterMasternode` transaction made at `height`.
+fn registration_made_by(
+    transaction: &Transaction,
+    height: Height,
+) -> Result<MasternodeRegistration, NodeError> {
+    let TxKind::RegisterMasternode {
+        collateral_output,
+        node_key,
+        tier,
+        network_address,
+    } = &transaction.body.kind
+    else {
+        return Err(corrupt("a collateral was not created by a registration"));
+    };
+    let output = transaction
+        .body
+        .outputs
+        .get(*collateral_output as usize)
+        .ok_or_else(|| corrupt("a registration's collateral output is missing"))?;
+    Ok(MasternodeRegistration {
+        collateral: OutPoint {
+            txid: transaction.txid(),
+            index: *collateral_output,
+        },
+        owner: output.address,
+        node_key: *node_key,
+        tier: *tier,
+        network_address: network_address.clone(),
+        registered_at: height,
+    })
+}
+
+/// Writes the genesis block into an empty store.
+pub fn init_store<S: NodeStore>(
+    store: &mut S,
+    genesis: &Block,
+    params: &ChainParams,
+) -> Result<(), NodeError> {
+    let mut commitment = timecoin_ledger::UtxoCommitment::empty();
+    let (outcome, changes) = {
+        let mut recorder = ChangeRecorder::new(&*store);
+        let outcome =
+            timecoin_ledger::apply_genesis(genesis, &mut recorder, &mut commitment, params)?;
+        (outcome, recorder.into_changes()?)
+    };
+    store.commit_block(BlockCommit {
+        block: genesis,
+        certificate: None,
+        changes: &changes,
+        commitment: &commitment,
+        masternode_events: outcome.masternode_events(),
+    })?;
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! The architecture's invariants, checked as the simulation runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use timecoin_consensus::{BftMessage, FinalityCertificate, TxVote, signing::view_change_digest};
+use timecoin_node::NodeMessage;
+use timecoin_primitives::{
+    Amount, Block, BlockHash, Epoch, Hash32, Height, OutPoint, PublicKey, Transaction, Txid, encode,
+};
+use timecoin_storage::{ChainStore, ConsensusLog, LogKey};
+
+/// A broken invariant, with the simulated time it was seen at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation(pub String);
+
+/// What the checkers remember across the whole run (across crashes too: the point of the
+/// signing checks is that a restarted node must not contradict its earlier self).
+#[derive(Debug, Default)]
+pub struct Checker {
+    /// Height → the block committed there (by anyone).
+    committed: BTreeMap<Height, BlockHash>,
+    /// Input → the certified transaction spending it.
+    certified_spends: BTreeMap<OutPoint, Txid>,
+    /// Input → the committed transaction spending it.
+    block_spends: BTreeMap<OutPoint, Txid>,
+    /// Certified transactions.
+    pub certified: BTreeSet<Txid>,
+    /// (signer, height, view, phase) → digest, for keys that must never equivocate.
+    statements: BTreeMap<(PublicKey, u64, u32, u8), Hash32>,
+    /// (voter, epoch, input) → txid, for keys that must never vote for conflicting spends.
+    tx_votes: BTreeMap<(PublicKey, Epoch, OutPoint), Txid>,
+    /// Every transaction body the simulation created, by txid.
+    pub bodies: BTreeMap<Txid, Transaction>,
+    /// (epoch, txid) → distinct valid voters and their weight.
+    tallies: BTreeMap<(Epoch, Txid), (BTreeSet<PublicKey>, u64)>,
+}
+
+/// The signer, slot and digest of a statement; a proposal is signed by whoever sends it (the
+/// header names the block's original proposer, which differs when a prepared block is
+/// re-proposed in a later view).
+fn statement_of(message: &BftMessage, sender: PublicKey) -> (PublicKey, u64, u32, u8, Hash32) {
+    match message {
+        BftMessage::Proposal(proposal) => (
+            sender,
+            proposal.height.get(),
+            proposal.view,
+            1,
+            proposal.block.hash().0,
+        ),
+        BftMessage::Prepare(vote) => (
+            vote.voter,
+            vote.height.get(),
+            vote.view,
+            2,
+            vote.block_hash.0,
+        ),
+        BftMessage::Commit(vote) => (
+            vote.voter,
+            vote.height.get(),
+            vote.view,
+            3,
+            vote.block_hash.0,
+        ),
+        BftMessage::ViewChange(message) => {
+            let change = &message.view_change;
+            (
+                change.voter,
+                change.height.get(),
+                change.view,
+                0,
+                view_change_digest(change.prepared),
+            )
+        }
+    }
+}
+
+impl Checker {
+    /// Records a transaction the workload created.
+    pub fn learn(&mut self, transaction: &Transaction) {
+        self.bodies.insert(transaction.txid(), transaction.clone());
+    }
+
+    /// A message `key`'s node is about to send. `honest` keys must never contradict
+    /// themselves; `store` is the sender's disk, which must already hold what the message
+    /// depends on (persistence before send); `current_epoch` is the sender's finality epoch.
+    pub fn on_send<S: ConsensusLog>(
+        &mut self,
+        key: Option<PublicKey>,
+        honest: bool,
+        store: &S,
+        current_epoch: Epoch,
+        message: &NodeMessage,
+    ) -> Result<(), Violation> {
+        let Some(key) = key else { return Ok(()) };
+        match message {
+            NodeMessage::Bft(bft) => {
+                let (signer, height, view, phase, digest) = statement_of(bft, key);
+                if signer != key {
+                    return Ok(());
+                }
+                let record = store
+                    .record(&LogKey::BlockVote {
+                        height: Height(height),
+                        view,
+                        phase,
+                    })
+                    .map_err(|e| Violation(format!("reading the log: {e}")))?;
+                if record.map(|r| r.value.to_vec()) != Some(encode(&digest)) {
+                    return Err(Violation(format!(
+                        "persist-before-send broken: {key} sent a statement at height {height} \
+                         view {view} phase {phase} that its disk does not hold"
+                    )));
+                }
+                if honest
+                    && let Some(previous) =
+                        self.statements.insert((key, height, view, phase), digest)
+                    && previous != digest
+                {
+                    return Err(Violation(format!(
+                        "honest masternode {key} signed two different statements for height \
+                         {height} view {view} phase {phase}"
+                    )));
+                }
+            }
+            NodeMessage::TxVotes(votes) => {
+                for vote in votes.iter().filter(|vote| vote.voter == key) {
+                    let Some(body) = self.bodies.get(&vote.txid) else {
+                        continue;
+                    };
+                    for input in &body.body.inputs {
+                        // A vote of an epoch that has ended may leave in the same step that
+                        // ended it, after its lock was released: harmless, since the node
+                        // never signs for that epoch again.
+                        if vote.epoch < current_epoch {
+                            continue;
+                        }
+                        let record = store
+                            .record(&LogKey::InputLock {
+                                epoch: vote.epoch,
+                                outpoint: input.prevout,
+                            })
+                            .map_err(|e| Violation(format!("reading the log: {e}")))?;
+                        if record.map(|r| r.value.to_vec()) != Some(encode(&vote.txid)) {
+                            return Err(Violation(format!(
+                                "persist-before-send broken: {key} sent a vote for {} (epoch {}) \
+                                 whose lock on {:?} is not on its disk",
+                                vote.txid,
+                                vote.epoch.get(),
+                                input.prevout
+                            )));
+                        }
+                        if honest
+                            && let Some(previous) = self
+                                .tx_votes
+                                .insert((key, vote.epoch, input.prevout), vote.txid)
+                            && previous != vote.txid
+                        {
+                            return Err(Violation(format!(
+                                "honest masternode {key} signed two conflicting transactions \
+                                 ({previous} and {}) in epoch {}",
+                                vote.txid,
+                                vote.epoch.get()
+                            )));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A valid vote seen on the wire (signature and membership checked by the caller, with
+    /// the voter's weight in the vote's epoch). A certificate exists as soon as valid votes
+    /// reach the quorum, whether or not any node assembles it, so the checker tallies votes
+    /// itself rather than trusting nodes to announce certificates.
+    pub fn on_vote(&mut self, vote: &TxVote, weight: u64, quorum: u64) -> Result<(), Violation> {
+        let tally = self.tallies.entry((vote.epoch, vote.txid)).or_default();
+        if tally.0.insert(vote.voter) {
+            tally.1 += weight;
+        }
+        if tally.1 >= quorum
+            && let Some(transaction) = self.bodies.get(&vote.txid).cloned()
+        {
+            self.on_certified(&transaction)?;
+        }
+        Ok(())
+    }
+
+    /// Whether this exact vote was already checked.
+    pub fn vote_seen(&self, vote: &TxVote) -> bool {
+        self.tallies
+            .get(&(vote.epoch, vote.txid))
+            .is_some_and(|tally| tally.0.contains(&vote.voter))
+    }
+
+    /// A certificate verified against its epoch's committee.
+    pub fn on_certificate(
+        &mut self,
+        transaction: &Transaction,
+        certificate: &FinalityCertificate,
+    ) -> Result<(), Violation> {
+        if certificate.txid != transaction.txid() {
+            return Ok(());
+        }
+        self.on_certified(transaction)
+    }
+
+    /// `transaction` holds a finality certificate.
+    pub fn on_certified(&mut self, transaction: &Transaction) -> Result<(), Violation> {
+        let txid = transaction.txid();
+        if !self.certified.insert(txid) {
+            return Ok(());
+        }
+        for input in &transaction.body.inputs {
+            if let Some(other) = self.certified_spends.insert(input.prevout, txid)
+                && other != txid
+            {
+                return Err(Violation(format!(
+                    "two conflicting transactions are both certified: {other} and {txid}"
+                )));
+            }
+            if let Some(other) = self.block_spends.get(&input.prevout)
+                && *other != txid
+            {
+                return Err(Violation(format!(
+                    "certified {txid} conflicts with committed {other}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A node committed `block` and its store is now at it: agreement, no conflict with a
+    /// certified transaction, conservation of value and the UTXO commitment.
+    pub fn on_commit<S: ChainStore>(
+        &mut self,
+        block: &Block,
+        store: &S,
+        genesis_total: u128,
+        params: &timecoin_ledger::ChainParams,
+        deep: bool,
+        verify_set: impl FnOnce(&S) -> Result<u128, String>,
+    ) -> Result<(), Violation> {
+        let height = block.header.height;
+        let hash = block.hash();
+        if let Some(previous) = self.committed.insert(height, hash)
+            && previous != hash
+        {
+            return Err(Violation(format!(
+                "two different blocks committed at height {}: {previous} and {hash}",
+                height.get()
+            )));
+        }
+        for transaction in block.transactions.iter().skip(1) {
+            let txid = transaction.txid();
+            for input in &transaction.body.inputs {
+                if let Some(other) = self.certified_spends.get(&input.prevout)
+                    && *other != txid
+                {
+                    return Err(Violation(format!(
+                        "block {} contains {txid}, which conflicts with certified {other}",
+                        height.get()
+                    )));
+                }
+                self.block_spends.insert(input.prevout, txid);
+            }
+        }
+        if deep {
+            // The store may already be past `block` (a sync response applies several blocks
+            // in one step): check it at its own tip.
+            let tip = store.tip().map_or(height, |tip| tip.height);
+            let issued: u128 = (1..=tip.get())
+                .map(|h| u128::from(params.subsidy(Height(h)).units()))
+                .sum();
+            let total = verify_set(store).map_err(Violation)?;
+            if total != genesis_total + issued {
+                return Err(Violation(format!(
+                    "value not conserved at height {}: UTXO total {total}, expected genesis \
+                     {genesis_total} + rewards {issued}",
+                    tip.get()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The committed block at `height`, if any node committed one.
+    pub fn committed_at(&self, height: Height) -> Option<BlockHash> {
+        self.committed.get(&height).copied()
+    }
+
+    /// The highest committed height.
+    pub fn highest(&self) -> Height {
+        self.committed
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(Height(0))
+    }
+}
+
+/// The sum of a list of amounts, wide.
+pub fn total(amounts: impl IntoIterator<Item = Amount>) -> u128 {
+    amounts.into_iter().map(|a| u128::from(a.units())).sum()
+}

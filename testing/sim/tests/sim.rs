@@ -1,0 +1,224 @@
+//! The simulator as tests: a bounded number of random seeds in CI, a long soak on demand,
+//! exact replay of one seed, and scenarios that break a rule on purpose to show that the
+//! checkers catch it.
+
+use timecoin_sim::{Behaviour, Faults, SimConfig, Step, run};
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|value| {
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a number, got {value:?}"))
+    })
+}
+
+fn run_seeds(first: u64, count: u64) {
+    let mut heights = 0u64;
+    for seed in first..first + count {
+        let config = SimConfig::random(seed);
+        match run(&config) {
+            Ok(report) => heights += report.height,
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+    eprintln!(
+        "{count} seeds from {first}: all invariants held; {heights} blocks committed in total"
+    );
+}
+
+/// CI: a bounded number of seeds (`SIM_SEEDS`, default 12), starting at `SIM_START`.
+#[test]
+fn random_seeds() {
+    let count = env_u64("SIM_SEEDS").unwrap_or(12);
+    let first = env_u64("SIM_START").unwrap_or(0);
+    run_seeds(first, count);
+}
+
+/// The long soak: `SIM_SEEDS=10000 cargo test --release -p timecoin-sim --test sim -- --ignored soak`.
+#[test]
+#[ignore = "long; run on demand"]
+fn soak() {
+    let count = env_u64("SIM_SEEDS").unwrap_or(1_000);
+    let first = env_u64("SIM_START").unwrap_or(1_000_000);
+    run_seeds(first, count);
+}
+
+/// Replays one seed exactly: `SIM_SEED=<seed> cargo test -p timecoin-sim --test sim replay`.
+#[test]
+fn replay() {
+    let Some(seed) = env_u64("SIM_SEED") else {
+        return;
+    };
+    let config = SimConfig::random(seed);
+    eprintln!("seed {seed}: {}", config.describe());
+    match run(&config) {
+        Ok(report) => eprintln!("{report:?}"),
+        Err(failure) => panic!("{failure}"),
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let config = SimConfig::random(3);
+    let a = run(&config).unwrap();
+    let b = run(&config).unwrap();
+    assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    assert!(a.height > 10, "{a:?}");
+}
+
+fn scenario(behaviours: Vec<Behaviour>) -> SimConfig {
+    SimConfig {
+        seed: 42,
+        masternodes: behaviours.len(),
+        behaviours,
+        faults: Faults::none(),
+        safety_ms: 6_000,
+        liveness_ms: 6_000,
+        random_workload: false,
+        registrations: false,
+        script: Vec::new(),
+        forget_locks_node: None,
+        check_liveness: true,
+    }
+}
+
+/// A quiet network with a double-spend race: one side wins at most, blocks commit.
+#[test]
+fn a_double_spend_race_finalizes_at_most_one_side() {
+    let mut config = scenario(vec![Behaviour::Honest; 4]);
+    config.script = vec![(
+        1_500,
+        Step::DoubleSpend {
+            first: 0,
+            second: 1,
+            gap_ms: 0,
+        },
+    )];
+    let report = run(&config).unwrap();
+    assert!(report.certified <= 1, "{report:?}");
+    assert!(report.height >= 10, "{report:?}");
+}
+
+/// Broken on purpose: f + 1 masternodes vote for everything. With 4 Bronze nodes f = 1, so two
+/// double-voters plus one honest vote each make two quorums for two conflicting transactions;
+/// the checker must see both certificates.
+#[test]
+fn more_than_f_double_voters_are_caught() {
+    let mut config = scenario(vec![
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::DoubleVote,
+        Behaviour::DoubleVote,
+    ]);
+    config.check_liveness = false;
+    config.script = vec![(
+        1_500,
+        Step::DoubleSpend {
+            first: 0,
+            second: 1,
+            gap_ms: 0,
+        },
+    )];
+    let failure = match run(&config) {
+        Ok(report) => panic!("the checker must catch conflicting certificates: {report:?}"),
+        Err(failure) => failure,
+    };
+    assert!(
+        failure.message.contains("both certified") || failure.message.contains("conflicts with"),
+        "{failure}"
+    );
+    assert!(failure.to_string().contains("SIM_SEED=42"), "{failure}");
+}
+
+/// The same race with one double-voter (= f) stays safe.
+#[test]
+fn f_double_voters_are_tolerated() {
+    let mut config = scenario(vec![
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::DoubleVote,
+    ]);
+    config.script = vec![(
+        1_500,
+        Step::DoubleSpend {
+            first: 0,
+            second: 1,
+            gap_ms: 0,
+        },
+    )];
+    let report = run(&config).unwrap();
+    assert!(report.certified <= 1, "{report:?}");
+}
+
+/// Broken on purpose: node 0 loses its input locks when it restarts. Isolated, it votes for
+/// one spend, crashes, restarts, and is handed the conflicting spend in the same epoch: it
+/// votes again, and the checker must catch the double vote.
+#[test]
+fn a_node_that_forgets_its_locks_is_caught() {
+    let mut config = scenario(vec![Behaviour::Honest; 4]);
+    config.forget_locks_node = Some(0);
+    config.check_liveness = false;
+    config.script = vec![
+        (
+            1_000,
+            Step::Isolate {
+                node: 0,
+                duration_ms: 2_000,
+            },
+        ),
+        (
+            1_100,
+            Step::DoubleSpend {
+                first: 0,
+                second: 0,
+                gap_ms: 400,
+            },
+        ),
+        (
+            1_200,
+            Step::Crash {
+                node: 0,
+                down_ms: 100,
+            },
+        ),
+    ];
+    let failure = run(&config).expect_err("the checker must catch the double vote");
+    assert!(
+        failure.message.contains("two conflicting transactions"),
+        "{failure}"
+    );
+}
+
+/// The honest version of the previous scenario: the restarted node keeps its locks and
+/// refuses the second spend.
+#[test]
+fn a_restarted_node_keeps_its_locks() {
+    let mut config = scenario(vec![Behaviour::Honest; 4]);
+    config.script = vec![
+        (
+            1_000,
+            Step::Isolate {
+                node: 0,
+                duration_ms: 2_000,
+            },
+        ),
+        (
+            1_100,
+            Step::DoubleSpend {
+                first: 0,
+                second: 0,
+                gap_ms: 400,
+            },
+        ),
+        (
+            1_200,
+            Step::Crash {
+                node: 0,
+                down_ms: 100,
+            },
+        ),
+    ];
+    let report = run(&config).unwrap();
+    assert!(report.crashes == 1, "{report:?}");
+}
