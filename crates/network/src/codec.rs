@@ -117,3 +117,73 @@ impl request_response::Codec for BytesCodec {
 pub(crate) fn is_too_large(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::InvalidData && error.to_string().contains(TOO_LARGE)
 }
+
+#[cfg(test)]
+mod tests {
+    use libp2p::futures::executor::block_on;
+    use libp2p::futures::io::Cursor;
+    use libp2p::request_response::Codec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const MAX: usize = 256;
+
+    fn codec() -> BytesCodec {
+        BytesCodec {
+            max_request_bytes: MAX,
+            max_response_bytes: MAX,
+        }
+    }
+
+    fn protocol() -> StreamProtocol {
+        StreamProtocol::new("/test/1")
+    }
+
+    proptest! {
+        #[test]
+        fn requests_and_responses_round_trip(data in proptest::collection::vec(any::<u8>(), 0..=MAX)) {
+            let mut wire = Cursor::new(Vec::new());
+            block_on(codec().write_request(&protocol(), &mut wire, Request::Data(data.clone()))).unwrap();
+            let mut wire = Cursor::new(wire.into_inner());
+            let read = block_on(codec().read_request(&protocol(), &mut wire)).unwrap();
+            prop_assert!(matches!(read, Request::Data(ref got) if *got == data));
+
+            let mut wire = Cursor::new(Vec::new());
+            block_on(codec().write_response(&protocol(), &mut wire, data.clone())).unwrap();
+            let mut wire = Cursor::new(wire.into_inner());
+            prop_assert_eq!(block_on(codec().read_response(&protocol(), &mut wire)).unwrap(), data);
+        }
+
+        /// Whatever a peer sends, reading never panics and never yields more than the limit.
+        #[test]
+        fn arbitrary_input_is_bounded(input in proptest::collection::vec(any::<u8>(), 0..1024)) {
+            let mut wire = Cursor::new(input.clone());
+            match block_on(codec().read_request(&protocol(), &mut wire)) {
+                Ok(Request::Data(data)) => prop_assert!(data.len() <= MAX),
+                Ok(Request::Oversized(length)) => prop_assert!(length > MAX),
+                Err(_) => {}
+            }
+            let mut wire = Cursor::new(input);
+            if let Ok(data) = block_on(codec().read_response(&protocol(), &mut wire)) {
+                prop_assert!(data.len() <= MAX);
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_is_detected_from_the_prefix_alone() {
+        // A prefix claiming 4 GiB with no body: refused without reading or allocating.
+        let mut wire = Cursor::new(u32::MAX.to_be_bytes().to_vec());
+        let read = block_on(codec().read_request(&protocol(), &mut wire)).unwrap();
+        assert!(matches!(read, Request::Oversized(length) if length == u32::MAX as usize));
+        let mut wire = Cursor::new(u32::MAX.to_be_bytes().to_vec());
+        let error = block_on(codec().read_response(&protocol(), &mut wire)).unwrap_err();
+        assert!(is_too_large(&error));
+        // We never send what our own limit forbids.
+        let mut wire = Cursor::new(Vec::new());
+        let error =
+            block_on(codec().write_response(&protocol(), &mut wire, vec![0; MAX + 1])).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+    }
+}
