@@ -28,6 +28,8 @@ pub const DEFAULT_MAX_HEARTBEAT_BYTES: usize = 4 * 1024;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Default maximum response size (a block or a batch of headers or transactions).
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+/// Default maximum direct (one-peer, fire-and-forget) message size: room for a sync response.
+pub const DEFAULT_MAX_DIRECT_BYTES: usize = 8 * 1024 * 1024;
 /// Default time a misbehaving peer stays banned.
 pub const DEFAULT_BAN_DURATION: Duration = Duration::from_secs(60 * 60);
 /// Default time a request waits for its response.
@@ -143,6 +145,8 @@ pub struct NetworkConfig {
     pub max_request_bytes: usize,
     /// Maximum response size.
     pub max_response_bytes: usize,
+    /// Maximum direct message size.
+    pub max_direct_bytes: usize,
     /// How long a misbehaving peer stays banned.
     pub ban_duration: Duration,
     /// How long a request waits for its response.
@@ -168,6 +172,7 @@ impl NetworkConfig {
             topic_limits: TopicLimits::default(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_direct_bytes: DEFAULT_MAX_DIRECT_BYTES,
             ban_duration: DEFAULT_BAN_DURATION,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             discovery_interval: DEFAULT_DISCOVERY_INTERVAL,
@@ -183,6 +188,7 @@ impl NetworkConfig {
             ("messages_per_second", self.messages_per_second as usize),
             ("max_request_bytes", self.max_request_bytes),
             ("max_response_bytes", self.max_response_bytes),
+            ("max_direct_bytes", self.max_direct_bytes),
             ("topic_limits.transactions", self.topic_limits.transactions),
             ("topic_limits.votes", self.topic_limits.votes),
             ("topic_limits.consensus", self.topic_limits.consensus),
@@ -234,6 +240,7 @@ pub(crate) struct Protocols {
     pub identify: String,
     pub gossipsub_prefix: String,
     pub sync: String,
+    pub direct: String,
     pub peer_exchange: String,
 }
 
@@ -244,6 +251,7 @@ impl Protocols {
             identify: format!("{base}/1"),
             gossipsub_prefix: format!("{base}/meshsub"),
             sync: format!("{base}/sync/1"),
+            direct: format!("{base}/direct/1"),
             peer_exchange: format!("{base}/peers/1"),
         }
     }

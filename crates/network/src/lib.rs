@@ -40,6 +40,11 @@
 //! - **Gossip is forwarded once it passes the network's checks** (topic, size, rate), before the
 //!   node has looked at its content. The node reports invalid content, which bans its sender
 //!   quickly; the rate limit bounds what a bad peer can push through meanwhile.
+//! - **Three kinds of traffic.** Gossip ([`NetworkHandle::publish`]) for what every node needs;
+//!   request-response ([`NetworkHandle::request`] / [`NetworkHandle::respond`]) for sync and
+//!   missing data; direct messages ([`NetworkHandle::send`], received as
+//!   [`NetworkEvent::Message`]) for a message-based node that addresses one peer without
+//!   expecting an answer (the receiving network layer acknowledges them itself).
 //! - **Back-pressure.** The event queue is bounded ([`EVENT_QUEUE_CAPACITY`]); when the node
 //!   falls behind, further gossip and requests are dropped and counted in
 //!   [`NetworkStats::events_dropped`] rather than stalling the swarm.
@@ -55,10 +60,10 @@ mod transport;
 
 pub use config::{
     DEFAULT_BAN_DURATION, DEFAULT_DISCOVERY_INTERVAL, DEFAULT_MAX_CONSENSUS_BYTES,
-    DEFAULT_MAX_HEARTBEAT_BYTES, DEFAULT_MAX_INBOUND, DEFAULT_MAX_PEERS, DEFAULT_MAX_REQUEST_BYTES,
-    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_TRANSACTION_BYTES, DEFAULT_MAX_VOTE_BYTES,
-    DEFAULT_MESSAGES_PER_SECOND, DEFAULT_REQUEST_TIMEOUT, MAX_BOOTSTRAP_ADDRESSES, NetworkConfig,
-    Topic, TopicLimits, socket_multiaddr,
+    DEFAULT_MAX_DIRECT_BYTES, DEFAULT_MAX_HEARTBEAT_BYTES, DEFAULT_MAX_INBOUND, DEFAULT_MAX_PEERS,
+    DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_TRANSACTION_BYTES,
+    DEFAULT_MAX_VOTE_BYTES, DEFAULT_MESSAGES_PER_SECOND, DEFAULT_REQUEST_TIMEOUT,
+    MAX_BOOTSTRAP_ADDRESSES, NetworkConfig, Topic, TopicLimits, socket_multiaddr,
 };
 pub use error::{Error, Result};
 pub use identity::{
@@ -72,8 +77,8 @@ pub use persist::{
 pub use scoring::{BAN_THRESHOLD, Misbehaviour, SCORE_DECAY_INTERVAL, SCORE_DECAY_PERCENT};
 pub use service::{
     COMMAND_QUEUE_CAPACITY, EVENT_QUEUE_CAPACITY, MAX_CONNECTIONS_PER_PEER, MAX_EXCHANGED_PEERS,
-    MAX_PENDING_REQUESTS, NetworkEvent, NetworkHandle, NetworkStats, PeerInfo, ResponseChannel,
-    start,
+    MAX_PENDING_DIRECT, MAX_PENDING_REQUESTS, NetworkEvent, NetworkHandle, NetworkStats, PeerInfo,
+    ResponseChannel, start,
 };
 pub use timecoin_primitives::network::Network;
 pub use transport::HANDSHAKE_TIMEOUT;

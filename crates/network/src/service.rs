@@ -4,7 +4,7 @@
 //! talks to it through a cloneable [`NetworkHandle`] (commands over a bounded channel) and hears
 //! from it through a bounded [`NetworkEvent`] receiver. Nothing is shared but atomic counters.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,8 +37,10 @@ pub const EVENT_QUEUE_CAPACITY: usize = 4096;
 pub const COMMAND_QUEUE_CAPACITY: usize = 1024;
 /// Most of our own requests awaiting a response at once.
 pub const MAX_PENDING_REQUESTS: usize = 1024;
+/// Most of our own direct messages awaiting their acknowledgement at once.
+pub const MAX_PENDING_DIRECT: usize = 1024;
 /// Most request streams per connection and protocol at once.
-pub const MAX_CONCURRENT_STREAMS: usize = 64;
+pub const MAX_CONCURRENT_STREAMS: usize = 16;
 /// Connections per peer. Two, so that two nodes dialling each other at the same moment keep one
 /// of the connections instead of each refusing the other's.
 pub const MAX_CONNECTIONS_PER_PEER: u32 = 2;
@@ -73,6 +75,7 @@ struct Behaviour {
     gossipsub:
         gossipsub::Behaviour<gossipsub::IdentityTransform, gossipsub::WhitelistSubscriptionFilter>,
     sync: request_response::Behaviour<BytesCodec>,
+    direct: request_response::Behaviour<BytesCodec>,
     peer_exchange: request_response::Behaviour<BytesCodec>,
 }
 
@@ -96,6 +99,14 @@ pub enum NetworkEvent {
         source: Option<PeerId>,
         /// Its topic.
         topic: Topic,
+        /// The payload.
+        data: Vec<u8>,
+    },
+    /// A direct message from one peer (sent with [`NetworkHandle::send`]); already
+    /// acknowledged, nothing to answer.
+    Message {
+        /// The sender.
+        from: PeerId,
         /// The payload.
         data: Vec<u8>,
     },
@@ -161,6 +172,8 @@ pub struct NetworkStats {
     pub messages_rejected: u64,
     /// Events dropped because the node's event queue was full.
     pub events_dropped: u64,
+    /// Direct messages that were not acknowledged (peer gone, timeout, refused).
+    pub send_failures: u64,
 }
 
 #[derive(Debug, Default)]
@@ -171,6 +184,7 @@ struct SharedStats {
     gossip_received: AtomicU64,
     messages_rejected: AtomicU64,
     events_dropped: AtomicU64,
+    send_failures: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -187,6 +201,11 @@ enum Command {
         peer: PeerId,
         data: Vec<u8>,
         reply: oneshot::Sender<Result<Vec<u8>>>,
+    },
+    Send {
+        peer: PeerId,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<()>>,
     },
     Respond {
         channel: ResponseChannel,
@@ -225,6 +244,7 @@ pub struct NetworkHandle {
     topic_limits: TopicLimits,
     max_request_bytes: usize,
     max_response_bytes: usize,
+    max_direct_bytes: usize,
 }
 
 impl std::fmt::Debug for Command {
@@ -274,6 +294,21 @@ impl NetworkHandle {
             });
         }
         self.call(|reply| Command::Request { peer, data, reply })
+            .await?
+    }
+
+    /// Sends `data` to one peer without waiting for an answer (the peer's network layer
+    /// acknowledges receipt; failures are counted in [`NetworkStats::send_failures`]). Returns
+    /// once the message is queued.
+    pub async fn send(&self, peer: PeerId, data: Vec<u8>) -> Result<()> {
+        if data.len() > self.max_direct_bytes {
+            return Err(Error::MessageTooLarge {
+                kind: "direct message",
+                size: data.len(),
+                max: self.max_direct_bytes,
+            });
+        }
+        self.call(|reply| Command::Send { peer, data, reply })
             .await?
     }
 
@@ -334,6 +369,7 @@ impl NetworkHandle {
             gossip_received: load(&self.stats.gossip_received),
             messages_rejected: load(&self.stats.messages_rejected),
             events_dropped: load(&self.stats.events_dropped),
+            send_failures: load(&self.stats.send_failures),
         }
     }
 
@@ -364,6 +400,7 @@ struct Service {
     known: KnownPeers,
     connected: HashMap<PeerId, PeerState>,
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>>>>,
+    pending_direct: HashSet<OutboundRequestId>,
     stats: Arc<SharedStats>,
     listen_addresses: Vec<Multiaddr>,
     bans_path: PathBuf,
@@ -424,6 +461,15 @@ fn build_behaviour(
         [(protocol(&protocols.sync)?, ProtocolSupport::Full)],
         request_config.clone(),
     );
+    let direct = request_response::Behaviour::with_codec(
+        BytesCodec {
+            max_request_bytes: config.max_direct_bytes,
+            // The acknowledgement is empty.
+            max_response_bytes: 0,
+        },
+        [(protocol(&protocols.direct)?, ProtocolSupport::Full)],
+        request_config.clone(),
+    );
     let peer_exchange = request_response::Behaviour::with_codec(
         BytesCodec {
             max_request_bytes: MAX_PEER_EXCHANGE_REQUEST_BYTES,
@@ -451,6 +497,7 @@ fn build_behaviour(
         identify,
         gossipsub,
         sync,
+        direct,
         peer_exchange,
     })
 }
@@ -530,6 +577,7 @@ pub async fn start(
         topic_limits: config.topic_limits,
         max_request_bytes: config.max_request_bytes,
         max_response_bytes: config.max_response_bytes,
+        max_direct_bytes: config.max_direct_bytes,
     };
     let mut service = Service {
         swarm,
@@ -543,6 +591,7 @@ pub async fn start(
         known,
         connected: HashMap::new(),
         pending_requests: HashMap::new(),
+        pending_direct: HashSet::new(),
         stats,
         listen_addresses: vec![first_address],
         bans_path,
@@ -799,6 +848,23 @@ impl Service {
                     .send_request(&peer, codec::Request::Data(data));
                 self.pending_requests.insert(id, reply);
             }
+            Command::Send { peer, data, reply } => {
+                if self.pending_direct.len() >= MAX_PENDING_DIRECT {
+                    bump(&self.stats.send_failures);
+                    let _ = reply.send(Err(Error::RequestFailed {
+                        peer,
+                        reason: format!("{MAX_PENDING_DIRECT} direct messages already pending"),
+                    }));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .direct
+                    .send_request(&peer, codec::Request::Data(data));
+                self.pending_direct.insert(id);
+                let _ = reply.send(Ok(()));
+            }
             Command::Respond {
                 channel,
                 data,
@@ -849,6 +915,7 @@ impl Service {
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.on_gossip(event),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Direct(event)) => self.on_direct(event),
             SwarmEvent::Behaviour(BehaviourEvent::PeerExchange(event)) => {
                 self.on_peer_exchange(event)
             }
@@ -1039,6 +1106,57 @@ impl Service {
                         reason: error.to_string(),
                     }));
                 }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_direct(&mut self, event: request_response::Event<codec::Request, Vec<u8>>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let data = match request {
+                    codec::Request::Data(data) => data,
+                    codec::Request::Oversized(length) => {
+                        tracing::debug!(%peer, length, "oversized direct message");
+                        bump(&self.stats.messages_rejected);
+                        self.penalise(peer, Misbehaviour::Oversized);
+                        return;
+                    }
+                };
+                if !self.scores.allow_message(peer, Instant::now()) {
+                    bump(&self.stats.messages_rejected);
+                    self.penalise(peer, Misbehaviour::RateLimited);
+                    return;
+                }
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .direct
+                    .send_response(channel, Vec::new());
+                self.emit(NetworkEvent::Message { from: peer, data });
+            }
+            request_response::Event::Message {
+                message: request_response::Message::Response { request_id, .. },
+                ..
+            } => {
+                self.pending_direct.remove(&request_id);
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                self.pending_direct.remove(&request_id);
+                bump(&self.stats.send_failures);
+                tracing::debug!(%peer, %error, "direct message failed");
             }
             _ => {}
         }

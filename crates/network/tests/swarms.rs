@@ -474,3 +474,48 @@ async fn inbound_connections_are_limited() {
     assert_eq!(inbound, vec![b.peer], "{peers:?}");
     assert_eq!(a.handle.stats().inbound_peers, 1);
 }
+
+#[tokio::test]
+async fn direct_messages_are_delivered_and_oversized_ones_scored_down() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut config_a = config(Network::Devnet, dir_a.path(), vec![]);
+    config_a.max_direct_bytes = 1024;
+    let mut a = spawn(config_a, &NodeIdentity::generate()).await;
+    let b = spawn_default(Network::Devnet, &dir_b, vec![a.address.clone()]).await;
+    eventually("B connects", || connected(&a.handle, b.peer)).await;
+
+    b.handle.send(a.peer, b"hello".to_vec()).await.unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let event = tokio::time::timeout_at(deadline, a.events.recv())
+            .await
+            .expect("direct message arrives")
+            .unwrap();
+        if let NetworkEvent::Message { from, data } = event {
+            assert_eq!((from, data.as_slice()), (b.peer, &b"hello"[..]));
+            break;
+        }
+    }
+    assert_eq!(b.handle.stats().send_failures, 0);
+
+    b.handle.send(a.peer, vec![0u8; 2048]).await.unwrap();
+    eventually("B's unacknowledged message is counted", || async {
+        b.handle.stats().send_failures >= 1
+    })
+    .await;
+    eventually("A scores B down", || async {
+        a.handle
+            .peers()
+            .await
+            .unwrap()
+            .iter()
+            .any(|info| info.peer == b.peer && info.score < 0)
+    })
+    .await;
+    while let Ok(event) = a.events.try_recv() {
+        assert!(
+            !matches!(event, NetworkEvent::Message { ref data, .. } if data.len() > 1024),
+            "an oversized direct message was delivered"
+        );
+    }
+}
