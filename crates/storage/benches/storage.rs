@@ -178,6 +178,99 @@ fn child(directory: &Path) {
     }
 }
 
+/// The design this crate replaces, for comparison: every block's UTXO changes written straight
+/// into redb B-trees holding the whole set, one durable transaction per block. It maintains the
+/// same UTXO, address and transaction tables as the store, but no block log (which flatters it).
+fn naive_blocks_per_second(directory: &Path, chain: &TestChain, blocks: &[Block]) -> f64 {
+    const UTXOS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("utxos");
+    const ADDRESSES: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("addresses");
+    const TRANSACTIONS: redb::TableDefinition<&[u8], &[u8]> =
+        redb::TableDefinition::new("transactions");
+    fn address_key(address: &timecoin_primitives::Address, outpoint: &OutPoint) -> Vec<u8> {
+        let mut bytes = address.0.0.to_vec();
+        bytes.extend_from_slice(&key(outpoint));
+        bytes
+    }
+    fn key(outpoint: &OutPoint) -> [u8; 36] {
+        let mut key = [0u8; 36];
+        key[..32].copy_from_slice(outpoint.txid.as_bytes());
+        key[32..].copy_from_slice(&outpoint.index.to_be_bytes());
+        key
+    }
+    let path = directory.join("naive.redb");
+    let database = redb::Database::builder()
+        .set_cache_size(16 << 20)
+        .create(&path)
+        .unwrap();
+    let mut entries: Vec<([u8; 36], Vec<u8>)> = chain
+        .genesis
+        .changes
+        .created
+        .iter()
+        .map(|(outpoint, entry)| (key(outpoint), encode(entry)))
+        .collect();
+    entries.sort_unstable();
+    let mut address_entries: Vec<Vec<u8>> = chain
+        .genesis
+        .changes
+        .created
+        .iter()
+        .map(|(outpoint, entry)| address_key(&entry.output.address, outpoint))
+        .collect();
+    address_entries.sort_unstable();
+    let transaction = database.begin_write().unwrap();
+    {
+        let mut table = transaction.open_table(UTXOS).unwrap();
+        for (key, value) in &entries {
+            table.insert(key.as_slice(), value.as_slice()).unwrap();
+        }
+        let mut table = transaction.open_table(ADDRESSES).unwrap();
+        for key in &address_entries {
+            table.insert(key.as_slice(), [].as_slice()).unwrap();
+        }
+        transaction.open_table(TRANSACTIONS).unwrap();
+    }
+    transaction.commit().unwrap();
+    drop(entries);
+    let started = Instant::now();
+    for block in blocks {
+        let transaction = database.begin_write().unwrap();
+        {
+            let mut table = transaction.open_table(UTXOS).unwrap();
+            for transaction in block.transactions.iter() {
+                let txid = transaction.txid();
+                for input in transaction.body.inputs.iter() {
+                    assert!(
+                        table
+                            .remove(key(&input.prevout).as_slice())
+                            .unwrap()
+                            .is_some()
+                    );
+                }
+                for (index, output) in transaction.body.outputs.iter().enumerate() {
+                    let entry = UtxoEntry {
+                        output: *output,
+                        height: block.header.height,
+                        is_collateral: false,
+                    };
+                    let outpoint = OutPoint {
+                        txid,
+                        index: index as u32,
+                    };
+                    table
+                        .insert(key(&outpoint).as_slice(), encode(&entry).as_slice())
+                        .unwrap();
+                }
+            }
+        }
+        transaction.commit().unwrap();
+    }
+    let per_second = blocks.len() as f64 / started.elapsed().as_secs_f64();
+    drop(database);
+    std::fs::remove_file(path).unwrap();
+    per_second
+}
+
 fn fsync_latency(directory: &Path) -> Duration {
     let path = directory.join("fsync-probe");
     let mut file = File::create(&path).unwrap();
@@ -258,6 +351,10 @@ fn main() {
     let baseline_seconds = started.elapsed().as_secs_f64();
     assert_eq!(baseline.len(), chain.utxos.len());
     drop(baseline);
+
+    let naive_count = knob("BENCH_NAIVE_BLOCKS", 20).min(block_count);
+    eprintln!("measuring the naive design on {naive_count} blocks");
+    let naive_per_second = naive_blocks_per_second(&directory, &chain, &blocks[..naive_count]);
     drop(blocks);
 
     // Load the million UTXOs: genesis committed and flushed.
@@ -339,7 +436,8 @@ fn main() {
             "{{\n  \"utxos\": {},\n  \"blocks\": {},\n  \"transactions_per_block\": {},\n",
             "  \"store_blocks_per_second\": {:.1},\n  \"store_utxo_operations_per_second\": {:.0},\n",
             "  \"hashmap_blocks_per_second\": {:.1},\n  \"hashmap_utxo_operations_per_second\": {:.0},\n",
-            "  \"ratio_to_hashmap\": {:.4},\n  \"flushes\": {},\n  \"flush_seconds\": {:.3},\n",
+            "  \"ratio_to_hashmap\": {:.4},\n  \"naive_btree_blocks_per_second\": {:.1},\n",
+            "  \"flushes\": {},\n  \"flush_seconds\": {:.3},\n",
             "  \"fsync_latency_ms\": {:.3},\n  \"load_seconds\": {:.2},\n",
             "  \"recovery_seconds\": {:.3},\n  \"replayed_blocks\": {},\n",
             "  \"database_bytes_after_load\": {},\n  \"database_bytes_after_blocks\": {},\n",
@@ -353,6 +451,7 @@ fn main() {
         baseline_blocks_per_second,
         operations / baseline_seconds,
         store_blocks_per_second / baseline_blocks_per_second,
+        naive_per_second,
         field("flushes"),
         field("flush_seconds"),
         fsync.as_secs_f64() * 1000.0,

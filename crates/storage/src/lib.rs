@@ -29,7 +29,9 @@ pub use config::{StoreConfig, default_cache_bytes};
 pub use error::{Result, StorageError};
 pub use memory::{Fault, MemoryBackend};
 pub use redb_backend::{RedbBackend, RedbOptions};
-pub use store::{ChainDb, MAX_PREFETCH, RedbChainDb, SCHEMA_VERSION, StoreStats};
+pub use store::{
+    ChainDb, MAX_NODE_STATE_BYTES, MAX_PREFETCH, RedbChainDb, SCHEMA_VERSION, StoreStats,
+};
 pub use traits::{ChainStore, ConsensusLog};
 pub use types::{
     BlockChanges, BlockCommit, ChainTip, ChangeRecorder, ConsensusRecord, LogKey, LogOutcome,

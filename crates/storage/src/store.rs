@@ -49,6 +49,17 @@ mod meta {
     pub const INDEXES: &[u8] = b"indexes";
 }
 
+/// Largest value of one node-state slot ([`ChainDb::put_node_state`]): a maximal block plus
+/// its prepared certificate, with room to spare.
+pub const MAX_NODE_STATE_BYTES: usize = 20 << 20;
+
+/// Node-state slots live in the meta table under a prefix no store key uses.
+fn node_state_key(name: &str) -> Vec<u8> {
+    let mut key = b"node_state/".to_vec();
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
 /// A UTXO cache slot. Only changes since the last flush are cached; clean entries are served
 /// by the engine's page cache.
 #[derive(Clone, Copy, Debug)]
@@ -812,6 +823,34 @@ impl<B: KvBackend> ChainDb<B> {
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clear();
+    }
+
+    /// Durably replaces the node's state slot `name` (at most [`MAX_NODE_STATE_BYTES`]): for
+    /// state that is overwritten rather than appended, such as the block-consensus engine's
+    /// last signed statement and prepared block, which the write-once [`ConsensusLog`] cannot
+    /// hold. Returns when the value is durable; a failure halts the store like any write.
+    pub fn put_node_state(&mut self, name: &str, value: &[u8]) -> Result<()> {
+        self.check_not_halted()?;
+        if value.len() > MAX_NODE_STATE_BYTES {
+            return Err(StorageError::InvalidCommit {
+                height: self.tip.map_or(Height(0), |tip| tip.height),
+                reason: format!(
+                    "node state '{name}' of {} bytes exceeds {MAX_NODE_STATE_BYTES}",
+                    value.len()
+                ),
+            });
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(Table::Meta, node_state_key(name), value.to_vec());
+        if let Err(error) = self.backend.commit(&batch) {
+            return Err(self.halt(error));
+        }
+        Ok(())
+    }
+
+    /// The node's state slot `name`, if it was ever written.
+    pub fn node_state(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.backend.get(Table::Meta, &node_state_key(name))
     }
 
     /// The settings the store runs with.
