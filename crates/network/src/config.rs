@@ -16,20 +16,25 @@ pub const DEFAULT_MAX_PEERS: u32 = 100;
 pub const DEFAULT_MAX_INBOUND: u32 = 50;
 /// Default number of messages (gossip and requests) a peer may send per second.
 pub const DEFAULT_MESSAGES_PER_SECOND: u32 = 100;
-/// Default maximum transaction gossip size.
-pub const DEFAULT_MAX_TRANSACTION_BYTES: usize = 256 * 1024;
-/// Default maximum finality-vote gossip size.
-pub const DEFAULT_MAX_VOTE_BYTES: usize = 4 * 1024;
-/// Default maximum consensus gossip size; a proposal carries a whole block.
-pub const DEFAULT_MAX_CONSENSUS_BYTES: usize = 4 * 1024 * 1024;
+/// Default maximum transaction gossip size: the node relays transactions in batches (up to
+/// 1,024 per message).
+pub const DEFAULT_MAX_TRANSACTION_BYTES: usize = 2 * 1024 * 1024;
+/// Default maximum finality-vote gossip size: vote batches (up to 1,024 votes) and finality
+/// certificates (one signature per committee member).
+pub const DEFAULT_MAX_VOTE_BYTES: usize = 2 * 1024 * 1024;
+/// Largest node frame: a maximal block with its certificate (the node's limit is 17 MiB), plus
+/// room for framing.
+pub const MAX_NODE_FRAME_BYTES: usize = 18 * 1024 * 1024;
+/// Default maximum consensus gossip size; proposals and committed blocks carry a whole block.
+pub const DEFAULT_MAX_CONSENSUS_BYTES: usize = MAX_NODE_FRAME_BYTES;
 /// Default maximum heartbeat gossip size.
 pub const DEFAULT_MAX_HEARTBEAT_BYTES: usize = 4 * 1024;
 /// Default maximum request size (requests name what they want, they carry little).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// Default maximum response size (a block or a batch of headers or transactions).
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
-/// Default maximum direct (one-peer, fire-and-forget) message size: room for a sync response.
-pub const DEFAULT_MAX_DIRECT_BYTES: usize = 8 * 1024 * 1024;
+/// Default maximum response size (a batch of blocks, or one maximal block).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = MAX_NODE_FRAME_BYTES;
+/// Default maximum direct (one-peer, fire-and-forget) message size: any node frame.
+pub const DEFAULT_MAX_DIRECT_BYTES: usize = MAX_NODE_FRAME_BYTES;
 /// Default time a misbehaving peer stays banned.
 pub const DEFAULT_BAN_DURATION: Duration = Duration::from_secs(60 * 60);
 /// Default time a request waits for its response.

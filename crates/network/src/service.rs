@@ -39,8 +39,9 @@ pub const COMMAND_QUEUE_CAPACITY: usize = 1024;
 pub const MAX_PENDING_REQUESTS: usize = 1024;
 /// Most of our own direct messages awaiting their acknowledgement at once.
 pub const MAX_PENDING_DIRECT: usize = 1024;
-/// Most request streams per connection and protocol at once.
-pub const MAX_CONCURRENT_STREAMS: usize = 16;
+/// Most request streams per connection and protocol at once. Small, because each may buffer a
+/// message up to its size limit before the rate limit sees it.
+pub const MAX_CONCURRENT_STREAMS: usize = 8;
 /// Connections per peer. Two, so that two nodes dialling each other at the same moment keep one
 /// of the connections instead of each refusing the other's.
 pub const MAX_CONNECTIONS_PER_PEER: u32 = 2;

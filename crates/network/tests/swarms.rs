@@ -519,3 +519,43 @@ async fn direct_messages_are_delivered_and_oversized_ones_scored_down() {
         );
     }
 }
+
+#[tokio::test]
+async fn block_sized_messages_pass_by_gossip_and_direct() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn_default(Network::Devnet, &dir_a, vec![]).await;
+    let mut b = spawn_default(Network::Devnet, &dir_b, vec![a.address.clone()]).await;
+    eventually("B connects", || connected(&a.handle, b.peer)).await;
+
+    let block: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    eventually("A can publish the block", || {
+        let handle = a.handle.clone();
+        let block = block.clone();
+        async move { handle.publish(Topic::Consensus, block).await.is_ok() }
+    })
+    .await;
+    a.handle.send(b.peer, block.clone()).await.unwrap();
+    let (mut by_gossip, mut by_direct) = (false, false);
+    let deadline = Instant::now() + DEADLINE;
+    while !(by_gossip && by_direct) {
+        let event = tokio::time::timeout_at(deadline, b.events.recv())
+            .await
+            .expect("the block arrives both ways")
+            .unwrap();
+        match event {
+            NetworkEvent::Gossip {
+                topic: Topic::Consensus,
+                data,
+                ..
+            } => {
+                assert!(data == block);
+                by_gossip = true;
+            }
+            NetworkEvent::Message { data, .. } => {
+                assert!(data == block);
+                by_direct = true;
+            }
+            _ => {}
+        }
+    }
+}
