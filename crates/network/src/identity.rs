@@ -153,6 +153,12 @@ pub fn public_key_from_peer_id(peer: &PeerId) -> Result<PublicKey> {
     Ok(PublicKey(public.to_bytes()))
 }
 
+/// Whether `peer` is the network identity of the holder of `key`: the check that stops a peer
+/// from passing off a masternode's signed message as its own or relaying under its name.
+pub fn peer_matches_key(peer: &PeerId, key: &PublicKey) -> bool {
+    public_key_from_peer_id(peer).is_ok_and(|derived| derived == *key)
+}
+
 /// Loads a 32-byte network pre-shared key from the standard `/key/swarm/psk/1.0.0/` key file or
 /// from a file holding just 64 hex digits.
 pub fn load_psk(path: &Path) -> Result<[u8; 32]> {
@@ -220,6 +226,10 @@ mod tests {
         let peer = peer_id_from_public_key(&key.public_key()).unwrap();
         assert_eq!(peer, identity.peer_id());
         assert_eq!(public_key_from_peer_id(&peer).unwrap(), key.public_key());
+        assert!(peer_matches_key(&peer, &key.public_key()));
+        let other = SecretKey::from_bytes([43u8; 32]).public_key();
+        assert!(!peer_matches_key(&peer, &other));
+        assert_ne!(peer_id_from_public_key(&other).unwrap(), peer);
         // Signatures made by the libp2p key verify under the TimeCoin key and vice versa, so
         // both libraries agree on the key pair.
         let signature = identity.keypair().sign(b"bound").unwrap();

@@ -9,7 +9,8 @@
 //! whose content is invalid with [`NetworkHandle::report`].
 //!
 //! A node's network identity is an Ed25519 key. For a masternode it is the key registered on
-//! chain, so [`peer_id_from_public_key`] tells which peer a masternode must be.
+//! chain, so [`peer_id_from_public_key`] tells which peer a masternode must be and
+//! [`peer_matches_key`] checks a message's sender against a claimed key.
 //!
 //! # Design
 //!
@@ -69,7 +70,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use identity::{
     IDENTITY_FILE_LEN, IDENTITY_FILE_NAME, NodeIdentity, load_or_create_identity, load_psk,
-    peer_id_from_public_key, public_key_from_peer_id,
+    peer_id_from_public_key, peer_matches_key, public_key_from_peer_id,
 };
 pub use libp2p::{Multiaddr, PeerId};
 pub use persist::{
