@@ -606,3 +606,28 @@ fn open_refuses_a_file_that_is_not_a_database_and_leaves_it_alone() {
         "the file was not touched"
     );
 }
+
+#[test]
+fn node_state_slots_are_overwritten_durably_and_bounded() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let chain = TestChain::new(16, 1, 1);
+    {
+        let mut store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+        assert_eq!(store.node_state("bft").unwrap(), None);
+        store.put_node_state("bft", b"round 1").unwrap();
+        store.put_node_state("bft", b"round 2").unwrap();
+        let oversized = vec![0u8; timecoin_storage::MAX_NODE_STATE_BYTES + 1];
+        let error = store.put_node_state("bft", &oversized).unwrap_err();
+        assert!(
+            matches!(error, StorageError::InvalidCommit { .. }),
+            "{error}"
+        );
+    }
+    let store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+    assert_eq!(
+        store.node_state("bft").unwrap().as_deref(),
+        Some(&b"round 2"[..])
+    );
+    assert!(store.tip().is_none(), "node state is not chain metadata");
+}
