@@ -51,11 +51,14 @@ fn current_rss_bytes() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-/// Default settings, except for the knobs `BENCH_CACHE_BYTES`, `BENCH_PAGE_CACHE_BYTES` and
-/// `BENCH_QUICK_REPAIR` (1/0) used to explore them.
+/// Default settings, except for the knobs `BENCH_CACHE_BYTES`, `BENCH_PAGE_CACHE_BYTES`,
+/// `BENCH_QUICK_REPAIR`, `BENCH_INDEX_ADDRESSES` and `BENCH_INDEX_TRANSACTIONS` (1/0) used to
+/// explore them.
 fn open(directory: &Path, genesis: BlockHash) -> RedbChainDb {
     let mut config = StoreConfig::new(timecoin_primitives::Network::Devnet, genesis);
     config.cache_bytes = knob("BENCH_CACHE_BYTES", config.cache_bytes);
+    config.index_addresses = knob("BENCH_INDEX_ADDRESSES", 1) == 1;
+    config.index_transactions = knob("BENCH_INDEX_TRANSACTIONS", 1) == 1;
     let options = RedbOptions {
         page_cache_bytes: knob("BENCH_PAGE_CACHE_BYTES", config.page_cache_bytes),
         quick_repair: knob("BENCH_QUICK_REPAIR", 1) == 1,
@@ -400,6 +403,7 @@ fn main() {
     let replayed = store.stats().replayed_blocks;
     assert_eq!(store.tip().unwrap().height, Height(block_count as u64));
     let size_after = store.size_on_disk();
+    let allocated_after = store.backend().allocated_bytes().unwrap();
 
     // Votes: durable batches of several sizes.
     let mut vote_figures = Vec::new();
@@ -441,6 +445,7 @@ fn main() {
             "  \"fsync_latency_ms\": {:.3},\n  \"load_seconds\": {:.2},\n",
             "  \"recovery_seconds\": {:.3},\n  \"replayed_blocks\": {},\n",
             "  \"database_bytes_after_load\": {},\n  \"database_bytes_after_blocks\": {},\n",
+            "  \"database_allocated_bytes_after_blocks\": {},\n",
             "  \"peak_rss_bytes\": {},\n  \"cache_budget_bytes\": {},\n  \"votes_per_second\": {{{}}}\n}}\n"
         ),
         utxo_count,
@@ -460,6 +465,7 @@ fn main() {
         replayed,
         size_loaded,
         size_after,
+        allocated_after,
         field("peak_rss"),
         field("cache_budget"),
         vote_figures

@@ -136,6 +136,20 @@ impl RedbBackend {
         })
     }
 
+    /// The bytes of the pages in use, as opposed to the file's size: redb grows the file in
+    /// large steps and keeps freed pages for reuse instead of shrinking it.
+    pub fn allocated_bytes(&self) -> Result<u64> {
+        let transaction = self
+            .database
+            .begin_write()
+            .map_err(|error| engine_error("starting a write", error))?;
+        let stats = transaction
+            .stats()
+            .map_err(|error| engine_error("reading statistics", error))?;
+        // Dropped uncommitted: nothing is written.
+        Ok(stats.allocated_pages() * stats.page_size() as u64)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
