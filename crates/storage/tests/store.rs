@@ -631,3 +631,59 @@ fn node_state_slots_are_overwritten_durably_and_bounded() {
     );
     assert!(store.tip().is_none(), "node state is not chain metadata");
 }
+
+#[test]
+fn a_fault_at_any_commit_leaves_a_store_that_reopens_at_a_block_boundary() {
+    for seed in 0..40u64 {
+        let disk = MemoryBackend::new();
+        let mut chain = TestChain::new(100 + seed, 300, 6);
+        let mut config = chain.config(96 << 10);
+        config.prune_keep_blocks = Some(3 + seed % 4);
+        config.max_unflushed_blocks = 2 + seed % 5;
+        let blocks = build(&mut chain, 25, 12);
+        let mut store = ChainDb::open(disk.clone(), config.clone()).unwrap();
+        store.commit_block(chain.genesis.commit()).unwrap();
+        // Flushes and prunes are commits too, so the fault lands on any kind of write.
+        let fault = if seed % 2 == 0 {
+            Fault::DiskFull
+        } else {
+            Fault::Io
+        };
+        disk.fail_commit_after(seed % 23, fault, seed % 3 == 0);
+        let mut failed_at = None;
+        for (index, block) in blocks.iter().enumerate() {
+            if let Err(error) = store.commit_block(block.commit()) {
+                assert!(error.is_write_failure(), "seed {seed}: {error}");
+                failed_at = Some(index);
+                break;
+            }
+        }
+        assert!(
+            failed_at.is_some(),
+            "seed {seed}: the armed fault never struck"
+        );
+        assert!(
+            store.halted().is_some(),
+            "seed {seed}: a failed write halts the store"
+        );
+        let tip_before_crash = store.tip().unwrap().height;
+        disk.clear_faults();
+        let mut store = ChainDb::open(disk.crash(), config).unwrap();
+        let tip = store.tip().unwrap();
+        assert_eq!(
+            tip.height, tip_before_crash,
+            "seed {seed}: committed blocks survive"
+        );
+        let expected = if tip.height.0 == 0 {
+            chain.genesis.block.hash()
+        } else {
+            blocks[tip.height.0 as usize - 1].block.hash()
+        };
+        assert_eq!(tip.hash, expected, "seed {seed}");
+        store
+            .verify_utxo_set()
+            .unwrap_or_else(|error| panic!("seed {seed}: {error}"));
+        commit_all(&mut store, &blocks[tip.height.0 as usize..]);
+        check_against_model(&store, &chain, &blocks);
+    }
+}
