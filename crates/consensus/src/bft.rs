@@ -622,6 +622,20 @@ impl BftEngine {
             }
         }
         if self.deadline_ms.is_some_and(|at| now_ms >= at) {
+            if !self.view_started() {
+                // PBFT's rule: the timer of view v > 0 only runs once v has started (view
+                // changes from the quorum, or a proposal). A node that timed out alone must
+                // not run further ahead, or it drifts away from the others for good — the
+                // catch-up rule needs more than f weight ahead to pull anyone up. So wait in v,
+                // repeating our (identical) view change, until the others arrive.
+                self.consecutive_timeouts = self.consecutive_timeouts.saturating_add(1);
+                self.send_view_change(self.view, effects)?;
+                self.deadline_ms = Some(now_ms.saturating_add(self.current_timeout_ms()));
+                if let Some(at_ms) = self.next_tick_ms() {
+                    effects.push(BftEffect::ScheduleTick { at_ms });
+                }
+                return Ok(());
+            }
             let next = self
                 .view
                 .checked_add(1)
@@ -632,6 +646,21 @@ impl BftEngine {
             self.try_lead(effects)?;
         }
         Ok(())
+    }
+
+    /// Whether the current view has started: view 0 always; a later view once view changes
+    /// for it from the quorum weight are held, or a proposal for it (which carries them).
+    fn view_started(&self) -> bool {
+        if self.view == 0 || self.proposals.contains_key(&self.view) {
+            return true;
+        }
+        let weight: u64 = self.view_changes.get(&self.view).map_or(0, |changes| {
+            changes
+                .keys()
+                .map(|key| self.committee().weight_of(key).0)
+                .sum()
+        });
+        self.committee().is_quorum(Weight(weight))
     }
 
     /// Signs `digest` for `slot` if the guard allows it, recording it as the last signed.

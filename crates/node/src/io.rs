@@ -199,6 +199,15 @@ pub enum NodeEvent {
     },
     /// A masternode signed conflicting statements.
     Evidence(Box<Evidence>),
+    /// We judged a proposed block invalid and will not vote for it.
+    ProposalRejected {
+        /// Its height.
+        height: Height,
+        /// The view it was proposed in.
+        view: u32,
+        /// Why.
+        reason: String,
+    },
     /// The node refused to send a statement because its own log holds a different one for the
     /// same slot (a restarted node that lost state would otherwise equivocate).
     RefusedToEquivocate(String),

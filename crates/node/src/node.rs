@@ -130,6 +130,8 @@ pub struct Node<S: NodeStore> {
     next_resend_ms: u64,
     next_heartbeat_ms: u64,
     bft_tick_ms: Option<u64>,
+    /// The (height, view) last reported, to report view changes.
+    last_view: (Height, u32),
 }
 
 fn tier_weights(params: &ChainParams) -> TierWeights {
@@ -195,6 +197,7 @@ impl<S: NodeStore> Node<S> {
             next_resend_ms: now_ms,
             next_heartbeat_ms: now_ms,
             bft_tick_ms: None,
+            last_view: (Height(0), 0),
             now_ms,
             store,
             config,
@@ -204,6 +207,9 @@ impl<S: NodeStore> Node<S> {
             // The deliberately broken node loses its whole lock table.
             node.store.prune_log(Height(0), Epoch(u64::MAX))?;
         }
+        // Locks of earlier epochs (the node was down across a boundary) carry over first.
+        let carried = node.locks_to_carry(epoch)?;
+        node.persist_carried(carried)?;
         let locks = node.persisted_locks(epoch)?;
         let (finality, effects) =
             FinalityEngine::restore(committee.clone(), node.config.node_key.clone(), locks)?;
@@ -364,6 +370,84 @@ impl<S: NodeStore> Node<S> {
         self.store
             .block(&hash)?
             .ok_or_else(|| corrupt(format!("the body of block {} is missing", height.get())))
+    }
+
+    /// The locks of epochs before `epoch` that must carry over into it: those of transactions
+    /// not in a committed block whose inputs are not spent by one.
+    ///
+    /// Locks do **not** simply lapse at the epoch's end (ADR 0008, a deviation from the
+    /// architecture): a transaction certified late in an epoch may be known to too few nodes
+    /// for the next leader to include it, and if its voters' locks lapsed, a conflicting
+    /// transaction could gather a quorum in the next epoch. The simulator found exactly that.
+    /// So an honest node keeps voting only for the transaction it first voted for, on each
+    /// input, until a block settles the input.
+    fn locks_to_carry(&self, epoch: Epoch) -> Result<Vec<PersistedLock>, NodeError> {
+        let from = LogKey::InputLock {
+            epoch: Epoch(0),
+            outpoint: OutPoint {
+                txid: Txid(Default::default()),
+                index: 0,
+            },
+        };
+        let mut by_txid: BTreeMap<Txid, Vec<OutPoint>> = BTreeMap::new();
+        for record in self.store.records(Some(from), MAX_CONSENSUS_BATCH)? {
+            if let LogKey::InputLock {
+                epoch: record_epoch,
+                outpoint,
+            } = record.key
+                && record_epoch < epoch
+            {
+                let txid: Txid = decode(&record.value)
+                    .map_err(|error| corrupt(format!("an input lock: {error}")))?;
+                by_txid.entry(txid).or_default().push(outpoint);
+            }
+        }
+        let mut carried = Vec::new();
+        for (txid, mut inputs) in by_txid {
+            inputs.sort();
+            inputs.dedup();
+            if self.store.transaction_location(&txid)?.is_some() {
+                continue;
+            }
+            let mut settled = false;
+            for input in &inputs {
+                if self.store.utxo(input)?.is_none()
+                    && self.store.transaction_location(&input.txid)?.is_some()
+                {
+                    settled = true;
+                    break;
+                }
+            }
+            if !settled {
+                carried.push(PersistedLock {
+                    epoch,
+                    txid,
+                    inputs,
+                });
+            }
+        }
+        Ok(carried)
+    }
+
+    /// Writes carried locks under their (new) epoch, dropping any that would contradict a lock
+    /// already taken in it.
+    fn persist_carried(&mut self, locks: Vec<PersistedLock>) -> Result<(), NodeError> {
+        for lock in locks {
+            let records: Vec<ConsensusRecord> = lock
+                .inputs
+                .iter()
+                .map(|outpoint| ConsensusRecord {
+                    key: LogKey::InputLock {
+                        epoch: lock.epoch,
+                        outpoint: *outpoint,
+                    },
+                    value: timecoin_primitives::BoundedBytes::new(encode(&lock.txid))
+                        .expect("a txid fits a record"),
+                })
+                .collect();
+            self.store.persist(&records)?;
+        }
+        Ok(())
     }
 
     fn persisted_locks(&self, epoch: Epoch) -> Result<Vec<PersistedLock>, NodeError> {
@@ -834,6 +918,17 @@ impl<S: NodeStore> Node<S> {
         actions: &mut Vec<Action>,
     ) -> Result<SubmitOutcome, NodeError> {
         let txid = transaction.txid();
+        // Checked first: to the view below, a certified spend looks like a missing input.
+        if let Some(other) = transaction
+            .body
+            .inputs
+            .iter()
+            .find_map(|input| self.certified.spender_of(&input.prevout))
+        {
+            return Ok(SubmitOutcome::Rejected(format!(
+                "conflicts with certified transaction {other}"
+            )));
+        }
         let next = Height(self.tip_height().get() + 1);
         let validated = {
             let view = CertifiedView {
@@ -852,16 +947,6 @@ impl<S: NodeStore> Node<S> {
             // Validity depends on our view, which may differ from the relayer's: not a fault.
             Err(error) => return Ok(SubmitOutcome::Rejected(error.to_string())),
         };
-        if let Some(other) = transaction
-            .body
-            .inputs
-            .iter()
-            .find_map(|input| self.certified.spender_of(&input.prevout))
-        {
-            return Ok(SubmitOutcome::Rejected(format!(
-                "conflicts with certified transaction {other}"
-            )));
-        }
         match self.mempool.insert(transaction.clone(), validated.fee) {
             Ok(_) => {}
             Err(MempoolError::AlreadyInPool { .. }) => {
@@ -1133,7 +1218,6 @@ impl<S: NodeStore> Node<S> {
     ) -> Result<(), NodeError> {
         let mut queue: VecDeque<BftEffect> = effects.into();
         let mut withhold = false;
-        let view_before = (self.bft.height(), self.bft.view());
         while let Some(effect) = queue.pop_front() {
             match effect {
                 BftEffect::Persist(state) => {
@@ -1173,8 +1257,8 @@ impl<S: NodeStore> Node<S> {
                     height,
                     view,
                     parent,
-                } => {
-                    if let Some(block) = self.propose(height, parent)? {
+                } => match self.propose(height, parent)? {
+                    Some(block) => {
                         let more = self.bft.handle(BftInput::BlockContents {
                             height,
                             view,
@@ -1183,13 +1267,26 @@ impl<S: NodeStore> Node<S> {
                         })?;
                         queue.extend(more);
                     }
-                }
+                    None => actions.push(Action::Event(NodeEvent::ProposalRejected {
+                        height,
+                        view,
+                        reason: "could not build our own proposal".into(),
+                    })),
+                },
                 BftEffect::ValidateBlock {
                     height,
                     view,
                     block,
                 } => {
-                    let valid = self.judge(&block)?;
+                    let verdict = self.judge(&block)?;
+                    if let Err(reason) = &verdict {
+                        actions.push(Action::Event(NodeEvent::ProposalRejected {
+                            height,
+                            view,
+                            reason: reason.clone(),
+                        }));
+                    }
+                    let valid = verdict.is_ok();
                     let more = self.bft.handle(BftInput::BlockValidated {
                         height,
                         view,
@@ -1228,13 +1325,14 @@ impl<S: NodeStore> Node<S> {
                 }
             }
         }
-        let view_after = (self.bft.height(), self.bft.view());
-        if view_after.0 == view_before.0 && view_after.1 > view_before.1 {
+        let now_at = (self.bft.height(), self.bft.view());
+        if now_at.0 == self.last_view.0 && now_at.1 > self.last_view.1 {
             actions.push(Action::Event(NodeEvent::ViewChanged {
-                height: view_after.0,
-                view: view_after.1,
+                height: now_at.0,
+                view: now_at.1,
             }));
         }
+        self.last_view = now_at;
         Ok(())
     }
 
@@ -1255,14 +1353,17 @@ impl<S: NodeStore> Node<S> {
             .store
             .header(&parent)?
             .ok_or_else(|| corrupt("the tip's header is missing"))?;
-        let Some(collateral) = self.store.collateral_of_node_key(&proposer)? else {
-            return Ok(None);
+        // The reward goes to the owner of our collateral; a member whose deregistration is
+        // already committed still serves out the epoch and is paid at its node key's address.
+        let owner = match self.store.collateral_of_node_key(&proposer)? {
+            Some(collateral) => {
+                self.store
+                    .registration(&collateral)?
+                    .ok_or_else(|| corrupt("a registration is missing"))?
+                    .owner
+            }
+            None => timecoin_primitives::Address::from_public_key(&proposer),
         };
-        let owner = self
-            .store
-            .registration(&collateral)?
-            .ok_or_else(|| corrupt("a registration is missing"))?
-            .owner;
         let params = &self.config.params;
         let mut chosen = Vec::new();
         let mut bytes = 0usize;
@@ -1364,15 +1465,15 @@ impl<S: NodeStore> Node<S> {
     /// Whether a proposed block may be voted for: signatures, every ledger rule against our
     /// committed state (UTXO commitment included), no transaction conflicting with one we know
     /// to be certified, and a timestamp not too far ahead of our clock.
-    fn judge(&self, block: &Block) -> Result<bool, NodeError> {
+    fn judge(&self, block: &Block) -> Result<Result<(), String>, NodeError> {
         let Some(tip) = self.store.tip() else {
-            return Ok(false);
+            return Ok(Err("no chain".into()));
         };
         if block.header.previous_hash != tip.hash {
-            return Ok(false);
+            return Ok(Err("does not extend our tip".into()));
         }
         if block.header.timestamp.as_millis() > self.now_ms + MAX_FUTURE_BLOCK_MS {
-            return Ok(false);
+            return Ok(Err("timestamp too far in the future".into()));
         }
         for transaction in block.transactions.iter().skip(1) {
             let txid = transaction.txid();
@@ -1380,7 +1481,9 @@ impl<S: NodeStore> Node<S> {
                 if let Some(holder) = self.certified.spender_of(&input.prevout)
                     && holder != txid
                 {
-                    return Ok(false);
+                    return Ok(Err(format!(
+                        "{txid} conflicts with certified transaction {holder}"
+                    )));
                 }
             }
         }
@@ -1388,8 +1491,8 @@ impl<S: NodeStore> Node<S> {
             .store
             .header(&tip.hash)?
             .ok_or_else(|| corrupt("the tip's header is missing"))?;
-        if verify_block_signatures(block, self.config.params.network).is_err() {
-            return Ok(false);
+        if let Err(error) = verify_block_signatures(block, self.config.params.network) {
+            return Ok(Err(error.to_string()));
         }
         match validate_block(
             block,
@@ -1399,9 +1502,9 @@ impl<S: NodeStore> Node<S> {
             &self.store,
             &self.config.params,
         ) {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(Ok(())),
             Err(LedgerError::Backend(error)) => Err(error.into()),
-            Err(_) => Ok(false),
+            Err(error) => Ok(Err(error.to_string())),
         }
     }
 
@@ -1487,6 +1590,7 @@ impl<S: NodeStore> Node<S> {
         let epoch = self.config.params.epoch_of(next);
         let committee = self.committee(epoch)?;
         if epoch > self.finality.committee().epoch() {
+            let carried = self.locks_to_carry(epoch)?;
             let effects = self
                 .finality
                 .handle(FinalityInput::NewEpoch(committee.clone()))?;
@@ -1495,8 +1599,22 @@ impl<S: NodeStore> Node<S> {
                 epoch,
                 members: committee.members().len(),
             }));
+            // Old locks are deleted only after the carried ones are durable in the new epoch.
+            let (release, effects): (Vec<_>, Vec<_>) = effects
+                .into_iter()
+                .partition(|effect| matches!(effect, FinalityEffect::ReleaseLocksBefore(_)));
             self.run_finality(effects, actions)?;
-            // Locks lapsed: vote again on everything still pending, in a fixed order.
+            for lock in carried {
+                if let Ok(effects) = self.finality.handle(FinalityInput::Transaction {
+                    txid: lock.txid,
+                    inputs: lock.inputs,
+                }) {
+                    self.run_finality(effects, actions)?;
+                }
+            }
+            self.run_finality(release, actions)?;
+            // Vote again on everything else still pending, in a fixed order (the engine
+            // refuses whatever conflicts with a carried lock).
             let pending: Vec<Transaction> = self
                 .mempool
                 .iter()

@@ -14,13 +14,29 @@ fn env_u64(name: &str) -> Option<u64> {
 
 fn run_seeds(first: u64, count: u64) {
     let mut heights = 0u64;
+    let mut failures = Vec::new();
     for seed in first..first + count {
         let config = SimConfig::random(seed);
         match run(&config) {
             Ok(report) => heights += report.height,
-            Err(failure) => panic!("{failure}"),
+            Err(failure) => {
+                eprintln!("{failure}");
+                failures.push(seed);
+            }
+        }
+        if (seed - first + 1).is_multiple_of(100) {
+            eprintln!(
+                "{} seeds done, {} failed so far",
+                seed - first + 1,
+                failures.len()
+            );
         }
     }
+    assert!(
+        failures.is_empty(),
+        "{} of {count} seeds failed: {failures:?}",
+        failures.len()
+    );
     eprintln!(
         "{count} seeds from {first}: all invariants held; {heights} blocks committed in total"
     );
