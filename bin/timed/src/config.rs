@@ -91,12 +91,11 @@ pub struct StorageConfig {
     pub prune_keep_blocks: u64,
 }
 
-/// `[consensus]`
+/// `[consensus]`. The block interval itself is a chain parameter fixed by genesis (every node
+/// must agree on it), so only this node's patience is configured here.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsensusConfig {
-    /// Time between blocks, in milliseconds.
-    pub block_interval_ms: u64,
     /// How long to wait for a round before changing view, in milliseconds.
     pub round_timeout_ms: u64,
     /// The back-off ceiling of the round timeout, in milliseconds.
@@ -192,8 +191,7 @@ impl Config {
                 prune_keep_blocks: 0,
             },
             consensus: ConsensusConfig {
-                block_interval_ms: if devnet { 1000 } else { 5000 },
-                round_timeout_ms: if devnet { 1000 } else { 4000 },
+                round_timeout_ms: if devnet { 2000 } else { 4000 },
                 max_round_timeout_ms: 60_000,
             },
             mempool: MempoolConfig {
@@ -287,8 +285,8 @@ utxo_cache_mb = {cache}
 prune_keep_blocks = {prune}
 
 [consensus]
-# Time between blocks, and the first view-change timeout (doubled on each failure up to the max).
-block_interval_ms = {interval}
+# The first view-change timeout (doubled on each failure up to the max). The block interval is a
+# chain parameter fixed by the genesis block, not a setting.
 round_timeout_ms = {timeout}
 max_round_timeout_ms = {max_timeout}
 
@@ -328,7 +326,6 @@ format = "human"
         ban = c.node.ban_duration_secs,
         cache = c.storage.utxo_cache_mb,
         prune = c.storage.prune_keep_blocks,
-        interval = c.consensus.block_interval_ms,
         timeout = c.consensus.round_timeout_ms,
         max_timeout = c.consensus.max_round_timeout_ms,
         mempool_count = c.mempool.max_transactions,
@@ -604,19 +601,12 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
             );
         }
     }
-    if config.consensus.block_interval_ms < 100 {
-        return fail(
-            "consensus.block_interval_ms",
-            format!("{} ms is too short", config.consensus.block_interval_ms),
-            "use at least 100",
-        );
-    }
-    if config.consensus.round_timeout_ms == 0
+    if config.consensus.round_timeout_ms < 100
         || config.consensus.max_round_timeout_ms < config.consensus.round_timeout_ms
     {
         return fail(
             "consensus.max_round_timeout_ms",
-            "must be at least round_timeout_ms, which must be positive".into(),
+            "must be at least round_timeout_ms, which must be at least 100".into(),
             "e.g. round_timeout_ms = 4000 and max_round_timeout_ms = 60000",
         );
     }

@@ -1,0 +1,543 @@
+//! The node process: storage, network, RPC and metrics around the deterministic node.
+//!
+//! One task owns the [`Node`] and feeds it every input in turn (peer messages, RPC commands,
+//! ticks); the node's own writes are synchronous, so that task runs them with
+//! `block_in_place` and performs the returned actions in order. Everything else (the swarm, the
+//! RPC server, the metrics endpoint) talks to it through bounded channels.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use timecoin_network::{
+    Misbehaviour, NetworkConfig, NetworkEvent, NetworkHandle, NodeIdentity, Topic,
+    load_or_create_identity, load_psk, socket_multiaddr,
+};
+use timecoin_node::{
+    Action, Command, Input, Node, NodeConfig, NodeEvent, NodeMessage, PeerId, Reply, RequestId,
+    init_store,
+};
+use timecoin_primitives::Network;
+use timecoin_rpc::{AuthConfig, RpcServer, ServerConfig};
+use timecoin_storage::{ChainStore, RedbChainDb, StoreConfig};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::config::{self, Config, Override};
+use crate::metrics::{self, Metrics, Readiness};
+use crate::{genesis, rpc_methods, runtime};
+
+/// The chain database inside the data directory.
+pub const CHAIN_DB_FILE: &str = "chain.redb";
+/// The network identity of a node that is not a masternode.
+pub const IDENTITY_FILE: &str = "identity.key";
+/// Requests from RPC queued for the node task at most; beyond it RPC callers wait.
+const REQUEST_QUEUE: usize = 1024;
+/// The node gets a tick at least this often, so its clock never lags by more.
+const MAX_TICK_GAP: Duration = Duration::from_millis(50);
+/// How often gauges are refreshed from the node and the network.
+const METRICS_REFRESH: Duration = Duration::from_secs(1);
+
+/// What `timed` was asked to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The network, when given on the command line (else from the config file, else mainnet).
+    pub network: Network,
+    /// `--section.key=value` settings.
+    pub overrides: Vec<Override>,
+}
+
+/// The node as the daemon runs it.
+pub type DaemonNode = Node<RedbChainDb>;
+
+/// A read-only look at the node, run on the node task between inputs.
+pub type ReadFn = Box<dyn FnOnce(&DaemonNode) + Send>;
+
+/// What RPC methods ask of the node task.
+pub enum Request {
+    /// A node command; the reply comes back on the channel.
+    Command(Command, oneshot::Sender<Reply>),
+    /// A read of the node's state or store.
+    Read(ReadFn),
+}
+
+/// Milliseconds since the Unix epoch: the node's clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Which gossip topic carries a message kind.
+fn topic_of(message: &NodeMessage) -> Topic {
+    match message {
+        NodeMessage::Transactions(_) => Topic::Transactions,
+        NodeMessage::TxVotes(_) | NodeMessage::Certified { .. } => Topic::Votes,
+        NodeMessage::Heartbeat { .. } => Topic::Heartbeats,
+        _ => Topic::Consensus,
+    }
+}
+
+/// Stable small ids for libp2p peers, as the node wants them.
+#[derive(Default)]
+struct PeerMap {
+    ids: HashMap<timecoin_network::PeerId, PeerId>,
+    peers: HashMap<PeerId, timecoin_network::PeerId>,
+}
+
+impl PeerMap {
+    fn id(&mut self, peer: timecoin_network::PeerId) -> PeerId {
+        if let Some(id) = self.ids.get(&peer) {
+            return *id;
+        }
+        let id = PeerId(self.ids.len() as u64 + 1);
+        self.ids.insert(peer, id);
+        self.peers.insert(id, peer);
+        id
+    }
+
+    fn peer(&self, id: PeerId) -> Option<timecoin_network::PeerId> {
+        self.peers.get(&id).copied()
+    }
+}
+
+/// Everything RPC methods share.
+pub struct RpcContext {
+    /// The node task's queue.
+    pub requests: mpsc::Sender<Request>,
+    /// The swarm.
+    pub network: NetworkHandle,
+    /// The network the node runs.
+    pub chain: Network,
+    /// The chain parameters.
+    pub params: timecoin_ledger::ChainParams,
+    /// When the process started.
+    pub started: Instant,
+    /// Flipping it to true stops the node (the `stop` method).
+    pub shutdown: watch::Sender<bool>,
+    /// The metrics, for RPC request counts.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs a node until SIGINT/SIGTERM or the `stop` RPC.
+pub async fn run(options: RunOptions) -> Result<(), String> {
+    let (config, config_path) =
+        config::load(&options.data_dir, options.network, &options.overrides)
+            .map_err(|e| e.to_string())?;
+    runtime::init_logging(&config.log.filter, config.log.format)?;
+    let network = config.network();
+    if network != options.network {
+        return Err(format!(
+            "{} says network = \"{network}\", but the command line asked for {}; use another data directory per network",
+            config_path.display(),
+            options.network
+        ));
+    }
+    info!(network = %network, data_dir = %options.data_dir.display(), config = %config_path.display(), "starting timed");
+    let shutdown_signal =
+        runtime::shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let (shutdown_sender, mut shutdown) = watch::channel(false);
+    {
+        let sender = shutdown_sender.clone();
+        let mut signal = shutdown_signal;
+        tokio::spawn(async move {
+            if signal.wait_for(|stop| *stop).await.is_ok() {
+                let _ = sender.send(true);
+            }
+        });
+    }
+
+    let (genesis, params) = genesis::load(&options.data_dir, network)?;
+    let store = open_store(&options, &config, network, &genesis, &params)?;
+    let node_key = if config.masternode.enabled {
+        let path = options.data_dir.join(&config.masternode.key_file);
+        let identity = load_or_create_identity(&path)
+            .map_err(|e| format!("masternode key {}: {e}", path.display()))?;
+        info!(node_key = %identity.public_key(), "running as a masternode");
+        Some(identity.secret_key())
+    } else {
+        None
+    };
+    let identity = match &node_key {
+        // A masternode's peer id is its registered key, so peers can tell it is who it claims.
+        Some(key) => NodeIdentity::from_secret_key(key),
+        None => load_or_create_identity(&options.data_dir.join(IDENTITY_FILE))
+            .map_err(|e| e.to_string())?,
+    };
+    let mut node_config = NodeConfig::new(params.clone(), node_key);
+    node_config.base_timeout_ms = config.consensus.round_timeout_ms;
+    node_config.max_timeout_ms = config.consensus.max_round_timeout_ms;
+    node_config.mempool = timecoin_mempool::MempoolConfig {
+        max_transactions: NonZeroUsize::new(config.mempool.max_transactions as usize)
+            .expect("validated"),
+        max_bytes: NonZeroUsize::new((config.mempool.max_mb as usize) << 20).expect("validated"),
+    };
+    let (mut node, initial_actions) =
+        tokio::task::block_in_place(|| Node::open(store, node_config, now_ms()))
+            .map_err(|e| format!("cannot open the node: {e}"))?;
+    info!(height = node.tip_height().get(), "chain loaded");
+
+    let (net, mut events) = start_network(&options, &config, network, &identity).await?;
+    info!(peer_id = %net.local_peer_id(), listen = %config.node.listen_address, "network up");
+
+    let metrics = Arc::new(Metrics::new());
+    let (readiness_sender, readiness) = watch::channel(Readiness::default());
+    let metrics_task = if config.metrics.enabled {
+        let listener = metrics::bind(config.metrics.bind).await.map_err(|e| {
+            format!(
+                "cannot listen for metrics on {} (metrics.bind): {e}",
+                config.metrics.bind
+            )
+        })?;
+        info!(address = %config.metrics.bind, "metrics at /metrics, /health, /ready");
+        Some(tokio::spawn(metrics::serve(
+            listener,
+            metrics.clone(),
+            readiness,
+            shutdown.clone(),
+        )))
+    } else {
+        None
+    };
+
+    let (request_sender, mut requests) = mpsc::channel::<Request>(REQUEST_QUEUE);
+    let context = Arc::new(RpcContext {
+        requests: request_sender,
+        network: net.clone(),
+        chain: network,
+        params: params.clone(),
+        started: Instant::now(),
+        shutdown: shutdown_sender.clone(),
+        metrics: metrics.clone(),
+    });
+    let rpc = if config.rpc.enabled {
+        let auth = if config.rpc.user.is_empty() {
+            AuthConfig::Cookie {
+                dir: options.data_dir.clone(),
+            }
+        } else {
+            AuthConfig::UserPassword {
+                user: config.rpc.user.clone(),
+                password: config.rpc.password.clone(),
+            }
+        };
+        let mut server_config = ServerConfig::new(config.rpc.bind.port(), auth);
+        server_config.bind = config.rpc.bind;
+        server_config.max_body_bytes = config.rpc.max_request_bytes as usize;
+        server_config.max_connections = config.rpc.max_concurrent_requests as usize;
+        let server = RpcServer::start(server_config, rpc_methods::methods(context.clone()))
+            .await
+            .map_err(|e| format!("cannot start RPC (rpc.bind = {}): {e}", config.rpc.bind))?;
+        info!(address = %server.local_addr(), "RPC listening");
+        Some(server)
+    } else {
+        None
+    };
+
+    let mut state = LoopState {
+        peers: PeerMap::default(),
+        pending: HashMap::new(),
+        next_request: 0,
+        next_tick_ms: None,
+    };
+    state.perform(&net, &metrics, initial_actions).await;
+    let mut last_metrics = Instant::now() - METRICS_REFRESH;
+    let outcome: Result<(), String> = loop {
+        let deadline = {
+            let gap = state
+                .next_tick_ms
+                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
+                .unwrap_or(MAX_TICK_GAP)
+                .min(MAX_TICK_GAP);
+            tokio::time::Instant::now() + gap
+        };
+        let input = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break Ok(()),
+            event = events.recv() => match event {
+                Some(event) => state.network_input(event, &net).await,
+                None => break Err("the network stopped unexpectedly".to_string()),
+            },
+            request = requests.recv() => match request {
+                Some(Request::Command(command, reply)) => {
+                    state.next_request += 1;
+                    let id = RequestId(state.next_request);
+                    state.pending.insert(id, reply);
+                    Some(Input::Command { id, command })
+                }
+                Some(Request::Read(read)) => {
+                    read(&node);
+                    None
+                }
+                None => None,
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                state.next_tick_ms = None;
+                Some(Input::Tick { now_ms: now_ms() })
+            },
+        };
+        if let Some(input) = input {
+            // Keep the node's clock current before it handles anything else.
+            let now = now_ms();
+            let result = tokio::task::block_in_place(|| {
+                let mut actions = node.handle(Input::Tick { now_ms: now })?;
+                if !matches!(input, Input::Tick { .. }) {
+                    actions.extend(node.handle(input)?);
+                }
+                Ok::<_, timecoin_node::NodeError>(actions)
+            });
+            match result {
+                Ok(actions) => state.perform(&net, &metrics, actions).await,
+                Err(e) => {
+                    break Err(format!(
+                        "the node stopped: {e} (nothing of the failed step was sent; restart to recover from the last committed block)"
+                    ));
+                }
+            }
+        }
+        if last_metrics.elapsed() >= METRICS_REFRESH {
+            last_metrics = Instant::now();
+            refresh_metrics(&node, &net, &metrics, &readiness_sender, &state);
+        }
+    };
+
+    info!("stopping: RPC, network, then storage");
+    if let Some(server) = rpc {
+        server.shutdown().await;
+    }
+    let _ = shutdown_sender.send(true);
+    let _ = net.shutdown().await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+    let mut store = node.into_store();
+    tokio::task::block_in_place(|| store.flush())
+        .map_err(|e| format!("flushing storage at shutdown failed: {e}"))?;
+    info!("stopped cleanly");
+    outcome
+}
+
+fn open_store(
+    options: &RunOptions,
+    config: &Config,
+    network: Network,
+    genesis: &timecoin_primitives::Block,
+    params: &timecoin_ledger::ChainParams,
+) -> Result<RedbChainDb, String> {
+    let path = options.data_dir.join(CHAIN_DB_FILE);
+    let mut store_config = StoreConfig::new(network, genesis.hash());
+    if config.storage.utxo_cache_mb > 0 {
+        store_config.cache_bytes = (config.storage.utxo_cache_mb as usize) << 20;
+    }
+    if config.storage.prune_keep_blocks > 0 {
+        store_config.prune_keep_blocks = Some(config.storage.prune_keep_blocks);
+    }
+    let mut store = tokio::task::block_in_place(|| RedbChainDb::open_path(&path, store_config))
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    if store.tip().is_none() {
+        tokio::task::block_in_place(|| init_store(&mut store, genesis, params))
+            .map_err(|e| format!("cannot write the genesis block: {e}"))?;
+        info!(hash = %genesis.hash(), "genesis written");
+    }
+    Ok(store)
+}
+
+async fn start_network(
+    options: &RunOptions,
+    config: &Config,
+    network: Network,
+    identity: &NodeIdentity,
+) -> Result<(NetworkHandle, mpsc::Receiver<NetworkEvent>), String> {
+    let mut net_config = NetworkConfig::new(
+        network,
+        socket_multiaddr(config.node.listen_address),
+        options.data_dir.clone(),
+    );
+    for peer in &config.node.bootstrap_peers {
+        let address: std::net::SocketAddr = peer.parse().map_err(|_| {
+            format!(
+                "node.bootstrap_peers: '{peer}' is not ip:port (host names are not supported yet)"
+            )
+        })?;
+        net_config.bootstrap.push(socket_multiaddr(address));
+    }
+    net_config.max_peers = config.node.max_peers;
+    net_config.max_inbound = config.node.max_inbound_peers;
+    net_config.messages_per_second = config.node.messages_per_second_per_peer;
+    net_config.ban_duration = Duration::from_secs(config.node.ban_duration_secs);
+    if !config.node.network_key_file.is_empty() {
+        let path = options.data_dir.join(&config.node.network_key_file);
+        net_config.psk = Some(
+            load_psk(&path)
+                .map_err(|e| format!("node.network_key_file {}: {e}", path.display()))?,
+        );
+    }
+    timecoin_network::start(net_config, identity)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot start the network (node.listen_address = {}): {e}",
+                config.node.listen_address
+            )
+        })
+}
+
+struct LoopState {
+    peers: PeerMap,
+    pending: HashMap<RequestId, oneshot::Sender<Reply>>,
+    next_request: u64,
+    next_tick_ms: Option<u64>,
+}
+
+impl LoopState {
+    async fn network_input(&mut self, event: NetworkEvent, net: &NetworkHandle) -> Option<Input> {
+        match event {
+            NetworkEvent::Gossip { from, data, .. } | NetworkEvent::Message { from, data } => {
+                Some(Input::PeerMessage {
+                    peer: self.peers.id(from),
+                    bytes: data,
+                })
+            }
+            NetworkEvent::Request { channel, .. } => {
+                // The node speaks in messages, not requests; answer so the peer is not left waiting.
+                let _ = net.respond(channel, Vec::new()).await;
+                None
+            }
+            NetworkEvent::PeerConnected { peer, inbound } => {
+                debug!(%peer, inbound, "peer connected");
+                Some(Input::PeerConnected {
+                    peer: self.peers.id(peer),
+                })
+            }
+            NetworkEvent::PeerDisconnected { peer } => {
+                debug!(%peer, "peer disconnected");
+                Some(Input::PeerDisconnected {
+                    peer: self.peers.id(peer),
+                })
+            }
+            NetworkEvent::PeerBanned { peer, until } => {
+                warn!(%peer, ?until, "peer banned");
+                None
+            }
+        }
+    }
+
+    async fn perform(&mut self, net: &NetworkHandle, metrics: &Metrics, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Broadcast(message) => {
+                    let topic = topic_of(&message);
+                    if let Err(e) = net.publish(topic, message.to_bytes()).await {
+                        debug!(kind = message.kind(), error = %e, "broadcast not sent");
+                    }
+                }
+                Action::Send { peer, message } => {
+                    if let Some(peer) = self.peers.peer(peer) {
+                        let net = net.clone();
+                        // Direct sends wait for the peer's acknowledgement; do not hold up the node.
+                        tokio::spawn(async move {
+                            if let Err(e) = net.send(peer, message.to_bytes()).await {
+                                debug!(%peer, kind = message.kind(), error = %e, "direct message not sent");
+                            }
+                        });
+                    }
+                }
+                Action::Penalize { peer, reason } => {
+                    if let Some(peer) = self.peers.peer(peer) {
+                        warn!(%peer, %reason, "peer misbehaved");
+                        let _ = net.report(peer, Misbehaviour::InvalidMessage).await;
+                    }
+                }
+                Action::Reply { id, reply } => {
+                    if let Some(sender) = self.pending.remove(&id) {
+                        let _ = sender.send(reply);
+                    }
+                }
+                Action::ScheduleTick { at_ms } => {
+                    self.next_tick_ms = Some(self.next_tick_ms.map_or(at_ms, |t| t.min(at_ms)));
+                }
+                Action::Event(event) => log_event(&event, metrics),
+            }
+        }
+    }
+}
+
+fn log_event(event: &NodeEvent, metrics: &Metrics) {
+    match event {
+        NodeEvent::TransactionFinalized { txid, latency_ms } => {
+            metrics.finalized_transactions.inc();
+            metrics
+                .finality_latency_seconds
+                .observe(*latency_ms as f64 / 1000.0);
+            debug!(%txid, latency_ms, "transaction final");
+        }
+        NodeEvent::BlockCommitted {
+            height,
+            hash,
+            view,
+            transactions,
+            synced,
+        } => {
+            metrics.blocks_committed.inc();
+            metrics.chain_height.set(height.get() as i64);
+            info!(height = height.get(), %hash, view, transactions, synced, "block committed");
+        }
+        NodeEvent::ViewChanged { height, view } => {
+            metrics.view_changes.inc();
+            metrics.consensus_view.set(i64::from(*view));
+            info!(height = height.get(), view, "view change");
+        }
+        NodeEvent::Evidence(evidence) => {
+            warn!(offender = %evidence.offender(), "equivocation evidence")
+        }
+        NodeEvent::ProposalRejected {
+            height,
+            view,
+            reason,
+        } => {
+            warn!(height = height.get(), view, %reason, "proposal rejected")
+        }
+        NodeEvent::RefusedToEquivocate(what) => {
+            error!(%what, "refused to sign a conflicting statement")
+        }
+        NodeEvent::EpochStarted { epoch, members } => {
+            info!(epoch = epoch.get(), members, "epoch started")
+        }
+    }
+}
+
+fn refresh_metrics(
+    node: &DaemonNode,
+    net: &NetworkHandle,
+    metrics: &Metrics,
+    readiness: &watch::Sender<Readiness>,
+    _state: &LoopState,
+) {
+    let stats = net.stats();
+    metrics.set_peers(stats.inbound_peers as i64, stats.outbound_peers as i64);
+    metrics.banned_peers.set(stats.banned_peers as i64);
+    let height = node.tip_height().get();
+    metrics.chain_height.set(height as i64);
+    let committee = node.finality().committee();
+    metrics
+        .active_masternodes
+        .set(committee.members().len() as i64);
+    metrics
+        .committee_weight
+        .set(committee.total_weight().0 as i64);
+    metrics.consensus_view.set(i64::from(node.bft().view()));
+    let peers = (stats.inbound_peers + stats.outbound_peers) as usize;
+    // Synced when no peer is known to be ahead; the node tells us through its consensus height.
+    let synced = node.bft().height().get() >= height;
+    metrics.sync_target_height.set(height as i64);
+    let _ = readiness.send(Readiness {
+        synced,
+        peers,
+        height,
+    });
+}

@@ -1,0 +1,134 @@
+//! `timed`, the TimeCoin node.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use timecoin_primitives::Network;
+use timed::config::{Override, default_data_dir};
+use timed::daemon::{self, RunOptions};
+use timed::devnet::{self, DevnetOptions};
+
+/// The TimeCoin node. Any configuration key can also be given as --section.key=value
+/// (e.g. --rpc.bind=127.0.0.1:9000); see config.toml in the data directory for them all.
+#[derive(Parser, Debug)]
+#[command(name = "timed", version, about)]
+struct Cli {
+    /// The data directory (default ~/.timecoin, or ~/.timecoin/<network>).
+    #[arg(long, global = true)]
+    datadir: Option<PathBuf>,
+    /// mainnet, testnet or devnet.
+    #[arg(long, default_value = "mainnet", global = true)]
+    network: Network,
+    #[command(subcommand)]
+    command: Option<Commands>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Commands {
+    /// Run a local network of masternodes on 127.0.0.1 until Ctrl-C.
+    Devnet {
+        /// Masternodes to run (used when the directory is new).
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// The devnet directory; running again with the same one continues the same chain.
+        #[arg(long, default_value = "devnet")]
+        dir: PathBuf,
+        /// First port: node i listens on base+3i (peers), base+3i+1 (RPC), base+3i+2 (metrics).
+        #[arg(long, default_value_t = 44100)]
+        base_port: u16,
+        /// Milliseconds between blocks (used when the directory is new).
+        #[arg(long, default_value_t = 1000)]
+        block_interval_ms: u64,
+    },
+}
+
+fn split_overrides(args: Vec<String>) -> Result<(Vec<String>, Vec<Override>), String> {
+    let mut rest = Vec::new();
+    let mut overrides = Vec::new();
+    for arg in args {
+        match arg.strip_prefix("--") {
+            Some(body) if body.split('=').next().is_some_and(|key| key.contains('.')) => {
+                overrides.push(body.parse().map_err(|e| format!("{arg}: {e}"))?);
+            }
+            _ => rest.push(arg),
+        }
+    }
+    Ok((rest, overrides))
+}
+
+fn run_devnet(options: DevnetOptions) -> Result<(), String> {
+    let (manifest, created) = devnet::load_or_create(&options)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut children = devnet::spawn_nodes(&options.dir, &manifest)?;
+    print!("{}", devnet::banner(&options.dir, &manifest, created));
+    let outcome = runtime.block_on(async {
+        let mut stop = timed::runtime::shutdown_signal().map_err(|e| e.to_string())?;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return Ok(()),
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            }
+            for (child, node) in children.iter_mut().zip(&manifest.nodes) {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!(
+                        "{} exited ({status}); see {}/{}/timed.log. Stopping the others.",
+                        node.dir,
+                        options.dir.display(),
+                        node.dir
+                    ));
+                }
+            }
+        }
+    });
+    println!("stopping the devnet…");
+    devnet::stop_nodes(&mut children);
+    outcome
+}
+
+fn main() -> ExitCode {
+    let (args, overrides) = match split_overrides(std::env::args().collect()) {
+        Ok(split) => split,
+        Err(message) => {
+            eprintln!("timed: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
+    let result = match cli.command {
+        Some(Commands::Devnet {
+            nodes,
+            dir,
+            base_port,
+            block_interval_ms,
+        }) => run_devnet(DevnetOptions {
+            dir,
+            nodes,
+            base_port,
+            block_interval_ms,
+        }),
+        None => {
+            let data_dir = cli.datadir.unwrap_or_else(|| default_data_dir(cli.network));
+            let options = RunOptions {
+                data_dir,
+                network: cli.network,
+                overrides,
+            };
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|runtime| runtime.block_on(daemon::run(options)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("timed: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
