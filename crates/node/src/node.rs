@@ -73,6 +73,10 @@ pub struct NodeConfig {
     /// broken node, so the simulator can show that its checkers catch a double vote.
     #[doc(hidden)]
     pub test_forget_locks_on_restart: bool,
+    /// TEST ONLY: send block statements without persisting them first. Broken on purpose, so
+    /// the simulator can show that its persistence-before-send check catches it.
+    #[doc(hidden)]
+    pub test_skip_statement_persistence: bool,
 }
 
 impl NodeConfig {
@@ -88,6 +92,7 @@ impl NodeConfig {
             sync_timeout_ms: interval.max(500) * 3,
             mempool: MempoolConfig::default(),
             test_forget_locks_on_restart: false,
+            test_skip_statement_persistence: false,
             params,
         }
     }
@@ -1220,6 +1225,7 @@ impl<S: NodeStore> Node<S> {
         let mut withhold = false;
         while let Some(effect) = queue.pop_front() {
             match effect {
+                BftEffect::Persist(_) if self.config.test_skip_statement_persistence => {}
                 BftEffect::Persist(state) => {
                     self.store.save_bft_state(&state)?;
                     withhold = false;

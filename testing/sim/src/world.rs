@@ -119,6 +119,8 @@ pub struct SimConfig {
     pub script: Vec<(u64, Step)>,
     /// TEST ONLY: this node forgets its input locks when it restarts (broken on purpose).
     pub forget_locks_node: Option<usize>,
+    /// TEST ONLY: this node sends block statements without persisting them (broken on purpose).
+    pub skip_persistence_node: Option<usize>,
     /// Whether liveness is checked at the end (off for scenarios that break the fault bound).
     pub check_liveness: bool,
 }
@@ -162,6 +164,7 @@ impl SimConfig {
             registrations: rng.chance(500),
             script: Vec::new(),
             forget_locks_node: None,
+            skip_persistence_node: None,
             check_liveness: true,
         }
     }
@@ -462,6 +465,7 @@ impl World {
         config.heartbeat_interval_ms = 1_000;
         config.sync_timeout_ms = 1_500;
         config.test_forget_locks_on_restart = self.nodes[index].forget_locks;
+        config.test_skip_statement_persistence = self.config.skip_persistence_node == Some(index);
         config
     }
 
@@ -808,7 +812,10 @@ impl World {
                     .collect();
                 extra = format!(" leader {who:?}");
             }
-            eprintln!("{:>6} node {index}: {event:?}{extra}", self.now - GENESIS_MS);
+            eprintln!(
+                "{:>6} node {index}: {event:?}{extra}",
+                self.now - GENESIS_MS
+            );
         }
         match event {
             NodeEvent::BlockCommitted { height, .. } => {
@@ -883,8 +890,12 @@ impl World {
                     p.certificate.as_ref().map(|c| (c.view, c.block_hash)),
                     p.justification.len()
                 ),
-                timecoin_consensus::BftMessage::Prepare(v) => format!("prepare v{} {}", v.view, v.block_hash),
-                timecoin_consensus::BftMessage::Commit(v) => format!("commit v{} {}", v.view, v.block_hash),
+                timecoin_consensus::BftMessage::Prepare(v) => {
+                    format!("prepare v{} {}", v.view, v.block_hash)
+                }
+                timecoin_consensus::BftMessage::Commit(v) => {
+                    format!("commit v{} {}", v.view, v.block_hash)
+                }
                 timecoin_consensus::BftMessage::ViewChange(c) => format!(
                     "viewchange v{} claim {:?} cert {} block {}",
                     c.view_change.view,
@@ -893,7 +904,11 @@ impl World {
                     c.block.is_some()
                 ),
             };
-            eprintln!("{:>6} node {from} sends h{} {what}", self.now - GENESIS_MS, bft.height().get());
+            eprintln!(
+                "{:>6} node {from} sends h{} {what}",
+                self.now - GENESIS_MS,
+                bft.height().get()
+            );
         }
         {
             let node = self.nodes[from].node.as_ref().expect("running");

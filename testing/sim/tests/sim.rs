@@ -2,6 +2,8 @@
 //! exact replay of one seed, and scenarios that break a rule on purpose to show that the
 //! checkers catch it.
 
+use std::collections::BTreeMap;
+
 use timecoin_sim::{Behaviour, Faults, SimConfig, Step, run};
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -13,12 +15,40 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn run_seeds(first: u64, count: u64) {
-    let mut heights = 0u64;
     let mut failures = Vec::new();
+    // Fault mix and totals, for the report.
+    let mut behaviours: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut partitioned, mut crashing, mut registering, mut byzantine_runs) = (0, 0, 0, 0);
+    let mut totals = [0u64; 8];
     for seed in first..first + count {
         let config = SimConfig::random(seed);
+        let faulty: Vec<&Behaviour> = config
+            .behaviours
+            .iter()
+            .filter(|b| **b != Behaviour::Honest)
+            .collect();
+        byzantine_runs += u64::from(!faulty.is_empty());
+        for behaviour in faulty {
+            *behaviours.entry(format!("{behaviour:?}")).or_default() += 1;
+        }
+        partitioned += u64::from(config.faults.partitions);
+        crashing += u64::from(config.faults.crashes);
+        registering += u64::from(config.registrations);
         match run(&config) {
-            Ok(report) => heights += report.height,
+            Ok(report) => {
+                for (total, value) in totals.iter_mut().zip([
+                    report.height,
+                    report.expected_transactions as u64,
+                    report.certified as u64,
+                    report.crashes,
+                    report.partitions,
+                    report.view_changes,
+                    report.evidence,
+                    report.double_spends,
+                ]) {
+                    *total += value;
+                }
+            }
             Err(failure) => {
                 eprintln!("{failure}");
                 failures.push(seed);
@@ -32,20 +62,33 @@ fn run_seeds(first: u64, count: u64) {
             );
         }
     }
+    eprintln!(
+        "{count} seeds from {first}: {} failed {failures:?}\n  runs with Byzantine nodes {byzantine_runs}, \
+         behaviours {behaviours:?}, with partitions {partitioned}, with crashes {crashing}, with \
+         registrations {registering}\n  totals: blocks {}, expected transactions (all finalized) {}, \
+         certified {}, crashes {}, partitions {}, view changes {}, evidence {}, double-spend races {}",
+        failures.len(),
+        totals[0],
+        totals[1],
+        totals[2],
+        totals[3],
+        totals[4],
+        totals[5],
+        totals[6],
+        totals[7],
+    );
     assert!(
         failures.is_empty(),
         "{} of {count} seeds failed: {failures:?}",
         failures.len()
     );
-    eprintln!(
-        "{count} seeds from {first}: all invariants held; {heights} blocks committed in total"
-    );
 }
 
-/// CI: a bounded number of seeds (`SIM_SEEDS`, default 12), starting at `SIM_START`.
+/// CI: a bounded number of seeds (`SIM_SEEDS`, default 48, about a minute), starting at
+/// `SIM_START`.
 #[test]
 fn random_seeds() {
-    let count = env_u64("SIM_SEEDS").unwrap_or(12);
+    let count = env_u64("SIM_SEEDS").unwrap_or(48);
     let first = env_u64("SIM_START").unwrap_or(0);
     run_seeds(first, count);
 }
@@ -94,6 +137,7 @@ fn scenario(behaviours: Vec<Behaviour>) -> SimConfig {
         registrations: false,
         script: Vec::new(),
         forget_locks_node: None,
+        skip_persistence_node: None,
         check_liveness: true,
     }
 }
@@ -237,4 +281,21 @@ fn a_restarted_node_keeps_its_locks() {
     ];
     let report = run(&config).unwrap();
     assert!(report.crashes == 1, "{report:?}");
+}
+
+/// Broken on purpose: node 1 sends its block statements without persisting them first; the
+/// persistence-before-send check must catch its first statement.
+#[test]
+fn a_node_that_sends_before_persisting_is_caught() {
+    let mut config = scenario(vec![Behaviour::Honest; 4]);
+    config.skip_persistence_node = Some(1);
+    config.check_liveness = false;
+    let failure = match run(&config) {
+        Ok(report) => panic!("the checker must catch the unpersisted statement: {report:?}"),
+        Err(failure) => failure,
+    };
+    assert!(
+        failure.message.contains("persist-before-send broken"),
+        "{failure}"
+    );
 }
