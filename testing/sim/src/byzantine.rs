@@ -29,7 +29,8 @@ pub enum Behaviour {
     Replay,
     /// Re-signs its block statements with view numbers bumped into the future.
     BumpViews,
-    /// As leader, proposes blocks that break ledger rules (wrong UTXO commitment).
+    /// As leader, proposes blocks that break ledger rules (wrong UTXO commitment); as a sync
+    /// server, serves tampered blocks.
     InvalidProposals,
     /// Two processes share this key, each running the honest node (with its own disk).
     Twin,
@@ -183,6 +184,19 @@ pub fn corrupt_outgoing(
             vec![(
                 Target::All,
                 NodeMessage::Bft(BftMessage::Proposal(Box::new(bad))),
+            )]
+        }
+        (Behaviour::InvalidProposals, NodeMessage::SyncResponse(blocks)) => {
+            // A lying sync server: the first block is tampered with, so its certificate no
+            // longer matches; the receiver must blame us and ask someone else.
+            let mut blocks = blocks.into_inner();
+            if let Some(first) = blocks.first_mut() {
+                first.block.header.timestamp =
+                    Timestamp(first.block.header.timestamp.as_millis() + 1);
+            }
+            vec![(
+                Target::All,
+                NodeMessage::SyncResponse(BoundedVec::new(blocks).expect("no longer than before")),
             )]
         }
         (_, message) => vec![(Target::All, message)],

@@ -769,7 +769,7 @@ impl World {
                     if self.honest(index) {
                         self.report.penalties += 1;
                         let culprit = peer.0 as usize;
-                        if self.honest(culprit) && !reason.contains("sync") {
+                        if self.honest(culprit) {
                             return Err(Violation(format!(
                                 "honest node {index} penalised honest node {culprit}: {reason}"
                             )));
