@@ -44,6 +44,11 @@ pub const MAX_RESENT_BFT_MESSAGES: usize = 16;
 pub const MAX_BLOCK_TRANSACTIONS_PROPOSED: usize = 10_000;
 /// Most peers tracked.
 pub const MAX_PEERS: usize = 1_024;
+/// Most transactions whose first-seen time is kept (for the finality latency metric).
+pub const MAX_FIRST_SEEN: usize = 20_000;
+/// Most sync responses served to one peer per second: serving blocks is the most expensive
+/// thing a peer can ask of us.
+pub const MAX_SYNC_RESPONSES_PER_SECOND: u32 = 20;
 /// How far ahead of our clock a block's timestamp may be.
 pub const MAX_FUTURE_BLOCK_MS: u64 = 30_000;
 /// How many epochs of committees are kept (to verify late certificates and sync).
@@ -106,6 +111,8 @@ struct SyncState {
     in_flight: Option<(PeerId, Height, u64)>,
     /// Peers that served something invalid or timed out, until when they are skipped.
     shunned: BTreeMap<PeerId, u64>,
+    /// Per peer: the start of its current one-second window and responses served in it.
+    served: BTreeMap<PeerId, (u64, u32)>,
 }
 
 /// The deterministic node. See the crate documentation for the contract with the runtime.
@@ -789,6 +796,25 @@ impl<S: NodeStore> Node<S> {
         count: u32,
         actions: &mut Vec<Action>,
     ) -> Result<(), NodeError> {
+        // At most MAX_SYNC_RESPONSES_PER_SECOND per peer: plenty for an honest node that asks
+        // again only after each answer, cheap to refuse for one that floods.
+        let now = self.now_ms;
+        let window = self.sync.served.get(&peer).copied();
+        let (start, served) = match window {
+            Some((start, served)) if now < start + 1_000 => (start, served),
+            _ => (now, 0),
+        };
+        if served >= MAX_SYNC_RESPONSES_PER_SECOND {
+            return Ok(());
+        }
+        if self.sync.served.len() >= MAX_PEERS && !self.sync.served.contains_key(&peer) {
+            self.sync
+                .served
+                .retain(|_, (start, _)| *start + 1_000 > now);
+        }
+        if self.sync.served.len() < MAX_PEERS || self.sync.served.contains_key(&peer) {
+            self.sync.served.insert(peer, (start, served + 1));
+        }
         let count = (count as usize).min(MAX_SYNC_BLOCKS);
         let mut blocks = Vec::new();
         let mut bytes = 0usize;
@@ -911,7 +937,15 @@ impl<S: NodeStore> Node<S> {
             );
             return Ok(SubmitOutcome::Rejected(error.to_string()));
         }
-        self.first_seen.entry(txid).or_insert(self.now_ms);
+        if self.first_seen.len() >= MAX_FIRST_SEEN {
+            // Forget when losers of double-spend races were first seen; nothing else waits.
+            let (mempool, awaiting) = (&self.mempool, &self.awaiting_inputs);
+            self.first_seen
+                .retain(|txid, _| mempool.contains(txid) || awaiting.contains_key(txid));
+        }
+        if self.first_seen.len() < MAX_FIRST_SEEN {
+            self.first_seen.entry(txid).or_insert(self.now_ms);
+        }
         self.admit_verified(transaction, actions)
     }
 

@@ -6,12 +6,12 @@ use timecoin_ledger::{
     GenesisAllocation, GenesisMasternode, GenesisSpec, ParamOverrides, build_genesis,
 };
 use timecoin_node::{
-    Action, Command, Input, Node, NodeConfig, NodeEvent, PeerId, Reply, RequestId, SubmitOutcome,
-    TxStatus, init_store,
+    Action, Command, Input, Node, NodeConfig, NodeEvent, NodeMessage, PeerId, Reply, RequestId,
+    SubmitOutcome, TxStatus, init_store,
 };
 use timecoin_primitives::{
-    Address, Amount, Block, BoundedVec, Network, OutPoint, SecretKey, Transaction, TxBody, TxInput,
-    TxKind, TxOut,
+    Address, Amount, Block, BoundedVec, Height, Network, OutPoint, SecretKey, Transaction, TxBody,
+    TxInput, TxKind, TxOut,
 };
 use timecoin_storage::{ChainDb, ChainStore, MemoryBackend, StoreConfig};
 
@@ -257,6 +257,34 @@ fn a_lone_masternode_finalizes_commits_and_survives_a_crash() {
             ..
         }
     )));
+
+    // Sync: a peer gets committed blocks with certificates, but a flood is cut off.
+    let request = NodeMessage::SyncRequest {
+        from: Height(1),
+        count: 1_000,
+    }
+    .to_bytes();
+    let mut served = 0;
+    for _ in 0..30 {
+        for action in node
+            .handle(Input::PeerMessage {
+                peer: PeerId(7),
+                bytes: request.clone(),
+            })
+            .unwrap()
+        {
+            if let Action::Send {
+                peer: PeerId(7),
+                message: NodeMessage::SyncResponse(blocks),
+            } = action
+            {
+                assert_eq!(blocks[0].block.header.height, Height(1));
+                assert_eq!(blocks.len() as u64, node.tip_height().get());
+                served += 1;
+            }
+        }
+    }
+    assert_eq!(served, timecoin_node::node::MAX_SYNC_RESPONSES_PER_SECOND);
 
     // Crash: the restarted node has every committed block and goes on committing.
     let tip = node.tip_height();
