@@ -11,7 +11,7 @@ use timecoin_node::{
     SubmitOutcome, init_store,
 };
 use timecoin_primitives::{
-    Address, Amount, Block, BoundedString, BoundedVec, Network, OutPoint, SecretKey, Tier,
+    Address, Amount, Block, BoundedString, BoundedVec, Height, Network, OutPoint, SecretKey, Tier,
     Transaction, TxBody, TxInput, TxKind, TxOut, Txid,
 };
 use timecoin_storage::{ChainDb, ChainStore, MemoryBackend, StoreConfig};
@@ -219,6 +219,8 @@ pub struct SimReport {
     pub evidence: u64,
     /// Double-spend races run.
     pub double_spends: u64,
+    /// Commit certificates signed by the masternode registered during the run.
+    pub registered_masternode_signatures: u64,
 }
 
 /// A broken invariant, with what is needed to replay it.
@@ -311,6 +313,7 @@ struct World {
     liveness_height: u64,
     registered: Option<(usize, OutPoint, usize)>,
     deregistered: bool,
+    deregistration: Option<Txid>,
     faulty_keys: BTreeSet<timecoin_primitives::PublicKey>,
     /// Print every node event (`SIM_TRACE=1`).
     trace: bool,
@@ -427,6 +430,7 @@ impl World {
             liveness_height: 0,
             registered: None,
             deregistered: false,
+            deregistration: None,
             faulty_keys: BTreeSet::new(),
             trace: std::env::var_os("SIM_TRACE").is_some(),
             config,
@@ -1274,6 +1278,7 @@ impl World {
             .expect("one"),
         };
         let transaction = self.sign(body, &[owner], None);
+        self.deregistration = Some(transaction.txid());
         self.checker.learn(&transaction);
         self.expect(&transaction, &[owner]);
         let Some(node) = self.live_node() else {
@@ -1389,6 +1394,53 @@ impl World {
             .unwrap_or(0)
     }
 
+    /// A registration takes effect at the next epoch boundary and a deregistration likewise:
+    /// the new masternode's commit signatures appear only in epochs after its registration's
+    /// and up to its deregistration's.
+    fn check_registration_epochs(&mut self, reference: usize) -> Result<(), Violation> {
+        let Some((index, collateral, _)) = self.registered else {
+            return Ok(());
+        };
+        let store = self.nodes[reference]
+            .node
+            .as_ref()
+            .expect("running")
+            .store();
+        let located = |txid: &Txid| store.transaction_location(txid).ok().flatten();
+        let Some(registered) = located(&collateral.txid) else {
+            return Ok(());
+        };
+        let key = self.nodes[index]
+            .key
+            .as_ref()
+            .expect("a masternode")
+            .public_key();
+        let first = self.params.epoch_of(registered.height).get() + 1;
+        let last = self
+            .deregistration
+            .as_ref()
+            .and_then(located)
+            .map(|location| self.params.epoch_of(location.height).get());
+        let tip = store.tip().map_or(0, |tip| tip.height.get());
+        for height in 1..=tip {
+            let Some(certificate) = store.certificate(Height(height)).ok().flatten() else {
+                continue;
+            };
+            if certificate.votes.iter().any(|vote| vote.voter == key) {
+                self.report.registered_masternode_signatures += 1;
+                let epoch = self.params.epoch_of(Height(height)).get();
+                if epoch < first || last.is_some_and(|last| epoch > last) {
+                    return Err(Violation(format!(
+                        "masternode registered at height {} (deregistered in epoch {last:?}) \
+                         signed the commit of height {height} in epoch {epoch}",
+                        registered.height.get()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn check_liveness(&mut self) -> Result<(), Violation> {
         let reference = self
             .honest_reference()
@@ -1425,6 +1477,7 @@ impl World {
                 )));
             }
         }
+        self.check_registration_epochs(reference)?;
         let store = self.nodes[reference]
             .node
             .as_ref()

@@ -19,7 +19,7 @@ fn run_seeds(first: u64, count: u64) {
     // Fault mix and totals, for the report.
     let mut behaviours: BTreeMap<String, u64> = BTreeMap::new();
     let (mut partitioned, mut crashing, mut registering, mut byzantine_runs) = (0, 0, 0, 0);
-    let mut totals = [0u64; 8];
+    let mut totals = [0u64; 9];
     for seed in first..first + count {
         let config = SimConfig::random(seed);
         let faulty: Vec<&Behaviour> = config
@@ -45,6 +45,7 @@ fn run_seeds(first: u64, count: u64) {
                     report.view_changes,
                     report.evidence,
                     report.double_spends,
+                    report.registered_masternode_signatures,
                 ]) {
                     *total += value;
                 }
@@ -66,7 +67,8 @@ fn run_seeds(first: u64, count: u64) {
         "{count} seeds from {first}: {} failed {failures:?}\n  runs with Byzantine nodes {byzantine_runs}, \
          behaviours {behaviours:?}, with partitions {partitioned}, with crashes {crashing}, with \
          registrations {registering}\n  totals: blocks {}, expected transactions (all finalized) {}, \
-         certified {}, crashes {}, partitions {}, view changes {}, evidence {}, double-spend races {}",
+         certified {}, crashes {}, partitions {}, view changes {}, evidence {}, double-spend races {}, \
+         commits signed by masternodes registered during the run {}",
         failures.len(),
         totals[0],
         totals[1],
@@ -76,6 +78,7 @@ fn run_seeds(first: u64, count: u64) {
         totals[5],
         totals[6],
         totals[7],
+        totals[8],
     );
     assert!(
         failures.is_empty(),
