@@ -302,7 +302,7 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         }
         if last_metrics.elapsed() >= METRICS_REFRESH {
             last_metrics = Instant::now();
-            refresh_metrics(&node, &net, &metrics, &readiness_sender, &state);
+            refresh_metrics(&mut node, &net, &metrics, &readiness_sender, &state);
         }
     };
 
@@ -512,7 +512,7 @@ fn log_event(event: &NodeEvent, metrics: &Metrics) {
 }
 
 fn refresh_metrics(
-    node: &DaemonNode,
+    node: &mut DaemonNode,
     net: &NetworkHandle,
     metrics: &Metrics,
     readiness: &watch::Sender<Readiness>,
@@ -531,6 +531,29 @@ fn refresh_metrics(
         .committee_weight
         .set(committee.total_weight().0 as i64);
     metrics.consensus_view.set(i64::from(node.bft().view()));
+    // The node keeps its pool private; the MempoolInfo command is its read-only summary. It
+    // changes no state, so the only other action it returns, a ScheduleTick, repeats the time the
+    // previous input already scheduled and can be dropped.
+    let command = Input::Command {
+        id: RequestId(u64::MAX),
+        command: Command::MempoolInfo,
+    };
+    if let Ok(actions) = node.handle(command) {
+        for action in actions {
+            if let Action::Reply {
+                reply: Reply::Mempool(info),
+                ..
+            } = action
+            {
+                metrics
+                    .mempool_transactions
+                    .set(i64::try_from(info.pending_transactions).unwrap_or(i64::MAX));
+                metrics
+                    .mempool_bytes
+                    .set(i64::try_from(info.pending_bytes).unwrap_or(i64::MAX));
+            }
+        }
+    }
     let peers = (stats.inbound_peers + stats.outbound_peers) as usize;
     // Synced when no peer is known to be ahead; the node tells us through its consensus height.
     let synced = node.bft().height().get() >= height;

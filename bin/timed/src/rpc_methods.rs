@@ -4,12 +4,17 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
-use timecoin_node::{Command, Reply, SubmitOutcome, TxStatus};
-use timecoin_primitives::hash::{BlockHash, Txid};
-use timecoin_primitives::{
-    Address, Amount, Block, BlockHeader, Height, Tier, Transaction, TxKind, decode, encode,
+use timecoin_ledger::{
+    LedgerError, UtxoView, check_transaction, validate_transaction, verify_transaction,
 };
-use timecoin_rpc::{Methods, Params, RpcError, codes};
+use timecoin_node::{CertifiedView, Command, Reply, SubmitOutcome, TxStatus};
+use timecoin_primitives::hash::{BlockHash, Txid};
+use timecoin_primitives::merkle::MerkleProof;
+use timecoin_primitives::{
+    Address, Amount, Block, BlockHeader, BoundedVec, Height, OutPoint, Tier, Transaction, TxKind,
+    decode, encode,
+};
+use timecoin_rpc::{FromParam, Methods, Params, RpcError, codes};
 use timecoin_storage::ChainStore;
 use tokio::sync::oneshot;
 
@@ -19,6 +24,21 @@ use crate::daemon::{DaemonNode, Request, RpcContext};
 const MAX_UTXOS_PER_ADDRESS: usize = 10_000;
 /// Most addresses one `getaddressutxos`/`getaddressbalance` call may name.
 const MAX_ADDRESSES_PER_CALL: usize = 1_000;
+/// Most transactions one `testmempoolaccept` call may test (Bitcoin Core's package limit).
+const MAX_TEST_ACCEPT: usize = 25;
+/// Most txids one `gettxoutproof` proof may cover.
+pub const MAX_PROOF_TXIDS: usize = 1_000;
+
+/// What `gettxoutproof` returns and `verifytxoutproof` reads, hex-encoded with the canonical
+/// (borsh) encoding: the block header, then for each proven transaction its txid and its Merkle
+/// branch up to the header's `transactions_root`. Bitcoin's partial-Merkle-tree format cannot be
+/// used: TimeCoin's tree hashes leaves and nodes in separate domains and promotes a lone node
+/// instead of duplicating it. The header lets a light client check the proof against a header
+/// chain it already trusts, exactly as Bitcoin's proof does.
+pub type TxOutProof = (
+    BlockHeader,
+    BoundedVec<(Txid, MerkleProof), MAX_PROOF_TXIDS>,
+);
 
 type Ctx = Arc<RpcContext>;
 
@@ -105,19 +125,23 @@ fn transaction_json(ctx: &Ctx, tx: &Transaction) -> Value {
 }
 
 fn header_json(header: &BlockHeader, tip: Height) -> Value {
-    json!({
+    let mut value = json!({
         "hash": header.hash().to_string(),
         "confirmations": tip.get().saturating_sub(header.height.get()) + 1,
         "height": header.height.get(),
         "version": header.version,
-        "previousblockhash": header.previous_hash.to_string(),
         "time": header.timestamp.as_millis() / 1000,
         "time_ms": header.timestamp.as_millis(),
         "epoch": header.epoch.get(),
         "proposer": header.proposer.to_string(),
         "merkleroot": header.transactions_root.to_string(),
         "utxocommitment": header.utxo_commitment.to_string(),
-    })
+    });
+    // Bitcoin Core leaves the field out for the genesis block, which has no parent.
+    if header.height.get() > 0 {
+        value["previousblockhash"] = json!(header.previous_hash.to_string());
+    }
+    value
 }
 
 fn block_json(ctx: &Ctx, block: &Block, tip: Height, verbosity: u64) -> Value {
@@ -128,7 +152,11 @@ fn block_json(ctx: &Ctx, block: &Block, tip: Height, verbosity: u64) -> Value {
         block
             .transactions
             .iter()
-            .map(|tx| transaction_json(ctx, tx))
+            .map(|tx| {
+                let mut value = transaction_json(ctx, tx);
+                value["hex"] = json!(hex::encode(encode(tx)));
+                value
+            })
             .collect()
     } else {
         block
@@ -149,6 +177,12 @@ fn status_json(txid: &Txid, status: &TxStatus, node: &DaemonNode) -> Value {
             value["status"] = json!("certified");
             value["certificate"] =
                 json!({"epoch": certificate.epoch.get(), "votes": certificate.votes.len()});
+            // The signed weight is only known against the certificate's own committee.
+            let committee = node.finality().committee();
+            if let Ok(weight) = certificate.verify(committee) {
+                value["certificate"]["weight"] = json!(weight.get());
+                value["certificate"]["quorum_weight"] = json!(committee.quorum_weight().get());
+            }
         }
         TxStatus::Included { height, position } => {
             value["status"] = json!("in_block");
@@ -233,6 +267,99 @@ async fn address_utxos(ctx: &Ctx, addresses: Vec<Address>) -> Result<Vec<Value>,
     Ok(out)
 }
 
+fn decode_transaction(text: &str) -> Result<Transaction, RpcError> {
+    let bytes = hex::decode(text.trim()).map_err(|_| {
+        RpcError::new(
+            codes::RPC_DESERIALIZATION_ERROR,
+            "TX decode failed: not hex",
+        )
+    })?;
+    decode(&bytes).map_err(|e| {
+        RpcError::new(
+            codes::RPC_DESERIALIZATION_ERROR,
+            format!("TX decode failed: {e}"),
+        )
+    })
+}
+
+/// `getblock`'s verbosity as Bitcoin Core reads it: a number, or a bool (true = 1).
+fn verbosity(value: Option<&Value>) -> Result<u64, RpcError> {
+    match value {
+        None => Ok(1),
+        Some(Value::Bool(verbose)) => Ok(u64::from(*verbose)),
+        Some(other) => u64::from_param(other, "verbosity"),
+    }
+}
+
+/// `testmempoolaccept`'s verdict on one transaction, computed as `sendrawtransaction` would
+/// admit it, without changing anything: known already, stateless rules, signatures, conflicts
+/// with certified transactions and with inputs this node has locked (voted to spend), then the
+/// UTXO rules against the committed set seen through the certified pool.
+///
+/// What it cannot see: a conflict with a pending transaction this node has pooled but not voted
+/// on (a node that is not a masternode votes on nothing), and a full pool's eviction threshold;
+/// the node does not expose its mempool's contents.
+fn test_accept(node: &DaemonNode, tx: &Transaction) -> Result<Value, RpcError> {
+    let txid = tx.txid();
+    let size = tx.encoded_size();
+    let mut verdict = json!({"txid": txid.to_string(), "wtxid": txid.to_string()});
+    let reject = |mut verdict: Value, reason: String| {
+        verdict["allowed"] = json!(false);
+        verdict["reject-reason"] = json!(reason);
+        Ok(verdict)
+    };
+    match node.status(&txid).map_err(storage_error)? {
+        TxStatus::Unknown => {}
+        TxStatus::Included { .. } => return reject(verdict, "txn-already-known".into()),
+        _ => return reject(verdict, "txn-already-in-mempool".into()),
+    }
+    if tx.is_reward() {
+        return reject(verdict, "reward transactions are not relayed".into());
+    }
+    let params = node.params();
+    if let Err(error) =
+        check_transaction(tx, params).and_then(|_| verify_transaction(tx, 0, params.network))
+    {
+        return reject(verdict, error.to_string());
+    }
+    for input in &tx.body.inputs {
+        if let Some(other) = node.certified().spender_of(&input.prevout) {
+            return reject(
+                verdict,
+                format!("conflicts with certified transaction {other}"),
+            );
+        }
+        if let Some(other) = node.finality().lock_holder(&input.prevout)
+            && other != txid
+        {
+            return reject(
+                verdict,
+                format!(
+                    "input {}:{} is locked by transaction {other}",
+                    input.prevout.txid, input.prevout.index
+                ),
+            );
+        }
+    }
+    let view = CertifiedView {
+        base: node.store(),
+        pool: node.certified(),
+    };
+    let next = Height(node.tip_height().get() + 1);
+    match validate_transaction(tx, &view, node.store(), params, next) {
+        Ok(validated) => {
+            verdict["allowed"] = json!(true);
+            verdict["vsize"] = json!(size);
+            verdict["fees"] =
+                json!({"base": amount(validated.fee), "units": validated.fee.units()});
+            Ok(verdict)
+        }
+        Err(LedgerError::MissingInput { .. }) => reject(verdict, "missing-inputs".into()),
+        Err(LedgerError::Backend(error)) => Err(storage_error(error)),
+        Err(error) => reject(verdict, error.to_string()),
+    }
+}
+
 /// The method table.
 pub fn methods(ctx: Ctx) -> Methods {
     let mut m = Methods::new();
@@ -293,7 +420,7 @@ pub fn methods(ctx: Ctx) -> Methods {
         |c, p| {
             let args = p.bind(&["blockhash", "verbosity"])?;
             let hash: BlockHash = parse_hash(&args.required::<String>(0)?, "blockhash")?;
-            let verbosity: u64 = args.optional(1)?.unwrap_or(1);
+            let verbosity = verbosity(args.get(1))?;
             let ctx2 = c.clone();
             read(&c, move |node| {
                 let block = node
@@ -425,18 +552,7 @@ pub fn methods(ctx: Ctx) -> Methods {
         "decoderawtransaction hex: decode without sending",
         |c, p| {
             let text: String = p.bind(&["hexstring"])?.required(0)?;
-            let bytes = hex::decode(text.trim()).map_err(|_| {
-                RpcError::new(
-                    codes::RPC_DESERIALIZATION_ERROR,
-                    "TX decode failed: not hex",
-                )
-            })?;
-            let tx: Transaction = decode(&bytes).map_err(|e| {
-                RpcError::new(
-                    codes::RPC_DESERIALIZATION_ERROR,
-                    format!("TX decode failed: {e}"),
-                )
-            })?;
+            let tx = decode_transaction(&text)?;
             Ok(transaction_json(&c, &tx))
         }
     );
@@ -445,26 +561,34 @@ pub fn methods(ctx: Ctx) -> Methods {
         "sendrawtransaction hex: validate, relay and vote; returns the txid",
         |c, p| {
             let text: String = p.bind(&["hexstring"])?.required(0)?;
-            let bytes = hex::decode(text.trim()).map_err(|_| {
-                RpcError::new(
-                    codes::RPC_DESERIALIZATION_ERROR,
-                    "TX decode failed: not hex",
-                )
-            })?;
-            let tx: Transaction = decode(&bytes).map_err(|e| {
-                RpcError::new(
-                    codes::RPC_DESERIALIZATION_ERROR,
-                    format!("TX decode failed: {e}"),
-                )
-            })?;
+            let tx = decode_transaction(&text)?;
             let Reply::Submitted(outcome) = command(&c, Command::SubmitTransaction(tx)).await?
             else {
                 return Err(RpcError::internal("unexpected reply"));
             };
             match outcome {
-                SubmitOutcome::Accepted(txid)
-                | SubmitOutcome::AlreadyKnown(txid)
-                | SubmitOutcome::AwaitingInputs(txid) => Ok(json!(txid.to_string())),
+                SubmitOutcome::AlreadyKnown(txid) => {
+                    // Core answers a resubmission of a pooled transaction with its txid, and one
+                    // already in a block with RPC_VERIFY_ALREADY_IN_CHAIN.
+                    let in_block = read(&c, move |node| {
+                        Ok(matches!(
+                            node.status(&txid).map_err(storage_error)?,
+                            TxStatus::Included { .. }
+                        ))
+                    })
+                    .await?;
+                    if in_block {
+                        Err(RpcError::new(
+                            codes::RPC_VERIFY_ALREADY_IN_CHAIN,
+                            "Transaction already in block chain",
+                        ))
+                    } else {
+                        Ok(json!(txid.to_string()))
+                    }
+                }
+                SubmitOutcome::Accepted(txid) | SubmitOutcome::AwaitingInputs(txid) => {
+                    Ok(json!(txid.to_string()))
+                }
                 SubmitOutcome::Rejected(reason) => {
                     Err(RpcError::new(codes::RPC_VERIFY_REJECTED, reason))
                 }
@@ -642,5 +766,312 @@ pub fn methods(ctx: Ctx) -> Methods {
         let _ = c.shutdown.send(true);
         Ok(json!("TimeCoin server stopping"))
     });
+    method!(
+        "testmempoolaccept",
+        "testmempoolaccept [\"hex\",...] ( maxfeerate ): would sendrawtransaction accept these? (each alone; nothing is sent)",
+        |c, p| {
+            let args = p.bind(&["rawtxs", "maxfeerate"])?;
+            let raw: Vec<Value> = args.required(0)?;
+            if raw.is_empty() || raw.len() > MAX_TEST_ACCEPT {
+                return Err(RpcError::invalid_parameter(format!(
+                    "Array must contain between 1 and {MAX_TEST_ACCEPT} transactions."
+                )));
+            }
+            // TIME per kB, as Core's BTC/kvB; 0 (Core's "no limit") when omitted.
+            let max_fee_rate: Option<Value> = args.optional(1)?;
+            let max_units_per_kb = match max_fee_rate {
+                None => None,
+                Some(Value::Number(n)) => {
+                    let units = n.to_string().parse::<Amount>().map_err(|e| {
+                        RpcError::invalid_parameter(format!("Invalid maxfeerate: {e}"))
+                    })?;
+                    (!units.is_zero()).then_some(units.units())
+                }
+                Some(other) => {
+                    return Err(RpcError::type_error(format!(
+                        "JSON value of type {} is not of expected type number",
+                        timecoin_rpc::params::json_type_name(&other)
+                    )));
+                }
+            };
+            let transactions = raw
+                .iter()
+                .map(|value| {
+                    value
+                        .as_str()
+                        .ok_or_else(|| RpcError::type_error("rawtxs must be hex strings"))
+                        .and_then(decode_transaction)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            read(&c, move |node| {
+                transactions
+                    .iter()
+                    .map(|tx| {
+                        let mut verdict = test_accept(node, tx)?;
+                        if let (Some(max), Some(fee)) =
+                            (max_units_per_kb, verdict["fees"]["units"].as_u64())
+                        {
+                            let size = verdict["vsize"].as_u64().unwrap_or(1).max(1);
+                            if u128::from(fee) * 1000 > u128::from(max) * u128::from(size) {
+                                verdict = json!({
+                                    "txid": verdict["txid"], "wtxid": verdict["wtxid"],
+                                    "allowed": false, "reject-reason": "max-fee-exceeded",
+                                });
+                            }
+                        }
+                        Ok(verdict)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Value::Array)
+            })
+            .await
+        }
+    );
+    method!(
+        "gettxout",
+        "gettxout txid n ( include_mempool ): an unspent output, or null (include_mempool counts certified transactions not yet in a block)",
+        |c, p| {
+            let args = p.bind(&["txid", "n", "include_mempool"])?;
+            let txid: Txid = parse_hash(&args.required::<String>(0)?, "txid")?;
+            let index: u32 = args.required(1)?;
+            let include_pool: bool = args.optional(2)?.unwrap_or(true);
+            let chain = c.chain;
+            read(&c, move |node| {
+                let outpoint = OutPoint { txid, index };
+                let entry = if include_pool {
+                    let view = CertifiedView {
+                        base: node.store(),
+                        pool: node.certified(),
+                    };
+                    view.utxo(&outpoint).map_err(storage_error)?
+                } else {
+                    UtxoView::utxo(node.store(), &outpoint).map_err(storage_error)?
+                };
+                let Some(entry) = entry else {
+                    return Ok(Value::Null);
+                };
+                let tip = node.store().tip();
+                let unblocked = include_pool && node.certified().contains(&txid);
+                let confirmations = if unblocked {
+                    0
+                } else {
+                    node.tip_height().get().saturating_sub(entry.height.get()) + 1
+                };
+                // A reward output is Core's "coinbase"; only a block holds one.
+                let mut coinbase = false;
+                if !unblocked
+                    && let Some(location) = node
+                        .store()
+                        .transaction_location(&txid)
+                        .map_err(storage_error)?
+                    && let Some(hash) = node
+                        .store()
+                        .block_hash(location.height)
+                        .map_err(storage_error)?
+                    && let Some(block) = node.store().block(&hash).map_err(storage_error)?
+                {
+                    coinbase = block
+                        .transactions
+                        .get(location.position as usize)
+                        .is_some_and(Transaction::is_reward);
+                }
+                let address = entry.output.address.encode(chain);
+                Ok(json!({
+                    "bestblock": tip.map(|t| t.hash.to_string()),
+                    "confirmations": confirmations,
+                    "value": amount(entry.output.amount),
+                    "units": entry.output.amount.units(),
+                    "scriptPubKey": {"address": address, "type": "timecoin"},
+                    "address": address,
+                    "coinbase": coinbase,
+                    "collateral": entry.is_collateral,
+                    "status": if unblocked { "certified" } else { "in_block" },
+                }))
+            })
+            .await
+        }
+    );
+    method!(
+        "gettxoutproof",
+        "gettxoutproof [\"txid\",...] ( blockhash ): hex proof that the transactions are in a block",
+        |c, p| {
+            let args = p.bind(&["txids", "blockhash"])?;
+            let list: Vec<Value> = args.required(0)?;
+            if list.is_empty() {
+                return Err(RpcError::invalid_parameter(
+                    "Parameter 'txids' cannot be empty",
+                ));
+            }
+            if list.len() > MAX_PROOF_TXIDS {
+                return Err(RpcError::invalid_parameter(format!(
+                    "at most {MAX_PROOF_TXIDS} txids per proof"
+                )));
+            }
+            let mut txids: Vec<Txid> = Vec::with_capacity(list.len());
+            for value in &list {
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| RpcError::type_error("txids must be strings"))?;
+                let txid: Txid = parse_hash(text, "txid")?;
+                if txids.contains(&txid) {
+                    return Err(RpcError::invalid_parameter(format!(
+                        "Invalid parameter, duplicated txid: {text}"
+                    )));
+                }
+                txids.push(txid);
+            }
+            let block_hash: Option<BlockHash> = args
+                .optional::<String>(1)?
+                .map(|text| parse_hash(&text, "blockhash"))
+                .transpose()?;
+            read(&c, move |node| {
+                let store = node.store();
+                let hash = match block_hash {
+                    Some(hash) => hash,
+                    None => {
+                        let location = store
+                            .transaction_location(&txids[0])
+                            .map_err(storage_error)?
+                            .ok_or_else(|| {
+                                RpcError::new(
+                                    codes::RPC_INVALID_ADDRESS_OR_KEY,
+                                    "Transaction not yet in block",
+                                )
+                            })?;
+                        store
+                            .block_hash(location.height)
+                            .map_err(storage_error)?
+                            .ok_or_else(|| RpcError::internal("indexed block is missing"))?
+                    }
+                };
+                let block = store.block(&hash).map_err(storage_error)?.ok_or_else(|| {
+                    RpcError::new(codes::RPC_INVALID_ADDRESS_OR_KEY, "Block not found")
+                })?;
+                let ids: Vec<Txid> = block.transactions.iter().map(Transaction::txid).collect();
+                let mut proofs = Vec::with_capacity(txids.len());
+                for txid in &txids {
+                    let proof = ids
+                        .iter()
+                        .position(|id| id == txid)
+                        .and_then(|index| MerkleProof::build(&ids, index))
+                        .ok_or_else(|| {
+                            RpcError::new(
+                                codes::RPC_INVALID_ADDRESS_OR_KEY,
+                                "Not all transactions found in specified or retrieved block",
+                            )
+                        })?;
+                    proofs.push((*txid, proof));
+                }
+                let proof: TxOutProof = (
+                    block.header,
+                    BoundedVec::new(proofs).expect("bounded by MAX_PROOF_TXIDS"),
+                );
+                Ok(json!(hex::encode(encode(&proof))))
+            })
+            .await
+        }
+    );
+    method!(
+        "verifytxoutproof",
+        "verifytxoutproof proof: the txids a gettxoutproof proof commits to, if its block is in our chain",
+        |c, p| {
+            let text: String = p.bind(&["proof"])?.required(0)?;
+            let bytes = hex::decode(text.trim()).map_err(|_| {
+                RpcError::new(
+                    codes::RPC_DESERIALIZATION_ERROR,
+                    "Proof decode failed: not hex",
+                )
+            })?;
+            let (header, proofs): TxOutProof = decode(&bytes).map_err(|e| {
+                RpcError::new(
+                    codes::RPC_DESERIALIZATION_ERROR,
+                    format!("Proof decode failed: {e}"),
+                )
+            })?;
+            read(&c, move |node| {
+                let hash = header.hash();
+                if node
+                    .store()
+                    .block_hash(header.height)
+                    .map_err(storage_error)?
+                    != Some(hash)
+                {
+                    return Err(RpcError::new(
+                        codes::RPC_INVALID_ADDRESS_OR_KEY,
+                        "Block not found in chain",
+                    ));
+                }
+                // As Core: a proof that does not reach the header's root proves nothing.
+                if !proofs
+                    .iter()
+                    .all(|(txid, proof)| proof.verify(txid, &header.transactions_root))
+                {
+                    return Ok(json!([]));
+                }
+                Ok(Value::Array(
+                    proofs
+                        .iter()
+                        .map(|(txid, _)| json!(txid.to_string()))
+                        .collect(),
+                ))
+            })
+            .await
+        }
+    );
+    method!(
+        "getmasternodestatus",
+        "getmasternodestatus: this node's masternode key, registration, committee membership and weight",
+        |c, p| {
+            p.bind(&[])?;
+            let Reply::Consensus(info) = command(&c, Command::ConsensusInfo).await? else {
+                return Err(RpcError::internal("unexpected reply"));
+            };
+            let Some((key, _)) = info.node_key else {
+                return Ok(json!({
+                    "masternode": false,
+                    "status": "not_a_masternode",
+                }));
+            };
+            let chain = c.chain;
+            read(&c, move |node| {
+                let registrations: Vec<Value> = node
+                    .store()
+                    .masternodes()
+                    .iter()
+                    .filter(|r| r.node_key == key)
+                    .map(|r| {
+                        json!({
+                            "collateral": r.collateral.to_string(), "owner": r.owner.encode(chain),
+                            "tier": r.tier.name(), "network_address": r.network_address.as_str(),
+                            "registered_at": r.registered_at.get(),
+                        })
+                    })
+                    .collect();
+                let committee = node.finality().committee();
+                let member = committee.member(&key);
+                // Committees are fixed per epoch: a new registration waits for the next one, and
+                // a deregistered member serves out its epoch.
+                let status = match (member.is_some(), registrations.is_empty()) {
+                    (true, false) => "active",
+                    (true, true) => "active_deregistered",
+                    (false, false) => "registered_waiting_for_epoch",
+                    (false, true) => "not_registered",
+                };
+                Ok(json!({
+                    "masternode": true,
+                    "node_key": key.to_string(),
+                    "status": status,
+                    "registered": !registrations.is_empty(),
+                    "registrations": registrations,
+                    "in_committee": member.is_some(),
+                    "weight": member.map(|m| m.weight.get()).unwrap_or(0),
+                    "epoch": committee.epoch().get(),
+                    "committee_size": committee.members().len(),
+                    "total_weight": committee.total_weight().get(),
+                }))
+            })
+            .await
+        }
+    );
     m
 }

@@ -22,14 +22,16 @@
 //! | 1.x request, success | 200 | `{"result", "error": null, "id"}` |
 //! | 1.x request, method not found | 404 | `{"result": null, "error": {…}, "id"}` |
 //! | 1.x request, any other error | 500 | same shape |
-//! | 2.0 request, success or error | 200 | `{"jsonrpc": "2.0", "result"|"error", "id"}` |
+//! | 2.0 request, success | 200 | `{"jsonrpc": "2.0", "result", "error": null, "id"}` |
+//! | 2.0 request, error | 200 | `{"jsonrpc": "2.0", "error", "id"}` |
 //! | 2.0 notification (no `id`) | 204 | empty; the method still runs |
 //! | batch | 200 | array of replies in request order, each in its request's shape; notifications omitted; 204 if only notifications; `[]` for an empty batch |
 //! | batch longer than [`ServerConfig::max_batch_len`] | 400 | single error −32600 |
 //!
 //! Where we differ from Core, on purpose: a request *without* an `Authorization` header also
 //! waits for the failure delay (Core answers it at once), so probing costs the same either way;
-//! a 1.x reply always carries `id` (null if the request had none).
+//! a 1.x reply always carries `id` (null if the request had none); a successful 2.0 reply also
+//! carries `"error": null`, which python-bitcoinrpc's `batch_` requires (see [`protocol::Reply`]).
 //!
 //! # Limits
 //! Every resource has a bound: body size (413), requests executing

@@ -11,8 +11,9 @@ use crate::params::Params;
 pub enum Version {
     /// JSON-RPC 1.0/1.1, or no version at all: reply carries `result`, `error` and `id` always.
     Legacy,
-    /// `"jsonrpc": "2.0"`: reply carries `jsonrpc`, exactly one of `result`/`error`, and `id`;
-    /// a request without `id` is a notification and gets no reply.
+    /// `"jsonrpc": "2.0"`: reply carries `jsonrpc`, `result` with `"error": null` on success or
+    /// `error` alone on failure, and `id`; a request without `id` is a notification and gets no
+    /// reply.
     V2,
 }
 
@@ -98,6 +99,24 @@ fn invalid_request(message: &str) -> RpcError {
     RpcError::new(codes::RPC_INVALID_REQUEST, message)
 }
 
+/// The `error` member of a 2.0 reply: `null` beside a result, absent beside nothing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum V2Error {
+    /// Omitted (never serialised): the reply is an error reply built without a result.
+    Absent,
+    /// `null`, on success.
+    Null,
+    /// The failure.
+    Error(RpcError),
+}
+
+impl V2Error {
+    fn is_absent(&self) -> bool {
+        matches!(self, V2Error::Absent)
+    }
+}
+
 /// One reply object, serialised with its members in Core's order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -111,16 +130,22 @@ pub enum Reply {
         /// The request's id, `null` if it had none.
         id: Value,
     },
-    /// `{"jsonrpc": "2.0", "result"|"error": …, "id": …}`.
+    /// `{"jsonrpc": "2.0", "result": …, "error": null, "id": …}` or
+    /// `{"jsonrpc": "2.0", "error": …, "id": …}`.
+    ///
+    /// The `"error": null` on success departs from the 2.0 text (and from Core ≥ 28) on purpose:
+    /// python-bitcoinrpc's `batch_`, which sends 2.0 requests, reads `response['error']` from
+    /// every reply and fails with `KeyError` without it. Clients that follow the 2.0 text test
+    /// for `error` being absent *or* null, so they are unaffected.
     V2 {
         /// Always `"2.0"`.
         jsonrpc: &'static str,
         /// Present on success.
         #[serde(skip_serializing_if = "Option::is_none")]
         result: Option<Value>,
-        /// Present on failure.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<RpcError>,
+        /// The error on failure; `null` on success (see above), absent when `result` is.
+        #[serde(skip_serializing_if = "V2Error::is_absent")]
+        error: V2Error,
         /// The request's id, `null` if it could not be read.
         id: Value,
     },
@@ -144,13 +169,13 @@ impl Reply {
             (Version::V2, Ok(result)) => Reply::V2 {
                 jsonrpc: "2.0",
                 result: Some(result),
-                error: None,
+                error: V2Error::Null,
                 id,
             },
             (Version::V2, Err(error)) => Reply::V2 {
                 jsonrpc: "2.0",
                 result: None,
-                error: Some(error),
+                error: V2Error::Error(error),
                 id,
             },
         }
@@ -243,7 +268,7 @@ mod tests {
         );
         assert_eq!(
             to_json(Reply::new(Version::V2, Some(json!("a")), Ok(Value::Null))),
-            r#"{"jsonrpc":"2.0","result":null,"id":"a"}"#
+            r#"{"jsonrpc":"2.0","result":null,"error":null,"id":"a"}"#
         );
         assert_eq!(
             to_json(Reply::new(

@@ -212,7 +212,7 @@ async fn every_version_form_gets_its_reply_shape() {
     assert_eq!(reply.status, 200);
     assert_eq!(
         reply.json(),
-        json!({"jsonrpc": "2.0", "result": 5, "id": "x"})
+        json!({"jsonrpc": "2.0", "result": 5, "error": null, "id": "x"})
     );
 
     // Missing params means no arguments, as in Core.
@@ -385,7 +385,7 @@ async fn batches_answer_in_order_each_in_its_own_shape() {
         reply.json(),
         json!([
             {"result": 2, "error": null, "id": "a"},
-            {"jsonrpc": "2.0", "result": 4, "id": "b"},
+            {"jsonrpc": "2.0", "result": 4, "error": null, "id": "b"},
             {"result": null, "error": {"code": -32601, "message": "Method not found"}, "id": "c"},
             {"result": null, "error": {"code": -32600, "message": "Invalid Request object"}, "id": null},
             {"jsonrpc": "2.0", "error": {"code": -26, "message": "tx rejected"}, "id": "d"},
