@@ -19,18 +19,23 @@ pub fn merkle_root(txids: &[Txid]) -> Hash32 {
     }
     let mut level: Vec<Hash32> = txids.iter().map(leaf).collect();
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| {
-                if let [l, r] = pair {
-                    node(l, r)
-                } else {
-                    pair[0]
-                }
-            })
-            .collect();
+        level = next_level(&level);
     }
     level[0]
+}
+
+/// Pairs up a level; a last node without a partner moves up unchanged.
+fn next_level(level: &[Hash32]) -> Vec<Hash32> {
+    level
+        .chunks(2)
+        .map(|pair| {
+            if let [l, r] = pair {
+                node(l, r)
+            } else {
+                pair[0]
+            }
+        })
+        .collect()
 }
 
 fn leaf(txid: &Txid) -> Hash32 {
@@ -66,16 +71,7 @@ impl MerkleProof {
             if sibling < level.len() {
                 siblings.push(level[sibling]).ok()?;
             }
-            level = level
-                .chunks(2)
-                .map(|pair| {
-                    if let [l, r] = pair {
-                        node(l, r)
-                    } else {
-                        pair[0]
-                    }
-                })
-                .collect();
+            level = next_level(&level);
             position /= 2;
         }
         Some(MerkleProof {

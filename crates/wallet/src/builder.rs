@@ -164,6 +164,51 @@ fn sign(
         .map_err(|e| WalletError::InvalidRequest(e.to_string()))
 }
 
+/// Funds a transaction of `kind` paying `outputs` (worth `total`) from `coins`, adds change to
+/// `change_address` when it is worth keeping, and signs it.
+#[allow(clippy::too_many_arguments)]
+fn fund_and_sign(
+    keystore: &Keystore,
+    coins: &[Coin],
+    kind: TxKind,
+    outputs: Vec<TxOut>,
+    total: Amount,
+    change_address: Address,
+    fee_rate: u64,
+    node_key: Option<&SecretKey>,
+) -> Result<BuiltTransaction, WalletError> {
+    let with_change = |change: Option<Amount>| {
+        let mut all = outputs.clone();
+        all.extend(change.map(|amount| TxOut {
+            amount,
+            address: change_address,
+        }));
+        all
+    };
+    let make_body = |chosen: &[Coin], change: Option<Amount>| {
+        // Keys do not change the size, so placeholders measure the same as the real inputs.
+        let inputs = chosen
+            .iter()
+            .map(|c| TxInput {
+                prevout: c.outpoint,
+                public_key: Default::default(),
+            })
+            .collect();
+        body(kind.clone(), inputs, with_change(change)).expect("bounded by construction")
+    };
+    let funded = fund(coins, total, fee_rate, &make_body)?;
+    let body = body(
+        kind.clone(),
+        inputs_of(&funded.inputs, keystore)?,
+        with_change(funded.change),
+    )?;
+    Ok(BuiltTransaction {
+        transaction: sign(body, keystore, node_key)?,
+        fee: funded.fee,
+        change: funded.change,
+    })
+}
+
 /// Builds and signs a payment of `payments` from `coins`, paying `fee_rate` base units per byte
 /// and returning change to `change_address`.
 pub fn build_transfer(
@@ -186,37 +231,16 @@ pub fn build_transfer(
         .map(|&(address, amount)| TxOut { amount, address })
         .collect();
     let total = sum(payments.iter().map(|p| p.1))?;
-    let make_body = |chosen: &[Coin], change: Option<Amount>| {
-        let mut outputs = payment_outputs.clone();
-        outputs.extend(change.map(|amount| TxOut {
-            amount,
-            address: change_address,
-        }));
-        let inputs = chosen
-            .iter()
-            .map(|c| TxInput {
-                prevout: c.outpoint,
-                public_key: Default::default(),
-            })
-            .collect();
-        body(TxKind::Transfer, inputs, outputs).expect("bounded by construction")
-    };
-    let funded = fund(coins, total, fee_rate, &make_body)?;
-    let mut outputs = payment_outputs;
-    outputs.extend(funded.change.map(|amount| TxOut {
-        amount,
-        address: change_address,
-    }));
-    let body = body(
+    fund_and_sign(
+        keystore,
+        coins,
         TxKind::Transfer,
-        inputs_of(&funded.inputs, keystore)?,
-        outputs,
-    )?;
-    Ok(BuiltTransaction {
-        transaction: sign(body, keystore, None)?,
-        fee: funded.fee,
-        change: funded.change,
-    })
+        payment_outputs,
+        total,
+        change_address,
+        fee_rate,
+        None,
+    )
 }
 
 /// Builds and signs a masternode registration: output 0 locks `collateral` (which must be the
@@ -245,33 +269,16 @@ pub fn build_registration(
         amount: collateral,
         address: owner,
     };
-    let make_body = |chosen: &[Coin], change: Option<Amount>| {
-        let mut outputs = vec![collateral_output];
-        outputs.extend(change.map(|amount| TxOut {
-            amount,
-            address: change_address,
-        }));
-        let inputs = chosen
-            .iter()
-            .map(|c| TxInput {
-                prevout: c.outpoint,
-                public_key: Default::default(),
-            })
-            .collect();
-        body(kind.clone(), inputs, outputs).expect("bounded by construction")
-    };
-    let funded = fund(coins, collateral, fee_rate, &make_body)?;
-    let mut outputs = vec![collateral_output];
-    outputs.extend(funded.change.map(|amount| TxOut {
-        amount,
-        address: change_address,
-    }));
-    let body = body(kind.clone(), inputs_of(&funded.inputs, keystore)?, outputs)?;
-    Ok(BuiltTransaction {
-        transaction: sign(body, keystore, Some(node_key))?,
-        fee: funded.fee,
-        change: funded.change,
-    })
+    fund_and_sign(
+        keystore,
+        coins,
+        kind,
+        vec![collateral_output],
+        collateral,
+        change_address,
+        fee_rate,
+        Some(node_key),
+    )
 }
 
 /// Builds and signs a deregistration that spends `collateral` and pays it, less the fee, to
