@@ -157,7 +157,8 @@ fn time_cli_wallet_pays_across_a_devnet_and_rejects_bad_input() {
         "{paid}"
     );
     let txid = paid["txid"].as_str().unwrap().to_string();
-    let fee = units(&paid["fee"].to_string());
+    // A JSON number in TIME (it may print in exponent form): round to whole units.
+    let fee = (paid["fee"].as_f64().unwrap() * 1e8).round() as u64;
     assert!(fee > 0, "{paid}");
     let alice_left = 1_000_000_000 - 250_000_000 - fee;
 
