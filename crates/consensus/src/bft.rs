@@ -342,6 +342,8 @@ pub struct BftEngine {
     led: BTreeSet<u32>,
     awaiting_contents: Option<u32>,
     future: VecDeque<BftMessage>,
+    /// Whether the current view's timer already fired once without the view having started.
+    waited_in_view: bool,
 }
 
 impl BftEngine {
@@ -377,6 +379,7 @@ impl BftEngine {
             led: BTreeSet::new(),
             awaiting_contents: None,
             future: VecDeque::new(),
+            waited_in_view: false,
         }
     }
 
@@ -519,6 +522,7 @@ impl BftEngine {
             .filter(|signed| signed.slot.height == height);
         let view = resumed.map_or(0, |signed| signed.slot.view);
         self.view = view;
+        self.waited_in_view = false;
         self.arm_timers(now_ms, effects);
         if let Some(proof) = &self.prepared {
             self.blocks
@@ -565,6 +569,7 @@ impl BftEngine {
     fn enter_view(&mut self, view: u32, now_ms: u64, effects: &mut Vec<BftEffect>) {
         debug_assert!(view > self.view);
         self.view = view;
+        self.waited_in_view = false;
         self.awaiting_contents = None;
         let oldest_kept = view.saturating_sub(MAX_VIEWS_BEHIND);
         self.proposals
@@ -622,12 +627,17 @@ impl BftEngine {
             }
         }
         if self.deadline_ms.is_some_and(|at| now_ms >= at) {
-            if !self.view_started() {
-                // PBFT's rule: the timer of view v > 0 only runs once v has started (view
-                // changes from the quorum, or a proposal). A node that timed out alone must
-                // not run further ahead, or it drifts away from the others for good — the
-                // catch-up rule needs more than f weight ahead to pull anyone up. So wait in v,
-                // repeating our (identical) view change, until the others arrive.
+            if !self.view_started() && !self.waited_in_view {
+                // A view v > 0 that has not started (no view changes from the quorum, no
+                // proposal) gets one extra timeout before we leave it. A node that timed out
+                // alone used to move one view ahead per timeout, at the others' pace, and —
+                // being at most f weight — never pulled them up, so with f silent members the
+                // height stalled for good. Waiting halves its pace and the others catch up.
+                // (PBFT waits for the quorum indefinitely; we do not, because view changes
+                // received before a restart are not persisted, so a restarted node might
+                // never see a quorum for its current view again.) Meanwhile we repeat our
+                // identical view change.
+                self.waited_in_view = true;
                 self.consecutive_timeouts = self.consecutive_timeouts.saturating_add(1);
                 self.send_view_change(self.view, effects)?;
                 self.deadline_ms = Some(now_ms.saturating_add(self.current_timeout_ms()));
@@ -652,6 +662,15 @@ impl BftEngine {
     /// for it from the quorum weight are held, or a proposal for it (which carries them).
     fn view_started(&self) -> bool {
         if self.view == 0 || self.proposals.contains_key(&self.view) {
+            return true;
+        }
+        // Having prepared or committed in this view (before a restart, say) means a proposal
+        // with a quorum's justification was seen.
+        if self.last_signed.is_some_and(|signed| {
+            signed.slot.height == self.height
+                && signed.slot.view == self.view
+                && signed.slot.phase > Phase::ViewChange
+        }) {
             return true;
         }
         let weight: u64 = self.view_changes.get(&self.view).map_or(0, |changes| {

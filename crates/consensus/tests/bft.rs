@@ -404,18 +404,14 @@ fn weighted_committee_needs_quorum_weight_not_quorum_count() {
     for certificate in decided.values() {
         assert_eq!(certificate.votes.len(), 2);
     }
-    // Half the members with 60 weight live: nothing commits, however long we wait, and
-    // nobody runs ahead of a view that never gathered a quorum of view changes.
+    // Half the members with 60 weight live: nothing commits, however long we wait.
     let mut net = Net::new(&[40, 30, 20, 10]);
     net.nodes[1].silent = true;
     net.nodes[3].silent = true;
     net.start();
     net.run(1, 600_000);
     assert!(net.live().all(|node| node.committed.is_empty()));
-    assert!(
-        net.live().all(|node| node.engine.view() == 1),
-        "waits in view 1 for a quorum of view changes"
-    );
+    assert!(net.nodes[0].engine.view() >= 3, "kept changing views");
 }
 
 #[test]
@@ -480,13 +476,14 @@ fn timeouts_back_off_exponentially_while_nothing_progresses() {
         net.now_ms = next;
         let now_ms = net.now_ms;
         net.input(0, BftInput::Tick { now_ms });
-        // Alone, the node moves to view 1 once and then waits there for the others,
-        // repeating its view change at doubling intervals.
-        assert!(net.nodes[0].engine.view() <= 1);
-        last_view = last_view.max(net.nodes[0].engine.view());
         timeouts.push(net.nodes[0].engine.next_tick_ms().unwrap() - now_ms);
+        // Alone, no view after the first ever starts, so each takes two timeouts: a node
+        // that timed out alone falls behind no one for good.
+        let view = net.nodes[0].engine.view();
+        assert!(view <= last_view + 1);
+        last_view = view;
     }
-    assert_eq!(last_view, 1);
+    assert_eq!(last_view, 3, "views 1 and 2 took two timeouts each");
     assert_eq!(timeouts[..4], [4_000, 8_000, 16_000, 32_000]);
     assert!(
         timeouts
@@ -1508,15 +1505,14 @@ fn memory_stays_bounded_under_floods_and_long_outages() {
         .unwrap_err();
     assert!(matches!(error, ConsensusError::Full { .. }) && !error.is_peer_fault());
 
-    // A quorum-less cluster waits for hours, repeating its view changes: state stays within
-    // the windows.
+    // A quorum-less cluster keeps changing views for hours: state stays within the windows.
     let mut net = Net::new(&[40, 30, 20, 10]);
     net.nodes[1].silent = true;
     net.nodes[3].silent = true;
     net.start();
     net.run(1, 4 * 3_600_000);
     let views = net.nodes[0].engine.view();
-    assert_eq!(views, 1, "waits in the first view without a quorum");
+    assert!(views >= 8, "only reached view {views}");
     let window = (timecoin_consensus::bft::MAX_VIEWS_AHEAD
         + timecoin_consensus::bft::MAX_VIEWS_BEHIND
         + 1) as usize;

@@ -29,6 +29,8 @@ const CLIENT_BALANCE_TIME: u64 = 100_000;
 const FEE_UNITS: u64 = 100_000;
 /// How long before the end clients stop sending new transactions, so the last ones can finish.
 const QUIET_TAIL_MS: u64 = 15_000;
+/// How much longer than planned a run may go on for its liveness check to pass.
+const LIVENESS_GRACE_MS: u64 = 90_000;
 
 /// Network and process faults of the safety phase.
 #[derive(Clone, Debug)]
@@ -561,16 +563,30 @@ impl World {
         }
         self.schedule(self.safety_end, Event::LivenessStart);
         self.schedule(self.safety_end + 2_000, Event::Resubmit);
-        while let Some((&(at, sequence), _)) = self.events.first_key_value() {
-            if at > self.end {
+        // Liveness is "eventually": after the planned end the run goes on, in one-second steps
+        // up to LIVENESS_GRACE_MS, while the check fails. An unlucky run of Byzantine leaders
+        // can cost tens of seconds of back-off; a real stall never passes.
+        let hard_end = self.end + LIVENESS_GRACE_MS;
+        loop {
+            while let Some((&(at, sequence), _)) = self.events.first_key_value() {
+                if at > self.end {
+                    break;
+                }
+                let event = self.events.remove(&(at, sequence)).expect("just seen");
+                self.now = at;
+                self.dispatch(event)?;
+            }
+            if !self.config.check_liveness {
                 break;
             }
-            let event = self.events.remove(&(at, sequence)).expect("just seen");
-            self.now = at;
-            self.dispatch(event)?;
-        }
-        if self.config.check_liveness {
-            self.check_liveness()?;
+            match self.check_liveness() {
+                Ok(()) => break,
+                Err(violation) if self.end >= hard_end => return Err(violation),
+                Err(_) => {
+                    self.end += 1_000;
+                    self.now = self.end;
+                }
+            }
         }
         self.report.height = self.checker.highest().get();
         self.report.certified = self.checker.certified.len();
@@ -620,7 +636,7 @@ impl World {
                 Ok(())
             }
             Event::Workload => {
-                if self.now + QUIET_TAIL_MS < self.end {
+                if self.now + QUIET_TAIL_MS < self.safety_end + self.config.liveness_ms {
                     self.workload()?;
                     let next = self.now + self.rng.between(150, 600);
                     self.schedule(next, Event::Workload);
@@ -669,7 +685,8 @@ impl World {
             }
             Event::Resubmit => {
                 self.resubmit()?;
-                if self.now + 2_000 < self.end {
+                if self.now + 2_000 < self.safety_end + self.config.liveness_ms + LIVENESS_GRACE_MS
+                {
                     self.schedule(self.now + 2_000, Event::Resubmit);
                 }
                 Ok(())
