@@ -1075,3 +1075,63 @@ pub fn methods(ctx: Ctx) -> Methods {
     );
     m
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use timecoin_primitives::merkle::merkle_root;
+    use timecoin_primitives::{Epoch, Hash32, SecretKey, Timestamp};
+
+    #[test]
+    fn verbosity_reads_numbers_and_bools_like_core() {
+        assert_eq!(verbosity(None).unwrap(), 1);
+        assert_eq!(verbosity(Some(&json!(false))).unwrap(), 0);
+        assert_eq!(verbosity(Some(&json!(true))).unwrap(), 1);
+        assert_eq!(verbosity(Some(&json!(2))).unwrap(), 2);
+        assert_eq!(
+            verbosity(Some(&json!("2"))).unwrap_err().code,
+            codes::RPC_TYPE_ERROR
+        );
+        assert_eq!(
+            verbosity(Some(&json!(-1))).unwrap_err().code,
+            codes::RPC_INVALID_PARAMETER
+        );
+    }
+
+    /// The proof format round-trips through its hex encoding, proves every listed txid against
+    /// the header's root, and proves nothing once a sibling is altered.
+    #[test]
+    fn txout_proof_round_trips_and_verifies() {
+        use timecoin_primitives::hash::Domain;
+        let txids: Vec<Txid> = (0u8..5).map(|i| Txid(Domain::Txid.hash(&[&[i]]))).collect();
+        let header = BlockHeader {
+            version: 1,
+            height: Height(7),
+            previous_hash: BlockHash(Hash32::ZERO),
+            timestamp: Timestamp(1_000),
+            epoch: Epoch(0),
+            proposer: SecretKey::from_bytes([3; 32]).public_key(),
+            transactions_root: merkle_root(&txids),
+            utxo_commitment: Hash32::ZERO,
+        };
+        let entries = [1usize, 4]
+            .iter()
+            .map(|&i| (txids[i], MerkleProof::build(&txids, i).unwrap()))
+            .collect();
+        let proof: TxOutProof = (header.clone(), BoundedVec::new(entries).unwrap());
+        let text = hex::encode(encode(&proof));
+        let (decoded_header, decoded): TxOutProof = decode(&hex::decode(&text).unwrap()).unwrap();
+        assert_eq!(decoded_header, header);
+        assert!(
+            decoded
+                .iter()
+                .all(|(txid, p)| p.verify(txid, &header.transactions_root))
+        );
+        assert_eq!(decoded[1].0, txids[4]);
+        let (_, mut tampered) = decoded.clone().into_inner().remove(0);
+        let mut siblings = tampered.siblings.clone().into_inner();
+        siblings[0] = Hash32::ZERO;
+        tampered.siblings = BoundedVec::new(siblings).unwrap();
+        assert!(!tampered.verify(&txids[1], &header.transactions_root));
+    }
+}
