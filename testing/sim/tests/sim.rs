@@ -302,3 +302,40 @@ fn a_node_that_sends_before_persisting_is_caught() {
         "{failure}"
     );
 }
+
+/// Prints the fault mix of a seed range without running it (for soak reports):
+/// `SIM_START=… SIM_SEEDS=… cargo test -p timecoin-sim --test sim -- --ignored fault_mix --nocapture`.
+#[test]
+#[ignore = "reporting aid"]
+fn fault_mix() {
+    let count = env_u64("SIM_SEEDS").unwrap_or(1_000);
+    let first = env_u64("SIM_START").unwrap_or(1_000_000);
+    let mut behaviours: BTreeMap<String, u64> = BTreeMap::new();
+    let mut sizes: BTreeMap<usize, u64> = BTreeMap::new();
+    let (mut partitioned, mut one_way, mut crashing, mut registering, mut byzantine_runs) =
+        (0, 0, 0, 0, 0);
+    for seed in first..first + count {
+        let config = SimConfig::random(seed);
+        *sizes.entry(config.masternodes).or_default() += 1;
+        let faulty: Vec<&Behaviour> = config
+            .behaviours
+            .iter()
+            .filter(|b| **b != Behaviour::Honest)
+            .collect();
+        byzantine_runs += u64::from(!faulty.is_empty());
+        for behaviour in faulty {
+            *behaviours.entry(format!("{behaviour:?}")).or_default() += 1;
+        }
+        partitioned += u64::from(config.faults.partitions);
+        one_way += u64::from(config.faults.partitions && config.faults.one_way);
+        crashing += u64::from(config.faults.crashes);
+        registering += u64::from(config.registrations);
+    }
+    eprintln!(
+        "{count} seeds from {first}: masternodes {sizes:?}; runs with Byzantine nodes \
+         {byzantine_runs}, behaviours {behaviours:?}; partitions {partitioned} (one-way allowed \
+         {one_way}); crashes {crashing}; registrations {registering}; every run also has drops, \
+         duplicates, reordering delays and clock skew drawn per seed"
+    );
+    assert_eq!(sizes.values().sum::<u64>(), count);
+}
