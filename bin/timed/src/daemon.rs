@@ -37,6 +37,8 @@ pub const IDENTITY_FILE: &str = "identity.key";
 const REQUEST_QUEUE: usize = 1024;
 /// The node gets a tick at least this often, so its clock never lags by more.
 const MAX_TICK_GAP: Duration = Duration::from_millis(50);
+/// How long open RPC connections may take to finish at shutdown.
+const RPC_STOP_GRACE: Duration = Duration::from_secs(2);
 /// How often gauges are refreshed from the node and the network.
 const METRICS_REFRESH: Duration = Duration::from_secs(1);
 
@@ -307,8 +309,19 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
     };
 
     info!("stopping: RPC, network, then storage");
+    // The node task no longer serves requests: fail the queued and in-flight ones now, or the
+    // RPC server's graceful stop would wait for their replies forever (it did, under load).
+    requests.close();
+    while requests.try_recv().is_ok() {}
+    state.pending.clear();
     if let Some(server) = rpc {
-        server.shutdown().await;
+        // Bounded all the same: a client that never reads its answer must not hold up the exit.
+        if tokio::time::timeout(RPC_STOP_GRACE, server.shutdown())
+            .await
+            .is_err()
+        {
+            warn!("RPC connections still open after {RPC_STOP_GRACE:?}; closing them");
+        }
     }
     let _ = shutdown_sender.send(true);
     let _ = net.shutdown().await;

@@ -13,8 +13,12 @@ pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
         }
         _ => EnvFilter::try_new(filter).map_err(|e| format!("log.filter='{filter}': {e}"))?,
     };
+    // Colour only for a terminal: `timed devnet` and service managers send the output to a
+    // file, where escape codes make the log unreadable and ungreppable.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Human => builder.try_init(),
