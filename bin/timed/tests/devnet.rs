@@ -310,7 +310,7 @@ fn stopping_the_leader_causes_a_view_change_and_blocks_continue() {
 #[test]
 fn a_late_non_masternode_syncs_hundreds_of_blocks_and_follows() {
     let _serial = serial();
-    let mut net = Devnet::start(4, 200);
+    let mut net = Devnet::start(4, 100);
     let start = Instant::now();
     net.wait_height(300, Duration::from_secs(150));
     println!("masternodes made 300 blocks in {:?}", start.elapsed());
