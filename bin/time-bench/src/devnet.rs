@@ -1,0 +1,165 @@
+//! Starting or attaching to a devnet laid out by `timed devnet`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use timecoin_primitives::SecretKey;
+use timed::devnet::{self as layout, DevnetOptions, Manifest};
+
+use crate::http::Client;
+use crate::procfs;
+
+/// A running devnet the bench talks to.
+pub struct Devnet {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Node ports and the wallet address.
+    pub manifest: Manifest,
+    /// Node processes this bench started (empty when attached).
+    pub children: Vec<Child>,
+    /// Each node's process id, for CPU and memory readings (`None` if not found).
+    pub pids: Vec<Option<u32>>,
+}
+
+impl Devnet {
+    /// Creates (or reuses) the devnet at `options.dir` and starts its nodes with the `timed`
+    /// executable `timed_exe`, as `timed devnet` would.
+    ///
+    /// `peer_message_rate`, if given, replaces `messages_per_second_per_peer` in every node's
+    /// config: the devnet default (100) makes nodes ban each other as soon as payments, their
+    /// relays and their votes exceed it (about 50 payments/s on four nodes), which would measure
+    /// the rate limit rather than the node.
+    pub fn start(
+        options: &DevnetOptions,
+        timed_exe: &Path,
+        peer_message_rate: Option<u32>,
+    ) -> Result<Devnet, String> {
+        let (manifest, _) = layout::load_or_create(options)?;
+        let mut children = Vec::new();
+        for node in &manifest.nodes {
+            let data_dir = options.dir.join(&node.dir);
+            if let Some(rate) = peer_message_rate {
+                let path = data_dir.join("config.toml");
+                let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+                let text: Vec<String> = text
+                    .lines()
+                    .map(|l| {
+                        if l.starts_with("messages_per_second_per_peer") {
+                            format!("messages_per_second_per_peer = {rate}")
+                        } else {
+                            l.to_owned()
+                        }
+                    })
+                    .collect();
+                std::fs::write(&path, text.join("\n") + "\n").map_err(|e| e.to_string())?;
+            }
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(data_dir.join("timed.log"))
+                .map_err(|e| format!("cannot open the log of {}: {e}", node.dir))?;
+            let child = Command::new(timed_exe)
+                .arg("--network=devnet")
+                .arg(format!("--datadir={}", data_dir.display()))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().map_err(|e| e.to_string())?)
+                .stderr(log)
+                .spawn()
+                .map_err(|e| format!("cannot start {} ({}): {e}", node.dir, timed_exe.display()))?;
+            children.push(child);
+        }
+        let pids = children.iter().map(|c| Some(c.id())).collect();
+        Ok(Devnet {
+            dir: options.dir.clone(),
+            manifest,
+            children,
+            pids,
+        })
+    }
+
+    /// Attaches to the running devnet at `dir` (started by `timed devnet --dir dir`).
+    pub fn attach(dir: &Path) -> Result<Devnet, String> {
+        let path = dir.join(layout::MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let pids = manifest
+            .nodes
+            .iter()
+            .map(|n| procfs::find_by_datadir(&dir.join(&n.dir)))
+            .collect();
+        Ok(Devnet {
+            dir,
+            manifest,
+            children: Vec::new(),
+            pids,
+        })
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.manifest.nodes.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.manifest.nodes.is_empty()
+    }
+
+    /// Node `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(&self.manifest.nodes[i].dir)
+    }
+
+    /// Node `i`'s RPC address.
+    pub fn rpc_addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.manifest.nodes[i].rpc_port))
+    }
+
+    /// A new keep-alive client for node `i`.
+    pub fn client(&self, i: usize) -> Result<Client, String> {
+        Client::from_cookie(self.rpc_addr(i), &self.data_dir(i))
+    }
+
+    /// The development wallet's key.
+    pub fn dev_key(&self) -> Result<SecretKey, String> {
+        let path = self.dir.join(layout::WALLET_KEY_FILE);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let bytes: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("{} is not 64 hex digits", path.display()))?;
+        Ok(SecretKey::from_bytes(bytes))
+    }
+
+    /// Waits until every node answers RPC and the chain has committed a block past `min_height`.
+    pub async fn wait_ready(&self, min_height: u64, within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        for i in 0..self.len() {
+            loop {
+                let height = match self.client(i) {
+                    Ok(mut c) => c.call("getblockcount", serde_json::json!([])).await,
+                    Err(e) => Err(e),
+                };
+                match height {
+                    Ok(h) if h.as_u64().unwrap_or(0) > min_height => break,
+                    other if Instant::now() > deadline => {
+                        return Err(format!("node {i} is not ready: {other:?}"));
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the nodes this bench started (SIGTERM, then kill after a grace period).
+    pub fn stop(&mut self) {
+        layout::stop_nodes(&mut self.children);
+        self.children.clear();
+    }
+}
