@@ -941,6 +941,7 @@ impl World {
                     honest,
                     node.store(),
                     node.finality().committee().epoch(),
+                    node.tip_height(),
                     &message,
                 )
                 .map_err(|Violation(text)| {
