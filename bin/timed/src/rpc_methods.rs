@@ -73,6 +73,29 @@ async fn read<T: Send + 'static>(
     receiver.await.map_err(|_| unavailable())?
 }
 
+/// A transaction from a committed block, found through the transaction index, with the block's
+/// hash and height.
+fn committed_transaction(
+    node: &DaemonNode,
+    txid: &Txid,
+) -> Result<Option<(Transaction, BlockHash, Height)>, RpcError> {
+    let store = node.store();
+    let Some(location) = store.transaction_location(txid).map_err(storage_error)? else {
+        return Ok(None);
+    };
+    let Some(hash) = store.block_hash(location.height).map_err(storage_error)? else {
+        return Ok(None);
+    };
+    let Some(block) = store.block(&hash).map_err(storage_error)? else {
+        return Ok(None);
+    };
+    Ok(block
+        .transactions
+        .get(location.position as usize)
+        .cloned()
+        .map(|tx| (tx, hash, location.height)))
+}
+
 fn storage_error(error: impl std::fmt::Display) -> RpcError {
     RpcError::internal(format!("storage: {error}"))
 }
@@ -504,23 +527,8 @@ pub fn methods(ctx: Ctx) -> Methods {
             let verbose: bool = args.optional(1)?.unwrap_or(false);
             let ctx2 = c.clone();
             read(&c, move |node| {
-                let mut found = None;
-                if let Some(location) = node
-                    .store()
-                    .transaction_location(&txid)
-                    .map_err(storage_error)?
-                    && let Some(hash) = node
-                        .store()
-                        .block_hash(location.height)
-                        .map_err(storage_error)?
-                    && let Some(block) = node.store().block(&hash).map_err(storage_error)?
-                {
-                    found = block
-                        .transactions
-                        .get(location.position as usize)
-                        .cloned()
-                        .map(|tx| (tx, Some((hash, location.height))));
-                }
+                let mut found = committed_transaction(node, &txid)?
+                    .map(|(tx, hash, height)| (tx, Some((hash, height))));
                 if found.is_none() {
                     found = node
                         .certified()
@@ -859,21 +867,8 @@ pub fn methods(ctx: Ctx) -> Methods {
                 };
                 // A reward output is Core's "coinbase"; only a block holds one.
                 let mut coinbase = false;
-                if !unblocked
-                    && let Some(location) = node
-                        .store()
-                        .transaction_location(&txid)
-                        .map_err(storage_error)?
-                    && let Some(hash) = node
-                        .store()
-                        .block_hash(location.height)
-                        .map_err(storage_error)?
-                    && let Some(block) = node.store().block(&hash).map_err(storage_error)?
-                {
-                    coinbase = block
-                        .transactions
-                        .get(location.position as usize)
-                        .is_some_and(Transaction::is_reward);
+                if !unblocked && let Some((tx, _, _)) = committed_transaction(node, &txid)? {
+                    coinbase = tx.is_reward();
                 }
                 let address = entry.output.address.encode(chain);
                 Ok(json!({
