@@ -1,5 +1,7 @@
 //! The node state machine.
 
+mod query;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use timecoin_consensus::{
