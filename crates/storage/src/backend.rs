@@ -70,7 +70,7 @@ impl Table {
 pub type WriteOp = (Table, Vec<u8>, Option<Vec<u8>>);
 
 /// Writes applied together or not at all.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct WriteBatch {
     ops: Vec<WriteOp>,
 }
@@ -157,6 +157,19 @@ pub trait KvBackend {
     /// Applies `batch` atomically and durably, like [`KvBackend::write`].
     fn commit(&mut self, batch: &WriteBatch) -> Result<()> {
         self.write(&mut |writer| batch.apply(writer))
+    }
+
+    /// Applies `batch` atomically but without waiting for the disk: it is visible to reads at
+    /// once and becomes durable with the next [`KvBackend::sync`] or durable write; a crash
+    /// before then loses it whole (never part of it). This is what makes group commit cheap:
+    /// many small writes, one fsync. Backends without a cheaper path write durably.
+    fn commit_deferred(&mut self, batch: &WriteBatch) -> Result<()> {
+        self.commit(batch)
+    }
+
+    /// Makes every deferred write durable. A no-op when nothing is pending.
+    fn sync(&mut self) -> Result<()> {
+        Ok(())
     }
 
     /// Whether the backend holds no table at all: a brand-new database.

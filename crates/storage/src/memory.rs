@@ -1,7 +1,9 @@
 //! The in-memory backend for tests and the simulator, with injectable faults.
 //!
 //! It models a disk whose only durable unit is a committed batch, as redb's is: a crash keeps
-//! every committed batch and nothing else, and a failed commit leaves no trace.
+//! every committed batch and nothing else, and a failed commit leaves no trace. A deferred batch
+//! ([`KvBackend::commit_deferred`]) is visible at once but is undone by a crash unless a sync or
+//! a durable commit came after it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,6 +30,9 @@ struct Disk {
     fault_after: Option<(u64, Fault)>,
     /// Whether an armed fault stays on after striking (a full disk stays full).
     sticky: bool,
+    /// Earlier values of everything written by deferred batches since the last durable
+    /// commit, oldest first: a crash replays it backwards.
+    undo: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
 }
 
 /// A simulated disk. Clones share the disk; see [`MemoryBackend::crash`].
@@ -65,6 +70,13 @@ impl MemoryBackend {
     pub fn crash(&self) -> MemoryBackend {
         let mut disk = self.lock();
         disk.generation += 1;
+        while let Some((table, key, value)) = disk.undo.pop() {
+            let entries = disk.tables.entry(table).or_default();
+            match value {
+                Some(value) => entries.insert(key, value),
+                None => entries.remove(&key),
+            };
+        }
         MemoryBackend {
             disk: Arc::clone(&self.disk),
             generation: disk.generation,
@@ -89,6 +101,48 @@ impl MemoryBackend {
     /// How many batches have been committed to this disk.
     pub fn commit_count(&self) -> u64 {
         self.lock().commits
+    }
+
+    /// Commits `batch`: durably (which also makes earlier deferred batches durable) or deferred.
+    fn apply(&self, batch: WriteBatch, deferred: bool) -> Result<()> {
+        let mut disk = self.lock();
+        self.check_alive(&disk, "committing")?;
+        if let Some((successes, fault)) = disk.fault_after {
+            if successes == 0 {
+                if !disk.sticky {
+                    disk.fault_after = None;
+                }
+                return Err(match fault {
+                    Fault::DiskFull => StorageError::DiskFull {
+                        context: "committing".to_string(),
+                    },
+                    Fault::Io => StorageError::Io {
+                        context: "committing".to_string(),
+                        message: "injected I/O error".to_string(),
+                    },
+                });
+            }
+            disk.fault_after = Some((successes - 1, fault));
+        }
+        for table in Table::ALL {
+            disk.tables.entry(table).or_default();
+        }
+        let disk = &mut *disk;
+        for (table, key, value) in batch.into_ops() {
+            let entries = disk.tables.entry(table).or_default();
+            let previous = match value {
+                Some(value) => entries.insert(key.clone(), value),
+                None => entries.remove(&key),
+            };
+            if deferred {
+                disk.undo.push((table, key, previous));
+            }
+        }
+        if !deferred {
+            disk.undo.clear();
+        }
+        disk.commits += 1;
+        Ok(())
     }
 }
 
@@ -131,41 +185,18 @@ impl KvBackend for MemoryBackend {
         // Buffer first and apply at the end, so a failing body leaves the disk untouched.
         let mut batch = WriteBatch::new();
         writes(&mut batch)?;
-        let mut disk = self.lock();
-        self.check_alive(&disk, "committing")?;
-        if let Some((successes, fault)) = disk.fault_after {
-            if successes == 0 {
-                if !disk.sticky {
-                    disk.fault_after = None;
-                }
-                return Err(match fault {
-                    Fault::DiskFull => StorageError::DiskFull {
-                        context: "committing".to_string(),
-                    },
-                    Fault::Io => StorageError::Io {
-                        context: "committing".to_string(),
-                        message: "injected I/O error".to_string(),
-                    },
-                });
-            }
-            disk.fault_after = Some((successes - 1, fault));
+        self.apply(batch, false)
+    }
+
+    fn commit_deferred(&mut self, batch: &WriteBatch) -> Result<()> {
+        self.apply(batch.clone(), true)
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        if self.lock().undo.is_empty() {
+            return Ok(());
         }
-        for table in Table::ALL {
-            disk.tables.entry(table).or_default();
-        }
-        for (table, key, value) in batch.into_ops() {
-            let entries = disk.tables.entry(table).or_default();
-            match value {
-                Some(value) => {
-                    entries.insert(key, value);
-                }
-                None => {
-                    entries.remove(&key);
-                }
-            }
-        }
-        disk.commits += 1;
-        Ok(())
+        self.apply(WriteBatch::new(), false)
     }
 
     fn is_blank(&self) -> Result<bool> {

@@ -103,6 +103,8 @@ pub struct RedbBackend {
     path: PathBuf,
     options: RedbOptions,
     reader: Mutex<Option<Reader>>,
+    /// Whether a deferred commit awaits the next durable one.
+    unsynced: bool,
 }
 
 impl std::fmt::Debug for RedbBackend {
@@ -133,6 +135,7 @@ impl RedbBackend {
             path: path.to_path_buf(),
             options,
             reader: Mutex::new(None),
+            unsynced: false,
         })
     }
 
@@ -278,12 +281,46 @@ impl KvBackend for RedbBackend {
     }
 
     fn write(&mut self, writes: &mut WriteFn<'_>) -> Result<()> {
+        self.write_with(Durability::Immediate, writes)?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    fn commit_deferred(&mut self, batch: &crate::backend::WriteBatch) -> Result<()> {
+        // redb keeps a `Durability::None` commit in its file without fsync and makes it durable
+        // with the next `Immediate` commit; a crash in between falls back to the last durable
+        // commit, so the batch is lost whole, never torn.
+        self.write_with(Durability::None, &mut |writer| batch.apply(writer))?;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.write(&mut |_| Ok(()))
+    }
+
+    fn is_blank(&self) -> Result<bool> {
+        self.is_blank_inner()
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        std::fs::metadata(&self.path)
+            .map(|metadata| metadata.len())
+            .unwrap_or(0)
+    }
+}
+
+impl RedbBackend {
+    fn write_with(&mut self, durability: Durability, writes: &mut WriteFn<'_>) -> Result<()> {
         let mut transaction = self
             .database
             .begin_write()
             .map_err(|error| engine_error("starting a write", error))?;
         transaction
-            .set_durability(Durability::Immediate)
+            .set_durability(durability)
             .map_err(|error| StorageError::Io {
                 context: "starting a write".to_string(),
                 message: error.to_string(),
@@ -314,7 +351,7 @@ impl KvBackend for RedbBackend {
             .map_err(|error| engine_error("committing", error))
     }
 
-    fn is_blank(&self) -> Result<bool> {
+    fn is_blank_inner(&self) -> Result<bool> {
         let transaction = self
             .database
             .begin_read()
@@ -323,11 +360,5 @@ impl KvBackend for RedbBackend {
             .list_tables()
             .map_err(|error| engine_error("listing tables", error))?;
         Ok(tables.next().is_none())
-    }
-
-    fn size_on_disk(&self) -> u64 {
-        std::fs::metadata(&self.path)
-            .map(|metadata| metadata.len())
-            .unwrap_or(0)
     }
 }

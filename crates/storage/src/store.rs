@@ -211,7 +211,15 @@ pub struct ChainDb<B: KvBackend> {
     /// Set by the first failed write; every later write is refused.
     halted: Option<String>,
     stats: StoreStats,
+    /// While set, consensus-log records, node state and certificates are committed without
+    /// waiting for the disk, and [`ChainDb::sync`] makes them durable together (group commit).
+    deferred: bool,
+    /// Told how long each durable commit took (for the daemon's metrics).
+    commit_observer: Option<CommitObserver>,
 }
+
+/// Receives the duration of every durable commit (block, flush, or group sync).
+pub type CommitObserver = Box<dyn FnMut(std::time::Duration) + Send>;
 
 impl<B: KvBackend> std::fmt::Debug for ChainDb<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -354,6 +362,8 @@ impl<B: KvBackend> ChainDb<B> {
             address_index: HashMap::new(),
             prefetched: std::sync::Mutex::new(HashMap::new()),
             halted: None,
+            deferred: false,
+            commit_observer: None,
             stats: StoreStats::default(),
         };
         store.presize();
@@ -779,6 +789,49 @@ impl<B: KvBackend> ChainDb<B> {
         error
     }
 
+    /// Commits a small batch of the node's own records: deferred in group-commit mode, durable
+    /// otherwise. A failure halts the store.
+    fn commit_record_batch(&mut self, batch: &WriteBatch) -> Result<()> {
+        let result = if self.deferred {
+            self.backend.commit_deferred(batch)
+        } else {
+            self.timed(|backend| backend.commit(batch))
+        };
+        result.map_err(|error| self.halt(error))
+    }
+
+    /// Runs a durable backend operation and reports its duration to the observer.
+    fn timed(&mut self, operation: impl FnOnce(&mut B) -> Result<()>) -> Result<()> {
+        let started = self.commit_observer.is_some().then(std::time::Instant::now);
+        let result = operation(&mut self.backend);
+        if let (Some(started), Some(observer)) = (started, self.commit_observer.as_mut()) {
+            observer(started.elapsed());
+        }
+        result
+    }
+
+    /// Switches group-commit mode. While on, [`ConsensusLog::persist`],
+    /// [`ChainDb::put_node_state`], [`ChainStore::store_certificate`] and
+    /// [`ConsensusLog::prune_log`] return before their writes are durable; the caller must call
+    /// [`ChainDb::sync`] before acting on them (before a vote they enable leaves the node).
+    /// Block commits stay durable in either mode and make earlier deferred writes durable too.
+    pub fn set_group_commit(&mut self, on: bool) {
+        self.deferred = on;
+    }
+
+    /// Makes every write deferred by group-commit mode durable, with one fsync. A failure halts
+    /// the store.
+    pub fn sync(&mut self) -> Result<()> {
+        self.check_not_halted()?;
+        self.timed(|backend| backend.sync())
+            .map_err(|error| self.halt(error))
+    }
+
+    /// Reports the duration of every durable commit to `observer` from now on.
+    pub fn set_commit_observer(&mut self, observer: CommitObserver) {
+        self.commit_observer = Some(observer);
+    }
+
     fn refresh_stats(&mut self) {
         self.stats.cache_bytes =
             bytes_of(&self.utxos) + bytes_of(&self.address_index) + bytes_of(&self.tx_index);
@@ -842,10 +895,7 @@ impl<B: KvBackend> ChainDb<B> {
         }
         let mut batch = WriteBatch::new();
         batch.put(Table::Meta, node_state_key(name), value.to_vec());
-        if let Err(error) = self.backend.commit(&batch) {
-            return Err(self.halt(error));
-        }
-        Ok(())
+        self.commit_record_batch(&batch)
     }
 
     /// The node's state slot `name`, if it was ever written.
@@ -1211,11 +1261,11 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
             }
         {
             self.add_prune_ops(&mut batch, range.clone())?;
-            if let Err(error) = self.backend.commit(&batch) {
+            if let Err(error) = self.timed(|backend| backend.commit(&batch)) {
                 return Err(self.halt(error));
             }
             self.pruned_below = range.end;
-        } else if let Err(error) = self.backend.commit(&batch) {
+        } else if let Err(error) = self.timed(|backend| backend.commit(&batch)) {
             return Err(self.halt(error));
         }
         self.tip = Some(tip);
@@ -1250,9 +1300,7 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
         if raises {
             batch.put(Table::Meta, meta::FINALIZED.to_vec(), encode(&height));
         }
-        if let Err(error) = self.backend.commit(&batch) {
-            return Err(self.halt(error));
-        }
+        self.commit_record_batch(&batch)?;
         if raises {
             self.finalized = Some(height);
         }
@@ -1309,10 +1357,8 @@ impl<B: KvBackend> ConsensusLog for ChainDb<B> {
                 }
             });
         }
-        if !batch.is_empty()
-            && let Err(error) = self.backend.commit(&batch)
-        {
-            return Err(self.halt(error));
+        if !batch.is_empty() {
+            self.commit_record_batch(&batch)?;
         }
         Ok(outcomes)
     }
@@ -1374,10 +1420,8 @@ impl<B: KvBackend> ConsensusLog for ChainDb<B> {
             }
         }
         let deleted = batch.len() as u64;
-        if !batch.is_empty()
-            && let Err(error) = self.backend.commit(&batch)
-        {
-            return Err(self.halt(error));
+        if !batch.is_empty() {
+            self.commit_record_batch(&batch)?;
         }
         Ok(deleted)
     }
