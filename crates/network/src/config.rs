@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 pub const DEFAULT_MAX_PEERS: u32 = 100;
 /// Default maximum number of peers that connected to us.
 pub const DEFAULT_MAX_INBOUND: u32 = 50;
-/// Default number of messages (gossip and requests) a peer may send per second.
+/// Default number of messages a peer may originate per second (gossip it published, direct
+/// messages and requests it sent).
 pub const DEFAULT_MESSAGES_PER_SECOND: u32 = 100;
 /// Default maximum transaction gossip size: the node relays transactions in batches (up to
 /// 1,024 per message).
@@ -141,8 +142,9 @@ pub struct NetworkConfig {
     pub max_peers: u32,
     /// Maximum peers that connected to us.
     pub max_inbound: u32,
-    /// Messages (gossip and requests) each peer may send per second; the excess is dropped and
-    /// scored down.
+    /// Messages each peer may originate per second: gossip it published (wherever it came
+    /// from) plus direct messages and requests it sent. The excess is dropped; sending twice
+    /// the rate for a whole second is scored down (ADR 0010).
     pub messages_per_second: u32,
     /// Maximum gossip size per topic.
     pub topic_limits: TopicLimits,

@@ -30,9 +30,15 @@
 //!   peers file, so a liar cannot fill it. With no peers left, the bootstrap and remembered peers
 //!   are dialled again.
 //! - **Limits.** Connection counts come from libp2p's connection-limits behaviour. Every peer has
-//!   one token bucket for gossip and requests (`messages_per_second`, with a one-second burst);
-//!   excess is dropped (not forwarded) and scored down. Gossip size is checked per topic before
-//!   delivery; request and response sizes are checked from the length prefix before allocating.
+//!   one token bucket (`messages_per_second`, with a one-second burst) for what it originates:
+//!   gossip it published (charged to the signed `source`, whoever forwarded it) and direct
+//!   messages and requests on its connections. Gossip a peer only relays costs it nothing of
+//!   that allowance, just a ten-times larger relay allowance, so honest relaying under load
+//!   never gets a peer banned (ADR 0010). Excess is dropped (gossip is ignored: not delivered,
+//!   not forwarded) without a penalty; a peer that keeps sending at least twice its rate for a
+//!   whole second is scored down, so a sustained flood ends in a ban within seconds. Gossip size
+//!   is checked per topic before delivery; request and response sizes are checked from the
+//!   length prefix before allocating.
 //! - **Scores and bans.** Penalties ([`Misbehaviour::penalty`]) accumulate; at
 //!   [`BAN_THRESHOLD`] the peer is blocked (all its connections close, dials both ways are
 //!   refused) for `ban_duration`. Scores recover slowly ([`SCORE_DECAY_PERCENT`] per

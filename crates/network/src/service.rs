@@ -27,7 +27,7 @@ use crate::identity::NodeIdentity;
 use crate::persist::{
     BANS_FILE_NAME, BanList, KnownPeers, MAX_ADDRESSES_PER_PEER, PEERS_FILE_NAME,
 };
-use crate::scoring::{Misbehaviour, PeerScores, Verdict};
+use crate::scoring::{Admission, Misbehaviour, PeerScores, Verdict};
 use crate::transport::{self, ByteCounters};
 
 /// Capacity of the event queue to the node. When the node falls this far behind, further gossip
@@ -381,6 +381,17 @@ impl NetworkHandle {
     }
 }
 
+/// Which of our request-response protocols an event belongs to.
+#[derive(Clone, Copy, Debug)]
+enum RequestProtocol {
+    /// Sync requests and their responses.
+    Sync,
+    /// Direct messages and their (empty) acknowledgements.
+    Direct,
+    /// Peer exchange.
+    PeerExchange,
+}
+
 /// What a connected peer looks like to us.
 struct PeerState {
     inbound: bool,
@@ -731,6 +742,7 @@ impl Service {
 
     fn maintain(&mut self) {
         self.scores.decay(Instant::now());
+        self.scores.forget_idle(Instant::now());
         let expired = self.bans.expire(SystemTime::now());
         if !expired.is_empty() {
             for peer in &expired {
@@ -915,10 +927,14 @@ impl Service {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => self.on_identify(event),
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.on_gossip(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Direct(event)) => self.on_direct(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => {
+                self.on_request_response(RequestProtocol::Sync, event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Direct(event)) => {
+                self.on_request_response(RequestProtocol::Direct, event)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::PeerExchange(event)) => {
-                self.on_peer_exchange(event)
+                self.on_request_response(RequestProtocol::PeerExchange, event)
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -1019,9 +1035,11 @@ impl Service {
                 self.penalise(from, Misbehaviour::ProtocolViolation);
                 MessageAcceptance::Reject
             }
-            Some(_) if !self.scores.allow_message(from, Instant::now()) => {
-                bump(&self.stats.messages_rejected);
-                self.penalise(from, Misbehaviour::RateLimited);
+            // Charged to the publisher (signature checked by gossipsub's strict mode), so that
+            // relaying others' gossip costs the relay nothing of its own allowance.
+            Some(_) if !self.gossip_admitted(message.source, from) => {
+                // Ignored, not rejected: the message may be fine, there is just too much of it;
+                // gossipsub neither delivers nor relays it and scores nobody for it.
                 MessageAcceptance::Ignore
             }
             Some(topic) if message.data.len() > self.config.topic_limits.max_bytes(topic) => {
@@ -1046,7 +1064,56 @@ impl Service {
             .report_message_validation_result(&message_id, &from, acceptance);
     }
 
-    fn on_sync(&mut self, event: request_response::Event<codec::Request, Vec<u8>>) {
+    fn gossip_admitted(&mut self, source: Option<PeerId>, from: PeerId) -> bool {
+        let admission = self.scores.admit_gossip(source, from, Instant::now());
+        self.admitted(admission)
+    }
+
+    /// Applies the rate policy's decision: counts what it drops and penalises sustained
+    /// excess. Returns whether the message may pass.
+    fn admitted(&mut self, admission: Admission) -> bool {
+        match admission {
+            Admission::Admit => true,
+            Admission::Drop => {
+                bump(&self.stats.messages_rejected);
+                false
+            }
+            Admission::DropAndPenalise(peer) => {
+                bump(&self.stats.messages_rejected);
+                self.penalise(peer, Misbehaviour::RateLimited);
+                false
+            }
+        }
+    }
+
+    /// The payload of a peer's request on `protocol`, if it is within the size limit and the
+    /// peer's rate; otherwise `None` (dropping the channel then closes the stream unanswered).
+    fn inbound_payload(
+        &mut self,
+        protocol: RequestProtocol,
+        peer: PeerId,
+        request: codec::Request,
+    ) -> Option<Vec<u8>> {
+        let data = match request {
+            codec::Request::Data(data) => data,
+            codec::Request::Oversized(length) => {
+                tracing::debug!(%peer, length, ?protocol, "oversized request");
+                bump(&self.stats.messages_rejected);
+                self.penalise(peer, Misbehaviour::Oversized);
+                return None;
+            }
+        };
+        let admission = self.scores.admit_message(peer, Instant::now());
+        self.admitted(admission).then_some(data)
+    }
+
+    /// The events of the three request-response protocols: inbound requests pass the same
+    /// size and rate checks, then each protocol does its own thing.
+    fn on_request_response(
+        &mut self,
+        protocol: RequestProtocol,
+        event: request_response::Event<codec::Request, Vec<u8>>,
+    ) {
         match event {
             request_response::Event::Message {
                 peer,
@@ -1056,39 +1123,52 @@ impl Service {
                     },
                 ..
             } => {
-                let data = match request {
-                    codec::Request::Data(data) => data,
-                    codec::Request::Oversized(length) => {
-                        tracing::debug!(%peer, length, "oversized request");
-                        // Dropping the channel closes the stream unanswered.
-                        bump(&self.stats.messages_rejected);
-                        self.penalise(peer, Misbehaviour::Oversized);
-                        return;
-                    }
-                };
-                if !self.scores.allow_message(peer, Instant::now()) {
-                    bump(&self.stats.messages_rejected);
-                    self.penalise(peer, Misbehaviour::RateLimited);
+                let Some(data) = self.inbound_payload(protocol, peer, request) else {
                     return;
+                };
+                match protocol {
+                    RequestProtocol::Sync => self.emit(NetworkEvent::Request {
+                        from: peer,
+                        data,
+                        channel: ResponseChannel { inner: channel },
+                    }),
+                    RequestProtocol::Direct => {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .direct
+                            .send_response(channel, Vec::new());
+                        self.emit(NetworkEvent::Message { from: peer, data });
+                    }
+                    RequestProtocol::PeerExchange => {
+                        let response = self.peer_exchange_response(&peer);
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .peer_exchange
+                            .send_response(channel, response);
+                    }
                 }
-                self.emit(NetworkEvent::Request {
-                    from: peer,
-                    data,
-                    channel: ResponseChannel { inner: channel },
-                });
             }
             request_response::Event::Message {
+                peer,
                 message:
                     request_response::Message::Response {
                         request_id,
                         response,
                     },
                 ..
-            } => {
-                if let Some(reply) = self.pending_requests.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
+            } => match protocol {
+                RequestProtocol::Sync => {
+                    if let Some(reply) = self.pending_requests.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
                 }
-            }
+                RequestProtocol::Direct => {
+                    self.pending_direct.remove(&request_id);
+                }
+                RequestProtocol::PeerExchange => self.on_peer_exchange_response(peer, &response),
+            },
             request_response::Event::OutboundFailure {
                 peer,
                 request_id,
@@ -1101,107 +1181,22 @@ impl Service {
                     bump(&self.stats.messages_rejected);
                     self.penalise(peer, Misbehaviour::Oversized);
                 }
-                if let Some(reply) = self.pending_requests.remove(&request_id) {
-                    let _ = reply.send(Err(Error::RequestFailed {
-                        peer,
-                        reason: error.to_string(),
-                    }));
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn on_direct(&mut self, event: request_response::Event<codec::Request, Vec<u8>>) {
-        match event {
-            request_response::Event::Message {
-                peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                let data = match request {
-                    codec::Request::Data(data) => data,
-                    codec::Request::Oversized(length) => {
-                        tracing::debug!(%peer, length, "oversized direct message");
-                        bump(&self.stats.messages_rejected);
-                        self.penalise(peer, Misbehaviour::Oversized);
-                        return;
+                match protocol {
+                    RequestProtocol::Sync => {
+                        if let Some(reply) = self.pending_requests.remove(&request_id) {
+                            let _ = reply.send(Err(Error::RequestFailed {
+                                peer,
+                                reason: error.to_string(),
+                            }));
+                        }
                     }
-                };
-                if !self.scores.allow_message(peer, Instant::now()) {
-                    bump(&self.stats.messages_rejected);
-                    self.penalise(peer, Misbehaviour::RateLimited);
-                    return;
+                    RequestProtocol::Direct => {
+                        self.pending_direct.remove(&request_id);
+                        bump(&self.stats.send_failures);
+                        tracing::debug!(%peer, %error, "direct message failed");
+                    }
+                    RequestProtocol::PeerExchange => {}
                 }
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .direct
-                    .send_response(channel, Vec::new());
-                self.emit(NetworkEvent::Message { from: peer, data });
-            }
-            request_response::Event::Message {
-                message: request_response::Message::Response { request_id, .. },
-                ..
-            } => {
-                self.pending_direct.remove(&request_id);
-            }
-            request_response::Event::OutboundFailure {
-                peer,
-                request_id,
-                error,
-                ..
-            } => {
-                self.pending_direct.remove(&request_id);
-                bump(&self.stats.send_failures);
-                tracing::debug!(%peer, %error, "direct message failed");
-            }
-            _ => {}
-        }
-    }
-
-    fn on_peer_exchange(&mut self, event: request_response::Event<codec::Request, Vec<u8>>) {
-        match event {
-            request_response::Event::Message {
-                peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            } => {
-                if let codec::Request::Oversized(_) = request {
-                    bump(&self.stats.messages_rejected);
-                    self.penalise(peer, Misbehaviour::Oversized);
-                    return;
-                }
-                if !self.scores.allow_message(peer, Instant::now()) {
-                    bump(&self.stats.messages_rejected);
-                    self.penalise(peer, Misbehaviour::RateLimited);
-                    return;
-                }
-                let response = self.peer_exchange_response(&peer);
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .peer_exchange
-                    .send_response(channel, response);
-            }
-            request_response::Event::Message {
-                peer,
-                message: request_response::Message::Response { response, .. },
-                ..
-            } => self.on_peer_exchange_response(peer, &response),
-            request_response::Event::OutboundFailure {
-                peer,
-                error: request_response::OutboundFailure::Io(io_error),
-                ..
-            } if is_too_large(&io_error) => {
-                bump(&self.stats.messages_rejected);
-                self.penalise(peer, Misbehaviour::Oversized);
             }
             _ => {}
         }
