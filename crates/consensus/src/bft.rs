@@ -1395,21 +1395,7 @@ impl BftEngine {
             };
             let already = self.last_signed.is_some_and(|signed| signed.slot >= slot);
             if !already && may_sign(self.last_signed.as_ref(), slot, &hash.0) {
-                let signature = self.sign(slot, hash.0)?;
-                effects.push(BftEffect::Persist(self.persisted_state()));
-                effects.push(BftEffect::Broadcast(BftMessage::Prepare(Vote {
-                    height: self.height,
-                    view,
-                    block_hash: hash,
-                    voter,
-                    signature,
-                })));
-                self.seen
-                    .insert((voter, view, Phase::Prepare), (hash.0, signature));
-                self.prepares
-                    .entry((view, hash))
-                    .or_default()
-                    .insert(voter, signature);
+                self.cast_vote(slot, hash, voter, effects)?;
             }
         }
         self.try_commit(view, hash, effects)
@@ -1487,22 +1473,42 @@ impl BftEngine {
         {
             self.prepared = Some(PreparedProof { certificate, block });
         }
+        self.cast_vote(slot, hash, voter, effects)?;
+        self.try_decide(view, hash, effects);
+        Ok(())
+    }
+
+    /// Signs our prepare or commit (`slot.phase`) for `hash`, persists the signing state before
+    /// the vote is broadcast, and counts our vote as if it had arrived from the network.
+    fn cast_vote(
+        &mut self,
+        slot: Slot,
+        hash: BlockHash,
+        voter: PublicKey,
+        effects: &mut Vec<BftEffect>,
+    ) -> Result<(), ConsensusError> {
+        debug_assert!(matches!(slot.phase, Phase::Prepare | Phase::Commit));
         let signature = self.sign(slot, hash.0)?;
         effects.push(BftEffect::Persist(self.persisted_state()));
-        effects.push(BftEffect::Broadcast(BftMessage::Commit(Vote {
+        let vote = Vote {
             height: self.height,
-            view,
+            view: slot.view,
             block_hash: hash,
             voter,
             signature,
-        })));
-        self.seen
-            .insert((voter, view, Phase::Commit), (hash.0, signature));
-        self.commits
-            .entry((view, hash))
+        };
+        let (message, tally) = if slot.phase == Phase::Commit {
+            (BftMessage::Commit(vote), &mut self.commits)
+        } else {
+            (BftMessage::Prepare(vote), &mut self.prepares)
+        };
+        tally
+            .entry((slot.view, hash))
             .or_default()
             .insert(voter, signature);
-        self.try_decide(view, hash, effects);
+        effects.push(BftEffect::Broadcast(message));
+        self.seen
+            .insert((voter, slot.view, slot.phase), (hash.0, signature));
         Ok(())
     }
 

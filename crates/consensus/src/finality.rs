@@ -907,6 +907,26 @@ mod tests {
         sign_transaction_vote(NETWORK, Epoch(epoch), tx, &secret(seed))
     }
 
+    /// Hands `engine` transaction `txid(tx)` spending `outpoint(i)` for each `i` of `inputs`.
+    fn offer(engine: &mut FinalityEngine, tx: u8, inputs: &[u8]) -> Vec<FinalityEffect> {
+        engine
+            .handle(FinalityInput::Transaction {
+                txid: txid(tx),
+                inputs: inputs.iter().map(|&seed| outpoint(seed)).collect(),
+            })
+            .unwrap()
+    }
+
+    /// Tells `engine` that its lock for `txid(tx)` in `epoch` is durable.
+    fn lock_persisted(engine: &mut FinalityEngine, epoch: u64, tx: u8) -> Vec<FinalityEffect> {
+        engine
+            .handle(FinalityInput::LockPersisted {
+                epoch: Epoch(epoch),
+                txid: txid(tx),
+            })
+            .unwrap()
+    }
+
     fn observer() -> FinalityEngine {
         FinalityEngine::new(committee(1), None)
     }
@@ -924,12 +944,7 @@ mod tests {
     #[test]
     fn vote_is_sent_only_after_the_lock_is_durable() {
         let mut engine = FinalityEngine::new(committee(1), Some(secret(1)));
-        let effects = engine
-            .handle(FinalityInput::Transaction {
-                txid: txid(1),
-                inputs: vec![outpoint(1)],
-            })
-            .unwrap();
+        let effects = offer(&mut engine, 1, &[1]);
         assert_eq!(
             effects,
             vec![FinalityEffect::PersistLock(PersistedLock {
@@ -940,21 +955,8 @@ mod tests {
         );
         assert_eq!(engine.lock_holder(&outpoint(1)), Some(txid(1)));
         // Handing the same transaction again does not lock or persist twice.
-        assert!(
-            engine
-                .handle(FinalityInput::Transaction {
-                    txid: txid(1),
-                    inputs: vec![outpoint(1)]
-                })
-                .unwrap()
-                .is_empty()
-        );
-        let effects = engine
-            .handle(FinalityInput::LockPersisted {
-                epoch: Epoch(1),
-                txid: txid(1),
-            })
-            .unwrap();
+        assert!(offer(&mut engine, 1, &[1]).is_empty());
+        let effects = lock_persisted(&mut engine, 1, 1);
         assert_eq!(
             effects,
             vec![FinalityEffect::BroadcastVote(vote(1, txid(1), 1))]
@@ -962,15 +964,7 @@ mod tests {
         // Our own vote is counted.
         assert_eq!(engine.held_votes(), 1);
         // A second acknowledgement changes nothing.
-        assert!(
-            engine
-                .handle(FinalityInput::LockPersisted {
-                    epoch: Epoch(1),
-                    txid: txid(1)
-                })
-                .unwrap()
-                .is_empty()
-        );
+        assert!(lock_persisted(&mut engine, 1, 1).is_empty());
         let error = engine
             .handle(FinalityInput::LockPersisted {
                 epoch: Epoch(1),
@@ -983,18 +977,8 @@ mod tests {
     #[test]
     fn transaction_conflicting_with_a_lock_is_refused() {
         let mut engine = FinalityEngine::new(committee(1), Some(secret(1)));
-        engine
-            .handle(FinalityInput::Transaction {
-                txid: txid(1),
-                inputs: vec![outpoint(1)],
-            })
-            .unwrap();
-        let effects = engine
-            .handle(FinalityInput::Transaction {
-                txid: txid(2),
-                inputs: vec![outpoint(2), outpoint(1)],
-            })
-            .unwrap();
+        offer(&mut engine, 1, &[1]);
+        let effects = offer(&mut engine, 2, &[2, 1]);
         let [
             FinalityEffect::Refused {
                 txid: refused,
@@ -1036,24 +1020,14 @@ mod tests {
             matches!(&effects[..], [FinalityEffect::Evidence(e)] if e.offender() == secret(2).public_key())
         );
         // A non-conflicting one is fine.
-        let effects = engine
-            .handle(FinalityInput::Transaction {
-                txid: txid(3),
-                inputs: vec![outpoint(3)],
-            })
-            .unwrap();
+        let effects = offer(&mut engine, 3, &[3]);
         assert!(matches!(effects[..], [FinalityEffect::PersistLock(_)]));
     }
 
     #[test]
     fn quorum_certifies_duplicates_are_ignored_and_bookkeeping_is_freed() {
         let mut engine = observer();
-        engine
-            .handle(FinalityInput::Transaction {
-                txid: txid(1),
-                inputs: vec![outpoint(1), outpoint(2)],
-            })
-            .unwrap();
+        offer(&mut engine, 1, &[1, 2]);
         assert!(
             engine
                 .handle(FinalityInput::Vote(vote(1, txid(1), 1)))
@@ -1122,18 +1096,8 @@ mod tests {
     #[test]
     fn conflicting_votes_become_evidence_and_do_not_count() {
         let mut engine = observer();
-        engine
-            .handle(FinalityInput::Transaction {
-                txid: txid(1),
-                inputs: vec![outpoint(1)],
-            })
-            .unwrap();
-        engine
-            .handle(FinalityInput::Transaction {
-                txid: txid(2),
-                inputs: vec![outpoint(1), outpoint(2)],
-            })
-            .unwrap();
+        offer(&mut engine, 1, &[1]);
+        offer(&mut engine, 2, &[1, 2]);
         engine
             .handle(FinalityInput::Vote(vote(1, txid(1), 1)))
             .unwrap();
@@ -1155,18 +1119,8 @@ mod tests {
         );
         // The same conflict again is not reported twice.
         let mut again = observer();
-        again
-            .handle(FinalityInput::Transaction {
-                txid: txid(1),
-                inputs: vec![outpoint(1)],
-            })
-            .unwrap();
-        again
-            .handle(FinalityInput::Transaction {
-                txid: txid(2),
-                inputs: vec![outpoint(1)],
-            })
-            .unwrap();
+        offer(&mut again, 1, &[1]);
+        offer(&mut again, 2, &[1]);
         again
             .handle(FinalityInput::Vote(vote(1, txid(1), 1)))
             .unwrap();
@@ -1210,12 +1164,7 @@ mod tests {
     #[test]
     fn conflict_is_found_when_the_transaction_arrives_after_its_votes() {
         let mut engine = observer();
-        engine
-            .handle(FinalityInput::Transaction {
-                txid: txid(1),
-                inputs: vec![outpoint(1)],
-            })
-            .unwrap();
+        offer(&mut engine, 1, &[1]);
         engine
             .handle(FinalityInput::Vote(vote(2, txid(1), 1)))
             .unwrap();
@@ -1226,12 +1175,7 @@ mod tests {
             .handle(FinalityInput::Vote(vote(3, txid(2), 1)))
             .unwrap();
         assert_eq!(engine.held_votes(), 3);
-        let effects = engine
-            .handle(FinalityInput::Transaction {
-                txid: txid(2),
-                inputs: vec![outpoint(1)],
-            })
-            .unwrap();
+        let effects = offer(&mut engine, 2, &[1]);
         assert!(
             matches!(&effects[..], [FinalityEffect::Evidence(e)] if e.offender() == secret(2).public_key())
         );
@@ -1366,12 +1310,7 @@ mod tests {
     #[test]
     fn epoch_boundary_releases_locks_and_drops_old_votes() {
         let mut engine = FinalityEngine::new(committee(1), Some(secret(1)));
-        engine
-            .handle(FinalityInput::Transaction {
-                txid: txid(1),
-                inputs: vec![outpoint(1)],
-            })
-            .unwrap();
+        offer(&mut engine, 1, &[1]);
         engine
             .handle(FinalityInput::Vote(vote(2, txid(7), 1)))
             .unwrap();
@@ -1388,22 +1327,9 @@ mod tests {
             (0, 0, 0)
         );
         // The lapsed lock's late acknowledgement does not produce a vote.
-        assert!(
-            engine
-                .handle(FinalityInput::LockPersisted {
-                    epoch: Epoch(1),
-                    txid: txid(1)
-                })
-                .unwrap()
-                .is_empty()
-        );
+        assert!(lock_persisted(&mut engine, 1, 1).is_empty());
         // The input is free for another transaction in the new epoch.
-        let effects = engine
-            .handle(FinalityInput::Transaction {
-                txid: txid(2),
-                inputs: vec![outpoint(1)],
-            })
-            .unwrap();
+        let effects = offer(&mut engine, 2, &[1]);
         assert!(
             matches!(&effects[..], [FinalityEffect::PersistLock(lock)] if lock.epoch == Epoch(2))
         );
@@ -1440,12 +1366,7 @@ mod tests {
                 FinalityEffect::BroadcastVote(vote(1, txid(2), 1))
             ]
         );
-        let effects = engine
-            .handle(FinalityInput::Transaction {
-                txid: txid(3),
-                inputs: vec![outpoint(2)],
-            })
-            .unwrap();
+        let effects = offer(&mut engine, 3, &[2]);
         assert!(matches!(
             &effects[..],
             [FinalityEffect::Refused { error: ConsensusError::ConflictsWithLock { locked_by, .. }, .. }]
@@ -1457,18 +1378,8 @@ mod tests {
     #[test]
     fn inclusion_frees_tallies_and_locks() {
         let mut engine = FinalityEngine::new(committee(1), Some(secret(1)));
-        engine
-            .handle(FinalityInput::Transaction {
-                txid: txid(1),
-                inputs: vec![outpoint(1)],
-            })
-            .unwrap();
-        engine
-            .handle(FinalityInput::LockPersisted {
-                epoch: Epoch(1),
-                txid: txid(1),
-            })
-            .unwrap();
+        offer(&mut engine, 1, &[1]);
+        lock_persisted(&mut engine, 1, 1);
         engine
             .handle(FinalityInput::Vote(vote(2, txid(1), 1)))
             .unwrap();
@@ -1532,20 +1443,10 @@ mod tests {
         votes.push(vote(3, txid(1), 1));
         votes.push(vote(4, txid(1), 1));
         let mut batched = observer();
-        batched
-            .handle(FinalityInput::Transaction {
-                txid: txid(1),
-                inputs: vec![outpoint(1)],
-            })
-            .unwrap();
+        offer(&mut batched, 1, &[1]);
         let outcome = batched.handle_votes(votes.clone());
         let mut single = observer();
-        single
-            .handle(FinalityInput::Transaction {
-                txid: txid(1),
-                inputs: vec![outpoint(1)],
-            })
-            .unwrap();
+        offer(&mut single, 1, &[1]);
         let mut effects = Vec::new();
         let mut rejected = Vec::new();
         for vote in votes {
