@@ -218,6 +218,11 @@ impl NetworkConfig {
                 self.bootstrap.len()
             )));
         }
+        for address in &self.bootstrap {
+            check_dialable(address).map_err(|reason| {
+                Error::InvalidConfig(format!("bootstrap address {address}: {reason}"))
+            })?;
+        }
         for (name, duration) in [
             ("request_timeout", self.request_timeout),
             ("discovery_interval", self.discovery_interval),
@@ -227,6 +232,83 @@ impl NetworkConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// Longest host name accepted in a peer address (the DNS limit).
+pub const MAX_HOST_NAME_BYTES: usize = 253;
+
+/// Parses a peer address as a person writes it in a config file or an `addnode` call:
+/// `ip:port`, `[ipv6]:port`, `host.name:port`, or a libp2p multiaddress such as
+/// `/dns4/seed.example.org/tcp/24100/p2p/12D3KooW...`. Host names become `/dns/...` addresses,
+/// resolved each time they are dialled (so a seed that moves is found again on redial).
+pub fn parse_peer_address(text: &str) -> Result<Multiaddr> {
+    let invalid = |reason: String| Error::InvalidConfig(format!("'{text}': {reason}"));
+    let text = text.trim();
+    if text.starts_with('/') {
+        let address: Multiaddr = text
+            .parse()
+            .map_err(|error| invalid(format!("not a multiaddress ({error})")))?;
+        check_dialable(&address).map_err(|reason| invalid(reason.to_string()))?;
+        return Ok(address);
+    }
+    if let Ok(address) = text.parse::<SocketAddr>() {
+        if address.port() == 0 {
+            return Err(invalid("port 0 cannot be dialled".into()));
+        }
+        return Ok(socket_multiaddr(address));
+    }
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("no port (write host:port)".into()))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|port| *port != 0)
+        .ok_or_else(|| invalid(format!("'{port}' is not a port (1 to 65535)")))?;
+    if !is_host_name(host) {
+        return Err(invalid(format!(
+            "'{host}' is neither an IP address nor a host name"
+        )));
+    }
+    Ok(Multiaddr::empty()
+        .with(Protocol::Dns(host.to_ascii_lowercase().into()))
+        .with(Protocol::Tcp(port)))
+}
+
+/// Whether `host` is a DNS name: dot-separated labels of letters, digits and inner hyphens.
+fn is_host_name(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= MAX_HOST_NAME_BYTES
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Whether we can dial `address`: an IP or a DNS name, a TCP port, and optionally the peer id
+/// (`/p2p/...`), nothing else (our transport speaks TCP only).
+pub(crate) fn check_dialable(address: &Multiaddr) -> std::result::Result<(), &'static str> {
+    let mut parts = address.iter();
+    match parts.next() {
+        Some(Protocol::Ip4(_) | Protocol::Ip6(_)) => {}
+        Some(Protocol::Dns(host) | Protocol::Dns4(host) | Protocol::Dns6(host))
+            if is_host_name(&host) => {}
+        _ => return Err("must start with /ip4, /ip6, /dns, /dns4 or /dns6 and a valid host"),
+    }
+    match parts.next() {
+        Some(Protocol::Tcp(port)) if port != 0 => {}
+        _ => return Err("must name a TCP port (/tcp/PORT, not 0) after the host"),
+    }
+    match (parts.next(), parts.next()) {
+        (None, _) | (Some(Protocol::P2p(_)), None) => Ok(()),
+        _ => Err("only /p2p/PEER_ID may follow the TCP port"),
     }
 }
 
@@ -267,6 +349,7 @@ impl Protocols {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libp2p::PeerId;
 
     #[test]
     fn names_carry_the_network() {
@@ -280,6 +363,53 @@ mod tests {
         );
         let protocols = Protocols::new(Network::Mainnet);
         assert_eq!(protocols.sync, "/timecoin/mainnet/sync/1");
+    }
+
+    #[test]
+    fn peer_addresses_take_ips_host_names_and_multiaddresses() {
+        let parse = |text: &str| parse_peer_address(text).map(|a| a.to_string());
+        assert_eq!(
+            parse("127.0.0.1:24100").unwrap(),
+            "/ip4/127.0.0.1/tcp/24100"
+        );
+        assert_eq!(parse("[::1]:24100").unwrap(), "/ip6/::1/tcp/24100");
+        assert_eq!(
+            parse("localhost:24100").unwrap(),
+            "/dns/localhost/tcp/24100"
+        );
+        assert_eq!(
+            parse("Seed-1.Example.org:44100").unwrap(),
+            "/dns/seed-1.example.org/tcp/44100"
+        );
+        let peer = PeerId::random();
+        let full = format!("/dns4/seed.example.org/tcp/44100/p2p/{peer}");
+        assert_eq!(parse(&full).unwrap(), full);
+        assert_eq!(parse("/ip4/10.0.0.1/tcp/1").unwrap(), "/ip4/10.0.0.1/tcp/1");
+    }
+
+    #[test]
+    fn bad_peer_addresses_say_what_is_wrong() {
+        for (text, expected) in [
+            ("seed.example.org", "no port"),
+            ("seed.example.org:0", "not a port"),
+            ("seed.example.org:70000", "not a port"),
+            ("127.0.0.1:0", "port 0"),
+            ("bad_host:24100", "neither an IP address nor a host name"),
+            (
+                "-bad.example:24100",
+                "neither an IP address nor a host name",
+            ),
+            (":24100", "neither an IP address nor a host name"),
+            ("/dns4/seed.example.org", "TCP port"),
+            ("/dns4/seed.example.org/udp/1", "TCP port"),
+            ("/tcp/1", "must start with"),
+            ("/ip4/1.2.3.4/tcp/1/ws", "only /p2p"),
+            ("/not/a/multiaddr", "not a multiaddress"),
+        ] {
+            let error = parse_peer_address(text).unwrap_err().to_string();
+            assert!(error.contains(text.trim()), "{error} does not name {text}");
+            assert!(error.contains(expected), "{text}: {error}");
+        }
     }
 
     #[test]
@@ -301,5 +431,14 @@ mod tests {
         config.max_inbound = 1;
         config.topic_limits.votes = 0;
         assert!(config.validate().unwrap_err().to_string().contains("votes"));
+        config.topic_limits.votes = 1;
+        config.bootstrap = vec!["/ip4/127.0.0.1/udp/1".parse().unwrap()];
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("bootstrap address /ip4/127.0.0.1/udp/1")
+        );
     }
 }

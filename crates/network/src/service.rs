@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, TopicHash};
+use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -21,7 +22,9 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::{self, BytesCodec, is_too_large};
-use crate::config::{NetworkConfig, Protocols, Topic, TopicLimits};
+use crate::config::{
+    MAX_BOOTSTRAP_ADDRESSES, NetworkConfig, Protocols, Topic, TopicLimits, socket_multiaddr,
+};
 use crate::error::{Error, Result};
 use crate::identity::NodeIdentity;
 use crate::persist::{
@@ -67,6 +70,10 @@ pub const PEERS_SAVE_INTERVAL: Duration = Duration::from_secs(60);
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
 /// Time allowed to bind the listening socket at start.
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to resolve the host name of a peer address.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Addresses dialled per resolved host name (a name may have many records).
+pub const MAX_RESOLVED_ADDRESSES: usize = 4;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -338,7 +345,9 @@ impl NetworkHandle {
             .map_err(|_| Error::Stopped)
     }
 
-    /// Dials an address (e.g. from an `addnode` RPC).
+    /// Dials an address (e.g. from an `addnode` RPC). A `/dns*` address is resolved first, in
+    /// the background: the call then returns before the dial starts, and a name that does not
+    /// resolve is logged, not returned.
     pub async fn dial(&self, address: Multiaddr) -> Result<()> {
         self.call(|reply| Command::Dial { address, reply }).await?
     }
@@ -418,6 +427,65 @@ struct Service {
     bans_path: PathBuf,
     peers_path: PathBuf,
     last_peers_save: Instant,
+    /// Host-name addresses being resolved, so a redial does not start a second lookup.
+    resolving: HashSet<Multiaddr>,
+    resolved_sender: mpsc::Sender<Resolved>,
+    resolved: mpsc::Receiver<Resolved>,
+}
+
+/// The outcome of resolving a `/dns*` peer address.
+struct Resolved {
+    name: Multiaddr,
+    addresses: std::result::Result<Vec<Multiaddr>, String>,
+}
+
+/// Whether `address` names its host by DNS (and so must be resolved before we can dial it: the
+/// transport is plain TCP, without libp2p's DNS layer).
+fn is_dns_address(address: &Multiaddr) -> bool {
+    matches!(
+        address.iter().next(),
+        Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_))
+    )
+}
+
+/// Resolves a `/dns*/host/tcp/port[/p2p/id]` address with the system resolver (tokio's
+/// `lookup_host`) into at most [`MAX_RESOLVED_ADDRESSES`] IP addresses with the same suffix.
+async fn resolve(address: &Multiaddr) -> std::result::Result<Vec<Multiaddr>, String> {
+    let mut parts = address.iter();
+    let (host, want_v4, want_v6) = match parts.next() {
+        Some(Protocol::Dns(host)) => (host, true, true),
+        Some(Protocol::Dns4(host)) => (host, true, false),
+        Some(Protocol::Dns6(host)) => (host, false, true),
+        _ => return Err("not a DNS address".into()),
+    };
+    let Some(Protocol::Tcp(port)) = parts.next() else {
+        return Err("no TCP port".into());
+    };
+    let suffix: Vec<Protocol<'_>> = parts.collect();
+    let found = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((&*host, port)))
+        .await
+        .map_err(|_| format!("no answer within {RESOLVE_TIMEOUT:?}"))?
+        .map_err(|error| error.to_string())?;
+    let mut addresses = Vec::new();
+    for socket in found {
+        if (socket.is_ipv4() && !want_v4) || (socket.is_ipv6() && !want_v6) {
+            continue;
+        }
+        let mut resolved = socket_multiaddr(socket);
+        for protocol in &suffix {
+            resolved.push(protocol.clone());
+        }
+        if !addresses.contains(&resolved) {
+            addresses.push(resolved);
+        }
+        if addresses.len() == MAX_RESOLVED_ADDRESSES {
+            break;
+        }
+    }
+    if addresses.is_empty() {
+        return Err("the name has no address of the requested family".into());
+    }
+    Ok(addresses)
 }
 
 fn message_id(message: &gossipsub::Message) -> MessageId {
@@ -581,6 +649,8 @@ pub async fn start(
         .store(bans.len() as u64, Ordering::Relaxed);
     let (command_sender, commands) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
     let (events, event_receiver) = mpsc::channel(EVENT_QUEUE_CAPACITY);
+    // One lookup per bootstrap address at a time, plus a few `addnode` dials.
+    let (resolved_sender, resolved) = mpsc::channel(MAX_BOOTSTRAP_ADDRESSES + 8);
     let handle = NetworkHandle {
         commands: command_sender,
         stats: stats.clone(),
@@ -609,6 +679,9 @@ pub async fn start(
         bans_path,
         peers_path,
         last_peers_save: Instant::now(),
+        resolving: HashSet::new(),
+        resolved_sender,
+        resolved,
     };
     service.dial_bootstrap();
     tokio::spawn(service.run());
@@ -632,6 +705,7 @@ impl Service {
                     Some(Command::Shutdown { reply }) => break Some(reply),
                     Some(command) => self.on_command(command),
                 },
+                Some(resolved) = self.resolved.recv() => self.on_resolved(resolved),
                 _ = maintenance.tick() => self.maintain(),
                 _ = discovery.tick() => self.discover(),
             }
@@ -679,10 +753,56 @@ impl Service {
             .count()
     }
 
+    /// Dials an address; a host name is resolved first (in a task: the answer comes back to
+    /// [`Service::on_resolved`]), afresh on every dial, so a peer whose address changed is
+    /// found again.
+    fn dial_address(&mut self, address: Multiaddr) -> Result<()> {
+        if !is_dns_address(&address) {
+            return self
+                .swarm
+                .dial(address)
+                .map_err(|error| Error::Dial(error.to_string()));
+        }
+        if self.resolving.len() >= MAX_BOOTSTRAP_ADDRESSES + 8 {
+            return Err(Error::Dial("too many host names being resolved".into()));
+        }
+        if !self.resolving.insert(address.clone()) {
+            return Ok(());
+        }
+        let sender = self.resolved_sender.clone();
+        tokio::spawn(async move {
+            let addresses = resolve(&address).await;
+            let _ = sender
+                .send(Resolved {
+                    name: address,
+                    addresses,
+                })
+                .await;
+        });
+        Ok(())
+    }
+
+    fn on_resolved(&mut self, resolved: Resolved) {
+        self.resolving.remove(&resolved.name);
+        match resolved.addresses {
+            Ok(addresses) => {
+                tracing::debug!(name = %resolved.name, ?addresses, "peer address resolved");
+                for address in addresses {
+                    if let Err(error) = self.swarm.dial(address.clone()) {
+                        tracing::debug!(%address, %error, "dial failed");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(address = %resolved.name, %error, "cannot resolve peer address");
+            }
+        }
+    }
+
     /// Dials the configured bootstrap addresses and the remembered peers.
     fn dial_bootstrap(&mut self) {
         for address in self.config.bootstrap.clone() {
-            if let Err(error) = self.swarm.dial(address.clone()) {
+            if let Err(error) = self.dial_address(address.clone()) {
                 tracing::debug!(%address, %error, "bootstrap dial failed");
             }
         }
@@ -893,11 +1013,7 @@ impl Service {
             }
             Command::Report { peer, misbehaviour } => self.penalise(peer, misbehaviour),
             Command::Dial { address, reply } => {
-                let result = self
-                    .swarm
-                    .dial(address)
-                    .map_err(|error| Error::Dial(error.to_string()));
-                let _ = reply.send(result);
+                let _ = reply.send(self.dial_address(address));
             }
             Command::Peers { reply } => {
                 let peers = self

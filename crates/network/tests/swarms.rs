@@ -5,10 +5,11 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
+use libp2p::multiaddr::Protocol;
 use tempfile::TempDir;
 use timecoin_network::{
     Misbehaviour, Multiaddr, Network, NetworkConfig, NetworkEvent, NetworkHandle, NodeIdentity,
-    PeerId, Topic, socket_multiaddr, start,
+    PeerId, Topic, parse_peer_address, socket_multiaddr, start,
 };
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep};
@@ -558,4 +559,56 @@ async fn block_sized_messages_pass_by_gossip_and_direct() {
             _ => {}
         }
     }
+}
+
+#[tokio::test]
+async fn a_bootstrap_peer_given_by_host_name_is_resolved_and_redialled() {
+    let dirs: Vec<TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a_identity = NodeIdentity::generate();
+    let a = spawn_default_with(&dirs[0], &a_identity, "127.0.0.1:0").await;
+    let port = a
+        .address
+        .iter()
+        .find_map(|protocol| match protocol {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    // A name that cannot resolve sits next to one that does: the first is logged and skipped.
+    let bootstrap = vec![
+        parse_peer_address("no-such-host.invalid:1").unwrap(),
+        parse_peer_address(&format!("localhost:{port}")).unwrap(),
+    ];
+    let b = spawn(
+        config(Network::Devnet, dirs[1].path(), bootstrap),
+        &NodeIdentity::generate(),
+    )
+    .await;
+    eventually("B reaches A by host name", || connected(&b.handle, a.peer)).await;
+
+    // A goes away and a new node (another identity, so B's memory of A's peer id cannot be
+    // what brings them together) takes its port: B, left without peers, resolves the name
+    // again and connects.
+    a.handle.shutdown().await.unwrap();
+    eventually("B notices A is gone", || async {
+        !connected(&b.handle, a.peer).await
+    })
+    .await;
+    let successor_dir = tempfile::tempdir().unwrap();
+    let successor = spawn_default_with(
+        &successor_dir,
+        &NodeIdentity::generate(),
+        &format!("127.0.0.1:{port}"),
+    )
+    .await;
+    eventually("B redials the host name", || {
+        connected(&b.handle, successor.peer)
+    })
+    .await;
+}
+
+async fn spawn_default_with(dir: &TempDir, identity: &NodeIdentity, listen: &str) -> Node {
+    let mut config = config(Network::Devnet, dir.path(), vec![]);
+    config.listen = socket_multiaddr(listen.parse().unwrap());
+    spawn(config, identity).await
 }
