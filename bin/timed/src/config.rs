@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use timecoin_network::{MAX_BOOTSTRAP_ADDRESSES, Multiaddr, parse_peer_address};
 use timecoin_primitives::Network;
 
 /// The file name inside the data directory.
@@ -67,13 +68,15 @@ pub struct NodeConfig {
     pub network: String,
     /// Where to accept peer connections.
     pub listen_address: SocketAddr,
-    /// Peers to contact first, as `host:port` (more are learned from them).
+    /// Peers to contact first, as `ip:port`, `host.name:port` or a multiaddress (more are
+    /// learned from them); see [`NodeConfig::bootstrap_addresses`].
     pub bootstrap_peers: Vec<String>,
     /// Most connected peers.
     pub max_peers: u32,
     /// Most inbound peers (the rest of `max_peers` is kept for outbound connections).
     pub max_inbound_peers: u32,
-    /// Messages a peer may send per second before it is throttled and scored down.
+    /// Messages a peer may originate per second (gossip it published, relayed by anyone, plus
+    /// its requests); the excess is dropped, and sustained double the rate is scored down.
     pub messages_per_second_per_peer: u32,
     /// How long a misbehaving peer stays banned, in seconds.
     pub ban_duration_secs: u64,
@@ -168,6 +171,27 @@ pub enum LogFormat {
     Human,
     /// One JSON object per line, for log collectors.
     Json,
+}
+
+impl NodeConfig {
+    /// The bootstrap peers as libp2p addresses for [`timecoin_network::NetworkConfig`]; host
+    /// names stay names (`/dns/...`), which the network resolves each time it dials them.
+    pub fn bootstrap_addresses(&self) -> Result<Vec<Multiaddr>, String> {
+        self.bootstrap_peers
+            .iter()
+            .map(|peer| {
+                peer_address(peer).map_err(|reason| format!("node.bootstrap_peers: {reason}"))
+            })
+            .collect()
+    }
+}
+
+/// One peer address, or why it is not one.
+fn peer_address(text: &str) -> Result<Multiaddr, String> {
+    parse_peer_address(text).map_err(|e| match e {
+        timecoin_network::Error::InvalidConfig(reason) => reason,
+        other => other.to_string(),
+    })
 }
 
 impl Config {
@@ -266,12 +290,14 @@ pub fn default_file(network: Network) -> String {
 network = "{network}"
 # Where to accept peer connections.
 listen_address = "{listen}"
-# Peers to contact first, as "host:port"; more are learned from them.
+# Peers to contact first, as "ip:port", "host.name:port" or a multiaddress like
+# "/dns4/seed.example.org/tcp/24100"; more are learned from them. Names are resolved at each dial.
 bootstrap_peers = []
 # Most connected peers, and how many of them may be inbound.
 max_peers = {max_peers}
 max_inbound_peers = {max_inbound}
-# Messages a peer may send per second before it is throttled and scored down.
+# Messages a peer may originate per second (gossip it published, wherever it came from, plus its
+# requests); the excess is dropped, and a peer that keeps sending twice this is scored down.
 messages_per_second_per_peer = {rate}
 # How long a misbehaving peer stays banned, in seconds. Bans survive restarts.
 ban_duration_secs = {ban}
@@ -592,12 +618,23 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
             "the default is 100",
         );
     }
+    if config.node.bootstrap_peers.len() > MAX_BOOTSTRAP_ADDRESSES {
+        return fail(
+            "node.bootstrap_peers",
+            format!(
+                "{} peers are more than the {MAX_BOOTSTRAP_ADDRESSES} allowed",
+                config.node.bootstrap_peers.len()
+            ),
+            "a few well-connected peers are enough; the rest are learned from them",
+        );
+    }
     for peer in &config.node.bootstrap_peers {
-        if !peer.contains(':') {
+        if let Err(reason) = peer_address(peer) {
             return fail(
                 "node.bootstrap_peers",
-                format!("'{peer}' has no port"),
-                "write peers as host:port",
+                reason,
+                "write peers as ip:port, host.name:port or a multiaddress such as \
+                 /dns4/seed.example.org/tcp/24100",
             );
         }
     }
@@ -723,6 +760,54 @@ mod tests {
             &[],
         );
         assert_eq!(e.key.as_deref(), Some("consensus.max_round_timeout_ms"));
+    }
+
+    #[test]
+    fn bootstrap_peers_take_host_names() {
+        let config = parse_ok(
+            "[node]\nbootstrap_peers = [\"localhost:24100\", \"127.0.0.1:24101\", \
+             \"/dns4/seed.example.org/tcp/44100\"]\n",
+        );
+        let addresses: Vec<String> = config
+            .node
+            .bootstrap_addresses()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            addresses,
+            [
+                "/dns/localhost/tcp/24100",
+                "/ip4/127.0.0.1/tcp/24101",
+                "/dns4/seed.example.org/tcp/44100"
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_bootstrap_peers_name_the_file_key_and_peer() {
+        for (peer, expected) in [
+            ("seed.example.org", "no port"),
+            ("seed.example.org:99999", "not a port"),
+            ("seed_1:24100", "neither an IP address nor a host name"),
+            ("/dns4/seed.example.org/udp/1", "TCP port"),
+        ] {
+            let e = parse_err(&format!("[node]\nbootstrap_peers = [\"{peer}\"]\n"), &[]);
+            assert_eq!(e.key.as_deref(), Some("node.bootstrap_peers"));
+            assert!(e.message.contains(peer), "{e}");
+            assert!(e.message.contains(expected), "{e}");
+            assert!(e.hint.contains("host.name:port"), "{e}");
+            assert!(e.to_string().contains("test.toml"), "{e}");
+        }
+        let many: Vec<String> = (0..=MAX_BOOTSTRAP_ADDRESSES)
+            .map(|i| format!("\"10.0.0.1:{}\"", 1000 + i))
+            .collect();
+        let e = parse_err(
+            &format!("[node]\nbootstrap_peers = [{}]\n", many.join(",")),
+            &[],
+        );
+        assert_eq!(e.key.as_deref(), Some("node.bootstrap_peers"));
     }
 
     #[test]
