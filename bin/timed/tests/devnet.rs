@@ -628,3 +628,99 @@ fn sigterm_under_load_exits_cleanly_and_loses_nothing_final() {
             .unwrap_or_else(|e| panic!("{txid} not found after restart: {e}"));
     }
 }
+
+/// How long the daemon lets open RPC connections finish at shutdown (`RPC_STOP_GRACE` in
+/// `daemon.rs`); a forced exit must come well before it runs out.
+const RPC_STOP_GRACE: Duration = Duration::from_secs(2);
+
+#[test]
+fn a_second_sigterm_forces_exit_during_a_slow_shutdown_and_the_chain_survives() {
+    let _serial = serial();
+    let mut net = Devnet::start(4, 300);
+    net.wait_height(3, Duration::from_secs(60));
+    let rpc = net.rpc_address(1);
+
+    // A request whose body never finishes: with valid credentials and the headers complete, the
+    // server is reading the body, so its graceful stop waits for it (up to the grace).
+    let cookie =
+        std::fs::read_to_string(net.data_dir(1).join(timecoin_rpc::auth::COOKIE_FILE_NAME))
+            .unwrap();
+    let (user, password) = cookie.trim().split_once(':').unwrap();
+    let mut held = TcpStream::connect(rpc).unwrap();
+    write!(
+        held,
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"jsonrpc\":",
+        timecoin_rpc::auth::basic_authorization(user, password)
+    )
+    .unwrap();
+    held.flush().unwrap();
+    // Let the server read the headers and start on the body (a pause, not a measurement).
+    std::thread::sleep(Duration::from_millis(500));
+
+    let before_height = net.height(1);
+    let before_hashes = net.hashes(1, before_height);
+    let mut child = net.children[1].take().unwrap();
+    let sigterm = |child: &std::process::Child| {
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    sigterm(&child);
+    // The RPC listener closes when the graceful stop begins; from then on the daemon waits for
+    // the held request. (Waiting for this also keeps the two signals apart: two deliveries
+    // before the handler runs would count as one.)
+    eventually(
+        "node 1 stops accepting RPC connections",
+        Duration::from_secs(20),
+        || TcpStream::connect(rpc).is_err(),
+    );
+    let grace_started = Instant::now();
+    sigterm(&child);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if grace_started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("node 1 did not exit after a second SIGTERM\n{}", net.log(1));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let forced_after = grace_started.elapsed();
+    println!(
+        "second SIGTERM: exit {:?} {forced_after:?} into the RPC stop grace",
+        status.code()
+    );
+    let log = std::fs::read_to_string(net.data_dir(1).join("timed.log")).unwrap();
+    assert_eq!(status.code(), Some(130), "{}", net.log(1));
+    assert!(log.contains("second signal: exiting now"), "{}", net.log(1));
+    // It did not wait the grace out (the daemon warns when it does) nor finish the clean stop.
+    assert!(
+        !log.contains("RPC connections still open"),
+        "{}",
+        net.log(1)
+    );
+    assert!(!log.contains("stopped cleanly"), "{}", net.log(1));
+    assert!(
+        forced_after < RPC_STOP_GRACE,
+        "exit took {forced_after:?}, the grace is {RPC_STOP_GRACE:?}"
+    );
+    drop(held);
+
+    // Forced mid-shutdown, the data directory still opens with every block it had committed.
+    net.restart(1);
+    assert!(net.height(1) >= before_height);
+    assert_eq!(net.hashes(1, before_height), before_hashes);
+    let tip = net.height(0);
+    eventually(
+        "node 1 follows the chain again",
+        Duration::from_secs(60),
+        || net.height(1) >= tip,
+    );
+    assert_same_chain(&net, &[0, 1], tip);
+}
