@@ -66,15 +66,11 @@ fn open(directory: &Path, genesis: BlockHash) -> RedbChainDb {
     RedbChainDb::open_path_with(&directory.join("chain.redb"), config, options).unwrap()
 }
 
-/// Applies `block` through the store as a node would: its inputs are prefetched, then a
-/// recorder over the store collects the changes while the transactions spend and create outputs.
+/// Applies `block` through the store as a node would: its lookups are read ahead
+/// (`prefetch_block`: the spent outputs and the created outpoints), then a recorder over the
+/// store collects the changes while the transactions spend and create outputs.
 fn apply_through_store(store: &RedbChainDb, block: &Block) -> BlockChanges {
-    let inputs: Vec<OutPoint> = block
-        .transactions
-        .iter()
-        .flat_map(|transaction| transaction.body.inputs.iter().map(|input| input.prevout))
-        .collect();
-    store.prefetch_utxos(&inputs).expect("prefetch");
+    store.prefetch_block(block).expect("prefetch");
     let mut recorder = ChangeRecorder::new(store);
     for transaction in block.transactions.iter() {
         let txid = transaction.txid();
