@@ -724,3 +724,24 @@ fn a_second_sigterm_forces_exit_during_a_slow_shutdown_and_the_chain_survives() 
     );
     assert_same_chain(&net, &[0, 1], tip);
 }
+
+#[test]
+#[ignore = "needs daemon.rs start_network to take config.node.bootstrap_addresses() (host names); drop this line once it does"]
+fn a_node_given_its_bootstrap_peer_by_host_name_joins_and_syncs() {
+    let _serial = serial();
+    let mut net = Devnet::start(4, 300);
+    net.wait_height(3, Duration::from_secs(60));
+    let late = net.add_node();
+    let port = net.manifest.nodes[0].p2p_port;
+    net.edit_config(late, |c| {
+        c.node.bootstrap_peers = vec![format!("localhost:{port}")];
+    });
+    net.restart(late);
+    let tip = net.height(0);
+    eventually(
+        "the node bootstrapped by host name syncs",
+        Duration::from_secs(60),
+        || net.height(late) >= tip,
+    );
+    assert_same_chain(&net, &[0, late], tip);
+}
