@@ -35,8 +35,11 @@ struct Args {
     /// The `timed` executable (default: next to this one).
     #[arg(long)]
     timed: Option<PathBuf>,
-    /// For a devnet this bench starts: `messages_per_second_per_peer` in each node's config
-    /// (the devnet default of 100 gets peers banned at about 50 payments/s; 0 keeps the file's).
+    /// For a devnet this bench starts: `messages_per_second_per_peer` in each node's config (0
+    /// keeps the file's). Raised by default because, until nodes coalesce their own votes and
+    /// transactions, each masternode publishes a few messages per payment: over the default of
+    /// 100 they are dropped (ADR 0010), and at 100 payments/s that alone took p50 latency from
+    /// 71 ms to 10 s.
     #[arg(long, default_value_t = 1_000_000)]
     peer_message_rate: u32,
     /// Leave the nodes this bench started running at the end.
