@@ -74,6 +74,8 @@ pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Addresses dialled per resolved host name (a name may have many records).
 pub const MAX_RESOLVED_ADDRESSES: usize = 4;
+/// Host names being resolved at once: every bootstrap address plus a few `addnode` dials.
+pub const MAX_CONCURRENT_RESOLUTIONS: usize = MAX_BOOTSTRAP_ADDRESSES + 8;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -649,8 +651,8 @@ pub async fn start(
         .store(bans.len() as u64, Ordering::Relaxed);
     let (command_sender, commands) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
     let (events, event_receiver) = mpsc::channel(EVENT_QUEUE_CAPACITY);
-    // One lookup per bootstrap address at a time, plus a few `addnode` dials.
-    let (resolved_sender, resolved) = mpsc::channel(MAX_BOOTSTRAP_ADDRESSES + 8);
+    // Never full: no more lookups run than it holds answers.
+    let (resolved_sender, resolved) = mpsc::channel(MAX_CONCURRENT_RESOLUTIONS);
     let handle = NetworkHandle {
         commands: command_sender,
         stats: stats.clone(),
@@ -763,7 +765,7 @@ impl Service {
                 .dial(address)
                 .map_err(|error| Error::Dial(error.to_string()));
         }
-        if self.resolving.len() >= MAX_BOOTSTRAP_ADDRESSES + 8 {
+        if self.resolving.len() >= MAX_CONCURRENT_RESOLUTIONS {
             return Err(Error::Dial("too many host names being resolved".into()));
         }
         if !self.resolving.insert(address.clone()) {
