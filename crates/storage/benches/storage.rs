@@ -69,8 +69,14 @@ fn open(directory: &Path, genesis: BlockHash) -> RedbChainDb {
 /// Applies `block` through the store as a node would: its lookups are read ahead
 /// (`prefetch_block`: the spent outputs and the created outpoints), then a recorder over the
 /// store collects the changes while the transactions spend and create outputs.
-fn apply_through_store(store: &RedbChainDb, block: &Block) -> BlockChanges {
+fn apply_through_store(
+    store: &RedbChainDb,
+    block: &Block,
+    prefetching: &mut Duration,
+) -> BlockChanges {
+    let started = Instant::now();
     store.prefetch_block(block).expect("prefetch");
+    *prefetching += started.elapsed();
     let mut recorder = ChangeRecorder::new(store);
     for transaction in block.transactions.iter() {
         let txid = transaction.txid();
@@ -121,6 +127,7 @@ fn child(directory: &Path) {
         );
     }
     let mut reading = Duration::ZERO;
+    let mut prefetching = Duration::ZERO;
     let mut length = [0u8; 4];
     while reader.read_exact(&mut length).is_ok() {
         let mut bytes = vec![0u8; u32::from_le_bytes(length) as usize];
@@ -128,7 +135,7 @@ fn child(directory: &Path) {
         let (block, commitment): (Block, Vec<u8>) = decode(&bytes).unwrap();
         let commitment = UtxoCommitment::from_bytes(&commitment).unwrap();
         let started = Instant::now();
-        let changes = apply_through_store(&store, &block);
+        let changes = apply_through_store(&store, &block, &mut prefetching);
         reading += started.elapsed();
         store
             .commit_block(BlockCommit {
@@ -161,12 +168,15 @@ fn child(directory: &Path) {
     let stats = store.stats();
     println!(
         "result blocks={blocks} operations={operations} seconds={} open_seconds={} flushes={} \
-         flush_seconds={} read_seconds={} cache_bytes={} cache_budget={} peak_rss={}",
+         flush_seconds={} read_seconds={} prefetch_seconds={} block_write_seconds={} \
+         cache_bytes={} cache_budget={} peak_rss={}",
         busy.as_secs_f64(),
         open_time.as_secs_f64(),
         stats.flushes,
         stats.flush_duration.as_secs_f64(),
         reading.as_secs_f64(),
+        prefetching.as_secs_f64(),
+        stats.block_write_duration.as_secs_f64(),
         stats.cache_bytes,
         store.config().cache_bytes,
         peak_rss_bytes()

@@ -194,6 +194,26 @@ fn crash_test_survives_sigkill() {
         store
             .verify_utxo_set()
             .unwrap_or_else(|error| panic!("round {round}: UTXO set wrong after crash: {error}"));
+        // The address index, flushed from the same cache slots as the UTXOs, must list
+        // exactly the unspent outputs of every address.
+        let mut by_address: HashMap<_, Vec<_>> = HashMap::new();
+        store
+            .for_each_utxo(|outpoint, entry| {
+                by_address
+                    .entry(entry.output.address)
+                    .or_default()
+                    .push(*outpoint);
+            })
+            .unwrap();
+        for address in &chain.addresses {
+            let mut expected = by_address.remove(address).unwrap_or_default();
+            expected.sort_unstable();
+            assert_eq!(
+                store.address_outpoints(address, 10_000).unwrap(),
+                expected,
+                "round {round}: the address index disagrees with the UTXO set"
+            );
+        }
         for number in &durable_votes {
             let record = store.record(&vote(*number).key).unwrap();
             assert_eq!(
