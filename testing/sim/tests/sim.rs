@@ -214,15 +214,10 @@ fn f_double_voters_are_tolerated() {
     assert!(report.certified <= 1, "{report:?}");
 }
 
-/// Broken on purpose: node 0 loses its input locks when it restarts. Isolated, it votes for
-/// one spend, crashes, restarts, and is handed the conflicting spend in the same epoch: it
-/// votes again, and the checker must catch the double vote.
-#[test]
-fn a_node_that_forgets_its_locks_is_caught() {
-    let mut config = scenario(vec![Behaviour::Honest; 4]);
-    config.forget_locks_node = Some(0);
-    config.check_liveness = false;
-    config.script = vec![
+/// Node 0, cut off from the others, is handed two spends of one coin 400 ms apart and crashes
+/// (for 100 ms) in between: whether it votes for the second depends only on its persisted locks.
+fn isolated_double_spend_across_a_crash() -> Vec<(u64, Step)> {
+    vec![
         (
             1_000,
             Step::Isolate {
@@ -245,7 +240,18 @@ fn a_node_that_forgets_its_locks_is_caught() {
                 down_ms: 100,
             },
         ),
-    ];
+    ]
+}
+
+/// Broken on purpose: node 0 loses its input locks when it restarts. Isolated, it votes for
+/// one spend, crashes, restarts, and is handed the conflicting spend in the same epoch: it
+/// votes again, and the checker must catch the double vote.
+#[test]
+fn a_node_that_forgets_its_locks_is_caught() {
+    let mut config = scenario(vec![Behaviour::Honest; 4]);
+    config.forget_locks_node = Some(0);
+    config.check_liveness = false;
+    config.script = isolated_double_spend_across_a_crash();
     let failure = run(&config).expect_err("the checker must catch the double vote");
     assert!(
         failure.message.contains("two conflicting transactions"),
@@ -258,30 +264,7 @@ fn a_node_that_forgets_its_locks_is_caught() {
 #[test]
 fn a_restarted_node_keeps_its_locks() {
     let mut config = scenario(vec![Behaviour::Honest; 4]);
-    config.script = vec![
-        (
-            1_000,
-            Step::Isolate {
-                node: 0,
-                duration_ms: 2_000,
-            },
-        ),
-        (
-            1_100,
-            Step::DoubleSpend {
-                first: 0,
-                second: 0,
-                gap_ms: 400,
-            },
-        ),
-        (
-            1_200,
-            Step::Crash {
-                node: 0,
-                down_ms: 100,
-            },
-        ),
-    ];
+    config.script = isolated_double_spend_across_a_crash();
     let report = run(&config).unwrap();
     assert!(report.crashes == 1, "{report:?}");
 }
