@@ -71,8 +71,10 @@ fn make_block(
             proposer: proposer.public_key(),
             transactions_root: Hash32::ZERO,
             utxo_commitment: Hash32([salt; 32]),
+            parent_commit_hash: Hash32::ZERO,
         },
         transactions: BoundedVec::empty(),
+        parent_commit: None,
     };
     block.header.transactions_root = block.compute_transactions_root();
     block
@@ -583,12 +585,19 @@ fn restored_node_refuses_a_conflicting_prepare() {
     );
 }
 
-#[test]
-fn restored_node_refuses_a_conflicting_commit_but_commits_what_it_prepared() {
-    let (committee, leader, own, mut engine, block_a, block_b) = restarted_after_preparing();
+/// Feeds a restarted engine the leader's view-0 proposal of `block`, its validation, and
+/// prepares for it from every other member; returns what the engine broadcast in answer to
+/// the prepares.
+fn prepares_for(
+    engine: &mut BftEngine,
+    committee: &Committee,
+    leader: usize,
+    own: &SecretKey,
+    block: &Block,
+) -> Vec<BftMessage> {
     engine
         .handle(BftInput::Message {
-            message: proposal(&secret(leader), &committee, 0, block_b.clone()),
+            message: proposal(&secret(leader), committee, 0, block.clone()),
             now_ms: 11,
         })
         .unwrap();
@@ -596,51 +605,7 @@ fn restored_node_refuses_a_conflicting_commit_but_commits_what_it_prepared() {
         .handle(BftInput::BlockValidated {
             height: Height(1),
             view: 0,
-            block_hash: block_b.hash(),
-            valid: true,
-            now_ms: 12,
-        })
-        .unwrap();
-    let others: Vec<usize> = (0..4)
-        .filter(|&index| secret(index).public_key() != own.public_key())
-        .collect();
-    let mut sent = Vec::new();
-    for &index in &others {
-        let prepare = vote(
-            &secret(index),
-            &committee,
-            Phase::Prepare,
-            1,
-            0,
-            block_b.hash(),
-        );
-        let effects = engine
-            .handle(BftInput::Message {
-                message: BftMessage::Prepare(prepare),
-                now_ms: 13,
-            })
-            .unwrap();
-        sent.extend(broadcasts(&effects).into_iter().cloned());
-    }
-    assert!(
-        sent.is_empty(),
-        "signed a commit for a block it did not prepare: {sent:?}"
-    );
-
-    // The same restarted state does commit the block it did prepare.
-    let (committee, leader, own, mut engine, block_a2, _) = restarted_after_preparing();
-    assert_eq!(block_a, block_a2);
-    engine
-        .handle(BftInput::Message {
-            message: proposal(&secret(leader), &committee, 0, block_a.clone()),
-            now_ms: 11,
-        })
-        .unwrap();
-    engine
-        .handle(BftInput::BlockValidated {
-            height: Height(1),
-            view: 0,
-            block_hash: block_a.hash(),
+            block_hash: block.hash(),
             valid: true,
             now_ms: 12,
         })
@@ -649,11 +614,11 @@ fn restored_node_refuses_a_conflicting_commit_but_commits_what_it_prepared() {
     for index in (0..4).filter(|&index| secret(index).public_key() != own.public_key()) {
         let prepare = vote(
             &secret(index),
-            &committee,
+            committee,
             Phase::Prepare,
             1,
             0,
-            block_a.hash(),
+            block.hash(),
         );
         let effects = engine
             .handle(BftInput::Message {
@@ -663,6 +628,22 @@ fn restored_node_refuses_a_conflicting_commit_but_commits_what_it_prepared() {
             .unwrap();
         sent.extend(broadcasts(&effects).into_iter().cloned());
     }
+    sent
+}
+
+#[test]
+fn restored_node_refuses_a_conflicting_commit_but_commits_what_it_prepared() {
+    let (committee, leader, own, mut engine, block_a, block_b) = restarted_after_preparing();
+    let sent = prepares_for(&mut engine, &committee, leader, &own, &block_b);
+    assert!(
+        sent.is_empty(),
+        "signed a commit for a block it did not prepare: {sent:?}"
+    );
+
+    // The same restarted state does commit the block it did prepare.
+    let (committee, leader, own, mut engine, block_a2, _) = restarted_after_preparing();
+    assert_eq!(block_a, block_a2);
+    let sent = prepares_for(&mut engine, &committee, leader, &own, &block_a);
     assert!(
         matches!(&sent[..], [BftMessage::Commit(commit)] if commit.block_hash == block_a.hash())
     );

@@ -14,8 +14,9 @@ use timecoin_ledger::{
 use timecoin_primitives::block::BLOCK_VERSION;
 use timecoin_primitives::hash::Domain;
 use timecoin_primitives::{
-    Address, Amount, BlockHash, BlockHeader, BoundedVec, Hash32, Height, Network, OutPoint,
-    PublicKey, SecretKey, Timestamp, Transaction, TxBody, TxInput, TxKind, TxOut, Txid,
+    Address, Amount, BlockHash, BlockHeader, BoundedVec, CommitCertificate, Hash32, Height,
+    Network, OutPoint, PublicKey, SecretKey, Timestamp, Transaction, TxBody, TxInput, TxKind,
+    TxOut, Txid,
 };
 
 const SET_SIZE: usize = 1_000_000;
@@ -126,6 +127,7 @@ fn bench(c: &mut Criterion) {
         proposer: PublicKey::default(),
         transactions_root: Hash32::ZERO,
         utxo_commitment: commitment.digest(),
+        parent_commit_hash: Hash32::ZERO,
     };
     let registry = MasternodeRegistry::new();
     let miner = Address::from_public_key(&secret(usize::MAX >> 1).public_key());
@@ -134,6 +136,13 @@ fn bench(c: &mut Criterion) {
         timestamp: Timestamp(1_767_225_601_000),
         proposer: PublicKey::default(),
         transactions,
+        // The signatures of a parent certificate are the node's to verify, not the ledger's.
+        parent_commit: Some(CommitCertificate {
+            height: parent.height,
+            view: 0,
+            block_hash: parent.hash(),
+            votes: BoundedVec::empty(),
+        }),
     };
     let block = build_block(
         template,

@@ -12,8 +12,8 @@ use timecoin_ledger::{
     build_genesis, validate_transaction, verify_block_signatures,
 };
 use timecoin_primitives::{
-    Address, Amount, Block, BlockHeader, BoundedVec, Network, OutPoint, SecretKey, Timestamp,
-    Transaction, TxBody, TxInput, TxKind, TxOut,
+    Address, Amount, Block, BlockHeader, BoundedVec, CommitCertificate, Network, OutPoint,
+    SecretKey, Timestamp, Transaction, TxBody, TxInput, TxKind, TxOut,
 };
 
 const NETWORK: Network = Network::Devnet;
@@ -72,6 +72,15 @@ impl Node {
             timestamp: Timestamp(self.tip.timestamp.as_millis() + self.params.block_interval_ms),
             proposer: SecretKey::from_bytes([99; 32]).public_key(),
             transactions,
+            // From height 2 a block carries its parent's commit certificate. The ledger checks
+            // only what it names; its signatures are the consensus crate's to verify, so this
+            // demo of the UTXO rules uses an unsigned stand-in.
+            parent_commit: (self.tip.height.get() >= 1).then(|| CommitCertificate {
+                height: self.tip.height,
+                view: 0,
+                block_hash: self.tip.hash(),
+                votes: BoundedVec::empty(),
+            }),
         };
         let block = build_block(
             template,

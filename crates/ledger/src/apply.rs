@@ -11,8 +11,8 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use timecoin_primitives::block::BLOCK_VERSION;
 use timecoin_primitives::merkle::merkle_root;
 use timecoin_primitives::{
-    Amount, Block, BlockHeader, BoundedVec, Hash32, Height, OutPoint, PublicKey, Timestamp,
-    Transaction, TxBody, TxKind, TxOut, Txid,
+    Amount, Block, BlockHeader, BoundedVec, CommitCertificate, Hash32, Height, OutPoint, PublicKey,
+    Timestamp, Transaction, TxBody, TxKind, TxOut, Txid,
 };
 
 use crate::check::{CheckedBlock, check_block, check_header};
@@ -56,7 +56,8 @@ pub struct BlockOutcome {
     pub fees: Amount,
     /// The new TIME the block was allowed to create.
     pub subsidy: Amount,
-    /// What the reward transaction paid (at most `subsidy + fees`; any rest is burned).
+    /// What the reward transaction paid: at most `subsidy + fees` by the ledger's own rule, and
+    /// exactly that once the node has checked the split ([`crate::check_reward_split`]).
     pub reward_paid: Amount,
     /// The UTXO commitment after the block, as in the header.
     pub utxo_commitment: Hash32,
@@ -66,6 +67,12 @@ impl BlockOutcome {
     /// The masternode registrations and deregistrations, in block order.
     pub fn masternode_events(&self) -> &[MasternodeEvent] {
         &self.undo.masternode_events
+    }
+
+    /// What the reward transaction had to pay out: the subsidy plus the fees, which
+    /// [`crate::check_reward_split`] splits over the parent certificate's signers.
+    pub fn allowed_reward(&self) -> Amount {
+        self.subsidy.checked_add(self.fees).unwrap_or(Amount::MAX)
     }
 }
 
@@ -375,6 +382,8 @@ pub struct BlockTemplate {
     pub proposer: PublicKey,
     /// The transactions after the reward, in the order they are applied.
     pub transactions: Vec<Transaction>,
+    /// The parent's commit certificate (required from height 2 on, absent below).
+    pub parent_commit: Option<CommitCertificate>,
 }
 
 /// The reward transaction of the block at `height`.
@@ -390,7 +399,11 @@ pub fn reward_transaction(height: Height, outputs: Vec<TxOut>) -> Result<Transac
     })
 }
 
-fn assemble(header: &BlockHeader, transactions: Vec<Transaction>) -> Result<Block, LedgerError> {
+fn assemble(
+    header: &BlockHeader,
+    transactions: Vec<Transaction>,
+    parent_commit: Option<Box<CommitCertificate>>,
+) -> Result<Block, LedgerError> {
     let transactions =
         BoundedVec::new(transactions).map_err(|error| LedgerError::BlockTooLarge {
             size: error.length,
@@ -399,8 +412,10 @@ fn assemble(header: &BlockHeader, transactions: Vec<Transaction>) -> Result<Bloc
     let mut block = Block {
         header: header.clone(),
         transactions,
+        parent_commit,
     };
     block.header.transactions_root = merkle_root(&block.txids());
+    block.header.parent_commit_hash = block.compute_parent_commit_hash();
     Ok(block)
 }
 
@@ -425,7 +440,7 @@ pub fn build_block<V: UtxoView, M: MasternodeView>(
             parent: parent.height,
             found: parent.height,
         })?;
-    let mut header = BlockHeader {
+    let header = BlockHeader {
         version: BLOCK_VERSION,
         height,
         previous_hash: parent.hash(),
@@ -434,6 +449,7 @@ pub fn build_block<V: UtxoView, M: MasternodeView>(
         proposer: template.proposer,
         transactions_root: Hash32::ZERO,
         utxo_commitment: Hash32::ZERO,
+        parent_commit_hash: Hash32::ZERO,
     };
     check_header(&header, parent, params)?;
 
@@ -441,7 +457,7 @@ pub fn build_block<V: UtxoView, M: MasternodeView>(
     let mut transactions = Vec::with_capacity(template.transactions.len() + 1);
     transactions.push(reward_transaction(height, Vec::new())?);
     transactions.extend(template.transactions);
-    let draft = assemble(&header, transactions)?;
+    let draft = assemble(&header, transactions, template.parent_commit.map(Box::new))?;
     let checked = check_block(&draft, params)?;
     let staged = stage_block(&draft, &checked, view, commitment, masternodes, params)?;
     let allowed = staged
@@ -450,15 +466,16 @@ pub fn build_block<V: UtxoView, M: MasternodeView>(
         .checked_add(staged.outcome.fees)
         .unwrap_or(Amount::MAX);
 
-    let mut transactions = draft.transactions.into_inner();
+    let Block {
+        transactions,
+        parent_commit,
+        ..
+    } = draft;
+    let mut transactions = transactions.into_inner();
     transactions[0] = reward_transaction(height, pay_reward(allowed))?;
-    let block = assemble(&header, transactions)?;
+    let mut block = assemble(&header, transactions, parent_commit)?;
     let checked = check_block(&block, params)?;
     let staged = stage_block(&block, &checked, view, commitment, masternodes, params)?;
-    header.transactions_root = block.header.transactions_root;
-    header.utxo_commitment = staged.outcome.utxo_commitment;
-    Ok(Block {
-        header,
-        transactions: block.transactions,
-    })
+    block.header.utxo_commitment = staged.outcome.utxo_commitment;
+    Ok(block)
 }

@@ -203,7 +203,9 @@ pub struct CheckedBlock {
 }
 
 /// Checks a block's body alone: size, the reward first and only first and for the block's
-/// height, each transaction's stateless rules, distinct txids, and the transactions root.
+/// height, each transaction's stateless rules, distinct txids, the parent certificate's
+/// presence, target and hash (not its signatures: see [`check_parent_commit`]), and the
+/// transactions root.
 pub fn check_block(block: &Block, params: &ChainParams) -> Result<CheckedBlock, LedgerError> {
     let size = encoded_size(block);
     if size > params.max_block_bytes {
@@ -252,6 +254,7 @@ pub fn check_block(block: &Block, params: &ChainParams) -> Result<CheckedBlock, 
         txids.push(txid);
         sizes.push(size);
     }
+    check_parent_commit(block)?;
     let root = merkle_root(&txids);
     if block.header.transactions_root != root {
         return Err(LedgerError::WrongTransactionsRoot {
@@ -260,4 +263,39 @@ pub fn check_block(block: &Block, params: &ChainParams) -> Result<CheckedBlock, 
         });
     }
     Ok(CheckedBlock { txids, sizes })
+}
+
+/// Checks the parent commit certificate a block carries, as far as the block alone allows: a
+/// block at height 2 or more carries one (its parent, at height 1 or more, was committed by a
+/// certificate), heights 0 and 1 carry none (genesis has no certificate), it names the parent's
+/// height and hash, and the header commits to it. Its signatures and weight need the parent
+/// epoch's committee, so the node verifies them (ADR 0009).
+pub fn check_parent_commit(block: &Block) -> Result<(), LedgerError> {
+    let height = block.header.height;
+    let expected = height.get() >= 2;
+    match block.parent_commit.as_deref() {
+        None if expected => return Err(LedgerError::ParentCommitPresence { height, expected }),
+        Some(_) if !expected => {
+            return Err(LedgerError::ParentCommitPresence { height, expected });
+        }
+        Some(certificate)
+            if certificate.height.checked_next() != Some(height)
+                || certificate.block_hash != block.header.previous_hash =>
+        {
+            return Err(LedgerError::ParentCommitForOtherBlock {
+                expected_hash: block.header.previous_hash,
+                found_height: certificate.height,
+                found_hash: certificate.block_hash,
+            });
+        }
+        _ => {}
+    }
+    let hash = block.compute_parent_commit_hash();
+    if block.header.parent_commit_hash != hash {
+        return Err(LedgerError::WrongParentCommitHash {
+            expected: hash,
+            found: block.header.parent_commit_hash,
+        });
+    }
+    Ok(())
 }

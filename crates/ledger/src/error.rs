@@ -2,7 +2,7 @@
 
 use timecoin_primitives::keys::SignatureError;
 use timecoin_primitives::{
-    Amount, BlockHash, Epoch, Hash32, Height, OutPoint, PublicKey, Tier, Txid,
+    Amount, BlockHash, Epoch, Hash32, Height, OutPoint, PublicKey, Tier, TxOut, Txid,
 };
 
 use crate::utxo::BackendError;
@@ -275,6 +275,63 @@ pub enum LedgerError {
         /// The header's root.
         found: Hash32,
     },
+    /// The block carries a parent certificate where it must not, or lacks one where it must.
+    #[error(
+        "a block at height {height} must {} a parent commit certificate",
+        if *expected { "carry" } else { "not carry" }
+    )]
+    ParentCommitPresence {
+        /// The block's height.
+        height: Height,
+        /// Whether one was required (heights 2 and up).
+        expected: bool,
+    },
+    /// The parent certificate the block carries certifies some other block.
+    #[error(
+        "the parent commit certificate is for block {found_hash} at height {found_height}, not the parent {expected_hash}"
+    )]
+    ParentCommitForOtherBlock {
+        /// The parent's hash.
+        expected_hash: BlockHash,
+        /// The height the certificate names.
+        found_height: Height,
+        /// The block the certificate names.
+        found_hash: BlockHash,
+    },
+    /// The header's `parent_commit_hash` does not match the certificate the block carries.
+    #[error(
+        "parent_commit_hash {found} does not match the block's parent certificate ({expected})"
+    )]
+    WrongParentCommitHash {
+        /// The hash of the carried certificate (zero if none).
+        expected: Hash32,
+        /// The header's hash.
+        found: Hash32,
+    },
+    /// The parent certificate's signatures or weight do not verify against the parent epoch's
+    /// committee.
+    #[error("the parent commit certificate does not verify: {reason}")]
+    InvalidParentCommit {
+        /// What the consensus check said.
+        reason: String,
+    },
+    /// The reward's outputs are not the split of subsidy plus fees over the parent
+    /// certificate's signers (see [`crate::split_reward`]).
+    #[error(
+        "reward output {index} is {found:?} but the split over the parent certificate's signers requires {expected:?}"
+    )]
+    WrongRewardSplit {
+        /// The first output position where the reward and the rule differ.
+        index: usize,
+        /// What the rule requires there (`None`: no output).
+        expected: Option<TxOut>,
+        /// What the reward has there (`None`: no output).
+        found: Option<TxOut>,
+    },
+    /// The reward rule was given no recipients, or recipients whose weights are zero or
+    /// overflow: a caller error, since a verified certificate always has weight.
+    #[error("cannot split a reward over recipients: {0}")]
+    InvalidRewardShares(&'static str),
     /// The header's UTXO commitment is not the set the block leads to.
     #[error("utxo_commitment {found} does not match the UTXO set after the block ({expected})")]
     WrongUtxoCommitment {
@@ -322,6 +379,7 @@ impl LedgerError {
             LedgerError::InvalidGenesis(_)
             | LedgerError::Backend(_)
             | LedgerError::UndoMismatch { .. }
+            | LedgerError::InvalidRewardShares(_)
             | LedgerError::RegistryOutOfSync { .. } => Fault::Local,
             _ => Fault::Peer,
         }

@@ -236,8 +236,10 @@ pub fn build_genesis(spec: &GenesisSpec) -> Result<(Block, ChainParams), LedgerE
             proposer: PublicKey::default(),
             transactions_root: Hash32::ZERO,
             utxo_commitment: Hash32::ZERO,
+            parent_commit_hash: Hash32::ZERO,
         },
         transactions,
+        parent_commit: None,
     };
     block.header.transactions_root = block.compute_transactions_root();
     let empty = HashMap::new();
@@ -273,6 +275,11 @@ fn stage_genesis<V: UtxoView>(
     if header.previous_hash != BlockHash(Hash32::ZERO) || header.proposer != PublicKey::default() {
         return Err(bad(
             "genesis must have an all-zero previous_hash and proposer".into(),
+        ));
+    }
+    if block.parent_commit.is_some() || header.parent_commit_hash != Hash32::ZERO {
+        return Err(bad(
+            "genesis must carry no parent certificate and an all-zero parent_commit_hash".into(),
         ));
     }
     let size = encoded_size(block);

@@ -10,7 +10,9 @@
 //! [`verify_block_signatures`], then [`apply_block`]
 //! (which checks the header against its parent, every stateless and UTXO rule, the reward and the
 //! header's UTXO commitment, and writes nothing unless all hold), then applies the returned
-//! [`MasternodeEvent`]s to its registry. Everything here is deterministic: no clocks, no
+//! [`MasternodeEvent`]s to its registry. The reward's split over the parent certificate's
+//! signers needs the committee, which this crate does not know: the node verifies the
+//! certificate and calls [`check_reward_split`] with the signers' [`RewardShare`]s. Everything here is deterministic: no clocks, no
 //! randomness, no floats.
 
 pub mod apply;
@@ -20,6 +22,7 @@ pub mod error;
 pub mod genesis;
 pub mod masternode;
 pub mod params;
+pub mod reward;
 pub mod utxo;
 pub mod validate;
 pub mod verify;
@@ -29,7 +32,8 @@ pub use apply::{
     reward_transaction, undo_block, validate_block,
 };
 pub use check::{
-    CheckedBlock, check_block, check_header, check_network_address, check_transaction,
+    CheckedBlock, check_block, check_header, check_network_address, check_parent_commit,
+    check_transaction,
 };
 pub use commitment::UtxoCommitment;
 pub use error::{Fault, LedgerError};
@@ -38,6 +42,7 @@ pub use genesis::{
 };
 pub use masternode::{MasternodeEvent, MasternodeRegistration, MasternodeRegistry, MasternodeView};
 pub use params::{ChainParams, MAX_BLOCK_BYTES, MAX_TRANSACTION_BYTES, TierParams};
+pub use reward::{RewardShare, check_reward_split, split_reward};
 pub use utxo::{BackendError, UtxoCache, UtxoEntry, UtxoStore, UtxoView};
 pub use validate::{ValidatedTransaction, validate_transaction};
 pub use verify::{verify_block_signatures, verify_transaction, verify_transactions};

@@ -280,6 +280,7 @@ fn build(chain: &Chain, transactions: Vec<Transaction>, burn: bool) -> timecoin_
         timestamp: Timestamp(chain.tip.timestamp.as_millis() + 1_000),
         proposer: genesis_node_key().public_key(),
         transactions,
+        parent_commit: parent_commit(&chain.tip),
     };
     let pay = |allowed: Amount| {
         let amount = if burn {
@@ -416,4 +417,74 @@ fn fixed_history_covers_registrations_and_deregistrations() {
         chain.commitment,
         UtxoCommitment::from_utxos(chain.utxos.iter())
     );
+}
+
+fn reward_shares() -> impl Strategy<Value = Vec<timecoin_ledger::RewardShare>> {
+    // Up to 40 signers with tier-like or arbitrary weights, owners drawn from a small set so
+    // that some share one.
+    proptest::collection::btree_map(
+        any::<[u8; 32]>(),
+        (
+            prop_oneof![Just(1u64), Just(10), Just(100), 1u64..1_000_000],
+            0u8..8,
+        ),
+        1..40,
+    )
+    .prop_map(|signers| {
+        signers
+            .into_iter()
+            .map(|(node_key, (weight, owner))| timecoin_ledger::RewardShare {
+                node_key: timecoin_primitives::PublicKey(node_key),
+                weight,
+                owner: Address(timecoin_primitives::Hash32([owner; 32])),
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The split pays exactly what is allowed, the same whatever the order of the shares, in
+    /// sorted outputs with one per owner, each owner within one rounding remainder of its exact
+    /// proportional part.
+    #[test]
+    fn reward_split_sums_exactly_and_is_proportional(
+        allowed in 0u64..=timecoin_primitives::Amount::MAX.units(),
+        shares in reward_shares(),
+        rotation in any::<usize>(),
+    ) {
+        let allowed = units(allowed);
+        let outputs = timecoin_ledger::split_reward(allowed, &shares).unwrap();
+        let total = Amount::checked_sum(outputs.iter().map(|o| o.amount)).unwrap();
+        prop_assert_eq!(total, allowed);
+        let mut rotated = shares.clone();
+        rotated.rotate_left(rotation % shares.len());
+        rotated.reverse();
+        prop_assert_eq!(&timecoin_ledger::split_reward(allowed, &rotated).unwrap(), &outputs);
+        prop_assert!(outputs.windows(2).all(|pair| pair[0].address < pair[1].address));
+        prop_assert!(outputs.iter().all(|o| !o.amount.is_zero()));
+
+        let weight_total: u128 = shares.iter().map(|s| u128::from(s.weight)).sum();
+        let lowest = shares.iter().min_by_key(|s| s.node_key).unwrap().owner;
+        let mut owners: HashMap<Address, (u128, u128)> = HashMap::new();
+        for share in &shares {
+            let entry = owners.entry(share.owner).or_default();
+            entry.0 += u128::from(share.weight);
+            entry.1 += 1;
+        }
+        for (owner, (weight, count)) in owners {
+            let paid = outputs.iter().find(|o| o.address == owner).map_or(0, |o| o.amount.units());
+            let exact = u128::from(allowed.units()) * weight / weight_total;
+            let paid = u128::from(paid);
+            // Each share loses less than one unit to rounding; only the lowest key's owner
+            // gets the lost units back (fewer than the number of shares).
+            prop_assert!(paid + count > exact, "owner underpaid: {} < {}", paid, exact);
+            if owner != lowest {
+                prop_assert!(paid <= exact, "owner overpaid: {} > {}", paid, exact);
+            } else {
+                prop_assert!(paid <= exact + shares.len() as u128);
+            }
+        }
+    }
 }

@@ -1086,3 +1086,103 @@ fn registry_out_of_sync_is_our_fault() {
         validate_transaction(&tx, &chain.utxos, &chain.registry, &chain.params, Height(1)).is_ok()
     );
 }
+
+#[test]
+fn parent_certificate_is_required_from_height_two_and_committed_to() {
+    let mut chain = Chain::new(&[10_000]);
+    // Height 1: the parent is genesis, which has no certificate, so none may be carried.
+    let first = chain.build(vec![]).unwrap();
+    assert_eq!(first.parent_commit, None);
+    assert_eq!(first.header.parent_commit_hash, Hash32::ZERO);
+    let mut bad = first.clone();
+    bad.parent_commit = parent_commit(&first.header).map(Box::new);
+    bad.header.parent_commit_hash = bad.compute_parent_commit_hash();
+    assert_eq!(
+        apply(&mut chain, &bad).unwrap_err(),
+        LedgerError::ParentCommitPresence {
+            height: Height(1),
+            expected: false
+        }
+    );
+    apply(&mut chain, &first).unwrap();
+    chain.tip = first.header.clone();
+
+    // Height 2 must carry the certificate of block 1.
+    let block = chain.build(vec![]).unwrap();
+    let certificate = *block.parent_commit.clone().unwrap();
+    assert_eq!(certificate.block_hash, first.hash());
+    assert_eq!(block.header.parent_commit_hash, certificate.hash());
+    check_block(&block, &chain.params).unwrap();
+
+    let mut bad = block.clone();
+    bad.parent_commit = None;
+    assert_eq!(
+        check_block(&bad, &chain.params).unwrap_err(),
+        LedgerError::ParentCommitPresence {
+            height: Height(2),
+            expected: true
+        }
+    );
+    // A certificate for another block, even with the header updated to match it.
+    let mut bad = block.clone();
+    let mut other = certificate.clone();
+    other.block_hash = timecoin_primitives::BlockHash(Hash32([7; 32]));
+    bad.parent_commit = Some(Box::new(other));
+    bad.header.parent_commit_hash = bad.compute_parent_commit_hash();
+    assert!(matches!(
+        check_block(&bad, &chain.params),
+        Err(LedgerError::ParentCommitForOtherBlock { .. })
+    ));
+    // A relayer swapping the certificate (here: another view) without the header noticing.
+    let mut bad = block.clone();
+    let mut swapped = certificate.clone();
+    swapped.view += 1;
+    bad.parent_commit = Some(Box::new(swapped));
+    assert_eq!(
+        check_block(&bad, &chain.params).unwrap_err(),
+        LedgerError::WrongParentCommitHash {
+            expected: bad.compute_parent_commit_hash(),
+            found: certificate.hash()
+        }
+    );
+    // Changing the header to match changes the block hash: the swap cannot go unseen.
+    bad.header.parent_commit_hash = bad.compute_parent_commit_hash();
+    assert_ne!(bad.hash(), block.hash());
+    apply(&mut chain, &block).unwrap();
+}
+
+#[test]
+fn reward_split_is_checked_output_by_output() {
+    use timecoin_ledger::{RewardShare, check_reward_split, split_reward};
+    let (chain, block) = chain_and_block();
+    let outcome = timecoin_ledger::validate_block(
+        &block,
+        &chain.tip,
+        &chain.utxos,
+        &chain.commitment,
+        &chain.registry,
+        &chain.params,
+    )
+    .unwrap();
+    let allowed = outcome.subsidy.checked_add(outcome.fees).unwrap();
+    // The test chain pays everything to the miner: right for a lone miner share, wrong for two.
+    let miner_share = RewardShare {
+        node_key: genesis_node_key().public_key(),
+        weight: 1,
+        owner: address(&miner()),
+    };
+    check_reward_split(&block, allowed, &[miner_share]).unwrap();
+    let other = RewardShare {
+        node_key: key(77).public_key(),
+        weight: 1,
+        owner: address(&key(77)),
+    };
+    let error = check_reward_split(&block, allowed, &[miner_share, other]).unwrap_err();
+    let expected = split_reward(allowed, &[miner_share, other]).unwrap();
+    assert_eq!(expected.len(), 2);
+    assert!(matches!(error, LedgerError::WrongRewardSplit { .. }));
+    assert!(error.is_peer_fault());
+    // No recipients is the caller's mistake, not the block's.
+    let error = check_reward_split(&block, allowed, &[]).unwrap_err();
+    assert!(!error.is_peer_fault());
+}

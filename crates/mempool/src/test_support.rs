@@ -82,8 +82,10 @@ pub fn block(transactions: Vec<Transaction>) -> Block {
             proposer: PublicKey::default(),
             transactions_root: Hash32::ZERO,
             utxo_commitment: Hash32::ZERO,
+            parent_commit_hash: Hash32::ZERO,
         },
         transactions: BoundedVec::new(all).unwrap(),
+        parent_commit: None,
     }
 }
 

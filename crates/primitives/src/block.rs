@@ -17,7 +17,8 @@ pub const MAX_COMMITTEE_SIZE: usize = 10_000;
 pub const BLOCK_VERSION: u32 = 1;
 
 /// A block header. Its hash is the block hash; it commits to the transactions through the Merkle
-/// root and to the UTXO set after the block through the commitment.
+/// root, to the UTXO set after the block through the commitment, and to the parent's commit
+/// certificate the block carries through its hash.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize)]
 pub struct BlockHeader {
     /// The format version.
@@ -36,6 +37,10 @@ pub struct BlockHeader {
     pub transactions_root: Hash32,
     /// The commitment to the UTXO set after applying this block.
     pub utxo_commitment: Hash32,
+    /// [`CommitCertificate::hash`] of the parent's certificate the block carries, or all zero
+    /// when it carries none (heights 0 and 1). Without it a relayer could swap the certificate,
+    /// and with it the set of masternodes the reward pays, without changing the block hash.
+    pub parent_commit_hash: Hash32,
 }
 
 impl BlockHeader {
@@ -45,13 +50,18 @@ impl BlockHeader {
     }
 }
 
-/// A block: a header and its transactions, the reward first.
+/// A block: a header, its transactions (the reward first) and its parent's commit certificate.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct Block {
     /// The header.
     pub header: BlockHeader,
     /// The transactions, in order.
     pub transactions: BoundedVec<Transaction, MAX_BLOCK_TRANSACTIONS>,
+    /// The commit certificate of the parent block (Tendermint's "LastCommit"): its signers are
+    /// the masternodes this block's reward pays. `None` only at heights 0 and 1, whose parent
+    /// has no certificate. Boxed so that a `Block` stays small where it sits inline in other
+    /// types (messages, replies).
+    pub parent_commit: Option<Box<CommitCertificate>>,
 }
 
 impl Block {
@@ -69,6 +79,13 @@ impl Block {
     pub fn compute_transactions_root(&self) -> Hash32 {
         merkle_root(&self.txids())
     }
+
+    /// The `parent_commit_hash` the header should carry: the certificate's hash, or zero.
+    pub fn compute_parent_commit_hash(&self) -> Hash32 {
+        self.parent_commit
+            .as_deref()
+            .map_or(Hash32::ZERO, CommitCertificate::hash)
+    }
 }
 
 /// One masternode's commit vote inside a certificate.
@@ -81,7 +98,8 @@ pub struct CommitVote {
 }
 
 /// Commit votes from at least the quorum weight for one block: the proof that it is final. It
-/// travels beside the block rather than inside it, because it can only exist after the block.
+/// travels beside the block rather than inside it, because it can only exist after the block;
+/// the child block then carries it as [`Block::parent_commit`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize)]
 pub struct CommitCertificate {
     /// The block's height.
@@ -92,4 +110,12 @@ pub struct CommitCertificate {
     pub block_hash: BlockHash,
     /// The votes, sorted by voter.
     pub votes: BoundedVec<CommitVote, MAX_COMMITTEE_SIZE>,
+}
+
+impl CommitCertificate {
+    /// The hash a child block's header commits to ([`BlockHeader::parent_commit_hash`]). Never
+    /// zero in practice, so zero can stand for "no certificate".
+    pub fn hash(&self) -> Hash32 {
+        Domain::CommitCertificate.hash(&[&encode(self)])
+    }
 }

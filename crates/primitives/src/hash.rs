@@ -31,6 +31,8 @@ pub enum Domain {
     ConsensusVote,
     /// The transcript that seeds a signature batch's random coefficients.
     BatchVerification,
+    /// A commit certificate, as a block header commits to its parent's.
+    CommitCertificate,
 }
 
 impl Domain {
@@ -48,6 +50,7 @@ impl Domain {
             Domain::NodeKeyProof => "TimeCoin 2026-11 node key proof",
             Domain::ConsensusVote => "TimeCoin 2026-11 consensus vote",
             Domain::BatchVerification => "TimeCoin 2026-11 batch verification",
+            Domain::CommitCertificate => "TimeCoin 2026-11 commit certificate",
         }
     }
 

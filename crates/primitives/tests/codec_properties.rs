@@ -85,28 +85,36 @@ fn header() -> impl Strategy<Value = BlockHeader> {
         any::<[u8; 32]>(),
         hash32(),
         hash32(),
+        hash32(),
     )
         .prop_map(
-            |(version, height, previous, time, epoch, proposer, root, utxo)| BlockHeader {
-                version,
-                height: Height(height),
-                previous_hash: BlockHash(previous),
-                timestamp: Timestamp(time),
-                epoch: Epoch(epoch),
-                proposer: PublicKey(proposer),
-                transactions_root: root,
-                utxo_commitment: utxo,
+            |(version, height, previous, time, epoch, proposer, root, utxo, parent_commit)| {
+                BlockHeader {
+                    version,
+                    height: Height(height),
+                    previous_hash: BlockHash(previous),
+                    timestamp: Timestamp(time),
+                    epoch: Epoch(epoch),
+                    proposer: PublicKey(proposer),
+                    transactions_root: root,
+                    utxo_commitment: utxo,
+                    parent_commit_hash: parent_commit,
+                }
             },
         )
 }
 
 fn block() -> impl Strategy<Value = Block> {
-    (header(), prop::collection::vec(transaction(), 0..4)).prop_map(|(header, transactions)| {
-        Block {
+    (
+        header(),
+        prop::collection::vec(transaction(), 0..4),
+        prop::option::of(certificate()),
+    )
+        .prop_map(|(header, transactions, parent_commit)| Block {
             header,
             transactions: BoundedVec::new(transactions).unwrap(),
-        }
-    })
+            parent_commit: parent_commit.map(Box::new),
+        })
 }
 
 fn certificate() -> impl Strategy<Value = CommitCertificate> {

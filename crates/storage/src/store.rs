@@ -1182,11 +1182,15 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
         let Some(body) = self.backend.get(Table::Bodies, hash.as_bytes())? else {
             return Ok(None);
         };
-        let transactions: BoundedVec<Transaction, MAX_BLOCK_TRANSACTIONS> =
-            decode_stored(&body, "a block body")?;
+        // The body is the transactions followed by the parent's certificate (ADR 0009).
+        let (transactions, parent_commit): (
+            BoundedVec<Transaction, MAX_BLOCK_TRANSACTIONS>,
+            Option<Box<CommitCertificate>>,
+        ) = decode_stored(&body, "a block body")?;
         Ok(Some(Block {
             header,
             transactions,
+            parent_commit,
         }))
     }
 
@@ -1296,7 +1300,7 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
         batch.put(
             Table::Bodies,
             hash.as_bytes().to_vec(),
-            encode(&block.transactions),
+            encode(&(&block.transactions, &block.parent_commit)),
         );
         batch.put(Table::Heights, height_key(height).to_vec(), encode(&hash));
         batch.put(

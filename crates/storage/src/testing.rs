@@ -105,8 +105,10 @@ fn header(height: Height, previous: BlockHash, transactions: &[Transaction]) -> 
             proposer: PublicKey::default(),
             transactions_root: Hash32::ZERO,
             utxo_commitment: Hash32::ZERO,
+            parent_commit_hash: Hash32::ZERO,
         },
         transactions: BoundedVec::new(transactions.to_vec()).expect("bounded"),
+        parent_commit: None,
     };
     block.header.transactions_root = block.compute_transactions_root();
     block.header
@@ -126,6 +128,7 @@ impl TestChain {
                 block: Block {
                     header: header(Height(0), BlockHash::default(), &[]),
                     transactions: BoundedVec::empty(),
+                    parent_commit: None,
                 },
                 changes: BlockChanges::default(),
                 commitment: UtxoCommitment::empty(),
@@ -250,6 +253,7 @@ impl TestChain {
             block: Block {
                 header,
                 transactions: BoundedVec::new(transactions).expect("bounded"),
+                parent_commit: None,
             },
             changes,
             commitment: self.commitment.clone(),

@@ -109,6 +109,7 @@ fn blocks_applied_by_the_ledger_are_committed_and_reopened() {
             .saturating_add_millis(params.block_interval_ms),
         proposer: key(200).public_key(),
         transactions: vec![transfer.clone()],
+        parent_commit: None,
     };
     let miner = address(&key(250));
     let block = build_block(

@@ -3,9 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use timecoin_consensus::{BftMessage, FinalityCertificate, TxVote, signing::view_change_digest};
+use timecoin_ledger::{ChainParams, RewardShare, split_reward};
 use timecoin_node::NodeMessage;
 use timecoin_primitives::{
-    Amount, Block, BlockHash, Epoch, Hash32, Height, OutPoint, PublicKey, Transaction, Txid, encode,
+    Address, Amount, Block, BlockHash, Epoch, Hash32, Height, OutPoint, PublicKey, Transaction,
+    TxKind, TxOut, Txid, encode,
 };
 use timecoin_storage::{ChainStore, ConsensusLog, LogKey};
 
@@ -33,6 +35,10 @@ pub struct Checker {
     pub bodies: BTreeMap<Txid, Transaction>,
     /// (epoch, txid) → distinct valid voters and their weight.
     tallies: BTreeMap<(Epoch, Txid), (BTreeSet<PublicKey>, u64)>,
+    /// Node key → registered at → (tier weight, collateral owner), read from genesis and every
+    /// committed block: the checker's own view of who a reward should pay, kept apart from the
+    /// node's committee code.
+    registrations: BTreeMap<PublicKey, BTreeMap<Height, (u64, Address)>>,
 }
 
 /// The signer, slot and digest of a statement; a proposal is signed by whoever sends it (the
@@ -250,13 +256,16 @@ impl Checker {
     ) -> Result<(), Violation> {
         let height = block.header.height;
         let hash = block.hash();
-        if let Some(previous) = self.committed.insert(height, hash)
-            && previous != hash
-        {
-            return Err(Violation(format!(
-                "two different blocks committed at height {}: {previous} and {hash}",
-                height.get()
-            )));
+        match self.committed.insert(height, hash) {
+            Some(previous) if previous != hash => {
+                return Err(Violation(format!(
+                    "two different blocks committed at height {}: {previous} and {hash}",
+                    height.get()
+                )));
+            }
+            Some(_) => {}
+            // The first commit of this height (agreement makes later ones the same block).
+            None => self.check_reward(block, store, params)?,
         }
         for transaction in block.transactions.iter().skip(1) {
             let txid = transaction.txid();
@@ -288,6 +297,106 @@ impl Checker {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Records the registrations `block` (committed at its height) makes.
+    fn learn_registrations(&mut self, block: &Block, params: &ChainParams) {
+        for transaction in block.transactions.iter() {
+            if let TxKind::RegisterMasternode {
+                collateral_output,
+                node_key,
+                tier,
+                ..
+            } = &transaction.body.kind
+                && let Some(output) = transaction.body.outputs.get(*collateral_output as usize)
+            {
+                self.registrations.entry(*node_key).or_default().insert(
+                    block.header.height,
+                    (params.tier(*tier).weight, output.address),
+                );
+            }
+        }
+    }
+
+    /// The reward rule (ADR 0009): block `h` ≥ 2 carries the certificate of block `h − 1`, and
+    /// its reward pays subsidy plus fees split by [`split_reward`] over that certificate's
+    /// signers, weighted by their tier and paid to their collateral owners as registered by the
+    /// end of the epoch before the parent's; block 1 pays its proposer alone. Called once per
+    /// height, on its first commit, when every lower height has been seen committed.
+    fn check_reward<S: ChainStore>(
+        &mut self,
+        block: &Block,
+        store: &S,
+        params: &ChainParams,
+    ) -> Result<(), Violation> {
+        let height = block.header.height;
+        let read = |e: timecoin_storage::StorageError| Violation(format!("reading the store: {e}"));
+        if self.registrations.is_empty() {
+            let genesis = store
+                .block_hash(Height(0))
+                .map_err(read)?
+                .and_then(|hash| store.block(&hash).transpose())
+                .transpose()
+                .map_err(read)?
+                .ok_or_else(|| Violation("the genesis block is not stored".into()))?;
+            self.learn_registrations(&genesis, params);
+        }
+        let signers: Vec<PublicKey> = match block.parent_commit.as_deref() {
+            None if height.get() <= 1 => vec![block.header.proposer],
+            Some(certificate)
+                if height.get() >= 2
+                    && certificate.height.get() + 1 == height.get()
+                    && certificate.block_hash == block.header.previous_hash =>
+            {
+                certificate.votes.iter().map(|vote| vote.voter).collect()
+            }
+            _ => {
+                return Err(Violation(format!(
+                    "block {} carries a wrong parent certificate",
+                    height.get()
+                )));
+            }
+        };
+        // Registrations count from the epoch after the one they were made in: the committee of
+        // epoch e is the registry at the last block of epoch e − 1.
+        let epoch = params.epoch_of(Height(height.get().saturating_sub(1).max(1)));
+        let boundary = (epoch.get() * params.epoch_length_blocks.max(1)).saturating_sub(1);
+        let mut shares = Vec::with_capacity(signers.len());
+        for signer in signers {
+            let Some((_, &(weight, owner))) = self
+                .registrations
+                .get(&signer)
+                .and_then(|by_height| by_height.range(..=Height(boundary)).next_back())
+            else {
+                return Err(Violation(format!(
+                    "block {} pays a reward share to {signer}, which was not registered in time",
+                    height.get()
+                )));
+            };
+            shares.push(RewardShare {
+                node_key: signer,
+                weight,
+                owner,
+            });
+        }
+        let outputs: &[TxOut] = block
+            .transactions
+            .first()
+            .map_or(&[], |reward| &reward.body.outputs);
+        let paid = Amount::checked_sum(outputs.iter().map(|output| output.amount))
+            .ok_or_else(|| Violation("a reward overflows".into()))?;
+        // The total is held to subsidy plus fees by the conservation check; here, who gets it.
+        let expected = split_reward(paid, &shares)
+            .map_err(|e| Violation(format!("splitting the reward: {e}")))?;
+        if expected != outputs {
+            return Err(Violation(format!(
+                "block {} pays its reward as {outputs:?}, not split by weight over the parent \
+                 certificate's signers as {expected:?}",
+                height.get()
+            )));
+        }
+        self.learn_registrations(block, params);
         Ok(())
     }
 

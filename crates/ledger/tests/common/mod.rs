@@ -11,11 +11,23 @@ use timecoin_ledger::{
     apply_genesis, build_block, build_genesis, undo_block, verify_block_signatures,
 };
 use timecoin_primitives::{
-    Address, Amount, Block, BlockHeader, BoundedString, BoundedVec, Network, OutPoint, PublicKey,
-    SecretKey, Tier, Timestamp, Transaction, TxBody, TxInput, TxKind, TxOut,
+    Address, Amount, Block, BlockHeader, BoundedString, BoundedVec, CommitCertificate, Network,
+    OutPoint, PublicKey, SecretKey, Tier, Timestamp, Transaction, TxBody, TxInput, TxKind, TxOut,
 };
 
 pub const NETWORK: Network = Network::Devnet;
+
+/// A stand-in for the commit certificate of `parent`, which a child at height 2 or more must
+/// carry. The ledger checks only what it names and that the header commits to it; its
+/// signatures are the node's business (the consensus crate verifies them), so none are needed.
+pub fn parent_commit(parent: &BlockHeader) -> Option<CommitCertificate> {
+    (parent.height.get() >= 1).then(|| CommitCertificate {
+        height: parent.height,
+        view: 0,
+        block_hash: parent.hash(),
+        votes: BoundedVec::empty(),
+    })
+}
 
 /// A deterministic key.
 pub fn key(seed: u8) -> SecretKey {
@@ -197,6 +209,7 @@ impl Chain {
             timestamp: Timestamp(self.tip.timestamp.as_millis() + self.params.block_interval_ms),
             proposer: genesis_node_key().public_key(),
             transactions,
+            parent_commit: parent_commit(&self.tip),
         };
         build_block(
             template,
