@@ -352,6 +352,8 @@ fn open_store(
     }
     let mut store = tokio::task::block_in_place(|| RedbChainDb::open_path(&path, store_config))
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let histogram = metrics::storage_commit_histogram();
+    store.set_commit_observer(Box::new(move |took| histogram.observe(took.as_secs_f64())));
     if store.tip().is_none() {
         tokio::task::block_in_place(|| init_store(&mut store, genesis, params))
             .map_err(|e| format!("cannot write the genesis block: {e}"))?;
@@ -568,11 +570,36 @@ fn refresh_metrics(
         }
     }
     let peers = (stats.inbound_peers + stats.outbound_peers) as usize;
-    // Synced when no peer is known to be ahead; the node tells us through its consensus height.
-    let synced = node.bft().height().get() >= height;
-    metrics.sync_target_height.set(height as i64);
+    let status = node.sync_status();
+    let target = status.target_height.get();
+    let (report, log) = metrics.observe_sync(height, target);
+    match log {
+        Some(metrics::SyncLog::Syncing) => {
+            let blocks_per_s = (report.blocks_per_second * 10.0).round() / 10.0;
+            match report.eta_seconds {
+                Some(eta) => info!(
+                    height,
+                    target,
+                    blocks_per_s,
+                    eta_s = eta.ceil() as u64,
+                    peers_known = status.peers_known,
+                    "syncing"
+                ),
+                // Not gaining on the target yet (or the rate is not measured yet).
+                None => info!(
+                    height,
+                    target,
+                    blocks_per_s,
+                    peers_known = status.peers_known,
+                    "syncing"
+                ),
+            }
+        }
+        Some(metrics::SyncLog::CaughtUp) => info!(height, target, "sync caught up"),
+        None => {}
+    }
     let _ = readiness.send(Readiness {
-        synced,
+        synced: metrics::is_synced(height, target, peers),
         peers,
         height,
     });

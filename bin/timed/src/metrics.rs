@@ -5,9 +5,12 @@
 //! the classic format still parses it. (Served as classic text, its `# EOF` and `_total`
 //! conventions make `promtool check metrics` complain.)
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -72,12 +75,42 @@ pub struct Metrics {
     pub active_masternodes: Gauge,
     /// Their total voting weight.
     pub committee_weight: Gauge,
-    /// The height sync is heading for (equal to the tip when synced).
+    /// The best height known to exist: the highest tip a peer announced (or a height consensus
+    /// decided whose block we lack), never below our tip.
     pub sync_target_height: Gauge,
+    /// Blocks committed per second over the last [`SYNC_RATE_WINDOW`], by sync or consensus.
+    pub sync_blocks_per_second: Gauge<f64, AtomicU64>,
+    /// 1 while a peer is more than [`SYNC_SLACK_BLOCKS`] ahead of our tip, else 0.
+    pub sync_in_progress: Gauge,
     /// RPC requests by method and outcome.
     pub rpc_requests: Family<RpcLabels, Counter>,
-    /// Seconds to commit a block to storage.
+    /// Seconds per durable storage write: block commits, consensus records and group-commit
+    /// syncs (process-wide: [`storage_commit_histogram`]).
     pub storage_commit_seconds: Histogram,
+    /// The sync tracker and its latest figures, for RPC (the gauges above export them). Kept
+    /// here because the metrics are what both the node task and RPC hold.
+    sync: Mutex<(SyncTracker, SyncReport)>,
+    /// The origin of the tracker's clock (monotonic, unlike the node's wall clock).
+    created: Instant,
+}
+
+/// Bucket bounds for durable storage commits: an fsync takes from well under a millisecond
+/// (battery-backed cache) to tens of milliseconds (consumer disks).
+fn storage_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ]
+    .into_iter()
+}
+
+/// The storage commit histogram, one per process: the store is opened, and its commit observer
+/// set, before the node's [`Metrics`] exist, and a `timed` process runs one node. Every
+/// [`Metrics`] registers this same histogram.
+pub fn storage_commit_histogram() -> Histogram {
+    static HISTOGRAM: OnceLock<Histogram> = OnceLock::new();
+    HISTOGRAM
+        .get_or_init(|| Histogram::new(storage_buckets()))
+        .clone()
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -111,8 +144,12 @@ impl Metrics {
             active_masternodes: Gauge::default(),
             committee_weight: Gauge::default(),
             sync_target_height: Gauge::default(),
+            sync_blocks_per_second: Gauge::default(),
+            sync_in_progress: Gauge::default(),
             rpc_requests: Family::default(),
-            storage_commit_seconds: Histogram::new(latency_buckets()),
+            storage_commit_seconds: storage_commit_histogram(),
+            sync: Mutex::new(Default::default()),
+            created: Instant::now(),
             registry: Registry::default(),
         };
         registry.register(
@@ -177,8 +214,18 @@ impl Metrics {
         );
         registry.register(
             "sync_target_height",
-            "Height sync is heading for",
+            "Best chain height known to exist (highest tip announced by a peer, at least our own)",
             metrics.sync_target_height.clone(),
+        );
+        registry.register(
+            "sync_blocks_per_second",
+            "Blocks committed per second, averaged over the last 10 seconds",
+            metrics.sync_blocks_per_second.clone(),
+        );
+        registry.register(
+            "sync_in_progress",
+            "1 while a peer is more than one block ahead of this node, else 0",
+            metrics.sync_in_progress.clone(),
         );
         registry.register(
             "rpc_requests",
@@ -187,13 +234,32 @@ impl Metrics {
         );
         registry.register(
             "storage_commit_seconds",
-            "Time to commit a block to storage",
+            "Time of each durable storage write (blocks, consensus records, group-commit syncs)",
             metrics.storage_commit_seconds.clone(),
         );
         Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// Feeds the sync tracker the tip `height` and best known `target` now, publishes the
+    /// figures (gauges and the copy RPC reads) and returns them with the log line due.
+    pub fn observe_sync(&self, height: u64, target: u64) -> (SyncReport, Option<SyncLog>) {
+        let at_ms = u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut sync = self.sync.lock().unwrap_or_else(|e| e.into_inner());
+        let (report, log) = sync.0.observe(at_ms, height, target);
+        sync.1 = report;
+        self.sync_target_height
+            .set(i64::try_from(report.target_height).unwrap_or(i64::MAX));
+        self.sync_blocks_per_second.set(report.blocks_per_second);
+        self.sync_in_progress.set(i64::from(report.behind));
+        (report, log)
+    }
+
+    /// The sync figures last observed (all zero before the first observation).
+    pub fn sync(&self) -> SyncReport {
+        self.sync.lock().unwrap_or_else(|e| e.into_inner()).1
     }
 
     /// Counts one RPC request.
@@ -228,10 +294,162 @@ impl Metrics {
     }
 }
 
+/// How far back the block rate is averaged.
+pub const SYNC_RATE_WINDOW_MS: u64 = 10_000;
+/// Most rate samples kept, whatever the refresh frequency.
+pub const MAX_SYNC_SAMPLES: usize = 64;
+/// A peer this many blocks ahead does not make us "behind": a peer that committed a moment
+/// earlier is normally one block ahead.
+pub const SYNC_SLACK_BLOCKS: u64 = 1;
+/// How often the "syncing" log line repeats while behind.
+pub const SYNC_LOG_INTERVAL_MS: u64 = 5_000;
+
+/// Whether a node at `height` is behind the best known height `target` (more than
+/// [`SYNC_SLACK_BLOCKS`] below it).
+pub fn is_behind(height: u64, target: u64) -> bool {
+    target > height.saturating_add(SYNC_SLACK_BLOCKS)
+}
+
+/// `/ready`'s `synced`: at least one peer connected and none known to be more than
+/// [`SYNC_SLACK_BLOCKS`] ahead. With no peer, nothing says the chain has not moved on.
+pub fn is_synced(height: u64, target: u64, peers: usize) -> bool {
+    peers > 0 && !is_behind(height, target)
+}
+
+/// Seconds until `height` reaches `target` when the gap closes at `closing_blocks_per_second`:
+/// 0 when already there, `None` when the gap is not closing (or the rate is unknown).
+pub fn eta_seconds(height: u64, target: u64, closing_blocks_per_second: f64) -> Option<f64> {
+    let remaining = target.saturating_sub(height);
+    if remaining == 0 {
+        return Some(0.0);
+    }
+    (closing_blocks_per_second.is_finite() && closing_blocks_per_second > 0.0)
+        .then(|| remaining as f64 / closing_blocks_per_second)
+}
+
+/// Bitcoin Core's `verificationprogress`, in blocks: `height / target`, 1 when there is nothing
+/// to fetch.
+pub fn verification_progress(height: u64, target: u64) -> f64 {
+    if target == 0 || height >= target {
+        1.0
+    } else {
+        height as f64 / target as f64
+    }
+}
+
+/// The sync figures at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SyncReport {
+    /// Our committed tip.
+    pub height: u64,
+    /// The best height known to exist.
+    pub target_height: u64,
+    /// Blocks committed per second over the window.
+    pub blocks_per_second: f64,
+    /// How fast the gap to the target shrinks: our rate minus the target's (the chain keeps
+    /// growing while we catch up).
+    pub closing_blocks_per_second: f64,
+    /// Seconds until caught up at that pace; `None` while the gap is not closing.
+    pub eta_seconds: Option<f64>,
+    /// Whether we are behind ([`is_behind`]).
+    pub behind: bool,
+}
+
+/// What the daemon should log after an observation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncLog {
+    /// A progress line: behind, and the last line is [`SYNC_LOG_INTERVAL_MS`] old (or this is
+    /// the first).
+    Syncing,
+    /// The node was behind and no longer is.
+    CaughtUp,
+}
+
+/// Block rate, ETA and log pacing from periodic observations of (time, height, target). Pure:
+/// the caller supplies the time, so tests need no clock.
+#[derive(Clone, Debug, Default)]
+pub struct SyncTracker {
+    /// (milliseconds, height, target), oldest first, spanning at most the window.
+    samples: VecDeque<(u64, u64, u64)>,
+    behind: bool,
+    last_log_ms: Option<u64>,
+}
+
+impl SyncTracker {
+    /// Records an observation at `at_ms` (any monotonic origin) and returns the figures, with
+    /// the log line due, if any.
+    pub fn observe(
+        &mut self,
+        at_ms: u64,
+        height: u64,
+        target: u64,
+    ) -> (SyncReport, Option<SyncLog>) {
+        let target = target.max(height);
+        let behind = is_behind(height, target);
+        let went_back = self
+            .samples
+            .back()
+            .is_some_and(|&(at, h, _)| at_ms < at || height < h);
+        // Falling behind starts a fresh window: the target jumps when peers first announce
+        // their tips, and that jump is not a rate the chain grows at.
+        if went_back || (behind && !self.behind) {
+            self.samples.clear();
+        }
+        self.samples.push_back((at_ms, height, target));
+        while self.samples.len() > MAX_SYNC_SAMPLES
+            || self
+                .samples
+                .front()
+                .is_some_and(|&(at, _, _)| at_ms - at > SYNC_RATE_WINDOW_MS)
+        {
+            self.samples.pop_front();
+        }
+        let (blocks_per_second, target_per_second) =
+            match (self.samples.front(), self.samples.back()) {
+                (Some(&(t0, h0, g0)), Some(&(t1, h1, g1))) if t1 > t0 => {
+                    let seconds = (t1 - t0) as f64 / 1000.0;
+                    (
+                        (h1 - h0) as f64 / seconds,
+                        g1.saturating_sub(g0) as f64 / seconds,
+                    )
+                }
+                _ => (0.0, 0.0),
+            };
+        let closing = blocks_per_second - target_per_second;
+        let log = if behind {
+            let due = self.last_log_ms.is_none_or(|last| {
+                !self.behind || at_ms.saturating_sub(last) >= SYNC_LOG_INTERVAL_MS
+            });
+            if due {
+                self.last_log_ms = Some(at_ms);
+            }
+            due.then_some(SyncLog::Syncing)
+        } else {
+            self.behind.then_some(SyncLog::CaughtUp)
+        };
+        self.behind = behind;
+        let report = SyncReport {
+            height,
+            target_height: target,
+            blocks_per_second,
+            closing_blocks_per_second: closing,
+            // Within the slack there is nothing to catch up on, whatever the rates say.
+            eta_seconds: if behind {
+                eta_seconds(height, target, closing)
+            } else {
+                Some(0.0)
+            },
+            behind,
+        };
+        (report, log)
+    }
+}
+
 /// What `/ready` reports: whether the node is synced and connected.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Readiness {
-    /// The tip has reached the best height any peer announced.
+    /// At least one peer is connected and none is known to be more than
+    /// [`SYNC_SLACK_BLOCKS`] ahead ([`is_synced`]).
     pub synced: bool,
     /// Connected peers.
     pub peers: usize,
@@ -353,6 +571,98 @@ mod tests {
             "{text}"
         );
         assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    #[test]
+    fn behind_and_synced_allow_one_block_of_slack() {
+        assert!(!is_behind(10, 10));
+        assert!(!is_behind(10, 11));
+        assert!(is_behind(10, 12));
+        assert!(!is_behind(u64::MAX, u64::MAX));
+        assert!(is_synced(10, 11, 1));
+        assert!(!is_synced(10, 12, 3), "a peer two blocks ahead");
+        assert!(!is_synced(10, 10, 0), "no peer at all");
+    }
+
+    #[test]
+    fn eta_and_progress() {
+        assert_eq!(eta_seconds(10, 110, 20.0), Some(5.0));
+        assert_eq!(eta_seconds(110, 110, 0.0), Some(0.0));
+        assert_eq!(eta_seconds(10, 110, 0.0), None);
+        assert_eq!(eta_seconds(10, 110, -3.0), None, "falling further behind");
+        assert_eq!(eta_seconds(10, 110, f64::NAN), None);
+        assert_eq!(eta_seconds(10, 110, f64::INFINITY), None);
+        assert_eq!(verification_progress(0, 0), 1.0);
+        assert_eq!(verification_progress(50, 100), 0.5);
+        assert_eq!(verification_progress(100, 90), 1.0);
+    }
+
+    #[test]
+    fn tracker_reports_rate_eta_and_paces_its_log_lines() {
+        let mut tracker = SyncTracker::default();
+        let (report, log) = tracker.observe(0, 100, 100);
+        assert!(!report.behind && log.is_none());
+        assert_eq!(report.eta_seconds, Some(0.0));
+        // Peers announce 400: behind, one line at once; the rate is not known yet.
+        let (report, log) = tracker.observe(1_000, 100, 400);
+        assert_eq!(log, Some(SyncLog::Syncing));
+        assert!(report.behind && report.target_height == 400);
+        assert_eq!((report.blocks_per_second, report.eta_seconds), (0.0, None));
+        // 50 blocks in a second while the target grew by 2: the gap closes at 48 blocks/s.
+        let (report, log) = tracker.observe(2_000, 150, 402);
+        assert_eq!(log, None, "the next line is due 5 s after the first");
+        assert_eq!(report.blocks_per_second, 50.0);
+        assert_eq!(report.closing_blocks_per_second, 48.0);
+        assert_eq!(report.eta_seconds, Some(252.0 / 48.0));
+        let (_, log) = tracker.observe(5_000, 300, 408);
+        assert_eq!(log, None);
+        let (report, log) = tracker.observe(6_000, 350, 410);
+        assert_eq!(log, Some(SyncLog::Syncing));
+        assert_eq!(report.blocks_per_second, 50.0);
+        // One block short is caught up (the slack); the line says so once.
+        let (report, log) = tracker.observe(7_000, 409, 410);
+        assert_eq!(log, Some(SyncLog::CaughtUp));
+        assert!(!report.behind);
+        assert_eq!(report.eta_seconds, Some(0.0));
+        assert_eq!(tracker.observe(8_000, 410, 410).1, None);
+    }
+
+    #[test]
+    fn tracker_rate_covers_only_the_window_and_survives_a_clock_step_back() {
+        let mut tracker = SyncTracker::default();
+        let mut height = 0;
+        // 10 blocks/s for 10 s, then 20 blocks/s for 10 s; never behind.
+        for second in 1..=20u64 {
+            height += if second <= 10 { 10 } else { 20 };
+            tracker.observe(second * 1_000, height, height);
+        }
+        let (report, _) = tracker.observe(20_000, height, height);
+        assert_eq!(report.blocks_per_second, 20.0);
+        // The clock stepped back: start over instead of computing a negative span.
+        let (report, _) = tracker.observe(5_000, height + 1, height + 1);
+        assert_eq!(report.blocks_per_second, 0.0);
+        let (report, _) = tracker.observe(6_000, height + 3, height + 3);
+        assert_eq!(report.blocks_per_second, 2.0);
+    }
+
+    #[test]
+    fn sync_figures_reach_the_gauges_and_rpc() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.sync(), SyncReport::default());
+        let (report, log) = metrics.observe_sync(100, 400);
+        assert_eq!(log, Some(SyncLog::Syncing));
+        assert!(report.behind && report.height == 100 && report.target_height == 400);
+        let text = metrics.encode();
+        assert!(text.contains("timecoin_sync_target_height 400"), "{text}");
+        assert!(
+            text.contains("timecoin_sync_blocks_per_second 0.0"),
+            "{text}"
+        );
+        assert!(text.contains("timecoin_sync_in_progress 1"), "{text}");
+        assert_eq!(metrics.sync(), report);
+        let (_, log) = metrics.observe_sync(400, 400);
+        assert_eq!(log, Some(SyncLog::CaughtUp));
+        assert!(metrics.encode().contains("timecoin_sync_in_progress 0"));
     }
 
     async fn get(address: SocketAddr, path: &str) -> String {

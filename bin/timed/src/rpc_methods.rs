@@ -1,12 +1,14 @@
 //! The node's JSON-RPC methods: Bitcoin Core's names and shapes where one exists, TimeCoin's
 //! own for finality, masternodes and the address index (see `docs/rpc.md`).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 use timecoin_ledger::{
     LedgerError, UtxoView, check_transaction, validate_transaction, verify_transaction,
 };
+use timecoin_node::io::{PoolFinality, PoolStats, PoolTransaction, SyncStatus};
 use timecoin_node::{CertifiedView, Command, Reply, SubmitOutcome, TxStatus};
 use timecoin_primitives::hash::{BlockHash, Txid};
 use timecoin_primitives::merkle::MerkleProof;
@@ -19,6 +21,7 @@ use timecoin_storage::ChainStore;
 use tokio::sync::oneshot;
 
 use crate::daemon::{DaemonNode, Request, RpcContext};
+use crate::metrics::{self, SyncReport};
 
 /// Most outputs `getaddressutxos` returns per address.
 const MAX_UTXOS_PER_ADDRESS: usize = 10_000;
@@ -383,6 +386,89 @@ fn test_accept(node: &DaemonNode, tx: &Transaction) -> Result<Value, RpcError> {
     }
 }
 
+/// A fee rate in base units per byte as Bitcoin Core states rates: coin per 1,000 bytes.
+fn per_kilobyte(units_per_kilobyte: u64) -> Value {
+    amount(Amount::from_units(units_per_kilobyte).unwrap_or(Amount::MAX))
+}
+
+/// `getmempoolinfo`'s reply. `size`, `bytes`, `usage` and `total_fee` describe the transactions
+/// collecting votes; certified ones waiting for a block are counted apart (`certified`).
+fn mempool_info_json(stats: &PoolStats, min_fee_rate_units_per_byte: u64) -> Value {
+    let info = &stats.summary;
+    let relay_per_kb = min_fee_rate_units_per_byte.saturating_mul(1000);
+    // A full pool admits only rates above its eviction threshold: the least whole rate per kB
+    // that exceeds it is the threshold rounded down, plus one.
+    let pool_per_kb = stats
+        .entry_fee_rate
+        .map_or(0, |rate| rate.units_per_kilobyte().saturating_add(1));
+    json!({
+        "loaded": true,
+        "size": info.pending_transactions,
+        "bytes": info.pending_bytes,
+        "usage": stats.pending_usage_bytes,
+        "total_fee": amount(stats.pending_fees),
+        "total_fee_units": stats.pending_fees.units(),
+        "maxmempool": stats.max_bytes,
+        "max_transactions": stats.max_transactions,
+        "mempoolminfee": per_kilobyte(relay_per_kb.max(pool_per_kb)),
+        "minrelaytxfee": per_kilobyte(relay_per_kb),
+        "certified": info.certified_transactions,
+        "awaiting_inputs": info.awaiting_inputs,
+        "min_fee_rate_units_per_byte": min_fee_rate_units_per_byte,
+    })
+}
+
+/// `getrawmempool true`: txid -> Bitcoin Core's entry fields that apply here, plus `finality`.
+fn raw_mempool_verbose(entries: &[PoolTransaction]) -> Value {
+    let mut spent_by: BTreeMap<Txid, Vec<Txid>> = BTreeMap::new();
+    for entry in entries {
+        for parent in &entry.depends {
+            spent_by.entry(*parent).or_default().push(entry.txid);
+        }
+    }
+    let mut out = Map::new();
+    for entry in entries {
+        let fee = amount(entry.fee);
+        let children = spent_by.get(&entry.txid).map(Vec::as_slice).unwrap_or(&[]);
+        out.insert(
+            entry.txid.to_string(),
+            json!({
+                "vsize": entry.size_bytes,
+                "size": entry.size_bytes,
+                "fee": fee,
+                "fees": {"base": fee, "modified": fee, "units": entry.fee.units()},
+                "time": entry.first_seen_ms.map(|ms| ms / 1000),
+                "wtxid": entry.txid.to_string(),
+                "depends": entry.depends.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+                "spentby": children.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+                "finality": match entry.finality {
+                    PoolFinality::Pending => "pending",
+                    PoolFinality::Certified => "certified",
+                },
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// `getblockchaininfo`'s `sync` object: the node's fresh heights with the rates of the last
+/// metrics refresh (at most a second old).
+fn sync_json(status: &SyncStatus, rates: &SyncReport) -> Value {
+    let (height, target) = (status.height.get(), status.target_height.get());
+    let eta = if metrics::is_behind(height, target) {
+        metrics::eta_seconds(height, target, rates.closing_blocks_per_second)
+    } else {
+        Some(0.0)
+    };
+    json!({
+        "target_height": target,
+        "blocks_per_second": (rates.blocks_per_second * 1000.0).round() / 1000.0,
+        "eta_seconds": eta.map(|s| s.ceil() as u64),
+        "peers_known": status.peers_known,
+        "in_flight_from": status.in_flight.map(|h| h.get()),
+    })
+}
+
 /// The method table.
 pub fn methods(ctx: Ctx) -> Methods {
     let mut m = Methods::new();
@@ -498,21 +584,25 @@ pub fn methods(ctx: Ctx) -> Methods {
     );
     method!(
         "getblockchaininfo",
-        "getblockchaininfo: chain state",
+        "getblockchaininfo: chain state, with sync progress",
         |c, p| {
             p.bind(&[])?;
             let chain = c.chain;
+            let rates = c.metrics.sync();
             read(&c, move |node| {
                 let tip = node.store().tip();
+                let status = node.sync_status();
                 Ok(json!({
                     "chain": chain.name(),
-                    "blocks": tip.map(|t| t.height.get()).unwrap_or(0),
-                    "headers": tip.map(|t| t.height.get()).unwrap_or(0),
+                    "blocks": status.height.get(),
+                    "headers": status.target_height.get(),
                     "bestblockhash": tip.map(|t| t.hash.to_string()),
                     "utxocommitment": node.store().utxo_commitment().digest().to_string(),
                     "epoch": node.params().epoch_of(node.tip_height()).get(),
-                    "initialblockdownload": node.bft().height().get() < node.tip_height().get() + 1,
+                    "initialblockdownload": metrics::is_behind(status.height.get(), status.target_height.get()),
+                    "verificationprogress": metrics::verification_progress(status.height.get(), status.target_height.get()),
                     "pruned": false,
+                    "sync": sync_json(&status, &rates),
                 }))
             })
             .await
@@ -647,22 +737,40 @@ pub fn methods(ctx: Ctx) -> Methods {
         "getmempoolinfo: transaction pool state",
         |c, p| {
             p.bind(&[])?;
-            let Reply::Mempool(info) = command(&c, Command::MempoolInfo).await? else {
-                return Err(RpcError::internal("unexpected reply"));
-            };
             let rate = c.params.min_fee_rate_units_per_byte;
-            // Bitcoin Core states fee rates in coin per kilo-virtual-byte.
-            let per_kb = Amount::from_units(rate.saturating_mul(1000)).unwrap_or(Amount::MAX);
-            Ok(json!({
-                "loaded": true,
-                "size": info.pending_transactions,
-                "bytes": info.pending_bytes,
-                "certified": info.certified_transactions,
-                "awaiting_inputs": info.awaiting_inputs,
-                "mempoolminfee": amount(per_kb),
-                "minrelaytxfee": amount(per_kb),
-                "min_fee_rate_units_per_byte": rate,
-            }))
+            read(&c, move |node| {
+                Ok(mempool_info_json(&node.pool_stats(), rate))
+            })
+            .await
+        }
+    );
+    method!(
+        "getrawmempool",
+        "getrawmempool ( verbose ): txids of the transactions not yet in a block (pending and certified), or with verbose=true an object of their details",
+        |c, p| {
+            let args = p.bind(&["verbose", "mempool_sequence"])?;
+            let verbose: bool = args.optional(0)?.unwrap_or(false);
+            if args.optional::<bool>(1)?.unwrap_or(false) {
+                // Core's error for the combination; the sequence form itself is not offered.
+                return Err(RpcError::invalid_parameter(if verbose {
+                    "Verbose results cannot contain mempool sequence values."
+                } else {
+                    "mempool_sequence is not supported by this node"
+                }));
+            }
+            read(&c, move |node| {
+                Ok(if verbose {
+                    raw_mempool_verbose(&node.pool_transactions())
+                } else {
+                    Value::Array(
+                        node.pool_txids()
+                            .iter()
+                            .map(|txid| json!(txid.to_string()))
+                            .collect(),
+                    )
+                })
+            })
+            .await
         }
     );
     method!(
@@ -1074,8 +1182,10 @@ pub fn methods(ctx: Ctx) -> Methods {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use timecoin_mempool::FeeRate;
+    use timecoin_node::MempoolSummary;
     use timecoin_primitives::merkle::merkle_root;
-    use timecoin_primitives::{Epoch, Hash32, SecretKey, Timestamp};
+    use timecoin_primitives::{Hash32, Network, SecretKey};
 
     #[test]
     fn verbosity_reads_numbers_and_bools_like_core() {
@@ -1093,22 +1203,167 @@ mod tests {
         );
     }
 
+    /// A valid header to dress up: a devnet genesis block's (built, so the test does not spell
+    /// out every header field).
+    fn any_header() -> BlockHeader {
+        use timecoin_ledger::{GenesisAllocation, GenesisMasternode, GenesisSpec, build_genesis};
+        let key = SecretKey::from_bytes([3; 32]);
+        let address = Address::from_public_key(&key.public_key()).encode(Network::Devnet);
+        let spec = GenesisSpec {
+            network: "devnet".into(),
+            timestamp_ms: 1_000,
+            allocations: vec![GenesisAllocation {
+                address: address.clone(),
+                amount: "10".into(),
+            }],
+            masternodes: vec![GenesisMasternode {
+                owner: address,
+                node_key: key.public_key().to_string(),
+                tier: "bronze".into(),
+                network_address: "/ip4/127.0.0.1/tcp/1".into(),
+            }],
+            overrides: None,
+        };
+        build_genesis(&spec).unwrap().0.header
+    }
+
+    fn units(n: u64) -> Amount {
+        Amount::from_units(n).unwrap()
+    }
+
+    #[test]
+    fn mempool_info_has_core_fields_and_the_higher_of_the_two_minimum_fees() {
+        let mut stats = PoolStats {
+            summary: MempoolSummary {
+                pending_transactions: 2,
+                pending_bytes: 500,
+                certified_transactions: 3,
+                awaiting_inputs: 1,
+            },
+            pending_usage_bytes: 1_400,
+            pending_fees: units(700),
+            max_bytes: 300 << 20,
+            max_transactions: 10_000,
+            entry_fee_rate: None,
+        };
+        let info = mempool_info_json(&stats, 1);
+        assert_eq!(info["loaded"], json!(true));
+        assert_eq!(
+            (info["size"].clone(), info["bytes"].clone()),
+            (json!(2), json!(500))
+        );
+        assert_eq!(info["usage"], json!(1_400));
+        assert_eq!(info["maxmempool"], json!(300 << 20));
+        assert_eq!(info["total_fee"], amount(units(700)));
+        assert_eq!(info["total_fee_units"], json!(700));
+        assert_eq!(
+            (info["certified"].clone(), info["awaiting_inputs"].clone()),
+            (json!(3), json!(1))
+        );
+        // 1 unit per byte is 1,000 units per kB.
+        assert_eq!(info["minrelaytxfee"], amount(units(1_000)));
+        assert_eq!(info["mempoolminfee"], info["minrelaytxfee"]);
+        // A full pool evicting 5 units/byte: the least whole rate above it is 5,001 units/kB.
+        stats.entry_fee_rate = FeeRate::new(units(5_000), 1_000);
+        assert_eq!(
+            mempool_info_json(&stats, 1)["mempoolminfee"],
+            amount(units(5_001))
+        );
+        // Below the relay minimum the minimum wins.
+        stats.entry_fee_rate = FeeRate::new(units(1), 1_000);
+        assert_eq!(
+            mempool_info_json(&stats, 2)["mempoolminfee"],
+            amount(units(2_000))
+        );
+    }
+
+    #[test]
+    fn verbose_raw_mempool_links_parents_and_children() {
+        use timecoin_primitives::hash::Domain;
+        let id = |i: u8| Txid(Domain::Txid.hash(&[&[i]]));
+        let entries = [
+            PoolTransaction {
+                txid: id(1),
+                size_bytes: 200,
+                fee: units(300),
+                first_seen_ms: Some(1_700_000_000_999),
+                depends: vec![],
+                finality: PoolFinality::Pending,
+            },
+            PoolTransaction {
+                txid: id(2),
+                size_bytes: 250,
+                fee: units(400),
+                first_seen_ms: None,
+                depends: vec![id(1)],
+                finality: PoolFinality::Certified,
+            },
+        ];
+        let pool = raw_mempool_verbose(&entries);
+        let parent = &pool[id(1).to_string()];
+        let child = &pool[id(2).to_string()];
+        assert_eq!(pool.as_object().unwrap().len(), 2);
+        assert_eq!(parent["spentby"], json!([id(2).to_string()]));
+        assert_eq!(parent["depends"], json!([]));
+        assert_eq!(child["depends"], json!([id(1).to_string()]));
+        assert_eq!(child["spentby"], json!([]));
+        assert_eq!(
+            (parent["vsize"].clone(), parent["size"].clone()),
+            (json!(200), json!(200))
+        );
+        assert_eq!(parent["fee"], amount(units(300)));
+        assert_eq!(parent["fees"]["base"], parent["fee"]);
+        assert_eq!(parent["fees"]["units"], json!(300));
+        assert_eq!(parent["time"], json!(1_700_000_000));
+        assert_eq!(child["time"], Value::Null);
+        assert_eq!(parent["finality"], json!("pending"));
+        assert_eq!(child["finality"], json!("certified"));
+        assert_eq!(child["wtxid"], json!(id(2).to_string()));
+    }
+
+    #[test]
+    fn sync_object_gives_an_eta_only_while_behind_and_closing() {
+        let behind = SyncStatus {
+            height: Height(100),
+            target_height: Height(400),
+            peers_known: 3,
+            in_flight: Some(Height(101)),
+        };
+        let rates = SyncReport {
+            blocks_per_second: 52.3456,
+            closing_blocks_per_second: 50.0,
+            ..SyncReport::default()
+        };
+        let sync = sync_json(&behind, &rates);
+        assert_eq!(sync["target_height"], json!(400));
+        assert_eq!(sync["eta_seconds"], json!(6));
+        assert_eq!(sync["blocks_per_second"], json!(52.346));
+        assert_eq!(sync["in_flight_from"], json!(101));
+        assert_eq!(sync["peers_known"], json!(3));
+        let stalled = SyncReport {
+            closing_blocks_per_second: 0.0,
+            ..rates
+        };
+        assert_eq!(sync_json(&behind, &stalled)["eta_seconds"], Value::Null);
+        let caught_up = SyncStatus {
+            height: Height(399),
+            in_flight: None,
+            ..behind
+        };
+        let sync = sync_json(&caught_up, &stalled);
+        assert_eq!(sync["eta_seconds"], json!(0));
+        assert_eq!(sync["in_flight_from"], Value::Null);
+    }
+
     /// The proof format round-trips through its hex encoding, proves every listed txid against
     /// the header's root, and proves nothing once a sibling is altered.
     #[test]
     fn txout_proof_round_trips_and_verifies() {
         use timecoin_primitives::hash::Domain;
         let txids: Vec<Txid> = (0u8..5).map(|i| Txid(Domain::Txid.hash(&[&[i]]))).collect();
-        let header = BlockHeader {
-            version: 1,
-            height: Height(7),
-            previous_hash: BlockHash(Hash32::ZERO),
-            timestamp: Timestamp(1_000),
-            epoch: Epoch(0),
-            proposer: SecretKey::from_bytes([3; 32]).public_key(),
-            transactions_root: merkle_root(&txids),
-            utxo_commitment: Hash32::ZERO,
-        };
+        let mut header = any_header();
+        header.height = Height(7);
+        header.transactions_root = merkle_root(&txids);
         let entries = [1usize, 4]
             .iter()
             .map(|&i| (txids[i], MerkleProof::build(&txids, i).unwrap()))

@@ -2,9 +2,10 @@
 
 use timecoin_consensus::{Evidence, FinalityCertificate};
 use timecoin_ledger::UtxoEntry;
+use timecoin_mempool::FeeRate;
 use timecoin_primitives::{
-    Address, Block, BlockHash, CommitCertificate, Epoch, Height, OutPoint, PublicKey, Transaction,
-    Txid,
+    Address, Amount, Block, BlockHash, CommitCertificate, Epoch, Height, OutPoint, PublicKey,
+    Transaction, Txid,
 };
 use timecoin_storage::ChainTip;
 
@@ -123,6 +124,66 @@ pub struct MempoolSummary {
     pub awaiting_inputs: usize,
 }
 
+/// The pools in detail, as `getmempoolinfo` reports them ([`crate::Node::pool_stats`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolStats {
+    /// The counts [`Command::MempoolInfo`] answers.
+    pub summary: MempoolSummary,
+    /// The pool's estimate of the memory its pending transactions take, indexes included
+    /// (allocator overhead is not modelled; see [`timecoin_mempool::MempoolInfo::usage_bytes`]).
+    pub pending_usage_bytes: usize,
+    /// The sum of the pending transactions' fees.
+    pub pending_fees: Amount,
+    /// The pool's byte limit, on the sum of encoded sizes (`pending_bytes`).
+    pub max_bytes: usize,
+    /// The pool's transaction-count limit.
+    pub max_transactions: usize,
+    /// The fee rate a transaction of the pool's average size must exceed to enter now, because
+    /// the pool is full; `None` while such a transaction fits without evicting anything.
+    pub entry_fee_rate: Option<FeeRate>,
+}
+
+/// Where block sync stands, from what peers have told this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// The committed tip.
+    pub height: Height,
+    /// The best height known to exist: the highest tip a connected peer announced, or a height
+    /// consensus decided whose block we lack, and never below `height`.
+    pub target_height: Height,
+    /// Connected peers that have announced a tip above genesis.
+    pub peers_known: usize,
+    /// The first height of the sync request in flight, if one is.
+    pub in_flight: Option<Height>,
+}
+
+/// Whether a transaction listed by [`crate::Node::pool_transactions`] is final yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolFinality {
+    /// Collecting votes: it may still lose to a conflicting transaction.
+    Pending,
+    /// Holds a finality certificate, waiting for a block.
+    Certified,
+}
+
+/// A transaction held in memory and not yet in a block, as `getrawmempool` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolTransaction {
+    /// Its txid.
+    pub txid: Txid,
+    /// Its canonical encoded size.
+    pub size_bytes: usize,
+    /// Its fee.
+    pub fee: Amount,
+    /// When this node first saw it (milliseconds on the node's clock), while it is known: the
+    /// record is dropped once the transaction is certified, or when the bounded record is full.
+    pub first_seen_ms: Option<u64>,
+    /// The held transactions (pending or certified) whose outputs it spends, ascending.
+    pub depends: Vec<Txid>,
+    /// Pending or certified.
+    pub finality: PoolFinality,
+}
+
 /// Consensus state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsensusSummary {
@@ -147,6 +208,9 @@ pub struct ConsensusSummary {
 }
 
 /// The answer to a [`Command`].
+// One reply is built per RPC request and moved once, so the size of the `Block` variant (a
+// header with three hashes and the parent certificate pointer) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reply {
     /// To [`Command::SubmitTransaction`].

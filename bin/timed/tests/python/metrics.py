@@ -61,7 +61,9 @@ for name, kind in [("timecoin_mempool_transactions", "gauge"), ("timecoin_mempoo
                    ("timecoin_view_changes", "counter"), ("timecoin_peers", "gauge"),
                    ("timecoin_banned_peers", "gauge"), ("timecoin_active_masternodes", "gauge"),
                    ("timecoin_committee_weight", "gauge"), ("timecoin_rpc_requests", "counter"),
-                   ("timecoin_storage_commit_seconds", "histogram")]:
+                   ("timecoin_storage_commit_seconds", "histogram"),
+                   ("timecoin_sync_target_height", "gauge"), ("timecoin_sync_blocks_per_second", "gauge"),
+                   ("timecoin_sync_in_progress", "gauge")]:
     check(name in families and families[name].type == kind, f"{name} is a {kind}")
 
 # Chain height: the gauge follows every committed block, so it trails RPC by under a block or two.
@@ -89,6 +91,33 @@ while True:
           f"{value(samples, 'timecoin_mempool_transactions')} vs {pool}")
     time.sleep(0.2)
 check(peers >= 1, "connected peers")
+
+# Storage: every committed block is at least one durable write, observed by the histogram.
+commits = value(samples, "timecoin_storage_commit_seconds_count")
+check(commits is not None and commits >= height, f"storage commits observed {commits} >= height {height}")
+check(value(samples, "timecoin_storage_commit_seconds_bucket", le="+Inf") == commits,
+      "the +Inf bucket counts every commit")
+check(value(samples, "timecoin_storage_commit_seconds_sum") > 0, "storage commit time adds up")
+
+# Sync: the target is the best height known, never below our own (nor below the height RPC
+# reported earlier); a devnet member keeps up, and blocks keep coming. The gauges are refreshed
+# once a second, so compare until they agree with RPC.
+deadline = time.time() + 10
+while True:
+    families, samples = scrape()
+    target = value(samples, "timecoin_sync_target_height")
+    own = value(samples, "timecoin_chain_height")
+    rate = value(samples, "timecoin_sync_blocks_per_second")
+    syncing = value(samples, "timecoin_sync_in_progress")
+    chain = rpc.getblockchaininfo()
+    if target is not None and max(own - 2, count) <= target <= chain["headers"] \
+            and chain["blocks"] <= chain["headers"] \
+            and syncing == 0 and not chain["initialblockdownload"] and rate > 0 \
+            and chain["sync"]["blocks_per_second"] > 0:
+        break
+    check(time.time() < deadline, f"sync gauges target={target} height={own} rate={rate} "
+          f"in_progress={syncing} vs getblockchaininfo {chain}")
+    time.sleep(0.2)
 
 check(value(samples, "timecoin_finalized_transactions_total") >= 1, "a transaction was finalized")
 check(value(samples, "timecoin_finality_latency_seconds_count") >= 1, "finality latency observed")

@@ -58,6 +58,18 @@ rpc = cookie_proxy(nodes[0])
 info = rpc.getblockchaininfo()
 check(info["chain"] == "devnet", f"getblockchaininfo chain: {info}")
 check(isinstance(info["blocks"], int) and info["blocks"] >= 2, f"blocks: {info}")
+check(isinstance(info["headers"], int) and info["headers"] >= info["blocks"], f"headers >= blocks: {info}")
+sync = info["sync"]
+check(sync["target_height"] == info["headers"], f"sync target is headers: {info}")
+check(sync["blocks_per_second"] >= 0 and sync["peers_known"] >= 0, f"sync figures: {info}")
+check(0 < info["verificationprogress"] <= 1, f"verificationprogress: {info}")
+check(info["initialblockdownload"] == (info["headers"] > info["blocks"] + 1), f"initialblockdownload: {info}")
+# A member of a running devnet keeps up: at most a block behind the best tip any peer announced.
+caught_up = wait_for(lambda: (lambda i: not i["initialblockdownload"] and i)(rpc.getblockchaininfo()), 10,
+                     "node 0 to be caught up")
+check(caught_up["verificationprogress"] >= Decimal("0.5") and caught_up["sync"]["eta_seconds"] == 0,
+      f"caught up: {caught_up}")
+check(caught_up["sync"]["peers_known"] >= 1, f"peers announced their tips: {caught_up}")
 best = rpc.getblockhash(info["blocks"])
 check(best == info["bestblockhash"], "getblockhash(blocks) == bestblockhash")
 check(rpc.getblockcount() >= info["blocks"], "getblockcount does not go backwards")
@@ -121,8 +133,33 @@ check(fresh["allowed"] is True and fresh["fees"]["base"] > 0 and fresh["vsize"] 
       f"testmempoolaccept of a valid unsent tx: {fresh}")
 expect_error(lambda: rpc.testmempoolaccept(["zz"]), -22, "testmempoolaccept of non-hex")
 expect_error(lambda: rpc.testmempoolaccept("notalist"), -3, "testmempoolaccept of a string")
-sent = rpc.sendrawtransaction(CONFIG["unsent_hex"])
+# The calls of a batch run in order, so the pool is listed right after the node took the
+# transaction: before any block can hold it (that needs votes and a consensus round).
+sent, pool_verbose, pool_ids, pool_info = rpc.batch_(
+    [["sendrawtransaction", CONFIG["unsent_hex"]], ["getrawmempool", True], ["getrawmempool"],
+     ["getmempoolinfo"]])
 check(sent == fresh["txid"], "sendrawtransaction returns the tested txid")
+check(isinstance(pool_ids, list) and all(isinstance(t, str) and len(t) == 64 for t in pool_ids),
+      f"getrawmempool lists txids: {pool_ids}")
+check(sent in pool_ids and sent in pool_verbose, f"the sent transaction is listed: {pool_ids}")
+check(len(set(pool_ids)) == len(pool_ids), "getrawmempool lists each txid once")
+entry = pool_verbose[sent]
+check(entry["vsize"] == fresh["vsize"] and entry["size"] == entry["vsize"], f"sizes: {entry}")
+check(entry["fees"]["base"] == fresh["fees"]["base"] and entry["fee"] == entry["fees"]["base"]
+      and entry["fees"]["units"] == fresh["fees"]["units"], f"fees: {entry} vs {fresh}")
+check(entry["finality"] in ("pending", "certified") and entry["wtxid"] == sent, f"finality: {entry}")
+# Its input is the change of the first payment, already in a block: no pooled parent.
+check(entry["depends"] == [] and isinstance(entry["spentby"], list), f"depends: {entry}")
+check(entry["finality"] == "certified" or isinstance(entry["time"], int),
+      f"a pending entry has its first-seen time: {entry}")
+for listed, details in pool_verbose.items():
+    check(details["finality"] in ("pending", "certified") and details["vsize"] > 0
+          and details["fees"]["base"] >= 0 and all(d in pool_verbose for d in details["depends"]),
+          f"getrawmempool entry {listed}: {details}")
+check(pool_info["loaded"] is True and pool_info["usage"] >= pool_info["bytes"], f"{pool_info}")
+expect_error(lambda: rpc.getrawmempool("yes"), -3, "getrawmempool verbose of the wrong type")
+expect_error(lambda: rpc.getrawmempool(True, True), -8, "getrawmempool verbose with mempool_sequence")
+expect_error(lambda: rpc.getrawmempool(False, False, 1), -8, "getrawmempool with too many parameters")
 again = rpc.testmempoolaccept([CONFIG["unsent_hex"]])[0]
 check(again["allowed"] is False, f"after sending it is known: {again}")
 wait_for(lambda: rpc.gettxfinality(sent)["status"] in ("certified", "in_block"), 20, "the second payment")
@@ -130,6 +167,19 @@ wait_for(lambda: rpc.gettxfinality(sent)["status"] in ("certified", "in_block"),
 # --- pool, consensus, masternodes, network ---
 pool = rpc.getmempoolinfo()
 check(isinstance(pool["size"], int) and isinstance(pool["bytes"], int), f"getmempoolinfo: {pool}")
+for key in ("loaded", "size", "bytes", "usage", "total_fee", "maxmempool", "mempoolminfee",
+            "minrelaytxfee", "certified", "awaiting_inputs"):
+    check(key in pool, f"getmempoolinfo has {key}: {pool}")
+check(pool["loaded"] is True, f"loaded: {pool}")
+# mempool.max_mb is configured in MB (default 300).
+check(pool["maxmempool"] > 0 and pool["maxmempool"] % (1 << 20) == 0, f"maxmempool: {pool}")
+check(pool["usage"] >= pool["bytes"] and (pool["usage"] == 0) == (pool["size"] == 0),
+      f"usage estimates at least the encoded bytes: {pool}")
+check(isinstance(pool["total_fee"], Decimal) and pool["total_fee"] >= 0
+      and (pool["size"] > 0 or pool["total_fee"] == 0), f"total_fee: {pool}")
+check(pool["minrelaytxfee"] == Decimal(pool["min_fee_rate_units_per_byte"] * 1000) / Decimal(10 ** 8),
+      f"minrelaytxfee is the configured rate per kB: {pool}")
+check(pool["mempoolminfee"] >= pool["minrelaytxfee"] > 0, f"mempoolminfee: {pool}")
 consensus = rpc.getconsensusinfo()
 check(consensus["committee_size"] == len(nodes) and consensus["in_committee"] is True, f"{consensus}")
 check(len(rpc.listmasternodes()) == len(nodes), "listmasternodes lists every masternode")

@@ -1,2 +1,348 @@
 //! Read-only views of a node's state for RPC and metrics, kept apart from the state machine so
 //! that what operators can read grows without touching the consensus logic.
+
+use std::collections::BTreeSet;
+
+use timecoin_primitives::{Amount, Height, Transaction, Txid};
+
+use super::Node;
+use crate::io::{MempoolSummary, PoolFinality, PoolStats, PoolTransaction, SyncStatus};
+use crate::store::NodeStore;
+
+impl<S: NodeStore> Node<S> {
+    /// Where block sync stands: the tip, the best height known to exist and the request in
+    /// flight. The target trusts peers' announcements (a peer that lies about its height only
+    /// makes this node look behind until that peer disconnects; it cannot make it accept blocks
+    /// without commit certificates).
+    pub fn sync_status(&self) -> SyncStatus {
+        let height = self.tip_height();
+        let best_peer = self.sync.peers.values().copied().max();
+        let decided = self.missing_block.as_ref().map(|c| c.height);
+        let target_height = [Some(height), best_peer, decided]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(height);
+        SyncStatus {
+            height,
+            target_height,
+            peers_known: self.sync.peers.values().filter(|h| **h > Height(0)).count(),
+            in_flight: self.sync.in_flight.map(|(_, from, _)| from),
+        }
+    }
+
+    /// The pools' counts, sizes, fees and limits.
+    pub fn pool_stats(&self) -> PoolStats {
+        let info = self.mempool.info();
+        PoolStats {
+            summary: MempoolSummary {
+                pending_transactions: info.transactions,
+                pending_bytes: info.bytes,
+                certified_transactions: self.certified.len(),
+                awaiting_inputs: self.awaiting_inputs.len(),
+            },
+            pending_usage_bytes: info.usage_bytes,
+            // Valid pending transactions spend distinct coins, so their fees stay below the
+            // supply; saturate rather than rely on it here.
+            pending_fees: Amount::checked_sum(self.mempool.iter().map(|entry| entry.fee()))
+                .unwrap_or(Amount::MAX),
+            max_bytes: info.max_bytes,
+            max_transactions: info.max_transactions,
+            entry_fee_rate: info.min_fee_rate,
+        }
+    }
+
+    /// The transactions held in memory and not yet in a block: first those collecting votes
+    /// (highest fee rate first), then the certified ones waiting for a block (in certification
+    /// order, parents before children). Transactions waiting for their inputs are not listed:
+    /// their fee is not known until the inputs are. Bounded by the pools' limits.
+    pub fn pool_transactions(&self) -> Vec<PoolTransaction> {
+        let held = |txid: &Txid| self.mempool.contains(txid) || self.certified.contains(txid);
+        let depends = |tx: &Transaction| -> Vec<Txid> {
+            tx.body
+                .inputs
+                .iter()
+                .map(|input| input.prevout.txid)
+                .filter(|parent| held(parent))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        let pending = self.mempool.iter().map(|entry| PoolTransaction {
+            txid: entry.txid(),
+            size_bytes: entry.size_bytes(),
+            fee: entry.fee(),
+            first_seen_ms: self.first_seen.get(&entry.txid()).copied(),
+            depends: depends(entry.transaction()),
+            finality: PoolFinality::Pending,
+        });
+        let certified = self.certified.iter().map(|entry| {
+            let txid = entry.transaction.txid();
+            PoolTransaction {
+                txid,
+                size_bytes: entry.size_bytes,
+                fee: entry.fee,
+                first_seen_ms: self.first_seen.get(&txid).copied(),
+                depends: depends(&entry.transaction),
+                finality: PoolFinality::Certified,
+            }
+        });
+        pending.chain(certified).collect()
+    }
+
+    /// The txids [`Node::pool_transactions`] lists, in the same order, without building the
+    /// entries.
+    pub fn pool_txids(&self) -> Vec<Txid> {
+        self.mempool
+            .txids()
+            .chain(self.certified.iter().map(|entry| entry.transaction.txid()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use timecoin_ledger::{
+        ChainParams, GenesisAllocation, GenesisMasternode, GenesisSpec, ParamOverrides,
+        build_genesis,
+    };
+    use timecoin_primitives::{
+        Address, Amount, Block, BlockHash, BoundedVec, Hash32, Network, OutPoint, SecretKey,
+        TxBody, TxInput, TxKind, TxOut,
+    };
+    use timecoin_storage::{ChainDb, MemoryBackend, StoreConfig};
+
+    use super::*;
+    use crate::{
+        Action, Command, Input, NodeConfig, NodeMessage, PeerId, Reply, RequestId, SubmitOutcome,
+        init_store,
+    };
+
+    const NETWORK: Network = Network::Devnet;
+    const START_MS: u64 = 1_767_225_600_000;
+    const FEE_UNITS: u64 = 100_000;
+
+    type TestNode = Node<ChainDb<MemoryBackend>>;
+
+    fn key(seed: u8) -> SecretKey {
+        SecretKey::from_bytes([seed; 32])
+    }
+
+    fn address(key: &SecretKey) -> Address {
+        Address::from_public_key(&key.public_key())
+    }
+
+    fn genesis() -> (Block, ChainParams) {
+        let spec = GenesisSpec {
+            network: "devnet".into(),
+            timestamp_ms: START_MS,
+            allocations: vec![GenesisAllocation {
+                address: address(&key(1)).encode(NETWORK),
+                amount: "5000".into(),
+            }],
+            masternodes: vec![GenesisMasternode {
+                owner: address(&key(201)).encode(NETWORK),
+                node_key: key(200).public_key().to_string(),
+                tier: "bronze".into(),
+                network_address: "/ip4/127.0.0.1/tcp/24100".into(),
+            }],
+            overrides: Some(ParamOverrides::default()),
+        };
+        build_genesis(&spec).unwrap()
+    }
+
+    /// A node on the one-masternode genesis: with `masternode` it is that masternode (quorum
+    /// 1, so what it accepts is certified at once), without it only pools and relays.
+    fn open(masternode: bool) -> (TestNode, Block) {
+        let (genesis, params) = genesis();
+        let mut config = StoreConfig::new(NETWORK, genesis.hash());
+        config.cache_bytes = 1 << 20;
+        let mut store = ChainDb::open(MemoryBackend::new(), config).unwrap();
+        init_store(&mut store, &genesis, &params).unwrap();
+        let node_key = masternode.then(|| key(200));
+        let (node, _) =
+            Node::open(store, NodeConfig::new(params, node_key), START_MS + 1_000).unwrap();
+        (node, genesis)
+    }
+
+    fn pay(coin: OutPoint, amount: Amount, owner: &SecretKey, to: &SecretKey) -> Transaction {
+        let value = Amount::from_time(10).unwrap();
+        let fee = Amount::from_units(FEE_UNITS).unwrap();
+        let change = amount.checked_sub(value).unwrap().checked_sub(fee).unwrap();
+        let body = TxBody {
+            kind: TxKind::Transfer,
+            inputs: BoundedVec::new(vec![TxInput {
+                prevout: coin,
+                public_key: owner.public_key(),
+            }])
+            .unwrap(),
+            outputs: BoundedVec::new(vec![
+                TxOut {
+                    amount: value,
+                    address: address(to),
+                },
+                TxOut {
+                    amount: change,
+                    address: address(owner),
+                },
+            ])
+            .unwrap(),
+        };
+        Transaction::sign(body, &[owner], None, NETWORK).unwrap()
+    }
+
+    fn command(node: &mut TestNode, command: Command) -> Reply {
+        node.handle(Input::Command {
+            id: RequestId(1),
+            command,
+        })
+        .unwrap()
+        .into_iter()
+        .find_map(|action| match action {
+            Action::Reply { reply, .. } => Some(reply),
+            _ => None,
+        })
+        .expect("a reply")
+    }
+
+    fn genesis_coin(genesis: &Block) -> (OutPoint, Amount) {
+        let tx = &genesis.transactions[0];
+        (
+            OutPoint {
+                txid: tx.txid(),
+                index: 0,
+            },
+            tx.body.outputs[0].amount,
+        )
+    }
+
+    #[test]
+    fn a_pending_transaction_is_listed_with_fee_size_and_first_sight() {
+        let (mut node, genesis) = open(false);
+        assert!(node.pool_transactions().is_empty());
+        let (coin, amount) = genesis_coin(&genesis);
+        let tx = pay(coin, amount, &key(1), &key(2));
+        assert_eq!(
+            command(&mut node, Command::SubmitTransaction(tx.clone())),
+            Reply::Submitted(SubmitOutcome::Accepted(tx.txid()))
+        );
+        let listed = node.pool_transactions();
+        assert_eq!(
+            listed,
+            vec![PoolTransaction {
+                txid: tx.txid(),
+                size_bytes: tx.encoded_size(),
+                fee: Amount::from_units(FEE_UNITS).unwrap(),
+                first_seen_ms: Some(START_MS + 1_000),
+                depends: vec![],
+                finality: PoolFinality::Pending,
+            }]
+        );
+        assert_eq!(node.pool_txids(), vec![tx.txid()]);
+        let stats = node.pool_stats();
+        let Reply::Mempool(summary) = command(&mut node, Command::MempoolInfo) else {
+            panic!("not a mempool reply");
+        };
+        assert_eq!(
+            stats.summary, summary,
+            "the same counts as the MempoolInfo command"
+        );
+        let PoolStats {
+            summary:
+                MempoolSummary {
+                    pending_transactions,
+                    pending_bytes,
+                    ..
+                },
+            pending_usage_bytes,
+            pending_fees,
+            entry_fee_rate,
+            max_bytes,
+            ..
+        } = stats.clone();
+        assert_eq!(
+            (pending_transactions, pending_bytes),
+            (1, tx.encoded_size())
+        );
+        assert!(pending_usage_bytes > pending_bytes, "{stats:?}");
+        assert_eq!(pending_fees.units(), FEE_UNITS);
+        assert_eq!(
+            entry_fee_rate, None,
+            "an almost empty pool admits at the relay minimum"
+        );
+        assert_eq!(max_bytes, node.config.mempool.max_bytes.get());
+    }
+
+    #[test]
+    fn certified_transactions_are_listed_after_pending_ones_with_their_parents() {
+        let (mut node, genesis) = open(true);
+        let (coin, amount) = genesis_coin(&genesis);
+        let parent = pay(coin, amount, &key(1), &key(2));
+        command(&mut node, Command::SubmitTransaction(parent.clone()));
+        // The parent's change (output 1) pays key 1 again.
+        let child = pay(
+            OutPoint {
+                txid: parent.txid(),
+                index: 1,
+            },
+            parent.body.outputs[1].amount,
+            &key(1),
+            &key(3),
+        );
+        command(&mut node, Command::SubmitTransaction(child.clone()));
+        let listed = node.pool_transactions();
+        assert_eq!(
+            listed.iter().map(|t| t.txid).collect::<Vec<_>>(),
+            vec![parent.txid(), child.txid()]
+        );
+        assert_eq!(node.pool_txids(), vec![parent.txid(), child.txid()]);
+        assert!(listed.iter().all(|t| t.finality == PoolFinality::Certified));
+        assert_eq!(listed[0].depends, vec![]);
+        assert_eq!(listed[1].depends, vec![parent.txid()]);
+        // The node forgets first sight at certification (it fed the latency metric).
+        assert_eq!(listed[1].first_seen_ms, None);
+    }
+
+    #[test]
+    fn sync_status_follows_peer_announcements() {
+        let (mut node, _) = open(false);
+        let idle = SyncStatus {
+            height: Height(0),
+            target_height: Height(0),
+            peers_known: 0,
+            in_flight: None,
+        };
+        assert_eq!(node.sync_status(), idle);
+        let peer = PeerId(7);
+        node.handle(Input::PeerConnected { peer }).unwrap();
+        assert_eq!(
+            node.sync_status(),
+            idle,
+            "connected, but no tip announced yet"
+        );
+        let heartbeat = NodeMessage::Heartbeat {
+            height: Height(50),
+            hash: BlockHash(Hash32::ZERO),
+        };
+        node.handle(Input::PeerMessage {
+            peer,
+            bytes: heartbeat.to_bytes(),
+        })
+        .unwrap();
+        assert_eq!(
+            node.sync_status(),
+            SyncStatus {
+                height: Height(0),
+                target_height: Height(50),
+                peers_known: 1,
+                in_flight: Some(Height(1)),
+            }
+        );
+        node.handle(Input::PeerDisconnected { peer }).unwrap();
+        assert_eq!(
+            node.sync_status(),
+            idle,
+            "a departed peer's tip no longer counts"
+        );
+    }
+}
