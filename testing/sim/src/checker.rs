@@ -419,3 +419,178 @@ impl Checker {
 pub fn total(amounts: impl IntoIterator<Item = Amount>) -> u128 {
     amounts.into_iter().map(|a| u128::from(a.units())).sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use timecoin_ledger::{
+        BlockTemplate, GenesisAllocation, GenesisMasternode, GenesisSpec, ParamOverrides,
+        build_block, build_genesis,
+    };
+    use timecoin_primitives::{BoundedVec, CommitCertificate, CommitVote, Network, SecretKey};
+    use timecoin_storage::{ChainDb, MemoryBackend, StoreConfig};
+
+    const NETWORK: Network = Network::Devnet;
+
+    fn key(seed: u8) -> SecretKey {
+        SecretKey::from_bytes([seed; 32])
+    }
+
+    fn address(seed: u8) -> Address {
+        Address::from_public_key(&key(seed).public_key())
+    }
+
+    /// A store at genesis with masternodes of node keys 200 (Bronze, owner 201) and 210 (Silver,
+    /// owner 211).
+    fn chain() -> (ChainDb<MemoryBackend>, Block, ChainParams) {
+        let masternode = |node: u8, owner: u8, tier: &str| GenesisMasternode {
+            owner: address(owner).encode(NETWORK),
+            node_key: key(node).public_key().to_string(),
+            tier: tier.into(),
+            network_address: "/ip4/127.0.0.1/tcp/24100".into(),
+        };
+        let spec = GenesisSpec {
+            network: "devnet".into(),
+            timestamp_ms: 1_767_225_600_000,
+            allocations: vec![GenesisAllocation {
+                address: address(1).encode(NETWORK),
+                amount: "5000".into(),
+            }],
+            masternodes: vec![
+                masternode(200, 201, "bronze"),
+                masternode(210, 211, "silver"),
+            ],
+            overrides: Some(ParamOverrides {
+                epoch_length_blocks: Some(4),
+                ..ParamOverrides::default()
+            }),
+        };
+        let (genesis, params) = build_genesis(&spec).unwrap();
+        let mut store = ChainDb::open(
+            MemoryBackend::new(),
+            StoreConfig::new(NETWORK, genesis.hash()),
+        )
+        .unwrap();
+        timecoin_node::init_store(&mut store, &genesis, &params).unwrap();
+        (store, genesis, params)
+    }
+
+    /// A block at the height after `parent`, carrying `parent_commit` and paying
+    /// `pay(allowed)`. It is built on genesis's state and then relabelled: the reward rule
+    /// looks only at the block and the registrations, not at the UTXO set.
+    fn block(
+        store: &ChainDb<MemoryBackend>,
+        params: &ChainParams,
+        parent: &Block,
+        parent_commit: Option<CommitCertificate>,
+        pay: impl FnOnce(Amount) -> Vec<TxOut>,
+    ) -> Block {
+        let genesis = store.header(&store.tip().unwrap().hash).unwrap().unwrap();
+        let mut block = build_block(
+            BlockTemplate {
+                timestamp: genesis.timestamp,
+                parent: genesis,
+                proposer: key(200).public_key(),
+                transactions: Vec::new(),
+                parent_commit: None,
+            },
+            pay,
+            store,
+            store.utxo_commitment(),
+            store,
+            params,
+        )
+        .unwrap();
+        block.header.height = Height(parent.header.height.get() + 1);
+        block.header.previous_hash = parent.hash();
+        block.parent_commit = parent_commit.map(Box::new);
+        block
+    }
+
+    fn commit(
+        checker: &mut Checker,
+        block: &Block,
+        store: &ChainDb<MemoryBackend>,
+        params: &ChainParams,
+    ) -> Result<(), Violation> {
+        checker.on_commit(block, store, 0, params, false, |_| Ok(0))
+    }
+
+    #[test]
+    fn rewards_must_follow_the_parent_certificate_by_weight() {
+        let (store, genesis, params) = chain();
+        // Block 1 pays its proposer's owner alone; anything else is caught.
+        let pay_to = |to: Address| {
+            move |allowed: Amount| {
+                vec![TxOut {
+                    amount: allowed,
+                    address: to,
+                }]
+            }
+        };
+        let greedy = block(&store, &params, &genesis, None, pay_to(address(200)));
+        let error = commit(&mut Checker::default(), &greedy, &store, &params).unwrap_err();
+        assert!(error.0.contains("not split by weight"), "{error:?}");
+        let mut checker = Checker::default();
+        let first = block(&store, &params, &genesis, None, pay_to(address(201)));
+        commit(&mut checker, &first, &store, &params).unwrap();
+
+        // Block 2 carries the certificate of block 1, signed by both: Bronze (weight 1) and
+        // Silver (weight 10) share the reward 1 : 10, the remainder to the lower node key.
+        let votes = [200u8, 210]
+            .map(|seed| CommitVote {
+                voter: key(seed).public_key(),
+                signature: key(seed).sign(b"the checker does not verify signatures"),
+            })
+            .into_iter()
+            .collect::<Vec<_>>();
+        let certificate = CommitCertificate {
+            height: Height(1),
+            view: 0,
+            block_hash: first.hash(),
+            votes: BoundedVec::new(votes).unwrap(),
+        };
+        let shares = [
+            RewardShare {
+                node_key: key(200).public_key(),
+                weight: 1,
+                owner: address(201),
+            },
+            RewardShare {
+                node_key: key(210).public_key(),
+                weight: 10,
+                owner: address(211),
+            },
+        ];
+        let honest = |allowed| split_reward(allowed, &shares).unwrap();
+        let second = block(&store, &params, &first, Some(certificate.clone()), honest);
+        let paid: Vec<Address> = second.transactions[0]
+            .body
+            .outputs
+            .iter()
+            .map(|o| o.address)
+            .collect();
+        assert_eq!(paid.len(), 2, "both signers are paid");
+
+        // Paying only the heavier signer, or the right split to someone else, is caught.
+        let heavy_only = block(
+            &store,
+            &params,
+            &first,
+            Some(certificate.clone()),
+            pay_to(address(211)),
+        );
+        let mut fork = Checker::default();
+        commit(&mut fork, &first, &store, &params).unwrap();
+        assert!(commit(&mut fork, &heavy_only, &store, &params).is_err());
+        // A certificate for another block is caught too.
+        let mut wrong = certificate.clone();
+        wrong.block_hash = genesis.hash();
+        let misplaced = block(&store, &params, &first, Some(wrong), honest);
+        let mut fork = Checker::default();
+        commit(&mut fork, &first, &store, &params).unwrap();
+        assert!(commit(&mut fork, &misplaced, &store, &params).is_err());
+
+        commit(&mut checker, &second, &store, &params).unwrap();
+    }
+}
