@@ -390,10 +390,16 @@ impl SyncTracker {
             .samples
             .back()
             .is_some_and(|&(at, h, _)| at_ms < at || height < h);
-        // Falling behind starts a fresh window: the target jumps when peers first announce
-        // their tips, and that jump is not a rate the chain grows at.
-        if went_back || (behind && !self.behind) {
+        if went_back {
             self.samples.clear();
+        }
+        // Falling behind usually means peers just announced their tips: that jump of the target
+        // is news, not a rate the chain grows at, so the window's earlier samples take the
+        // current target (our own heights in them still measure how fast we commit).
+        if behind && !self.behind {
+            for sample in &mut self.samples {
+                sample.2 = target;
+            }
         }
         self.samples.push_back((at_ms, height, target));
         while self.samples.len() > MAX_SYNC_SAMPLES
@@ -603,22 +609,30 @@ mod tests {
         let (report, log) = tracker.observe(0, 100, 100);
         assert!(!report.behind && log.is_none());
         assert_eq!(report.eta_seconds, Some(0.0));
-        // Peers announce 400: behind, one line at once; the rate is not known yet.
-        let (report, log) = tracker.observe(1_000, 100, 400);
+        // Peers announce 400 while we commit 50 blocks/s: behind, one line at once, and the
+        // target's jump is not taken for growth.
+        let (report, log) = tracker.observe(1_000, 150, 400);
         assert_eq!(log, Some(SyncLog::Syncing));
         assert!(report.behind && report.target_height == 400);
-        assert_eq!((report.blocks_per_second, report.eta_seconds), (0.0, None));
-        // 50 blocks in a second while the target grew by 2: the gap closes at 48 blocks/s.
-        let (report, log) = tracker.observe(2_000, 150, 402);
+        assert_eq!(report.blocks_per_second, 50.0);
+        assert_eq!(report.closing_blocks_per_second, 50.0);
+        assert_eq!(report.eta_seconds, Some(5.0));
+        // 100 blocks in two seconds while the target grew by 2: the gap closes at 49 blocks/s.
+        let (report, log) = tracker.observe(2_000, 200, 402);
         assert_eq!(log, None, "the next line is due 5 s after the first");
         assert_eq!(report.blocks_per_second, 50.0);
-        assert_eq!(report.closing_blocks_per_second, 48.0);
-        assert_eq!(report.eta_seconds, Some(252.0 / 48.0));
-        let (_, log) = tracker.observe(5_000, 300, 408);
+        assert_eq!(report.closing_blocks_per_second, 49.0);
+        assert_eq!(report.eta_seconds, Some(202.0 / 49.0));
+        let (_, log) = tracker.observe(5_000, 350, 408);
         assert_eq!(log, None);
-        let (report, log) = tracker.observe(6_000, 350, 410);
+        let (report, log) = tracker.observe(6_000, 400, 410);
         assert_eq!(log, Some(SyncLog::Syncing));
         assert_eq!(report.blocks_per_second, 50.0);
+        // A target that outruns us: no ETA rather than a wrong one.
+        let mut stalled = tracker.clone();
+        let (report, _) = stalled.observe(7_000, 400, 1_000);
+        assert!(report.closing_blocks_per_second < 0.0);
+        assert_eq!(report.eta_seconds, None);
         // One block short is caught up (the slack); the line says so once.
         let (report, log) = tracker.observe(7_000, 409, 410);
         assert_eq!(log, Some(SyncLog::CaughtUp));
