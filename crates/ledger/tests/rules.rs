@@ -694,6 +694,21 @@ fn apply(chain: &mut Chain, block: &Block) -> Result<timecoin_ledger::BlockOutco
     )
 }
 
+/// Runs every rule of `apply_block` for `block` on the chain's tip, changing nothing.
+fn validate_on_tip(
+    chain: &Chain,
+    block: &Block,
+) -> Result<timecoin_ledger::BlockOutcome, LedgerError> {
+    timecoin_ledger::validate_block(
+        block,
+        &chain.tip,
+        &chain.utxos,
+        &chain.commitment,
+        &chain.registry,
+        &chain.params,
+    )
+}
+
 /// Re-roots a tampered block so that only the intended rule fails.
 fn reroot(mut block: Block) -> Block {
     block.header.transactions_root = merkle_root(&block.txids());
@@ -1009,27 +1024,12 @@ fn masternode_view_of_genesis() {
 fn validate_block_checks_everything_and_changes_nothing() {
     let (mut chain, block) = chain_and_block();
     let before = chain.utxos.clone();
-    let outcome = timecoin_ledger::validate_block(
-        &block,
-        &chain.tip,
-        &chain.utxos,
-        &chain.commitment,
-        &chain.registry,
-        &chain.params,
-    )
-    .unwrap();
+    let outcome = validate_on_tip(&chain, &block).unwrap();
     assert_eq!(chain.utxos, before);
     let mut bad = block.clone();
     bad.header.utxo_commitment = Hash32([4; 32]);
     assert!(matches!(
-        timecoin_ledger::validate_block(
-            &bad,
-            &chain.tip,
-            &chain.utxos,
-            &chain.commitment,
-            &chain.registry,
-            &chain.params
-        ),
+        validate_on_tip(&chain, &bad),
         Err(LedgerError::WrongUtxoCommitment { .. })
     ));
     assert_eq!(apply(&mut chain, &block).unwrap(), outcome);
@@ -1155,15 +1155,7 @@ fn parent_certificate_is_required_from_height_two_and_committed_to() {
 fn reward_split_is_checked_output_by_output() {
     use timecoin_ledger::{RewardShare, check_reward_split, split_reward};
     let (chain, block) = chain_and_block();
-    let outcome = timecoin_ledger::validate_block(
-        &block,
-        &chain.tip,
-        &chain.utxos,
-        &chain.commitment,
-        &chain.registry,
-        &chain.params,
-    )
-    .unwrap();
+    let outcome = validate_on_tip(&chain, &block).unwrap();
     let allowed = outcome.subsidy.checked_add(outcome.fees).unwrap();
     // The test chain pays everything to the miner: right for a lone miner share, wrong for two.
     let miner_share = RewardShare {
