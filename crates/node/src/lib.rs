@@ -40,6 +40,7 @@
 //! and turned into that epoch's immutable [`timecoin_consensus::Committee`].
 
 pub mod certified;
+mod coalesce;
 pub mod error;
 pub mod io;
 pub mod message;
@@ -52,6 +53,6 @@ pub use io::{
     Action, Command, ConsensusSummary, Input, MempoolSummary, NodeEvent, Reply, RequestId,
     SubmitOutcome, TxStatus,
 };
-pub use message::{CertifiedBlock, MessageError, NodeMessage, PeerId};
+pub use message::{CertifiedBlock, CertifiedTransaction, MessageError, NodeMessage, PeerId};
 pub use node::{Node, NodeConfig, init_store};
 pub use store::NodeStore;

@@ -20,6 +20,11 @@ pub const MAX_SYNC_RESPONSE_BYTES: usize = 8 << 20;
 pub const MAX_RELAY_TRANSACTIONS: usize = 1_024;
 /// Most votes one `TxVotes` message relays (the finality engine's batch size).
 pub const MAX_RELAY_VOTES: usize = 1_024;
+/// Most certified transactions one `CertifiedMany` message relays.
+pub const MAX_RELAY_CERTIFIED: usize = 512;
+/// The encoded size a node aims to keep each relay message under when it coalesces many items
+/// into one, well inside the gossip limits of every topic.
+pub const RELAY_TARGET_BYTES: usize = 512 * 1024;
 
 /// An opaque handle for a connected peer, assigned by the runtime (the network crate maps it
 /// to a libp2p peer id; the simulator uses the node index). The node only compares them.
@@ -33,6 +38,15 @@ pub struct CertifiedBlock {
     pub block: Block,
     /// Its commit certificate, to be verified against the committee of the block's epoch.
     pub certificate: CommitCertificate,
+}
+
+/// A transaction with the finality certificate that made it final.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct CertifiedTransaction {
+    /// The transaction.
+    pub transaction: Transaction,
+    /// Its certificate.
+    pub certificate: FinalityCertificate,
 }
 
 /// Everything nodes say to each other.
@@ -71,6 +85,9 @@ pub enum NodeMessage {
         /// The sender's committed tip hash.
         hash: BlockHash,
     },
+    /// Several certified transactions at once: what a node relays after a busy step, so
+    /// that the message rate stays bounded by the step rate rather than the payment rate.
+    CertifiedMany(BoundedVec<CertifiedTransaction, MAX_RELAY_CERTIFIED>),
 }
 
 impl NodeMessage {
@@ -96,6 +113,7 @@ impl NodeMessage {
             NodeMessage::Transactions(_) => "transactions",
             NodeMessage::TxVotes(_) => "tx_votes",
             NodeMessage::Certified { .. } => "certified",
+            NodeMessage::CertifiedMany(_) => "certified_many",
             NodeMessage::Bft(_) => "bft",
             NodeMessage::Committed(_) => "committed",
             NodeMessage::SyncRequest { .. } => "sync_request",

@@ -2,7 +2,7 @@
 
 mod query;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use timecoin_consensus::{
     BftConfig, BftEffect, BftEngine, BftInput, BftMessage, Committee, FinalityCertificate,
@@ -13,26 +13,27 @@ use timecoin_ledger::{
     BlockTemplate, ChainParams, LedgerError, MasternodeEvent, MasternodeRegistration,
     MasternodeRegistry, UtxoCache, UtxoEntry, UtxoStore, build_block, check_transaction,
     connect_block, validate_block, validate_transaction, verify_block_signatures,
-    verify_transaction,
+    verify_transaction, verify_transactions,
 };
 use timecoin_mempool::{Mempool, MempoolConfig, MempoolError};
 use timecoin_primitives::{
     Block, BlockHash, BoundedVec, CommitCertificate, Epoch, Height, OutPoint, SecretKey, Timestamp,
-    Transaction, TxKind, TxOut, Txid, decode, encode,
+    Transaction, TxKind, Txid, decode, encode,
 };
 use timecoin_storage::{
     BlockCommit, ChangeRecorder, ConsensusRecord, LogKey, LogOutcome, MAX_CONSENSUS_BATCH,
 };
 
 use crate::certified::{CertifiedEntry, CertifiedPool, CertifiedView, MAX_CERTIFIED_UNBLOCKED};
+use crate::coalesce::coalesce;
 use crate::error::NodeError;
 use crate::io::{
     Action, Command, ConsensusSummary, Input, MempoolSummary, NodeEvent, Reply, RequestId,
     SubmitOutcome, TxStatus,
 };
 use crate::message::{
-    CertifiedBlock, MAX_RELAY_TRANSACTIONS, MAX_RELAY_VOTES, MAX_SYNC_BLOCKS,
-    MAX_SYNC_RESPONSE_BYTES, NodeMessage, PeerId,
+    CertifiedBlock, CertifiedTransaction, MAX_RELAY_CERTIFIED, MAX_RELAY_TRANSACTIONS,
+    MAX_RELAY_VOTES, MAX_SYNC_BLOCKS, MAX_SYNC_RESPONSE_BYTES, NodeMessage, PeerId,
 };
 use crate::store::NodeStore;
 
@@ -146,6 +147,60 @@ pub struct Node<S: NodeStore> {
     bft_tick_ms: Option<u64>,
     /// The (height, view) last reported, to report view changes.
     last_view: (Height, u32),
+    /// Transactions of the current step whose signatures were verified together up front.
+    preverified: BTreeSet<Txid>,
+    /// Our node key's public half, if we are a masternode (deriving it costs a scalar
+    /// multiplication, too much to repeat per certificate).
+    own_key: Option<timecoin_primitives::PublicKey>,
+    /// What was waiting at the last resend; see [`Node::resend`].
+    resend_memory: ResendMemory,
+}
+
+/// The transactions whose votes, bodies and certificates were waiting at the last resend.
+#[derive(Default)]
+struct ResendMemory {
+    votes: BTreeSet<Txid>,
+    pending: BTreeSet<Txid>,
+    certified: BTreeSet<Txid>,
+}
+
+/// The first `limit` items of `current` that were also there at the last resend (as
+/// `previous` remembers), in order; `previous` becomes the txids of the first `limit` now.
+fn still_waiting<T>(
+    previous: &mut BTreeSet<Txid>,
+    current: impl Iterator<Item = (Txid, T)>,
+    limit: usize,
+) -> Vec<T> {
+    let mut now = BTreeSet::new();
+    let mut again = Vec::new();
+    for (txid, item) in current.take(limit) {
+        if previous.contains(&txid) {
+            again.push(item);
+        }
+        now.insert(txid);
+    }
+    *previous = now;
+    again
+}
+
+/// One input of a step, with a peer's frame already decoded.
+enum Step {
+    Message(PeerId, NodeMessage),
+    Input(Input),
+}
+
+/// Decodes a peer's frame; a frame that does not decode is the sender's fault.
+fn decode_from(peer: PeerId, bytes: &[u8], actions: &mut Vec<Action>) -> Option<NodeMessage> {
+    match NodeMessage::from_bytes(bytes) {
+        Ok(message) => Some(message),
+        Err(error) => {
+            actions.push(Action::Penalize {
+                peer,
+                reason: error.to_string(),
+            });
+            None
+        }
+    }
 }
 
 fn tier_weights(params: &ChainParams) -> TierWeights {
@@ -212,6 +267,9 @@ impl<S: NodeStore> Node<S> {
             next_heartbeat_ms: now_ms,
             bft_tick_ms: None,
             last_view: (Height(0), 0),
+            preverified: BTreeSet::new(),
+            own_key: config.node_key.as_ref().map(SecretKey::public_key),
+            resend_memory: ResendMemory::default(),
             now_ms,
             store,
             config,
@@ -501,10 +559,96 @@ impl<S: NodeStore> Node<S> {
     /// Handles one input and returns what the runtime must do, in order. `Err` means the node
     /// must stop (its storage failed); nothing in the failed step was sent.
     pub fn handle(&mut self, input: Input) -> Result<Vec<Action>, NodeError> {
+        self.handle_batch(vec![input])
+    }
+
+    /// Handles `inputs` as one step, in order, and returns what the runtime must do, in order.
+    ///
+    /// One step costs one fsync however many votes and locks it writes: the node's records are
+    /// written in group-commit mode and made durable together before this returns, so the
+    /// returned actions are safe to perform (nothing they enable can be forgotten by a crash).
+    /// The step's relays are merged into few messages, and the signatures of all new
+    /// transactions in it are verified as one batch. A runtime under load should pass whatever
+    /// inputs are queued; the result is the same as handling them one by one, apart from the
+    /// grouping of relays. `Err` means the node must stop (its storage failed); nothing of the
+    /// failed step may be sent.
+    pub fn handle_batch(&mut self, inputs: Vec<Input>) -> Result<Vec<Action>, NodeError> {
+        self.store.set_group_commit(true);
+        let result = self.handle_inputs(inputs);
+        self.store.set_group_commit(false);
+        self.preverified.clear();
+        let actions = result?;
+        self.store.sync()?;
+        Ok(coalesce(actions))
+    }
+
+    fn handle_inputs(&mut self, inputs: Vec<Input>) -> Result<Vec<Action>, NodeError> {
         let mut actions = Vec::new();
+        let mut decoded = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            decoded.push(match input {
+                Input::PeerMessage { peer, bytes } => match decode_from(peer, &bytes, &mut actions)
+                {
+                    Some(message) => Step::Message(peer, message),
+                    None => continue,
+                },
+                other => Step::Input(other),
+            });
+        }
+        self.preverify(&decoded)?;
+        for step in decoded {
+            match step {
+                Step::Message(peer, message) => self.on_message(peer, message, &mut actions)?,
+                Step::Input(input) => self.handle_one(input, &mut actions)?,
+            }
+        }
+        self.schedule(&mut actions);
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
+        Ok(actions)
+    }
+
+    /// Verifies the signatures of the step's new transactions as one batch, on every core.
+    /// Those it clears skip single verification on admission; if the batch fails, each is
+    /// verified alone as before, so the bad one is still found and its sender blamed.
+    fn preverify(&mut self, steps: &[Step]) -> Result<(), NodeError> {
+        let mut batch: Vec<Transaction> = Vec::new();
+        let mut txids: Vec<Txid> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for step in steps {
+            let transactions: &[Transaction] = match step {
+                Step::Message(_, NodeMessage::Transactions(transactions)) => transactions,
+                Step::Input(Input::Command {
+                    command: Command::SubmitTransaction(transaction),
+                    ..
+                }) => std::slice::from_ref(transaction),
+                _ => continue,
+            };
+            for transaction in transactions {
+                let txid = transaction.txid();
+                if transaction.is_reward()
+                    || !seen.insert(txid)
+                    || self.is_known(&txid)?
+                    || check_transaction(transaction, &self.config.params).is_err()
+                {
+                    continue;
+                }
+                batch.push(transaction.clone());
+                txids.push(txid);
+            }
+        }
+        // One transaction gains nothing from a batch.
+        if batch.len() >= 2 && verify_transactions(&batch, self.config.params.network).is_ok() {
+            self.preverified.extend(txids);
+        }
+        Ok(())
+    }
+
+    fn handle_one(&mut self, input: Input, actions: &mut Vec<Action>) -> Result<(), NodeError> {
         match input {
-            Input::Tick { now_ms } => self.on_tick(now_ms, &mut actions)?,
-            Input::PeerMessage { peer, bytes } => self.on_peer_bytes(peer, &bytes, &mut actions)?,
+            Input::Tick { now_ms } => self.on_tick(now_ms, actions)?,
+            Input::PeerMessage { peer, bytes } => self.on_peer_bytes(peer, &bytes, actions)?,
             Input::PeerConnected { peer } => {
                 if self.sync.peers.len() < MAX_PEERS {
                     self.sync.peers.entry(peer).or_insert(Height(0));
@@ -531,13 +675,9 @@ impl<S: NodeStore> Node<S> {
                     self.sync.in_flight = None;
                 }
             }
-            Input::Command { id, command } => self.on_command(id, command, &mut actions)?,
+            Input::Command { id, command } => self.on_command(id, command, actions)?,
         }
-        self.schedule(&mut actions);
-        if cfg!(debug_assertions) {
-            self.check_invariants();
-        }
-        Ok(actions)
+        Ok(())
     }
 
     fn schedule(&mut self, actions: &mut Vec<Action>) {
@@ -603,32 +743,55 @@ impl<S: NodeStore> Node<S> {
         Ok(())
     }
 
-    /// Re-sends what the engines never retransmit: our latest block-consensus statements, our
-    /// votes and the transactions still collecting votes.
+    /// Re-sends what the engines never retransmit: our latest block-consensus statements, and
+    /// the votes, pending transactions and certificates that were already waiting at the last
+    /// resend. Fresh ones are still on their way; re-sending them as well multiplied the gossip
+    /// under load, when every pending transaction is fresh.
     fn resend(&mut self, actions: &mut Vec<Action>) {
         for message in &self.own_bft {
             actions.push(Action::Broadcast(NodeMessage::Bft(message.clone())));
         }
-        let votes: Vec<TxVote> = self
-            .own_votes
-            .values()
-            .take(MAX_RELAY_VOTES)
-            .copied()
-            .collect();
+        let votes = still_waiting(
+            &mut self.resend_memory.votes,
+            self.own_votes.iter().map(|(txid, vote)| (*txid, vote)),
+            MAX_RELAY_VOTES,
+        );
         if !votes.is_empty() {
+            let votes = votes.into_iter().copied().collect();
             actions.push(Action::Broadcast(NodeMessage::TxVotes(
-                BoundedVec::new(votes).expect("bounded by take"),
+                BoundedVec::new(votes).expect("bounded by the limit"),
             )));
         }
-        let pending: Vec<Transaction> = self
-            .mempool
-            .iter()
-            .take(MAX_RELAY_TRANSACTIONS)
-            .map(|entry| entry.transaction().clone())
-            .collect();
+        let pending = still_waiting(
+            &mut self.resend_memory.pending,
+            self.mempool
+                .iter()
+                .map(|entry| (entry.transaction().txid(), entry.transaction())),
+            MAX_RELAY_TRANSACTIONS,
+        );
         if !pending.is_empty() {
+            let pending = pending.into_iter().cloned().collect();
             actions.push(Action::Broadcast(NodeMessage::Transactions(
-                BoundedVec::new(pending).expect("bounded by take"),
+                BoundedVec::new(pending).expect("bounded by the limit"),
+            )));
+        }
+        let certified = still_waiting(
+            &mut self.resend_memory.certified,
+            self.certified
+                .iter()
+                .map(|entry| (entry.transaction.txid(), entry)),
+            MAX_RELAY_CERTIFIED,
+        );
+        if !certified.is_empty() {
+            let certified = certified
+                .into_iter()
+                .map(|entry| CertifiedTransaction {
+                    transaction: entry.transaction.clone(),
+                    certificate: entry.certificate.clone(),
+                })
+                .collect();
+            actions.push(Action::Broadcast(NodeMessage::CertifiedMany(
+                BoundedVec::new(certified).expect("bounded by the limit"),
             )));
         }
         if let Some(certificate) = &self.missing_block {
@@ -653,17 +816,10 @@ impl<S: NodeStore> Node<S> {
         bytes: &[u8],
         actions: &mut Vec<Action>,
     ) -> Result<(), NodeError> {
-        let message = match NodeMessage::from_bytes(bytes) {
-            Ok(message) => message,
-            Err(error) => {
-                actions.push(Action::Penalize {
-                    peer,
-                    reason: error.to_string(),
-                });
-                return Ok(());
-            }
-        };
-        self.on_message(peer, message, actions)
+        match decode_from(peer, bytes, actions) {
+            Some(message) => self.on_message(peer, message, actions),
+            None => Ok(()),
+        }
     }
 
     fn on_message(
@@ -696,6 +852,11 @@ impl<S: NodeStore> Node<S> {
                 transaction,
                 certificate,
             } => self.on_certificate(transaction, certificate, Some(peer), actions)?,
+            NodeMessage::CertifiedMany(batch) => {
+                for item in batch.into_inner() {
+                    self.on_certificate(item.transaction, item.certificate, Some(peer), actions)?;
+                }
+            }
             NodeMessage::Bft(message) => {
                 let height = message.height();
                 if height.get() > self.tip_height().get() + 2 {
@@ -929,8 +1090,12 @@ impl<S: NodeStore> Node<S> {
             ));
         }
         let network = self.config.params.network;
-        if let Err(error) = check_transaction(&transaction, &self.config.params)
-            .and_then(|_| verify_transaction(&transaction, 0, network))
+        let preverified = self.preverified.remove(&txid);
+        if let Err(error) =
+            check_transaction(&transaction, &self.config.params).and_then(|_| match preverified {
+                true => Ok(()),
+                false => verify_transaction(&transaction, 0, network),
+            })
         {
             self.penalize(
                 from,
@@ -1162,11 +1327,33 @@ impl<S: NodeStore> Node<S> {
             txid,
             latency_ms,
         }));
-        actions.push(Action::Broadcast(NodeMessage::Certified {
-            transaction,
-            certificate,
-        }));
+        // Every committee member forms the certificate from the same gossiped votes, so one
+        // relay per transaction serves the rest (non-members, late or partitioned nodes); four
+        // copies of it were three quarters of all gossip bytes under load. Certificates that
+        // stay unblocked are relayed again by everyone at a later resend.
+        if from.is_none() && self.designated_relayer(&txid) {
+            actions.push(Action::Broadcast(NodeMessage::Certified {
+                transaction,
+                certificate,
+            }));
+        }
         self.retry_waiting(actions)
+    }
+
+    /// Whether this node relays the certificate of `txid`: one committee member per
+    /// transaction, picked by the txid, so the relays spread evenly.
+    fn designated_relayer(&self, txid: &Txid) -> bool {
+        let Some(own) = &self.own_key else {
+            return false;
+        };
+        let members = self.finality.committee().members();
+        if members.is_empty() {
+            return false;
+        }
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&txid.as_bytes()[..8]);
+        let index = u64::from_le_bytes(prefix) % members.len() as u64;
+        members[index as usize].node_key == *own
     }
 
     fn known_committee(&self, epoch: Epoch) -> Option<Committee> {
@@ -1379,7 +1566,8 @@ impl<S: NodeStore> Node<S> {
     }
 
     /// Builds our proposal: certified transactions (in certification order, so parents come
-    /// first) that still validate, plus the reward to our collateral's owner.
+    /// first) that still validate, the parent's commit certificate, and the reward split over
+    /// that certificate's signers by weight (ADR 0009).
     fn propose(&mut self, height: Height, parent: BlockHash) -> Result<Option<Block>, NodeError> {
         let Some(key) = self.config.node_key.as_ref() else {
             return Ok(None);
@@ -1395,17 +1583,24 @@ impl<S: NodeStore> Node<S> {
             .store
             .header(&parent)?
             .ok_or_else(|| corrupt("the tip's header is missing"))?;
-        // The reward goes to the owner of our collateral; a member whose deregistration is
-        // already committed still serves out the epoch and is paid at its node key's address.
-        let owner = match self.store.collateral_of_node_key(&proposer)? {
-            Some(collateral) => {
-                self.store
-                    .registration(&collateral)?
-                    .ok_or_else(|| corrupt("a registration is missing"))?
-                    .owner
+        // From height 2 the block carries the certificate we committed the parent with; its
+        // signers are who the reward pays. Without it (or if it no longer verifies, which only
+        // a damaged store could cause) we cannot build a valid block.
+        let parent_commit = if height.get() >= 2 {
+            match self.store.certificate(tip.height)? {
+                Some(certificate) => Some(certificate),
+                None => return Ok(None),
             }
-            None => timecoin_primitives::Address::from_public_key(&proposer),
+        } else {
+            None
         };
+        let Ok(shares) = self.reward_shares(height, &proposer, parent_commit.as_ref())? else {
+            return Ok(None);
+        };
+        // The shares come from a verified certificate, so they are non-empty with positive
+        // weights and the split cannot fail.
+        let pay_reward =
+            |allowed| timecoin_ledger::split_reward(allowed, &shares).unwrap_or_default();
         let params = &self.config.params;
         let mut chosen = Vec::new();
         let mut bytes = 0usize;
@@ -1452,19 +1647,11 @@ impl<S: NodeStore> Node<S> {
             timestamp: Timestamp(self.now_ms.max(parent_header.timestamp.as_millis())),
             proposer,
             transactions: chosen,
+            parent_commit: parent_commit.clone(),
         };
         let block = build_block(
             template,
-            |allowed| {
-                if allowed.is_zero() {
-                    Vec::new()
-                } else {
-                    vec![TxOut {
-                        amount: allowed,
-                        address: owner,
-                    }]
-                }
-            },
+            pay_reward,
             &self.store,
             self.store.utxo_commitment(),
             &self.store,
@@ -1481,19 +1668,11 @@ impl<S: NodeStore> Node<S> {
                     timestamp: Timestamp(self.now_ms.max(parent_header.timestamp.as_millis())),
                     proposer,
                     transactions: Vec::new(),
+                    parent_commit,
                 };
                 Ok(build_block(
                     template,
-                    |allowed| {
-                        if allowed.is_zero() {
-                            Vec::new()
-                        } else {
-                            vec![TxOut {
-                                amount: allowed,
-                                address: owner,
-                            }]
-                        }
-                    },
+                    pay_reward,
                     &self.store,
                     self.store.utxo_commitment(),
                     &self.store,
@@ -1505,9 +1684,10 @@ impl<S: NodeStore> Node<S> {
     }
 
     /// Whether a proposed block may be voted for: signatures, every ledger rule against our
-    /// committed state (UTXO commitment included), no transaction conflicting with one we know
-    /// to be certified, and a timestamp not too far ahead of our clock.
-    fn judge(&self, block: &Block) -> Result<Result<(), String>, NodeError> {
+    /// committed state (UTXO commitment included), the parent certificate and the reward's
+    /// split over its signers, no transaction conflicting with one we know to be certified,
+    /// and a timestamp not too far ahead of our clock.
+    fn judge(&mut self, block: &Block) -> Result<Result<(), String>, NodeError> {
         let Some(tip) = self.store.tip() else {
             return Ok(Err("no chain".into()));
         };
@@ -1536,18 +1716,110 @@ impl<S: NodeStore> Node<S> {
         if let Err(error) = verify_block_signatures(block, self.config.params.network) {
             return Ok(Err(error.to_string()));
         }
-        match validate_block(
+        // The parent certificate first: a bad one is cheaper to refuse than the UTXO work.
+        let shares = match self.block_reward_shares(block)? {
+            Ok(shares) => shares,
+            Err(error) => return Ok(Err(error.to_string())),
+        };
+        let verdict = validate_block(
             block,
             &parent,
             &self.store,
             self.store.utxo_commitment(),
             &self.store,
             &self.config.params,
-        ) {
-            Ok(_) => Ok(Ok(())),
+        )
+        .and_then(|outcome| {
+            timecoin_ledger::check_reward_split(block, outcome.allowed_reward(), &shares)
+        });
+        match verdict {
+            Ok(()) => Ok(Ok(())),
             Err(LedgerError::Backend(error)) => Err(error.into()),
             Err(error) => Ok(Err(error.to_string())),
         }
+    }
+
+    /// The reward shares `block` must pay: its parent certificate checked against the block
+    /// (`check_parent_commit`) and then verified by [`Self::reward_shares`].
+    fn block_reward_shares(
+        &mut self,
+        block: &Block,
+    ) -> Result<Result<Vec<timecoin_ledger::RewardShare>, LedgerError>, NodeError> {
+        if let Err(error) = timecoin_ledger::check_parent_commit(block) {
+            return Ok(Err(error));
+        }
+        self.reward_shares(
+            block.header.height,
+            &block.header.proposer,
+            block.parent_commit.as_deref(),
+        )
+    }
+
+    /// Who the reward of the block at `height` pays (ADR 0009): the signers of the parent
+    /// certificate it carries, each with its weight in the parent epoch's committee and paid
+    /// at its collateral owner's address; at height 1, whose parent (genesis) has no
+    /// certificate, the proposer alone. `Ok(Err(_))`: the certificate does not verify against
+    /// that committee, or the proposer is not a member, so the block is invalid. The ledger
+    /// has already checked that the certificate names the parent (`check_parent_commit`).
+    fn reward_shares(
+        &mut self,
+        height: Height,
+        proposer: &timecoin_primitives::PublicKey,
+        parent_commit: Option<&CommitCertificate>,
+    ) -> Result<Result<Vec<timecoin_ledger::RewardShare>, LedgerError>, NodeError> {
+        let invalid = |reason: String| Ok(Err(LedgerError::InvalidParentCommit { reason }));
+        let Some(certificate) = parent_commit else {
+            let committee = self.committee(self.config.params.epoch_of(height))?;
+            let Some(member) = committee.member(proposer).copied() else {
+                return invalid(format!("the proposer {proposer} is not a committee member"));
+            };
+            let owner = self.collateral_owner(&member.collateral)?;
+            return Ok(Ok(vec![timecoin_ledger::RewardShare {
+                node_key: member.node_key,
+                weight: member.weight.get(),
+                owner,
+            }]));
+        };
+        let committee = self.committee(self.config.params.epoch_of(certificate.height))?;
+        if let Err(error) = verify_commit_certificate(&committee, certificate) {
+            return invalid(error.to_string());
+        }
+        let mut shares = Vec::with_capacity(certificate.votes.len());
+        for vote in certificate.votes.iter() {
+            let Some(member) = committee.member(&vote.voter).copied() else {
+                return invalid(format!("{} is not a committee member", vote.voter));
+            };
+            shares.push(timecoin_ledger::RewardShare {
+                node_key: member.node_key,
+                weight: member.weight.get(),
+                owner: self.collateral_owner(&member.collateral)?,
+            });
+        }
+        Ok(Ok(shares))
+    }
+
+    /// The owner of a committee member's collateral, who receives its rewards. A member whose
+    /// deregistration is already committed serves out its epoch and is still paid; its
+    /// registration has left the registry by then, so the owner is read from the collateral
+    /// output itself (a registration's owner is by definition that output's address).
+    fn collateral_owner(
+        &self,
+        collateral: &OutPoint,
+    ) -> Result<timecoin_primitives::Address, NodeError> {
+        if let Some(registration) = self.store.registration(collateral)? {
+            return Ok(registration.owner);
+        }
+        let location = self
+            .store
+            .transaction_location(&collateral.txid)?
+            .ok_or_else(|| corrupt("a committee member's collateral transaction is not indexed"))?;
+        let block = self.block_at(location.height)?;
+        block
+            .transactions
+            .get(location.position as usize)
+            .and_then(|transaction| transaction.body.outputs.get(collateral.index as usize))
+            .map(|output| output.address)
+            .ok_or_else(|| corrupt("a committee member's collateral output is missing"))
     }
 
     /// Applies a committed block: ledger rules through a change recorder, one durable store
@@ -1565,6 +1837,12 @@ impl<S: NodeStore> Node<S> {
             .store
             .header(&tip.hash)?
             .ok_or_else(|| corrupt("the tip's header is missing"))?;
+        // Whoever sent the block (consensus or a syncing peer), its parent certificate must
+        // verify and its reward follow the certificate's signers (ADR 0009).
+        let shares = match self.block_reward_shares(block)? {
+            Ok(shares) => shares,
+            Err(error) => return Ok(Err(error)),
+        };
         let mut commitment = self.store.utxo_commitment().clone();
         let (outcome, changes) = {
             let mut recorder = ChangeRecorder::new(&self.store);
@@ -1575,7 +1853,11 @@ impl<S: NodeStore> Node<S> {
                 &mut commitment,
                 &self.store,
                 &self.config.params,
-            ) {
+            )
+            .and_then(|outcome| {
+                timecoin_ledger::check_reward_split(block, outcome.allowed_reward(), &shares)
+                    .map(|()| outcome)
+            }) {
                 Ok(outcome) => outcome,
                 Err(LedgerError::Backend(error)) => return Err(error.into()),
                 Err(error) => return Ok(Err(error)),

@@ -23,6 +23,15 @@ pub trait NodeStore: ChainStore + ConsensusLog {
 
     /// The last saved block-consensus state (default if none was saved).
     fn load_bft_state(&self) -> Result<PersistedBftState, NodeError>;
+
+    /// Switches group commit: while on, the node's own records (votes, locks, the state slot,
+    /// certificates) may return before they are durable, and [`NodeStore::sync`] makes them
+    /// durable with one fsync. The node turns it on for one step and syncs before returning
+    /// the step's actions, so nothing a record enables leaves the node before it is durable.
+    fn set_group_commit(&mut self, on: bool);
+
+    /// Makes every write of the current group durable.
+    fn sync(&mut self) -> Result<(), NodeError>;
 }
 
 /// Any chain database: redb for the daemon, the in-memory disk for the simulator.
@@ -39,5 +48,14 @@ impl<B: KvBackend> NodeStore for ChainDb<B> {
                 NodeError::Corrupt(format!("the saved block-consensus state: {error}"))
             }),
         }
+    }
+
+    fn set_group_commit(&mut self, on: bool) {
+        ChainDb::set_group_commit(self, on);
+    }
+
+    fn sync(&mut self) -> Result<(), NodeError> {
+        ChainDb::sync(self)?;
+        Ok(())
     }
 }

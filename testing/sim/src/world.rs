@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use timecoin_consensus::FinalityCertificate;
 use timecoin_ledger::{
     ChainParams, GenesisAllocation, GenesisMasternode, GenesisSpec, ParamOverrides, build_genesis,
 };
@@ -25,6 +26,8 @@ type SimStore = ChainDb<MemoryBackend>;
 const NETWORK: Network = Network::Devnet;
 const GENESIS_MS: u64 = 1_767_225_600_000;
 const CLIENTS: usize = 6;
+/// Most inputs the simulator hands a node in one step.
+const MAX_STEP_INPUTS: usize = 64;
 const CLIENT_BALANCE_TIME: u64 = 100_000;
 const FEE_UNITS: u64 = 100_000;
 /// How long before the end clients stop sending new transactions, so the last ones can finish.
@@ -602,13 +605,30 @@ impl World {
                 }
                 self.report.messages.2 += 1;
                 self.before_delivery(to, from, &bytes)?;
-                self.step(
-                    to,
-                    Input::PeerMessage {
-                        peer: PeerId(from as u64),
-                        bytes,
-                    },
-                )
+                let mut inputs = vec![Input::PeerMessage {
+                    peer: PeerId(from as u64),
+                    bytes,
+                }];
+                // Whatever else reaches this node at the same instant is handled in the same
+                // step, as the daemon does with a busy queue: one group commit, merged relays.
+                let same_instant: Vec<(u64, u64)> = self
+                    .events
+                    .range((self.now, 0)..=(self.now, u64::MAX))
+                    .filter(|(_, event)| matches!(event, Event::Deliver { to: t, .. } if *t == to))
+                    .map(|(key, _)| *key)
+                    .take(MAX_STEP_INPUTS - 1)
+                    .collect();
+                for key in same_instant {
+                    if let Some(Event::Deliver { from, bytes, .. }) = self.events.remove(&key) {
+                        self.report.messages.2 += 1;
+                        self.before_delivery(to, from, &bytes)?;
+                        inputs.push(Input::PeerMessage {
+                            peer: PeerId(from as u64),
+                            bytes,
+                        });
+                    }
+                }
+                self.step_batch(to, inputs)
             }
             Event::Tick { node } => {
                 if self.nodes[node].pending_tick != Some(self.now) {
@@ -760,22 +780,26 @@ impl World {
     }
 
     fn step(&mut self, index: usize, input: Input) -> Result<(), Violation> {
+        self.step_batch(index, vec![input])
+    }
+
+    /// One step of a node: a tick to the current time, then `inputs`, handled as one batch.
+    fn step_batch(&mut self, index: usize, inputs: Vec<Input>) -> Result<(), Violation> {
         let now = self.now + self.nodes[index].skew_ms;
         let Some(node) = self.nodes[index].node.as_mut() else {
             return Ok(());
         };
-        let mut actions = Vec::new();
-        if !matches!(input, Input::Tick { .. }) {
-            actions.extend(
-                node.handle(Input::Tick { now_ms: now })
-                    .map_err(|e| Violation(format!("node {index} failed: {e}")))?,
-            );
+        let mut batch = Vec::with_capacity(inputs.len() + 1);
+        if !inputs
+            .iter()
+            .all(|input| matches!(input, Input::Tick { .. }))
+        {
+            batch.push(Input::Tick { now_ms: now });
         }
-        let node = self.nodes[index].node.as_mut().expect("still running");
-        actions.extend(
-            node.handle(input)
-                .map_err(|e| Violation(format!("node {index} failed: {e}")))?,
-        );
+        batch.extend(inputs);
+        let actions = node
+            .handle_batch(batch)
+            .map_err(|e| Violation(format!("node {index} failed: {e}")))?;
         self.perform(index, actions)
     }
 
@@ -952,11 +976,18 @@ impl World {
                     ))
                 })?;
         }
-        if let NodeMessage::Certified {
-            transaction,
-            certificate,
-        } = &message
-        {
+        let certified: Vec<(&Transaction, &FinalityCertificate)> = match &message {
+            NodeMessage::Certified {
+                transaction,
+                certificate,
+            } => vec![(transaction, certificate)],
+            NodeMessage::CertifiedMany(batch) => batch
+                .iter()
+                .map(|item| (&item.transaction, &item.certificate))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (transaction, certificate) in certified {
             let node = self.nodes[from].node.as_mut().expect("running");
             if let Ok(committee) = node.committee(certificate.epoch)
                 && certificate.verify(&committee).is_ok()
