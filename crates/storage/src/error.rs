@@ -40,6 +40,19 @@ pub enum StorageError {
         /// The newest version this build understands.
         supported: u32,
     },
+    /// The data directory was written by an older version whose layout this build cannot
+    /// read (there is no in-place upgrade yet).
+    #[error(
+        "the database has schema version {found}, but this node reads only version {supported} \
+         (block layout changed). hint: move the old chain database aside and let the node sync \
+         again, or run the older release"
+    )]
+    OlderVersion {
+        /// The version on disk.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
     /// The data directory belongs to a different network or chain.
     #[error(
         "the database belongs to {stored_network} with genesis {stored_genesis}, but the node is \

@@ -34,8 +34,10 @@ use crate::types::{
 /// Most outpoints one [`ChainDb::prefetch_utxos`] call reads.
 pub const MAX_PREFETCH: usize = 200_000;
 
-/// The database layout this build writes. A database with a higher version is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The database layout this build writes. A database with another version is refused:
+/// version 2 stores blocks that carry their parent's commit certificate (ADR 0009), which
+/// version 1 bodies cannot be decoded as.
+pub const SCHEMA_VERSION: u32 = 2;
 
 mod meta {
     pub const SCHEMA_VERSION: &[u8] = b"schema_version";
@@ -477,6 +479,12 @@ impl<B: KvBackend> ChainDb<B> {
         let version: u32 = decode_stored(&version, "the schema version")?;
         if version > SCHEMA_VERSION {
             return Err(StorageError::NewerVersion {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version < SCHEMA_VERSION {
+            return Err(StorageError::OlderVersion {
                 found: version,
                 supported: SCHEMA_VERSION,
             });

@@ -11,7 +11,7 @@ use timecoin_primitives::{
 use timecoin_storage::testing::{TestBlock, TestChain};
 use timecoin_storage::{
     ChainDb, ChainStore, ConsensusLog, ConsensusRecord, Fault, KvBackend, LogKey, LogOutcome,
-    MemoryBackend, RedbChainDb, StorageError, Table, WriteBatch,
+    MemoryBackend, RedbChainDb, SCHEMA_VERSION, StorageError, Table, WriteBatch,
 };
 
 const SMALL_CACHE: usize = 64 << 10;
@@ -160,6 +160,25 @@ fn overwrite_meta(path: &std::path::Path, key: &[u8], value: Vec<u8>) {
 }
 
 #[test]
+fn open_refuses_a_database_from_an_older_layout() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let chain = redb_with_chain(&path);
+    overwrite_meta(&path, b"schema_version", borsh::to_vec(&1u32).unwrap());
+    let error = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap_err();
+    assert!(
+        matches!(error, StorageError::OlderVersion { found: 1, supported } if supported == SCHEMA_VERSION),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("hint: move the old chain database aside"),
+        "{error}"
+    );
+}
+
+#[test]
 fn open_refuses_a_database_from_a_newer_version() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("chain.redb");
@@ -171,7 +190,7 @@ fn open_refuses_a_database_from_a_newer_version() {
             error,
             StorageError::NewerVersion {
                 found: 99,
-                supported: 1
+                supported: SCHEMA_VERSION
             }
         ),
         "{error}"
