@@ -300,6 +300,21 @@ impl<S: NodeStore> Node<S> {
             now_ms,
         })?;
         node.run_bft(effects, &mut actions)?;
+        // Certified transactions not yet in a block were final before the restart and stay
+        // final; those a block settled meanwhile are dropped.
+        let mut included = Vec::new();
+        node.store.set_group_commit(true);
+        for stored in node.store.load_finals()? {
+            let txid = stored.transaction.txid();
+            if node.store.transaction_location(&txid)?.is_some() {
+                included.push(txid);
+                continue;
+            }
+            node.on_certificate(stored.transaction, stored.certificate, None, &mut actions)?;
+        }
+        node.store.forget_finals(&included)?;
+        node.store.set_group_commit(false);
+        node.store.sync()?;
         node.schedule(&mut actions);
         Ok((node, actions))
     }
@@ -1319,6 +1334,10 @@ impl<S: NodeStore> Node<S> {
             },
             next,
         );
+        self.store.save_final(&CertifiedTransaction {
+            transaction: transaction.clone(),
+            certificate: certificate.clone(),
+        })?;
         let latency_ms = self
             .first_seen
             .remove(&txid)
@@ -1883,9 +1902,12 @@ impl<S: NodeStore> Node<S> {
         // Pools: included transactions leave, and so does anything conflicting with them.
         self.mempool.remove_for_block(block);
         let mut finality_effects = Vec::new();
+        let mut settled = Vec::new();
         for transaction in block.transactions.iter().skip(1) {
             let txid = transaction.txid();
-            self.certified.remove(&txid);
+            if self.certified.remove(&txid).is_some() {
+                settled.push(txid);
+            }
             self.own_votes.remove(&txid);
             self.first_seen.remove(&txid);
             self.awaiting_certified.remove(&txid);
@@ -1894,12 +1916,15 @@ impl<S: NodeStore> Node<S> {
                     && other != txid
                 {
                     self.certified.remove(&other);
+                    settled.push(other);
                 }
             }
             if let Ok(effects) = self.finality.handle(FinalityInput::Included { txid }) {
                 finality_effects.extend(effects);
             }
         }
+        // A crash before this lands leaves stale records, which the next start drops.
+        self.store.forget_finals(&settled)?;
         self.own_bft.clear();
         actions.push(Action::Event(NodeEvent::BlockCommitted {
             height,

@@ -8,10 +8,11 @@
 //! store itself refuses a second, different statement for the same slot.
 
 use timecoin_consensus::PersistedBftState;
-use timecoin_primitives::{decode, encode};
+use timecoin_primitives::{Txid, decode, encode};
 use timecoin_storage::{ChainDb, ChainStore, ConsensusLog, KvBackend};
 
 use crate::error::NodeError;
+use crate::message::CertifiedTransaction;
 
 /// The name of the block-consensus state slot.
 const BFT_STATE: &str = "bft_state_v1";
@@ -32,7 +33,19 @@ pub trait NodeStore: ChainStore + ConsensusLog {
 
     /// Makes every write of the current group durable.
     fn sync(&mut self) -> Result<(), NodeError>;
+
+    /// Stores a certified transaction not yet in a block, with its certificate.
+    fn save_final(&mut self, certified: &CertifiedTransaction) -> Result<(), NodeError>;
+
+    /// Forgets stored certified transactions (a block holds them now).
+    fn forget_finals(&mut self, txids: &[Txid]) -> Result<(), NodeError>;
+
+    /// The stored certified transactions, at most [`MAX_STORED_FINALS`].
+    fn load_finals(&self) -> Result<Vec<CertifiedTransaction>, NodeError>;
 }
+
+/// Most certified-but-unblocked transactions read back at startup (as many as the node keeps).
+pub const MAX_STORED_FINALS: usize = crate::certified::MAX_CERTIFIED_UNBLOCKED;
 
 /// Any chain database: redb for the daemon, the in-memory disk for the simulator.
 impl<B: KvBackend> NodeStore for ChainDb<B> {
@@ -57,5 +70,32 @@ impl<B: KvBackend> NodeStore for ChainDb<B> {
     fn sync(&mut self) -> Result<(), NodeError> {
         ChainDb::sync(self)?;
         Ok(())
+    }
+
+    fn save_final(&mut self, certified: &CertifiedTransaction) -> Result<(), NodeError> {
+        self.put_final(&certified.transaction.txid(), &encode(certified))?;
+        Ok(())
+    }
+
+    fn forget_finals(&mut self, txids: &[Txid]) -> Result<(), NodeError> {
+        self.remove_final(txids)?;
+        Ok(())
+    }
+
+    fn load_finals(&self) -> Result<Vec<CertifiedTransaction>, NodeError> {
+        self.finals(MAX_STORED_FINALS)?
+            .into_iter()
+            .map(|(txid, bytes)| {
+                let certified: CertifiedTransaction = decode(&bytes).map_err(|error| {
+                    NodeError::Corrupt(format!("the stored certified transaction {txid}: {error}"))
+                })?;
+                if certified.transaction.txid() != txid {
+                    return Err(NodeError::Corrupt(format!(
+                        "the stored certified transaction under {txid} has another txid"
+                    )));
+                }
+                Ok(certified)
+            })
+            .collect()
     }
 }

@@ -307,3 +307,86 @@ fn a_lone_masternode_finalizes_commits_and_survives_a_crash() {
     assert!(node.tip_height().get() > tip.get() + 1);
     node.store().verify_utxo_set().unwrap();
 }
+
+#[test]
+fn a_certified_payment_not_yet_in_a_block_survives_a_crash() {
+    let (genesis, params) = genesis();
+    let disk = MemoryBackend::new();
+    let mut now = START_MS + 1_000;
+    let (mut node, _) = open(disk.clone(), &genesis, &params, now);
+    run_until(&mut node, &mut now, START_MS + 3_000);
+    let coin = OutPoint {
+        txid: genesis.transactions[0].txid(),
+        index: 0,
+    };
+    let balance = genesis.transactions[0].body.outputs[0].amount;
+    let payment = pay(
+        coin,
+        balance,
+        &key(1),
+        &key(2),
+        Amount::from_time(5).unwrap(),
+    );
+    let actions = node
+        .handle(Input::Command {
+            id: RequestId(1),
+            command: Command::SubmitTransaction(payment.clone()),
+        })
+        .unwrap();
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Event(NodeEvent::TransactionFinalized { .. })))
+    );
+    let tip = node.tip_height();
+
+    // Crash before any block includes it: it was reported final, so it must still be.
+    drop(node);
+    let (mut node, _) = open(disk.crash(), &genesis, &params, now);
+    assert_eq!(node.tip_height(), tip, "no block may have come in between");
+    let status = |node: &mut Node<ChainDb<MemoryBackend>>| {
+        let actions = node
+            .handle(Input::Command {
+                id: RequestId(2),
+                command: Command::TransactionStatus(payment.txid()),
+            })
+            .unwrap();
+        reply(&actions)
+    };
+    assert!(
+        matches!(
+            status(&mut node),
+            Reply::TransactionStatus(TxStatus::Certified(_))
+        ),
+        "{:?}",
+        status(&mut node)
+    );
+    assert_eq!(node.store().finals(10).unwrap().len(), 1);
+    // A conflicting spend is refused after the restart too.
+    let conflict = pay(
+        coin,
+        balance,
+        &key(1),
+        &key(4),
+        Amount::from_time(7).unwrap(),
+    );
+    let actions = node
+        .handle(Input::Command {
+            id: RequestId(3),
+            command: Command::SubmitTransaction(conflict),
+        })
+        .unwrap();
+    assert!(matches!(
+        reply(&actions),
+        Reply::Submitted(SubmitOutcome::Rejected(_))
+    ));
+
+    // The next block includes it, and the stored record goes.
+    let until = now + 2_000;
+    run_until(&mut node, &mut now, until);
+    assert!(matches!(
+        status(&mut node),
+        Reply::TransactionStatus(TxStatus::Included { .. })
+    ));
+    assert!(node.store().finals(10).unwrap().is_empty());
+}

@@ -30,11 +30,14 @@ pub enum Table {
     Masternodes,
     /// Encoded consensus-log key → this node's signed record.
     ConsensusLog,
+    /// Txid → a certified transaction not yet in a block, with its finality certificate
+    /// (encoded by the node): final, so it must survive a restart of every node.
+    Final,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Meta,
         Table::Headers,
         Table::Bodies,
@@ -46,6 +49,7 @@ impl Table {
         Table::AddressIndex,
         Table::Masternodes,
         Table::ConsensusLog,
+        Table::Final,
     ];
 
     /// The table's name in the database file.
@@ -62,6 +66,7 @@ impl Table {
             Table::AddressIndex => "address_index",
             Table::Masternodes => "masternodes",
             Table::ConsensusLog => "consensus_log",
+            Table::Final => "final_unblocked",
         }
     }
 }

@@ -894,6 +894,43 @@ impl<B: KvBackend> ChainDb<B> {
             .map_err(|error| self.halt(error))
     }
 
+    /// Stores a certified transaction that is not in a block yet (`record` is the node's
+    /// encoding of it with its certificate), so that finality survives a restart of every
+    /// node. Deferred in group-commit mode, like the consensus log.
+    pub fn put_final(&mut self, txid: &Txid, record: &[u8]) -> Result<()> {
+        self.check_not_halted()?;
+        let mut batch = WriteBatch::new();
+        batch.put(Table::Final, txid.as_bytes().to_vec(), record.to_vec());
+        self.commit_record_batch(&batch)
+    }
+
+    /// Forgets stored certified transactions (they are in a block now).
+    pub fn remove_final(&mut self, txids: &[Txid]) -> Result<()> {
+        self.check_not_halted()?;
+        if txids.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        for txid in txids {
+            batch.delete(Table::Final, txid.as_bytes().to_vec());
+        }
+        self.commit_record_batch(&batch)
+    }
+
+    /// Up to `limit` stored certified transactions, in txid order.
+    pub fn finals(&self, limit: usize) -> Result<Vec<(Txid, Vec<u8>)>> {
+        self.backend
+            .scan(Table::Final, &[], None, limit)?
+            .into_iter()
+            .map(|(key, value)| {
+                let bytes: [u8; 32] = key
+                    .try_into()
+                    .map_err(|_| corrupt("a stored certified transaction's key is not a txid"))?;
+                Ok((Txid(Hash32(bytes)), value))
+            })
+            .collect()
+    }
+
     /// Reports the duration of every durable commit to `observer` from now on.
     pub fn set_commit_observer(&mut self, observer: CommitObserver) {
         self.commit_observer = Some(observer);
