@@ -46,6 +46,7 @@ pub mod io;
 pub mod message;
 pub mod node;
 pub mod store;
+pub mod testing;
 
 pub use certified::{CertifiedEntry, CertifiedPool, CertifiedView};
 pub use error::NodeError;

@@ -5,64 +5,18 @@
 
 use timecoin_consensus::signing::statement_message;
 use timecoin_consensus::{Phase, Slot};
-use timecoin_ledger::{
-    BlockTemplate, ChainParams, GenesisAllocation, GenesisMasternode, GenesisSpec, ParamOverrides,
-    build_block, build_genesis,
-};
-use timecoin_node::{
-    Action, CertifiedBlock, Input, Node, NodeConfig, NodeEvent, NodeMessage, PeerId, init_store,
-};
+use timecoin_ledger::{BlockTemplate, ChainParams, build_block};
+use timecoin_node::testing::{NETWORK, START_MS, TestNode, address, genesis, key, open_on};
+use timecoin_node::{Action, CertifiedBlock, Input, NodeEvent, NodeMessage, PeerId};
 use timecoin_primitives::{
-    Address, Block, BoundedVec, CommitCertificate, CommitVote, Height, Network, SecretKey,
-    Timestamp, TxOut,
+    Address, Block, BoundedVec, CommitCertificate, CommitVote, Height, SecretKey, Timestamp, TxOut,
 };
-use timecoin_storage::{ChainDb, ChainStore, MemoryBackend, StoreConfig};
+use timecoin_storage::{ChainStore, MemoryBackend};
 
-const NETWORK: Network = Network::Devnet;
-const START_MS: u64 = 1_767_225_600_000;
 const PEER: PeerId = PeerId(7);
 
-type TestNode = Node<ChainDb<MemoryBackend>>;
-
-fn key(seed: u8) -> SecretKey {
-    SecretKey::from_bytes([seed; 32])
-}
-
-fn address(key: &SecretKey) -> Address {
-    Address::from_public_key(&key.public_key())
-}
-
-/// One Bronze masternode (node key 200, collateral owned by key 201).
-fn genesis() -> (Block, ChainParams) {
-    let spec = GenesisSpec {
-        network: "devnet".into(),
-        timestamp_ms: START_MS,
-        allocations: vec![GenesisAllocation {
-            address: address(&key(1)).encode(NETWORK),
-            amount: "5000".into(),
-        }],
-        masternodes: vec![GenesisMasternode {
-            owner: address(&key(201)).encode(NETWORK),
-            node_key: key(200).public_key().to_string(),
-            tier: "bronze".into(),
-            network_address: "/ip4/127.0.0.1/tcp/24100".into(),
-        }],
-        overrides: Some(ParamOverrides {
-            epoch_length_blocks: Some(4),
-            ..ParamOverrides::default()
-        }),
-    };
-    build_genesis(&spec).unwrap()
-}
-
 fn open(genesis: &Block, params: &ChainParams, node_key: Option<SecretKey>) -> TestNode {
-    let mut config = StoreConfig::new(NETWORK, genesis.hash());
-    config.cache_bytes = 1 << 20;
-    let mut store = ChainDb::open(MemoryBackend::new(), config).unwrap();
-    init_store(&mut store, genesis, params).unwrap();
-    Node::open(store, NodeConfig::new(params.clone(), node_key), START_MS)
-        .unwrap()
-        .0
+    open_on(MemoryBackend::new(), genesis, params, node_key, START_MS).0
 }
 
 /// The masternode alone, after it has committed at least `blocks` blocks.
@@ -159,7 +113,7 @@ fn block_two(
 
 #[test]
 fn the_reward_goes_to_the_signers_of_the_parent_certificate() {
-    let (genesis, params) = genesis();
+    let (genesis, params) = genesis(Some(4));
     let masternode = masternode_chain(&genesis, &params, 3);
     let blocks: Vec<CertifiedBlock> = (1..=3).map(|h| certified(&masternode, h)).collect();
 
@@ -194,7 +148,7 @@ fn the_reward_goes_to_the_signers_of_the_parent_certificate() {
 
 #[test]
 fn a_block_paying_someone_else_is_refused_from_sync() {
-    let (genesis, params) = genesis();
+    let (genesis, params) = genesis(Some(4));
     let masternode = masternode_chain(&genesis, &params, 1);
     let mut observer = open(&genesis, &params, None);
     sync(&mut observer, vec![certified(&masternode, 1)]);
@@ -224,7 +178,7 @@ fn a_block_paying_someone_else_is_refused_from_sync() {
 
 #[test]
 fn a_block_with_a_forged_parent_certificate_is_refused_from_sync() {
-    let (genesis, params) = genesis();
+    let (genesis, params) = genesis(Some(4));
     let masternode = masternode_chain(&genesis, &params, 1);
     let mut observer = open(&genesis, &params, None);
     sync(&mut observer, vec![certified(&masternode, 1)]);

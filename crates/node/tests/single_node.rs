@@ -2,109 +2,35 @@
 //! instant finality, a dependent payment before any block, block commit, queries, malformed
 //! input, and a crash that loses everything not yet durable.
 
-use timecoin_ledger::{
-    GenesisAllocation, GenesisMasternode, GenesisSpec, ParamOverrides, build_genesis,
+use timecoin_node::testing::{
+    FUNDED_SEED, MASTERNODE_SEED, START_MS, TestNode, address, command, genesis, genesis_coin, key,
+    open_on, pay, reply,
 };
 use timecoin_node::{
-    Action, Command, Input, Node, NodeConfig, NodeEvent, NodeMessage, PeerId, Reply, RequestId,
-    SubmitOutcome, TxStatus, init_store,
+    Action, Command, Input, NodeEvent, NodeMessage, PeerId, Reply, RequestId, SubmitOutcome,
+    TxStatus,
 };
-use timecoin_primitives::{
-    Address, Amount, Block, BoundedVec, Height, Network, OutPoint, SecretKey, Transaction, TxBody,
-    TxInput, TxKind, TxOut,
-};
-use timecoin_storage::{ChainDb, ChainStore, MemoryBackend, StoreConfig};
+use timecoin_primitives::{Amount, Height, OutPoint, Transaction, Txid};
+use timecoin_storage::MemoryBackend;
 
-const NETWORK: Network = Network::Devnet;
-const START_MS: u64 = 1_767_225_600_000;
-
-fn key(seed: u8) -> SecretKey {
-    SecretKey::from_bytes([seed; 32])
+fn open(disk: MemoryBackend, now: u64) -> TestNode {
+    let (genesis, params) = genesis(Some(4));
+    open_on(disk, &genesis, &params, Some(key(MASTERNODE_SEED)), now).0
 }
 
-fn address(key: &SecretKey) -> Address {
-    Address::from_public_key(&key.public_key())
+fn status(node: &mut TestNode, txid: Txid) -> Reply {
+    command(node, Command::TransactionStatus(txid))
 }
 
-fn genesis() -> (Block, timecoin_ledger::ChainParams) {
-    let spec = GenesisSpec {
-        network: "devnet".into(),
-        timestamp_ms: START_MS,
-        allocations: vec![GenesisAllocation {
-            address: address(&key(1)).encode(NETWORK),
-            amount: "5000".into(),
-        }],
-        masternodes: vec![GenesisMasternode {
-            owner: address(&key(201)).encode(NETWORK),
-            node_key: key(200).public_key().to_string(),
-            tier: "bronze".into(),
-            network_address: "/ip4/127.0.0.1/tcp/24100".into(),
-        }],
-        overrides: Some(ParamOverrides {
-            epoch_length_blocks: Some(4),
-            ..ParamOverrides::default()
-        }),
-    };
-    build_genesis(&spec).unwrap()
+fn submit(node: &mut TestNode, transaction: &Transaction) -> Vec<Action> {
+    node.handle(Input::Command {
+        id: RequestId(1),
+        command: Command::SubmitTransaction(transaction.clone()),
+    })
+    .unwrap()
 }
 
-fn open(
-    disk: MemoryBackend,
-    genesis: &Block,
-    params: &timecoin_ledger::ChainParams,
-    now: u64,
-) -> (Node<ChainDb<MemoryBackend>>, Vec<Action>) {
-    let mut config = StoreConfig::new(NETWORK, genesis.hash());
-    config.cache_bytes = 1 << 20;
-    let mut store = ChainDb::open(disk, config).unwrap();
-    if store.tip().is_none() {
-        init_store(&mut store, genesis, params).unwrap();
-    }
-    Node::open(store, NodeConfig::new(params.clone(), Some(key(200))), now).unwrap()
-}
-
-fn pay(
-    coin: OutPoint,
-    amount: Amount,
-    owner: &SecretKey,
-    to: &SecretKey,
-    value: Amount,
-) -> Transaction {
-    let fee = Amount::from_units(100_000).unwrap();
-    let change = amount.checked_sub(value).unwrap().checked_sub(fee).unwrap();
-    let body = TxBody {
-        kind: TxKind::Transfer,
-        inputs: BoundedVec::new(vec![TxInput {
-            prevout: coin,
-            public_key: owner.public_key(),
-        }])
-        .unwrap(),
-        outputs: BoundedVec::new(vec![
-            TxOut {
-                amount: value,
-                address: address(to),
-            },
-            TxOut {
-                amount: change,
-                address: address(owner),
-            },
-        ])
-        .unwrap(),
-    };
-    Transaction::sign(body, &[owner], None, NETWORK).unwrap()
-}
-
-fn reply(actions: &[Action]) -> Reply {
-    actions
-        .iter()
-        .find_map(|action| match action {
-            Action::Reply { reply, .. } => Some(reply.clone()),
-            _ => None,
-        })
-        .expect("a reply")
-}
-
-fn run_until(node: &mut Node<ChainDb<MemoryBackend>>, now: &mut u64, until: u64) -> Vec<NodeEvent> {
+fn run_until(node: &mut TestNode, now: &mut u64, until: u64) -> Vec<NodeEvent> {
     let mut events = Vec::new();
     while *now < until {
         *now += 100;
@@ -119,10 +45,9 @@ fn run_until(node: &mut Node<ChainDb<MemoryBackend>>, now: &mut u64, until: u64)
 
 #[test]
 fn a_lone_masternode_finalizes_commits_and_survives_a_crash() {
-    let (genesis, params) = genesis();
     let disk = MemoryBackend::new();
     let mut now = START_MS + 1_000;
-    let (mut node, _) = open(disk.clone(), &genesis, &params, now);
+    let mut node = open(disk.clone(), now);
 
     // Blocks commit on their own, one per interval.
     let events = run_until(&mut node, &mut now, START_MS + 5_000);
@@ -133,24 +58,16 @@ fn a_lone_masternode_finalizes_commits_and_survives_a_crash() {
     assert!(committed >= 2, "{events:?}");
 
     // A payment is final at once (quorum 1), and its output can be spent before any block.
-    let coin = OutPoint {
-        txid: genesis.transactions[0].txid(),
-        index: 0,
-    };
-    let balance = genesis.transactions[0].body.outputs[0].amount;
+    let (coin, balance) = genesis_coin(&genesis(Some(4)).0);
+    let funded = key(FUNDED_SEED);
     let first = pay(
         coin,
         balance,
-        &key(1),
+        &funded,
         &key(2),
         Amount::from_time(1_000).unwrap(),
     );
-    let actions = node
-        .handle(Input::Command {
-            id: RequestId(1),
-            command: Command::SubmitTransaction(first.clone()),
-        })
-        .unwrap();
+    let actions = submit(&mut node, &first);
     assert_eq!(
         reply(&actions),
         Reply::Submitted(SubmitOutcome::Accepted(first.txid()))
@@ -160,34 +77,23 @@ fn a_lone_masternode_finalizes_commits_and_survives_a_crash() {
             .iter()
             .any(|a| matches!(a, Action::Event(NodeEvent::TransactionFinalized { .. })))
     );
+    let child_coin = OutPoint {
+        txid: first.txid(),
+        index: 0,
+    };
     let child = pay(
-        OutPoint {
-            txid: first.txid(),
-            index: 0,
-        },
+        child_coin,
         first.body.outputs[0].amount,
         &key(2),
         &key(3),
         Amount::from_time(10).unwrap(),
     );
-    let actions = node
-        .handle(Input::Command {
-            id: RequestId(2),
-            command: Command::SubmitTransaction(child.clone()),
-        })
-        .unwrap();
     assert_eq!(
-        reply(&actions),
+        reply(&submit(&mut node, &child)),
         Reply::Submitted(SubmitOutcome::Accepted(child.txid()))
     );
-    let actions = node
-        .handle(Input::Command {
-            id: RequestId(3),
-            command: Command::TransactionStatus(child.txid()),
-        })
-        .unwrap();
     assert!(matches!(
-        reply(&actions),
+        status(&mut node, child.txid()),
         Reply::TransactionStatus(TxStatus::Certified(_))
     ));
 
@@ -195,18 +101,12 @@ fn a_lone_masternode_finalizes_commits_and_survives_a_crash() {
     let conflict = pay(
         coin,
         balance,
-        &key(1),
+        &funded,
         &key(4),
         Amount::from_time(7).unwrap(),
     );
-    let actions = node
-        .handle(Input::Command {
-            id: RequestId(4),
-            command: Command::SubmitTransaction(conflict),
-        })
-        .unwrap();
     assert!(matches!(
-        reply(&actions),
+        reply(&submit(&mut node, &conflict)),
         Reply::Submitted(SubmitOutcome::Rejected(_))
     ));
 
@@ -214,31 +114,22 @@ fn a_lone_masternode_finalizes_commits_and_survives_a_crash() {
     let until = now + 2_000;
     run_until(&mut node, &mut now, until);
     for txid in [first.txid(), child.txid()] {
-        let actions = node
-            .handle(Input::Command {
-                id: RequestId(5),
-                command: Command::TransactionStatus(txid),
-            })
-            .unwrap();
         assert!(
             matches!(
-                reply(&actions),
+                status(&mut node, txid),
                 Reply::TransactionStatus(TxStatus::Included { .. })
             ),
             "{txid}"
         );
     }
-    let actions = node
-        .handle(Input::Command {
-            id: RequestId(6),
-            command: Command::UtxosByAddress {
-                address: address(&key(3)),
-                limit: 10,
-            },
-        })
-        .unwrap();
-    let Reply::Utxos(utxos) = reply(&actions) else {
-        panic!()
+    let Reply::Utxos(utxos) = command(
+        &mut node,
+        Command::UtxosByAddress {
+            address: address(&key(3)),
+            limit: 10,
+        },
+    ) else {
+        panic!("not a UTXO reply")
     };
     assert_eq!(utxos.len(), 1);
     assert_eq!(utxos[0].1.output.amount, Amount::from_time(10).unwrap());
@@ -289,17 +180,10 @@ fn a_lone_masternode_finalizes_commits_and_survives_a_crash() {
     // Crash: the restarted node has every committed block and goes on committing.
     let tip = node.tip_height();
     drop(node);
-    let restarted_disk = disk.crash();
-    let (mut node, _) = open(restarted_disk, &genesis, &params, now);
+    let mut node = open(disk.crash(), now);
     assert_eq!(node.tip_height(), tip);
-    let actions = node
-        .handle(Input::Command {
-            id: RequestId(7),
-            command: Command::TransactionStatus(child.txid()),
-        })
-        .unwrap();
     assert!(matches!(
-        reply(&actions),
+        status(&mut node, child.txid()),
         Reply::TransactionStatus(TxStatus::Included { .. })
     ));
     let until = now + 3_000;
@@ -310,29 +194,20 @@ fn a_lone_masternode_finalizes_commits_and_survives_a_crash() {
 
 #[test]
 fn a_certified_payment_not_yet_in_a_block_survives_a_crash() {
-    let (genesis, params) = genesis();
     let disk = MemoryBackend::new();
     let mut now = START_MS + 1_000;
-    let (mut node, _) = open(disk.clone(), &genesis, &params, now);
+    let mut node = open(disk.clone(), now);
     run_until(&mut node, &mut now, START_MS + 3_000);
-    let coin = OutPoint {
-        txid: genesis.transactions[0].txid(),
-        index: 0,
-    };
-    let balance = genesis.transactions[0].body.outputs[0].amount;
+    let (coin, balance) = genesis_coin(&genesis(Some(4)).0);
+    let funded = key(FUNDED_SEED);
     let payment = pay(
         coin,
         balance,
-        &key(1),
+        &funded,
         &key(2),
         Amount::from_time(5).unwrap(),
     );
-    let actions = node
-        .handle(Input::Command {
-            id: RequestId(1),
-            command: Command::SubmitTransaction(payment.clone()),
-        })
-        .unwrap();
+    let actions = submit(&mut node, &payment);
     assert!(
         actions
             .iter()
@@ -342,42 +217,24 @@ fn a_certified_payment_not_yet_in_a_block_survives_a_crash() {
 
     // Crash before any block includes it: it was reported final, so it must still be.
     drop(node);
-    let (mut node, _) = open(disk.crash(), &genesis, &params, now);
+    let mut node = open(disk.crash(), now);
     assert_eq!(node.tip_height(), tip, "no block may have come in between");
-    let status = |node: &mut Node<ChainDb<MemoryBackend>>| {
-        let actions = node
-            .handle(Input::Command {
-                id: RequestId(2),
-                command: Command::TransactionStatus(payment.txid()),
-            })
-            .unwrap();
-        reply(&actions)
-    };
+    let certified = status(&mut node, payment.txid());
     assert!(
-        matches!(
-            status(&mut node),
-            Reply::TransactionStatus(TxStatus::Certified(_))
-        ),
-        "{:?}",
-        status(&mut node)
+        matches!(certified, Reply::TransactionStatus(TxStatus::Certified(_))),
+        "{certified:?}"
     );
     assert_eq!(node.store().finals(10).unwrap().len(), 1);
     // A conflicting spend is refused after the restart too.
     let conflict = pay(
         coin,
         balance,
-        &key(1),
+        &funded,
         &key(4),
         Amount::from_time(7).unwrap(),
     );
-    let actions = node
-        .handle(Input::Command {
-            id: RequestId(3),
-            command: Command::SubmitTransaction(conflict),
-        })
-        .unwrap();
     assert!(matches!(
-        reply(&actions),
+        reply(&submit(&mut node, &conflict)),
         Reply::Submitted(SubmitOutcome::Rejected(_))
     ));
 
@@ -385,7 +242,7 @@ fn a_certified_payment_not_yet_in_a_block_survives_a_crash() {
     let until = now + 2_000;
     run_until(&mut node, &mut now, until);
     assert!(matches!(
-        status(&mut node),
+        status(&mut node, payment.txid()),
         Reply::TransactionStatus(TxStatus::Included { .. })
     ));
     assert!(node.store().finals(10).unwrap().is_empty());

@@ -102,118 +102,34 @@ impl<S: NodeStore> Node<S> {
 
 #[cfg(test)]
 mod tests {
-    use timecoin_ledger::{
-        ChainParams, GenesisAllocation, GenesisMasternode, GenesisSpec, ParamOverrides,
-        build_genesis,
-    };
-    use timecoin_primitives::{
-        Address, Amount, Block, BlockHash, BoundedVec, Hash32, Network, OutPoint, SecretKey,
-        TxBody, TxInput, TxKind, TxOut,
-    };
-    use timecoin_storage::{ChainDb, MemoryBackend, StoreConfig};
+    use timecoin_primitives::{Amount, BlockHash, Hash32, OutPoint, SecretKey};
+    use timecoin_storage::MemoryBackend;
 
     use super::*;
-    use crate::{
-        Action, Command, Input, NodeConfig, NodeMessage, PeerId, Reply, RequestId, SubmitOutcome,
-        init_store,
+    use crate::testing::{
+        FEE_UNITS, MASTERNODE_SEED, START_MS, TestNode, command, genesis, genesis_coin, key,
+        open_on,
     };
-
-    const NETWORK: Network = Network::Devnet;
-    const START_MS: u64 = 1_767_225_600_000;
-    const FEE_UNITS: u64 = 100_000;
-
-    type TestNode = Node<ChainDb<MemoryBackend>>;
-
-    fn key(seed: u8) -> SecretKey {
-        SecretKey::from_bytes([seed; 32])
-    }
-
-    fn address(key: &SecretKey) -> Address {
-        Address::from_public_key(&key.public_key())
-    }
-
-    fn genesis() -> (Block, ChainParams) {
-        let spec = GenesisSpec {
-            network: "devnet".into(),
-            timestamp_ms: START_MS,
-            allocations: vec![GenesisAllocation {
-                address: address(&key(1)).encode(NETWORK),
-                amount: "5000".into(),
-            }],
-            masternodes: vec![GenesisMasternode {
-                owner: address(&key(201)).encode(NETWORK),
-                node_key: key(200).public_key().to_string(),
-                tier: "bronze".into(),
-                network_address: "/ip4/127.0.0.1/tcp/24100".into(),
-            }],
-            overrides: Some(ParamOverrides::default()),
-        };
-        build_genesis(&spec).unwrap()
-    }
+    use crate::{Command, Input, NodeMessage, PeerId, Reply, SubmitOutcome};
 
     /// A node on the one-masternode genesis: with `masternode` it is that masternode (quorum
     /// 1, so what it accepts is certified at once), without it only pools and relays.
-    fn open(masternode: bool) -> (TestNode, Block) {
-        let (genesis, params) = genesis();
-        let mut config = StoreConfig::new(NETWORK, genesis.hash());
-        config.cache_bytes = 1 << 20;
-        let mut store = ChainDb::open(MemoryBackend::new(), config).unwrap();
-        init_store(&mut store, &genesis, &params).unwrap();
-        let node_key = masternode.then(|| key(200));
-        let (node, _) =
-            Node::open(store, NodeConfig::new(params, node_key), START_MS + 1_000).unwrap();
+    fn open(masternode: bool) -> (TestNode, timecoin_primitives::Block) {
+        let (genesis, params) = genesis(None);
+        let node_key = masternode.then(|| key(MASTERNODE_SEED));
+        let (node, _) = open_on(
+            MemoryBackend::new(),
+            &genesis,
+            &params,
+            node_key,
+            START_MS + 1_000,
+        );
         (node, genesis)
     }
 
+    /// Pays 10 TIME from `owner`'s `coin` to `to`.
     fn pay(coin: OutPoint, amount: Amount, owner: &SecretKey, to: &SecretKey) -> Transaction {
-        let value = Amount::from_time(10).unwrap();
-        let fee = Amount::from_units(FEE_UNITS).unwrap();
-        let change = amount.checked_sub(value).unwrap().checked_sub(fee).unwrap();
-        let body = TxBody {
-            kind: TxKind::Transfer,
-            inputs: BoundedVec::new(vec![TxInput {
-                prevout: coin,
-                public_key: owner.public_key(),
-            }])
-            .unwrap(),
-            outputs: BoundedVec::new(vec![
-                TxOut {
-                    amount: value,
-                    address: address(to),
-                },
-                TxOut {
-                    amount: change,
-                    address: address(owner),
-                },
-            ])
-            .unwrap(),
-        };
-        Transaction::sign(body, &[owner], None, NETWORK).unwrap()
-    }
-
-    fn command(node: &mut TestNode, command: Command) -> Reply {
-        node.handle(Input::Command {
-            id: RequestId(1),
-            command,
-        })
-        .unwrap()
-        .into_iter()
-        .find_map(|action| match action {
-            Action::Reply { reply, .. } => Some(reply),
-            _ => None,
-        })
-        .expect("a reply")
-    }
-
-    fn genesis_coin(genesis: &Block) -> (OutPoint, Amount) {
-        let tx = &genesis.transactions[0];
-        (
-            OutPoint {
-                txid: tx.txid(),
-                index: 0,
-            },
-            tx.body.outputs[0].amount,
-        )
+        crate::testing::pay(coin, amount, owner, to, Amount::from_time(10).unwrap())
     }
 
     #[test]
