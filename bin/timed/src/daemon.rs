@@ -380,14 +380,7 @@ async fn start_network(
         socket_multiaddr(config.node.listen_address),
         options.data_dir.clone(),
     );
-    for peer in &config.node.bootstrap_peers {
-        let address: std::net::SocketAddr = peer.parse().map_err(|_| {
-            format!(
-                "node.bootstrap_peers: '{peer}' is not ip:port (host names are not supported yet)"
-            )
-        })?;
-        net_config.bootstrap.push(socket_multiaddr(address));
-    }
+    net_config.bootstrap = config.node.bootstrap_addresses()?;
     net_config.max_peers = config.node.max_peers;
     net_config.max_inbound = config.node.max_inbound_peers;
     net_config.messages_per_second = config.node.messages_per_second_per_peer;

@@ -726,7 +726,6 @@ fn a_second_sigterm_forces_exit_during_a_slow_shutdown_and_the_chain_survives() 
 }
 
 #[test]
-#[ignore = "needs daemon.rs start_network to take config.node.bootstrap_addresses() (host names); drop this line once it does"]
 fn a_node_given_its_bootstrap_peer_by_host_name_joins_and_syncs() {
     let _serial = serial();
     let mut net = Devnet::start(4, 300);
