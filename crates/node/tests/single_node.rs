@@ -30,6 +30,23 @@ fn submit(node: &mut TestNode, transaction: &Transaction) -> Vec<Action> {
     .unwrap()
 }
 
+/// A second spend of the genesis coin must be refused: its first spend is final.
+fn assert_double_spend_refused(node: &mut TestNode) {
+    let (coin, balance) = genesis_coin(&genesis(Some(4)).0);
+    let funded = key(FUNDED_SEED);
+    let conflict = pay(
+        coin,
+        balance,
+        &funded,
+        &key(4),
+        Amount::from_time(7).unwrap(),
+    );
+    assert!(matches!(
+        reply(&submit(node, &conflict)),
+        Reply::Submitted(SubmitOutcome::Rejected(_))
+    ));
+}
+
 fn run_until(node: &mut TestNode, now: &mut u64, until: u64) -> Vec<NodeEvent> {
     let mut events = Vec::new();
     while *now < until {
@@ -98,17 +115,7 @@ fn a_lone_masternode_finalizes_commits_and_survives_a_crash() {
     ));
 
     // A conflicting spend of the same coin is refused.
-    let conflict = pay(
-        coin,
-        balance,
-        &funded,
-        &key(4),
-        Amount::from_time(7).unwrap(),
-    );
-    assert!(matches!(
-        reply(&submit(&mut node, &conflict)),
-        Reply::Submitted(SubmitOutcome::Rejected(_))
-    ));
+    assert_double_spend_refused(&mut node);
 
     // Both enter the next block.
     let until = now + 2_000;
@@ -226,17 +233,7 @@ fn a_certified_payment_not_yet_in_a_block_survives_a_crash() {
     );
     assert_eq!(node.store().finals(10).unwrap().len(), 1);
     // A conflicting spend is refused after the restart too.
-    let conflict = pay(
-        coin,
-        balance,
-        &funded,
-        &key(4),
-        Amount::from_time(7).unwrap(),
-    );
-    assert!(matches!(
-        reply(&submit(&mut node, &conflict)),
-        Reply::Submitted(SubmitOutcome::Rejected(_))
-    ));
+    assert_double_spend_refused(&mut node);
 
     // The next block includes it, and the stored record goes.
     let until = now + 2_000;
