@@ -574,6 +574,7 @@ fn refresh_metrics(
     let stats = net.stats();
     metrics.set_peers(stats.inbound_peers as i64, stats.outbound_peers as i64);
     metrics.banned_peers.set(stats.banned_peers as i64);
+    metrics.set_network_totals(&stats);
     let height = node.tip_height().get();
     metrics.chain_height.set(height as i64);
     let committee = node.finality().committee();

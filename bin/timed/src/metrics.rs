@@ -71,6 +71,14 @@ pub struct Metrics {
     pub peers: Family<DirectionLabels, Gauge>,
     /// Peers currently banned.
     pub banned_peers: Gauge,
+    /// Gossip messages and requests the network dropped for breaking a limit (rate or size).
+    pub p2p_messages_rejected: Counter,
+    /// Network events dropped because the node's queue was full.
+    pub p2p_events_dropped: Counter,
+    /// Raw bytes received on all connections.
+    pub p2p_bytes_received: Counter,
+    /// Raw bytes sent on all connections.
+    pub p2p_bytes_sent: Counter,
     /// Masternodes in the current committee.
     pub active_masternodes: Gauge,
     /// Their total voting weight.
@@ -127,6 +135,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Copies the network's running totals into the counters (they only move forward).
+    pub fn set_network_totals(&self, stats: &timecoin_network::NetworkStats) {
+        for (counter, total) in [
+            (&self.p2p_messages_rejected, stats.messages_rejected),
+            (&self.p2p_events_dropped, stats.events_dropped),
+            (&self.p2p_bytes_received, stats.bytes_in),
+            (&self.p2p_bytes_sent, stats.bytes_out),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
     /// All metrics at zero, registered under the `timecoin` prefix.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("timecoin");
@@ -141,6 +161,10 @@ impl Metrics {
             blocks_committed: Counter::default(),
             peers: Family::default(),
             banned_peers: Gauge::default(),
+            p2p_messages_rejected: Counter::default(),
+            p2p_events_dropped: Counter::default(),
+            p2p_bytes_received: Counter::default(),
+            p2p_bytes_sent: Counter::default(),
             active_masternodes: Gauge::default(),
             committee_weight: Gauge::default(),
             sync_target_height: Gauge::default(),
@@ -201,6 +225,26 @@ impl Metrics {
             "banned_peers",
             "Peers currently banned",
             metrics.banned_peers.clone(),
+        );
+        registry.register(
+            "p2p_messages_rejected",
+            "Gossip messages and requests dropped for breaking a rate or size limit",
+            metrics.p2p_messages_rejected.clone(),
+        );
+        registry.register(
+            "p2p_events_dropped",
+            "Network events dropped because the node's queue was full",
+            metrics.p2p_events_dropped.clone(),
+        );
+        registry.register(
+            "p2p_bytes_received",
+            "Raw bytes received on all peer connections",
+            metrics.p2p_bytes_received.clone(),
+        );
+        registry.register(
+            "p2p_bytes_sent",
+            "Raw bytes sent on all peer connections",
+            metrics.p2p_bytes_sent.clone(),
         );
         registry.register(
             "active_masternodes",

@@ -63,7 +63,9 @@ for name, kind in [("timecoin_mempool_transactions", "gauge"), ("timecoin_mempoo
                    ("timecoin_committee_weight", "gauge"), ("timecoin_rpc_requests", "counter"),
                    ("timecoin_storage_commit_seconds", "histogram"),
                    ("timecoin_sync_target_height", "gauge"), ("timecoin_sync_blocks_per_second", "gauge"),
-                   ("timecoin_sync_in_progress", "gauge")]:
+                   ("timecoin_sync_in_progress", "gauge"),
+                   ("timecoin_p2p_messages_rejected", "counter"), ("timecoin_p2p_events_dropped", "counter"),
+                   ("timecoin_p2p_bytes_received", "counter"), ("timecoin_p2p_bytes_sent", "counter")]:
     check(name in families and families[name].type == kind, f"{name} is a {kind}")
 
 # Chain height: the gauge follows every committed block, so it trails RPC by under a block or two.
@@ -91,6 +93,10 @@ while True:
           f"{value(samples, 'timecoin_mempool_transactions')} vs {pool}")
     time.sleep(0.2)
 check(peers >= 1, "connected peers")
+# A connected node has talked to its peers, and an honest devnet breaks no limit.
+check((value(samples, "timecoin_p2p_bytes_received_total") or 0) > 0, "p2p bytes received")
+check((value(samples, "timecoin_p2p_bytes_sent_total") or 0) > 0, "p2p bytes sent")
+check(value(samples, "timecoin_p2p_messages_rejected_total") == 0, "no honest message rejected")
 
 # Storage: every committed block is at least one durable write, observed by the histogram.
 commits = value(samples, "timecoin_storage_commit_seconds_count")
