@@ -52,6 +52,9 @@ pub const MAX_FIRST_SEEN: usize = 20_000;
 /// Most sync responses served to one peer per second: serving blocks is the most expensive
 /// thing a peer can ask of us.
 pub const MAX_SYNC_RESPONSES_PER_SECOND: u32 = 20;
+/// Most sync requests in flight at once, each to a different peer for the next range of
+/// [`MAX_SYNC_BLOCKS`] heights.
+pub const MAX_SYNC_IN_FLIGHT: usize = 4;
 /// How far ahead of our clock a block's timestamp may be.
 pub const MAX_FUTURE_BLOCK_MS: u64 = 30_000;
 /// How many epochs of committees are kept (to verify late certificates and sync).
@@ -110,8 +113,11 @@ impl NodeConfig {
 struct SyncState {
     /// The peers and the tip height each last told us.
     peers: BTreeMap<PeerId, Height>,
-    /// The request in flight: peer, first height, when sent.
-    in_flight: Option<(PeerId, Height, u64)>,
+    /// Requests in flight, by first height: the peer asked and when. Each covers
+    /// [`MAX_SYNC_BLOCKS`] heights; different ranges go to different peers, in parallel.
+    in_flight: BTreeMap<Height, (PeerId, u64)>,
+    /// Blocks received ahead of the tip, waiting for the ones before them, with their sender.
+    buffered: BTreeMap<Height, (PeerId, CertifiedBlock)>,
     /// Peers that served something invalid or timed out, until when they are skipped.
     shunned: BTreeMap<PeerId, u64>,
     /// Per peer: the start of its current one-second window and responses served in it.
@@ -686,9 +692,8 @@ impl<S: NodeStore> Node<S> {
             }
             Input::PeerDisconnected { peer } => {
                 self.sync.peers.remove(&peer);
-                if self.sync.in_flight.is_some_and(|(p, _, _)| p == peer) {
-                    self.sync.in_flight = None;
-                }
+                self.sync.in_flight.retain(|_, (asked, _)| *asked != peer);
+                self.request_sync(actions);
             }
             Input::Command { id, command } => self.on_command(id, command, actions)?,
         }
@@ -700,7 +705,7 @@ impl<S: NodeStore> Node<S> {
         if let Some(at) = self.bft_tick_ms {
             next = next.min(at);
         }
-        if let Some((_, _, sent)) = self.sync.in_flight {
+        for (_, sent) in self.sync.in_flight.values() {
             next = next.min(sent + self.config.sync_timeout_ms);
         }
         actions.push(Action::ScheduleTick {
@@ -720,6 +725,8 @@ impl<S: NodeStore> Node<S> {
         assert!(self.awaiting_inputs.len() <= MAX_AWAITING_INPUTS);
         assert!(self.awaiting_certified.len() <= MAX_AWAITING_CERTIFIED);
         assert!(self.own_bft.len() <= MAX_RESENT_BFT_MESSAGES);
+        assert!(self.sync.in_flight.len() <= MAX_SYNC_IN_FLIGHT);
+        assert!(self.sync.buffered.len() <= (MAX_SYNC_IN_FLIGHT + 1) * MAX_SYNC_BLOCKS);
         assert_eq!(self.awaiting_inputs.len(), self.awaiting_order.len());
     }
 
@@ -746,13 +753,19 @@ impl<S: NodeStore> Node<S> {
                 }));
             }
         }
-        if let Some((peer, _, sent)) = self.sync.in_flight
-            && now >= sent + self.config.sync_timeout_ms
-        {
-            self.sync.in_flight = None;
-            self.sync
-                .shunned
-                .insert(peer, now + self.config.sync_timeout_ms * 4);
+        let timeout = self.config.sync_timeout_ms;
+        let late: Vec<(Height, PeerId)> = self
+            .sync
+            .in_flight
+            .iter()
+            .filter(|(_, (_, sent))| now >= sent + timeout)
+            .map(|(from, (peer, _))| (*from, *peer))
+            .collect();
+        for (from, peer) in &late {
+            self.sync.in_flight.remove(from);
+            self.sync.shunned.insert(*peer, now + timeout * 4);
+        }
+        if !late.is_empty() {
             self.request_sync(actions);
         }
         Ok(())
@@ -811,7 +824,7 @@ impl<S: NodeStore> Node<S> {
         }
         if let Some(certificate) = &self.missing_block {
             let from = certificate.height;
-            if self.sync.in_flight.is_none() && from > self.tip_height() {
+            if from > self.tip_height() {
                 self.request_sync(actions);
             }
         }
@@ -927,32 +940,63 @@ impl<S: NodeStore> Node<S> {
             let known = self.sync.peers.entry(peer).or_insert(Height(0));
             *known = (*known).max(height);
         }
-        if height > self.tip_height() && self.sync.in_flight.is_none() {
+        if height > self.tip_height() {
             self.request_sync(actions);
         }
     }
 
+    /// Keeps up to [`MAX_SYNC_IN_FLIGHT`] requests for the heights after our tip in flight,
+    /// each for the next range nobody has been asked for yet and each to another peer that
+    /// announced those heights, so a node far behind downloads from several peers at once.
     fn request_sync(&mut self, actions: &mut Vec<Action>) {
         let tip = self.tip_height();
         let now = self.now_ms;
         self.sync.shunned.retain(|_, until| *until > now);
-        let best = self
-            .sync
-            .peers
-            .iter()
-            .filter(|(peer, height)| **height > tip && !self.sync.shunned.contains_key(peer))
-            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-            .map(|(peer, _)| *peer);
-        let Some(peer) = best else { return };
-        let from = Height(tip.get() + 1);
-        self.sync.in_flight = Some((peer, from, now));
-        actions.push(Action::Send {
-            peer,
-            message: NodeMessage::SyncRequest {
-                from,
-                count: MAX_SYNC_BLOCKS as u32,
-            },
-        });
+        self.sync.buffered.retain(|height, _| *height > tip);
+        let mut start = Height(tip.get() + 1);
+        while self.sync.in_flight.len() < MAX_SYNC_IN_FLIGHT {
+            // Skip what is buffered or already asked for.
+            loop {
+                if self.sync.buffered.contains_key(&start) {
+                    start = Height(start.get() + 1);
+                } else if let Some((from, _)) = self
+                    .sync
+                    .in_flight
+                    .range(..=start)
+                    .next_back()
+                    .filter(|(from, _)| start.get() < from.get() + MAX_SYNC_BLOCKS as u64)
+                {
+                    start = Height(from.get() + MAX_SYNC_BLOCKS as u64);
+                } else {
+                    break;
+                }
+            }
+            if start.get() > tip.get() + (MAX_SYNC_IN_FLIGHT * MAX_SYNC_BLOCKS) as u64 {
+                break;
+            }
+            let busy: BTreeSet<PeerId> = self.sync.in_flight.values().map(|(p, _)| *p).collect();
+            let best = self
+                .sync
+                .peers
+                .iter()
+                .filter(|(peer, height)| {
+                    **height >= start
+                        && !self.sync.shunned.contains_key(peer)
+                        && !busy.contains(peer)
+                })
+                .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                .map(|(peer, _)| *peer);
+            let Some(peer) = best else { break };
+            self.sync.in_flight.insert(start, (peer, now));
+            actions.push(Action::Send {
+                peer,
+                message: NodeMessage::SyncRequest {
+                    from: start,
+                    count: MAX_SYNC_BLOCKS as u32,
+                },
+            });
+            start = Height(start.get() + MAX_SYNC_BLOCKS as u64);
+        }
     }
 
     fn certified_block(&self, height: Height) -> Result<Option<CertifiedBlock>, NodeError> {
@@ -1026,29 +1070,44 @@ impl<S: NodeStore> Node<S> {
         blocks: Vec<CertifiedBlock>,
         actions: &mut Vec<Action>,
     ) -> Result<(), NodeError> {
-        if self.sync.in_flight.is_some_and(|(p, _, _)| p == peer) {
-            self.sync.in_flight = None;
-        }
+        // Only the range we asked this peer for is kept (ranges may arrive in any order), so
+        // the buffer stays bounded by the requests in flight; an unasked response may still
+        // carry the blocks right after our tip, as a pushed block can.
+        let tip = self.tip_height();
+        let asked = self
+            .sync
+            .in_flight
+            .iter()
+            .find(|(_, (asked, _))| *asked == peer)
+            .map(|(from, _)| *from);
+        self.sync.in_flight.retain(|_, (asked, _)| *asked != peer);
+        let first = asked.unwrap_or(Height(tip.get() + 1));
+        let range = first.get()..first.get() + MAX_SYNC_BLOCKS as u64;
         for certified in blocks {
             let height = certified.block.header.height;
-            let tip = self.tip_height();
-            if height <= tip {
-                continue;
+            if height > tip && range.contains(&height.get()) {
+                self.sync
+                    .buffered
+                    .entry(height)
+                    .or_insert((peer, certified));
             }
-            if height.get() != tip.get() + 1 {
-                break;
-            }
+        }
+        while let Some((sender, certified)) = self
+            .sync
+            .buffered
+            .remove(&Height(self.tip_height().get() + 1))
+        {
             if let Err(reason) = self.apply_certified(certified, true, actions)? {
-                self.penalize(Some(peer), format!("sync: {reason}"), actions);
+                self.penalize(Some(sender), format!("sync: {reason}"), actions);
                 self.sync
                     .shunned
-                    .insert(peer, self.now_ms + self.config.sync_timeout_ms * 10);
+                    .insert(sender, self.now_ms + self.config.sync_timeout_ms * 10);
+                // Nothing else it sent is trusted; those heights are asked of another peer.
+                self.sync.buffered.retain(|_, (from, _)| *from != sender);
                 break;
             }
         }
-        if self.sync.in_flight.is_none() {
-            self.request_sync(actions);
-        }
+        self.request_sync(actions);
         Ok(())
     }
 
@@ -1560,9 +1619,7 @@ impl<S: NodeStore> Node<S> {
                     }
                     None => {
                         self.missing_block = Some(certificate);
-                        if self.sync.in_flight.is_none() {
-                            self.request_sync(actions);
-                        }
+                        self.request_sync(actions);
                     }
                 },
                 BftEffect::Evidence(evidence) => {

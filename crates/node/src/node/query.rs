@@ -27,7 +27,7 @@ impl<S: NodeStore> Node<S> {
             height,
             target_height,
             peers_known: self.sync.peers.values().filter(|h| **h > Height(0)).count(),
-            in_flight: self.sync.in_flight.map(|(_, from, _)| from),
+            in_flight: self.sync.in_flight.keys().next().copied(),
         }
     }
 

@@ -1,0 +1,188 @@
+//! Catch-up from several peers at once: a node far behind asks different peers for different
+//! ranges in parallel, applies them in order whatever order they arrive in, and replaces a peer
+//! that serves an invalid block.
+
+use timecoin_node::testing::{MASTERNODE_SEED, START_MS, TestNode, genesis, key, open_on};
+use timecoin_node::{Action, Input, NodeMessage, PeerId};
+use timecoin_primitives::Height;
+use timecoin_storage::{ChainStore, MemoryBackend};
+
+/// A lone masternode that has committed at least `blocks` blocks.
+fn source_chain(blocks: u64) -> TestNode {
+    let (genesis, params) = genesis(Some(4));
+    let (mut node, _) = open_on(
+        MemoryBackend::new(),
+        &genesis,
+        &params,
+        Some(key(MASTERNODE_SEED)),
+        START_MS,
+    );
+    let mut now = START_MS;
+    while node.tip_height().get() < blocks {
+        now += 100;
+        node.handle(Input::Tick { now_ms: now }).unwrap();
+        assert!(now < START_MS + 1_000_000, "the source stopped committing");
+    }
+    node
+}
+
+fn follower() -> TestNode {
+    let (genesis, params) = genesis(Some(4));
+    open_on(MemoryBackend::new(), &genesis, &params, None, START_MS).0
+}
+
+/// The sync requests among `actions`: (peer, first height).
+fn requests(actions: &[Action]) -> Vec<(PeerId, Height)> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Send {
+                peer,
+                message: NodeMessage::SyncRequest { from, .. },
+            } => Some((*peer, *from)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What `source` answers to a request for `from`, as bytes.
+fn serve(source: &mut TestNode, from: Height) -> Vec<u8> {
+    let request = NodeMessage::SyncRequest { from, count: 32 }.to_bytes();
+    let actions = source
+        .handle(Input::PeerMessage {
+            peer: PeerId(99),
+            bytes: request,
+        })
+        .unwrap();
+    actions
+        .into_iter()
+        .find_map(|action| match action {
+            Action::Send {
+                message: message @ NodeMessage::SyncResponse(_),
+                ..
+            } => Some(message.to_bytes()),
+            _ => None,
+        })
+        .expect("the source serves its blocks")
+}
+
+fn heartbeat(source: &TestNode) -> Vec<u8> {
+    let tip = source.store().tip().unwrap();
+    NodeMessage::Heartbeat {
+        height: tip.height,
+        hash: tip.hash,
+    }
+    .to_bytes()
+}
+
+#[test]
+fn a_node_far_behind_fetches_ranges_from_several_peers_in_parallel() {
+    let mut source = source_chain(100);
+    let mut node = follower();
+    let announce = heartbeat(&source);
+    let mut asked = Vec::new();
+    for peer in 1..=3 {
+        let actions = node
+            .handle(Input::PeerMessage {
+                peer: PeerId(peer),
+                bytes: announce.clone(),
+            })
+            .unwrap();
+        asked.extend(requests(&actions));
+    }
+    // Three peers, three consecutive ranges, one each.
+    assert_eq!(
+        asked,
+        vec![
+            (PeerId(1), Height(1)),
+            (PeerId(2), Height(33)),
+            (PeerId(3), Height(65)),
+        ]
+    );
+
+    // The later ranges arrive first: buffered, nothing applied yet, and the freed peers are
+    // already asked for the range after them.
+    let mut next = Vec::new();
+    for (peer, from) in [(PeerId(3), Height(65)), (PeerId(2), Height(33))] {
+        let bytes = serve(&mut source, from);
+        let actions = node.handle(Input::PeerMessage { peer, bytes }).unwrap();
+        next.extend(requests(&actions));
+        assert_eq!(node.tip_height(), Height(0));
+    }
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(next[0].1, Height(97));
+    assert_ne!(
+        next[0].0,
+        PeerId(1),
+        "peer 1 is still busy with heights 1-32"
+    );
+    // The first range lets all three apply at once.
+    let bytes = serve(&mut source, Height(1));
+    node.handle(Input::PeerMessage {
+        peer: PeerId(1),
+        bytes,
+    })
+    .unwrap();
+    assert_eq!(node.tip_height(), Height(96));
+    assert_eq!(
+        node.store().block_hash(Height(96)).unwrap(),
+        source.store().block_hash(Height(96)).unwrap()
+    );
+}
+
+#[test]
+fn a_peer_serving_a_bad_range_is_penalised_and_the_range_asked_of_another() {
+    let mut source = source_chain(40);
+    let mut node = follower();
+    let announce = heartbeat(&source);
+    for peer in 1..=2 {
+        node.handle(Input::PeerMessage {
+            peer: PeerId(peer),
+            bytes: announce.clone(),
+        })
+        .unwrap();
+    }
+    // Peer 1 answers its range with a block whose certificate belongs to another height.
+    let NodeMessage::SyncResponse(blocks) =
+        NodeMessage::from_bytes(&serve(&mut source, Height(1))).unwrap()
+    else {
+        panic!("not a sync response")
+    };
+    let mut blocks = blocks.into_inner();
+    blocks[0].certificate = blocks[1].certificate.clone();
+    let forged = NodeMessage::SyncResponse(timecoin_primitives::BoundedVec::new(blocks).unwrap());
+    let actions = node
+        .handle(Input::PeerMessage {
+            peer: PeerId(1),
+            bytes: forged.to_bytes(),
+        })
+        .unwrap();
+    assert_eq!(node.tip_height(), Height(0));
+    assert!(actions.iter().any(|action| matches!(
+        action,
+        Action::Penalize {
+            peer: PeerId(1),
+            ..
+        }
+    )));
+    // Height 1 is asked again, of the other peer once it is free.
+    let bytes = serve(&mut source, Height(33));
+    let actions = node
+        .handle(Input::PeerMessage {
+            peer: PeerId(2),
+            bytes,
+        })
+        .unwrap();
+    assert!(
+        requests(&actions).contains(&(PeerId(2), Height(1))),
+        "{:?}",
+        requests(&actions)
+    );
+    let bytes = serve(&mut source, Height(1));
+    node.handle(Input::PeerMessage {
+        peer: PeerId(2),
+        bytes,
+    })
+    .unwrap();
+    assert_eq!(node.tip_height(), Height(40));
+}
