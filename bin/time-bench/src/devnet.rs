@@ -28,10 +28,7 @@ impl Devnet {
     /// executable `timed_exe`, as `timed devnet` would.
     ///
     /// `peer_message_rate`, if given, replaces `messages_per_second_per_peer` in every node's
-    /// config. The limit counts the messages each peer publishes itself (relays are free, ADR
-    /// 0010), but a node that publishes its transactions and votes one by one exceeds the
-    /// default (100) at well under 100 payments/s, and the excess is dropped; the bench would
-    /// measure the rate limit rather than the node.
+    /// config (the limit counts the messages each peer publishes itself; ADR 0010).
     pub fn start(
         options: &DevnetOptions,
         timed_exe: &Path,

@@ -26,8 +26,9 @@ struct Args {
     /// Masternodes of a new devnet.
     #[arg(long, default_value_t = 4)]
     nodes: usize,
-    /// First port of a new devnet (node i uses base + 3i .. + 2).
-    #[arg(long, default_value_t = 46100)]
+    /// First port of a new devnet (node i uses base + 3i .. + 2). Below Linux's ephemeral range
+    /// (32768 and up), where an outgoing connection may hold the port a node wants to bind.
+    #[arg(long, default_value_t = 26100)]
     base_port: u16,
     /// Block interval of a new devnet, in ms.
     #[arg(long, default_value_t = 1000)]
@@ -35,11 +36,10 @@ struct Args {
     /// The `timed` executable (default: next to this one).
     #[arg(long)]
     timed: Option<PathBuf>,
-    /// For a devnet this bench starts: `messages_per_second_per_peer` in each node's config (0
-    /// keeps the file's). Raised by default because, until nodes coalesce their own votes and
-    /// transactions, each masternode publishes a few messages per payment, and what exceeds the
-    /// default of 100 is dropped (ADR 0010): the bench would measure the limit.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// For a devnet this bench starts: `messages_per_second_per_peer` in each node's config (0,
+    /// the default, keeps the file's: 100). Nodes pace their relays (one merged round per 40 ms),
+    /// so honest traffic stays inside the default limit; raise it only to study the limit.
+    #[arg(long, default_value_t = 0)]
     peer_message_rate: u32,
     /// Leave the nodes this bench started running at the end.
     #[arg(long)]

@@ -15,6 +15,7 @@ use timecoin_network::{
     Misbehaviour, NetworkConfig, NetworkEvent, NetworkHandle, NodeIdentity, Topic,
     load_or_create_identity, load_psk, socket_multiaddr,
 };
+use timecoin_node::coalesce::coalesce;
 use timecoin_node::{
     Action, Command, Input, Node, NodeConfig, NodeEvent, NodeMessage, PeerId, Reply, RequestId,
     init_store,
@@ -40,6 +41,12 @@ const MAX_TICK_GAP: Duration = Duration::from_millis(50);
 /// Most inputs the node handles in one step (one group commit). Bounds the latency one step
 /// adds to the inputs in it, and the memory of the step's actions.
 const MAX_STEP_INPUTS: usize = 512;
+/// Least time between two rounds of relay gossip. Relays of the steps in between are merged, so
+/// a node publishes at most about 3 relay messages per round (transactions, votes, certificates)
+/// however fast it steps: at most ~75 a second, inside its peers' default limit of 100 messages
+/// per second per publisher (ADR 0010), with room for heartbeats and block consensus. An idle
+/// node relays at once; under load a relay waits at most this long.
+const RELAY_INTERVAL: Duration = Duration::from_millis(40);
 /// How long open RPC connections may take to finish at shutdown.
 const RPC_STOP_GRACE: Duration = Duration::from_secs(2);
 /// How often gauges are refreshed from the node and the network.
@@ -251,6 +258,8 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         pending: HashMap::new(),
         next_request: 0,
         next_tick_ms: None,
+        relays: Vec::new(),
+        last_relay: Instant::now() - RELAY_INTERVAL,
     };
     state.perform(&net, &metrics, initial_actions).await;
     let mut last_metrics = Instant::now() - METRICS_REFRESH;
@@ -261,7 +270,8 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
                 .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
                 .unwrap_or(MAX_TICK_GAP)
                 .min(MAX_TICK_GAP);
-            tokio::time::Instant::now() + gap
+            let tick = tokio::time::Instant::now() + gap;
+            state.relay_due().map_or(tick, |due| tick.min(due.into()))
         };
         let input = tokio::select! {
             biased;
@@ -309,12 +319,17 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
                 }
             }
         }
+        if state.relay_due().is_some_and(|due| due <= Instant::now()) {
+            state.flush_relays(&net).await;
+        }
         if last_metrics.elapsed() >= METRICS_REFRESH {
             last_metrics = Instant::now();
             refresh_metrics(&mut node, &net, &metrics, &readiness_sender, &state);
         }
     };
 
+    // Votes and certificates of the last steps are durable here and owed to the peers.
+    state.flush_relays(&net).await;
     info!("stopping: RPC, network, then storage");
     // The node task no longer serves requests: fail the queued and in-flight ones now, or the
     // RPC server's graceful stop would wait for their replies forever (it did, under load).
@@ -407,9 +422,32 @@ struct LoopState {
     pending: HashMap<RequestId, oneshot::Sender<Reply>>,
     next_request: u64,
     next_tick_ms: Option<u64>,
+    /// Relays (transactions, votes, certificates) waiting for the next gossip round.
+    relays: Vec<Action>,
+    /// When relays were last published.
+    last_relay: Instant,
 }
 
 impl LoopState {
+    /// When the waiting relays go out: at once if the last round was long enough ago, else
+    /// one [`RELAY_INTERVAL`] after it. `None` when nothing waits.
+    fn relay_due(&self) -> Option<Instant> {
+        (!self.relays.is_empty()).then(|| self.last_relay + RELAY_INTERVAL)
+    }
+
+    /// Publishes the waiting relays, merged per kind.
+    async fn flush_relays(&mut self, net: &NetworkHandle) {
+        self.last_relay = Instant::now();
+        for action in coalesce(std::mem::take(&mut self.relays)) {
+            if let Action::Broadcast(message) = action {
+                let topic = topic_of(&message);
+                if let Err(e) = net.publish(topic, message.to_bytes()).await {
+                    debug!(kind = message.kind(), error = %e, "relay not sent");
+                }
+            }
+        }
+    }
+
     /// Moves inputs that are ready now (network events and RPC requests, alternately, so
     /// neither starves) into `inputs`, up to [`MAX_STEP_INPUTS`], without waiting.
     async fn drain_ready(
@@ -483,6 +521,12 @@ impl LoopState {
     async fn perform(&mut self, net: &NetworkHandle, metrics: &Metrics, actions: Vec<Action>) {
         for action in actions {
             match action {
+                Action::Broadcast(
+                    message @ (NodeMessage::Transactions(_)
+                    | NodeMessage::TxVotes(_)
+                    | NodeMessage::Certified { .. }
+                    | NodeMessage::CertifiedMany(_)),
+                ) => self.relays.push(Action::Broadcast(message)),
                 Action::Broadcast(message) => {
                     let topic = topic_of(&message);
                     if let Err(e) = net.publish(topic, message.to_bytes()).await {

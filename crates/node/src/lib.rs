@@ -40,7 +40,7 @@
 //! and turned into that epoch's immutable [`timecoin_consensus::Committee`].
 
 pub mod certified;
-mod coalesce;
+pub mod coalesce;
 pub mod error;
 pub mod io;
 pub mod message;
