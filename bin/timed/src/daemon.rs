@@ -322,7 +322,12 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         if state.relay_due().is_some_and(|due| due <= Instant::now()) {
             state.flush_relays(&net).await;
         }
-        if last_metrics.elapsed() >= METRICS_REFRESH {
+        // A fast catch-up can start and end between two refreshes (200 blocks took 10 ms on
+        // CI), so falling behind or catching up refreshes at once: the first "syncing" line,
+        // the "caught up" line and `/ready` then never miss it.
+        let status = node.sync_status();
+        let behind = metrics::is_behind(status.height.get(), status.target_height.get());
+        if last_metrics.elapsed() >= METRICS_REFRESH || behind != metrics.sync().behind {
             last_metrics = Instant::now();
             refresh_metrics(&mut node, &net, &metrics, &readiness_sender, &state);
         }

@@ -98,22 +98,22 @@ fn a_late_joiner_reports_its_sync_progress_then_caught_up() {
             .map(str::to_string)
     };
     let log = full_log(&net, late);
-    let line = progress_line(&log);
-    assert!(
-        behind_seen.is_some() || line.is_some(),
-        "neither RPC nor the log ever showed the late node behind (it synced {tip} blocks)\n{}",
-        net.log(late)
-    );
-    if let Some(line) = &line {
-        for field in ["height=", "target=", "blocks_per_s="] {
-            assert!(line.contains(field), "{field} in {line}");
-        }
-        eventually(
-            "the log says sync caught up",
-            Duration::from_secs(10),
-            || full_log(&net, late).contains("sync caught up"),
+    // A fast catch-up (200 blocks in 10 ms on CI) can slip between two RPC polls, but not past
+    // the log: the daemon logs the moment it learns it is behind.
+    let Some(line) = progress_line(&log) else {
+        panic!(
+            "the log never showed the late node behind (it synced {tip} blocks)\n{}",
+            net.log(late)
         );
+    };
+    for field in ["height=", "target=", "blocks_per_s="] {
+        assert!(line.contains(field), "{field} in {line}");
     }
+    eventually(
+        "the log says sync caught up",
+        Duration::from_secs(10),
+        || full_log(&net, late).contains("sync caught up"),
+    );
     if let Some(info) = &behind_seen {
         println!("while syncing: {info}");
     }
