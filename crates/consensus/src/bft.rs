@@ -822,10 +822,18 @@ impl BftEngine {
         let justification = if view == 0 {
             BoundedVec::empty()
         } else {
-            let changes = self
-                .view_changes
-                .get(&view)
-                .map(|changes| changes.values().map(|(change, _)| *change).collect());
+            // A fresh block was chosen because the quorum's changes carried no claim; one with
+            // a claim may have arrived while the node built the block (the simulator found it).
+            // It must stay out, or the proposal names a claim without its certificate. The
+            // claim-free changes still weigh a quorum: a member's change is never replaced.
+            let fresh = certificate.is_none();
+            let changes = self.view_changes.get(&view).map(|changes| {
+                changes
+                    .values()
+                    .filter(|(change, _)| !fresh || change.prepared.is_none())
+                    .map(|(change, _)| *change)
+                    .collect()
+            });
             BoundedVec::new(changes.unwrap_or_default()).expect("one view change per member")
         };
         let proposal = Proposal {

@@ -1232,6 +1232,109 @@ fn new_leader_cannot_drop_a_prepared_block() {
     );
 }
 
+/// Found by the simulator (seed 8000679): a leader asks its node for a fresh block once view
+/// changes from the quorum carry no claim; a claim that arrives while the block is being built
+/// must not slip into the justification, or the proposal names a claim without its certificate
+/// and every replica rejects it (and penalises an honest leader).
+#[test]
+fn a_claim_that_arrives_while_the_leader_builds_its_block_stays_out_of_the_proposal() {
+    let committee = committee(&[1, 1, 1, 1]);
+    let parent = BlockHash(Hash32([1; 32]));
+    let new_leader = leader_index(&committee, 1, 1, 4);
+    let others: Vec<usize> = (0..4).filter(|&index| index != new_leader).collect();
+    let (late, replica) = (others[0], others[1]);
+    let start = |index: usize| {
+        let mut engine = BftEngine::new(CONFIG, Some(secret(index)), PersistedBftState::default());
+        engine
+            .handle(BftInput::StartHeight {
+                height: Height(1),
+                parent,
+                committee: committee.clone(),
+                now_ms: 0,
+            })
+            .unwrap();
+        engine
+    };
+    let mut leader = start(new_leader);
+    // View 0 gets nowhere: the leader times out into view 1 with its own claim-free change.
+    while leader.view() == 0 {
+        let now_ms = leader.next_tick_ms().unwrap();
+        leader.handle(BftInput::Tick { now_ms }).unwrap();
+    }
+    assert_eq!(leader.view(), 1);
+    let now_ms = leader.next_tick_ms().unwrap_or(10_000) - 1;
+    let deliver = |leader: &mut BftEngine,
+                   index: usize,
+                   prepared: Option<(u32, BlockHash)>,
+                   block: Option<Block>| {
+        let certificate =
+            prepared.map(|(view, hash)| prepared_certificate(&[0, 1, 2], &committee, view, hash));
+        let message = BftMessage::ViewChange(Box::new(timecoin_consensus::ViewChangeMessage {
+            view_change: view_change(index, &committee, 1, prepared),
+            certificate,
+            block,
+        }));
+        leader
+            .handle(BftInput::Message { message, now_ms })
+            .unwrap()
+    };
+    // The quorum without the late member, no claims: the leader asks for a fresh block.
+    for &index in &others[1..] {
+        let effects = deliver(&mut leader, index, None, None);
+        if index == others[2] {
+            assert!(
+                effects.iter().any(|effect| matches!(
+                    effect,
+                    BftEffect::RequestBlockContents { view: 1, .. }
+                )),
+                "{effects:?}"
+            );
+        }
+    }
+    // Meanwhile the late member's change arrives: it alone collected the prepares for A in
+    // view 0 (the others sent theirs but missed some), so it claims A with a certificate.
+    let block_a = make_block(Height(1), parent, &secret(late), 0xA, 0);
+    deliver(&mut leader, late, Some((0, block_a.hash())), Some(block_a));
+    let fresh = make_block(Height(1), parent, &secret(new_leader), 0xC, now_ms);
+    let effects = leader
+        .handle(BftInput::BlockContents {
+            height: Height(1),
+            view: 1,
+            block: fresh.clone(),
+            now_ms,
+        })
+        .unwrap();
+    let Some(BftMessage::Proposal(proposal)) = broadcasts(&effects)
+        .into_iter()
+        .find(|message| matches!(message, BftMessage::Proposal(_)))
+        .cloned()
+    else {
+        panic!("no proposal: {effects:?}");
+    };
+    assert_eq!(proposal.block.hash(), fresh.hash());
+    assert!(proposal.certificate.is_none());
+    assert!(
+        proposal
+            .justification
+            .iter()
+            .all(|change| change.prepared.is_none()),
+        "{:?}",
+        proposal.justification
+    );
+    // A replica accepts it: it follows the leader into view 1 and validates the block.
+    let mut replica = start(replica);
+    let effects = replica
+        .handle(BftInput::Message {
+            message: BftMessage::Proposal(proposal),
+            now_ms,
+        })
+        .unwrap();
+    assert_eq!(replica.view(), 1);
+    assert!(effects.iter().any(
+        |effect| matches!(effect, BftEffect::ValidateBlock { block, .. } if block.hash() == fresh.hash())
+    ));
+}
+
 /// A deterministic generator for delivery order (xorshift64*), so runs are reproducible.
 struct Lottery(u64);
 
