@@ -92,7 +92,17 @@ struct Args {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Before the runs, create this many extra unspent outputs (fan-outs to keys the runs never
+    /// spend), so the runs measure nodes holding a large UTXO set: `--utxos 1000000`.
+    #[arg(long, default_value_t = 0)]
+    utxos: usize,
 }
+
+/// Owners of the `--utxos` outputs (two keys each): spread over many addresses, as a real
+/// UTXO set is, rather than a million entries under one address.
+const UTXO_OWNERS: usize = 500;
+/// Units in each `--utxos` output.
+const UTXO_UNITS: u64 = 1_000;
 
 /// Units in each funded coin, and paid by each payment: small against the wallet, large
 /// against fees.
@@ -178,6 +188,9 @@ async fn measure(args: &Args, devnet: &Devnet, network: Network) -> Result<Repor
             .as_u64()
             .unwrap_or(1);
     let fee = txgen::payment_fee(fee_rate);
+    if args.utxos > 0 {
+        report.utxo_set = Some(create_utxos(args, devnet, fee_rate, network).await?);
+    }
     let mut steps: Vec<(f64, f64, bool)> = args
         .rate
         .iter()
@@ -320,6 +333,61 @@ async fn measure(args: &Args, devnet: &Devnet, network: Network) -> Result<Repor
     }
     report.machine.loadavg_after = procfs::loadavg();
     Ok(report)
+}
+
+/// Creates `--utxos` unspent outputs and waits until every node holds them in blocks.
+async fn create_utxos(
+    args: &Args,
+    devnet: &Devnet,
+    fee_rate: u64,
+    network: Network,
+) -> Result<report::UtxoSet, String> {
+    let started = Instant::now();
+    let owners = txgen::senders(
+        UTXO_OWNERS,
+        *blake3::hash(b"time-bench utxo set").as_bytes(),
+    );
+    let per_key = args.utxos.div_ceil(2 * UTXO_OWNERS);
+    let created = per_key * 2 * UTXO_OWNERS;
+    eprintln!("creating {created} unspent outputs before the runs");
+    let funding = fund::fund(devnet, &owners, per_key, UTXO_UNITS, fee_rate, network).await?;
+    // Certified is not enough: the set under test is the one in blocks (and on disk).
+    let deadline = Instant::now() + Duration::from_secs(600);
+    for node in 0..devnet.len() {
+        let mut client = devnet.client(node)?;
+        loop {
+            let pool = client.call("getrawmempool", json!([])).await?;
+            if pool.as_array().is_some_and(|txids| txids.is_empty()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "node {node} still holds {} unblocked transactions after creating the UTXO set",
+                    pool.as_array().map_or(0, Vec::len)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let readings = node_readings(devnet).await;
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    let set = report::UtxoSet {
+        created,
+        seconds: started.elapsed().as_secs_f64(),
+        rss_mb: readings
+            .iter()
+            .map(|(s, _)| s.as_ref().map_or(0.0, |s| mb(s.rss_kb)))
+            .collect(),
+        peak_rss_mb: readings
+            .iter()
+            .map(|(s, _)| s.as_ref().map_or(0.0, |s| mb(s.peak_rss_kb)))
+            .collect(),
+    };
+    eprintln!(
+        "  {created} outputs with {} fan-out transactions, in blocks on every node after {:.1} s",
+        funding.transactions, set.seconds
+    );
+    Ok(set)
 }
 
 fn ticks_pct(before: u64, after: u64, wall: f64) -> f64 {

@@ -26,6 +26,22 @@ pub struct Report {
     pub knee_tps: Option<f64>,
     /// The signature-verification ceiling of this machine.
     pub ceiling: Option<Ceiling>,
+    /// The large UTXO set created before the runs (`--utxos`), if any.
+    pub utxo_set: Option<UtxoSet>,
+}
+
+/// Unspent outputs created before the runs and left unspent, so the runs measure nodes that
+/// hold a large UTXO set.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct UtxoSet {
+    /// Outputs created (beyond what the runs' own funding creates).
+    pub created: usize,
+    /// Seconds from the first fan-out until every node had them all in blocks.
+    pub seconds: f64,
+    /// Each node's resident set once they were in blocks, in MB (`VmRSS`).
+    pub rss_mb: Vec<f64>,
+    /// Each node's peak resident set by then, in MB (`VmHWM`).
+    pub peak_rss_mb: Vec<f64>,
 }
 
 /// The machine and how busy it was.
@@ -248,6 +264,21 @@ pub fn table(report: &Report) -> String {
             "knee: {k:.0} payments/s offered (highest rate with p99 finality < 1 s and no losses)\n"
         )),
         None => t.push_str("knee: none of the runs met p99 < 1 s with no losses\n"),
+    }
+    if let Some(u) = &report.utxo_set {
+        let mb = |v: &[f64]| {
+            v.iter()
+                .map(|m| format!("{m:.0}"))
+                .collect::<Vec<_>>()
+                .join("/")
+        };
+        t.push_str(&format!(
+            "UTXO set: {} extra unspent outputs created in {:.0} s before the runs; RSS per node then {} MB (peak {} MB); the runs' peak RSS includes them\n",
+            u.created,
+            u.seconds,
+            mb(&u.rss_mb),
+            mb(&u.peak_rss_mb)
+        ));
     }
     t.push_str(&format!(
         "load average before: {}; after: {}\n",
