@@ -690,6 +690,15 @@ pub async fn start(
     Ok((handle, event_receiver))
 }
 
+/// `address` without a trailing `/p2p/<peer id>`: how a peer's listen address and a configured
+/// address compare.
+fn without_peer_id(address: &Multiaddr) -> Multiaddr {
+    address
+        .iter()
+        .filter(|protocol| !matches!(protocol, Protocol::P2p(_)))
+        .collect()
+}
+
 impl Service {
     async fn run(mut self) {
         let mut maintenance = tokio::time::interval(MAINTENANCE_INTERVAL);
@@ -819,6 +828,29 @@ impl Service {
         }
     }
 
+    /// Peer exchange alone cannot heal a split: nodes started together can pair off when some
+    /// first dials are refused (a 4-node devnet came up as 0–3 and 1–2 and stayed so), and a
+    /// pair's peers only ever name each other. Bootstrap addresses are configured to be reached.
+    fn redial_unconnected_bootstrap(&mut self) {
+        let listening: HashSet<Multiaddr> = self
+            .connected
+            .values()
+            .flat_map(|state| state.addresses.iter().map(without_peer_id))
+            .collect();
+        let unconnected: Vec<Multiaddr> = self
+            .config
+            .bootstrap
+            .iter()
+            .filter(|address| !listening.contains(&without_peer_id(address)))
+            .cloned()
+            .collect();
+        for address in unconnected {
+            if let Err(error) = self.dial_address(address.clone()) {
+                tracing::debug!(%address, %error, "bootstrap redial failed");
+            }
+        }
+    }
+
     fn dial_peer(&mut self, peer: PeerId, addresses: Vec<Multiaddr>) {
         if peer == *self.swarm.local_peer_id()
             || self.bans.is_banned(&peer)
@@ -881,11 +913,15 @@ impl Service {
     }
 
     /// One discovery round: with no peers, start over from bootstrap; otherwise ask a few
-    /// peers for theirs.
+    /// peers for theirs and, below the outbound target, redial the bootstrap addresses that no
+    /// connected peer listens on.
     fn discover(&mut self) {
         if self.connected.is_empty() {
             self.dial_bootstrap();
             return;
+        }
+        if self.connected.len() < self.outbound_target() {
+            self.redial_unconnected_bootstrap();
         }
         let asked: Vec<PeerId> = self
             .connected

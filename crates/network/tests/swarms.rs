@@ -607,6 +607,35 @@ async fn a_bootstrap_peer_given_by_host_name_is_resolved_and_redialled() {
     .await;
 }
 
+/// Nodes started together can pair off when some first dials are refused (a 4-node devnet came
+/// up as 0–3 and 1–2 and stayed so, since a pair's peer exchange only names the pair). A node
+/// that has peers but is below its outbound target redials the bootstrap addresses none of them
+/// listens on.
+#[tokio::test]
+async fn a_bootstrap_peer_down_at_start_is_redialled_though_others_are_connected() {
+    let dirs: Vec<TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = spawn_default(Network::Devnet, &dirs[0], vec![]).await;
+    // C's address is known before C runs, so B's first dial to it is refused.
+    let c_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c_listen = format!("127.0.0.1:{c_port}");
+    let c_address = socket_multiaddr(c_listen.parse().unwrap());
+    let b = spawn_default(
+        Network::Devnet,
+        &dirs[1],
+        vec![a.address.clone(), c_address],
+    )
+    .await;
+    eventually("B reaches A", || connected(&b.handle, a.peer)).await;
+    // C knows nobody and A never heard of C: only B's redial can bring them together.
+    let c = spawn_default_with(&dirs[2], &NodeIdentity::generate(), &c_listen).await;
+    eventually("B redials C", || connected(&b.handle, c.peer)).await;
+    assert!(connected(&b.handle, a.peer).await);
+}
+
 async fn spawn_default_with(dir: &TempDir, identity: &NodeIdentity, listen: &str) -> Node {
     let mut config = config(Network::Devnet, dir.path(), vec![]);
     config.listen = socket_multiaddr(listen.parse().unwrap());
