@@ -1118,6 +1118,20 @@ fn prepared_certificate(
     }
 }
 
+/// A fresh engine of member `index`, started on height 1.
+fn engine_at_height_one(index: usize, committee: &Committee, parent: BlockHash) -> BftEngine {
+    let mut engine = BftEngine::new(CONFIG, Some(secret(index)), PersistedBftState::default());
+    engine
+        .handle(BftInput::StartHeight {
+            height: Height(1),
+            parent,
+            committee: committee.clone(),
+            now_ms: 0,
+        })
+        .unwrap();
+    engine
+}
+
 #[test]
 fn new_leader_cannot_drop_a_prepared_block() {
     let committee = committee(&[1, 1, 1, 1]);
@@ -1156,19 +1170,7 @@ fn new_leader_cannot_drop_a_prepared_block() {
             signature: sign_statement(&secret(new_leader), &committee, slot, &block.hash().0),
         }))
     };
-    let fresh_engine = || {
-        let mut engine =
-            BftEngine::new(CONFIG, Some(secret(replica)), PersistedBftState::default());
-        engine
-            .handle(BftInput::StartHeight {
-                height: Height(1),
-                parent,
-                committee: committee.clone(),
-                now_ms: 0,
-            })
-            .unwrap();
-        engine
-    };
+    let fresh_engine = || engine_at_height_one(replica, &committee, parent);
     let attempt =
         |message: BftMessage| fresh_engine().handle(BftInput::Message { message, now_ms: 5 });
 
@@ -1243,18 +1245,7 @@ fn a_claim_that_arrives_while_the_leader_builds_its_block_stays_out_of_the_propo
     let new_leader = leader_index(&committee, 1, 1, 4);
     let others: Vec<usize> = (0..4).filter(|&index| index != new_leader).collect();
     let (late, replica) = (others[0], others[1]);
-    let start = |index: usize| {
-        let mut engine = BftEngine::new(CONFIG, Some(secret(index)), PersistedBftState::default());
-        engine
-            .handle(BftInput::StartHeight {
-                height: Height(1),
-                parent,
-                committee: committee.clone(),
-                now_ms: 0,
-            })
-            .unwrap();
-        engine
-    };
+    let start = |index: usize| engine_at_height_one(index, &committee, parent);
     let mut leader = start(new_leader);
     // View 0 gets nowhere: the leader times out into view 1 with its own claim-free change.
     while leader.view() == 0 {
