@@ -504,15 +504,7 @@ fn restarted_after_preparing() -> (Committee, usize, SecretKey, BftEngine, Block
     let parent = BlockHash(Hash32([1; 32]));
     let block_a = make_block(Height(1), parent, &secret(leader), 0xA, 0);
     let block_b = make_block(Height(1), parent, &secret(leader), 0xB, 0);
-    let mut engine = BftEngine::new(CONFIG, Some(secret(node)), PersistedBftState::default());
-    engine
-        .handle(BftInput::StartHeight {
-            height: Height(1),
-            parent,
-            committee: committee.clone(),
-            now_ms: 0,
-        })
-        .unwrap();
+    let mut engine = engine_at_height_one(node, &committee, parent);
     let effects = engine
         .handle(BftInput::Message {
             message: proposal(&secret(leader), &committee, 0, block_a.clone()),
