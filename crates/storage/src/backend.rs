@@ -107,6 +107,11 @@ impl WriteBatch {
     }
 
     /// The writes, in the order added; a later write to the same key wins.
+    pub fn ops(&self) -> &[WriteOp] {
+        &self.ops
+    }
+
+    /// The writes, in the order added; a later write to the same key wins.
     pub fn into_ops(self) -> Vec<WriteOp> {
         self.ops
     }

@@ -85,7 +85,19 @@ fn crash_child() {
                 vote(vote_number)
             })
             .collect();
-        let outcomes = store.persist(&batch).expect("persist");
+        // Every other round goes through group commit as a node's step does: several deferred
+        // batches, then one sync, and only then are the votes reported.
+        let grouped = rng.below(2) == 1;
+        store.set_group_commit(grouped);
+        let parts = if grouped { 3 } else { 1 };
+        let mut outcomes = Vec::new();
+        for part in batch.chunks(batch.len().div_ceil(parts)) {
+            outcomes.extend(store.persist(part).expect("persist"));
+        }
+        if grouped {
+            store.sync().expect("sync");
+            store.set_group_commit(false);
+        }
         assert!(
             outcomes
                 .iter()

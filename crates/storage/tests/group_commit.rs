@@ -4,7 +4,8 @@
 use timecoin_primitives::{BoundedBytes, Height};
 use timecoin_storage::testing::TestChain;
 use timecoin_storage::{
-    ChainDb, ChainStore, ConsensusLog, ConsensusRecord, LogKey, LogOutcome, MemoryBackend,
+    ChainDb, ChainStore, ConsensusLog, ConsensusRecord, KvBackend, LogKey, LogOutcome,
+    MemoryBackend, RedbBackend, RedbOptions, Table, WriteBatch,
 };
 
 fn vote(height: u64, value: &[u8]) -> ConsensusRecord {
@@ -116,4 +117,85 @@ fn a_failed_sync_halts_the_store() {
     assert!(store.persist(&[vote(2, b"a")]).is_err());
     let reopened = ChainDb::open(disk.crash(), chain.config(1 << 20)).unwrap();
     assert!(!has(&reopened, 1));
+}
+
+fn key(number: u32) -> Vec<u8> {
+    number.to_be_bytes().to_vec()
+}
+
+#[test]
+fn redb_deferred_writes_are_read_before_the_file_and_lost_whole_without_a_sync() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("kv.redb");
+    let mut backend = RedbBackend::open(&path, RedbOptions::default()).unwrap();
+    // Durable: keys 0, 2, 4, ... 398 in the log table, and one key of a later table.
+    let mut durable = WriteBatch::new();
+    for number in (0..400).step_by(2) {
+        durable.put(Table::ConsensusLog, key(number), b"file".to_vec());
+    }
+    durable.put(Table::Final, key(1), b"other table".to_vec());
+    backend.commit(&durable).unwrap();
+
+    // Deferred: overwrite 0, delete 2 and 4, add 1, then overwrite the new 1 again.
+    let mut first = WriteBatch::new();
+    first.put(Table::ConsensusLog, key(0), b"pending".to_vec());
+    first.delete(Table::ConsensusLog, key(2));
+    first.put(Table::ConsensusLog, key(1), b"old".to_vec());
+    backend.commit_deferred(&first).unwrap();
+    let mut second = WriteBatch::new();
+    second.delete(Table::ConsensusLog, key(4));
+    second.put(Table::ConsensusLog, key(1), b"pending".to_vec());
+    backend.commit_deferred(&second).unwrap();
+
+    let get = |backend: &RedbBackend, number| backend.get(Table::ConsensusLog, &key(number));
+    assert_eq!(get(&backend, 0).unwrap().as_deref(), Some(&b"pending"[..]));
+    assert_eq!(get(&backend, 1).unwrap().as_deref(), Some(&b"pending"[..]));
+    assert_eq!(get(&backend, 2).unwrap(), None);
+    assert_eq!(get(&backend, 6).unwrap().as_deref(), Some(&b"file"[..]));
+    // Enough keys for the parallel read path.
+    let keys: Vec<Vec<u8>> = (0..300).map(key).collect();
+    let many = backend.get_many(Table::ConsensusLog, &keys).unwrap();
+    for (number, value) in many.iter().enumerate() {
+        let expected = get(&backend, number as u32).unwrap();
+        assert_eq!(value, &expected, "key {number}");
+    }
+    // A limited scan must not come up short because deletes hid file entries.
+    let scanned = backend.scan(Table::ConsensusLog, &key(0), None, 4).unwrap();
+    let scanned_keys: Vec<Vec<u8>> = scanned.iter().map(|(key, _)| key.clone()).collect();
+    assert_eq!(scanned_keys, vec![key(0), key(1), key(6), key(8)]);
+    let bounded = backend
+        .scan(Table::ConsensusLog, &key(1), Some(&key(7)), 100)
+        .unwrap();
+    assert_eq!(bounded.len(), 2, "1 (pending) and 6 (file): {bounded:?}");
+    let whole = backend
+        .scan(Table::ConsensusLog, &key(0), None, usize::MAX)
+        .unwrap();
+    assert_eq!(whole.len(), 200 - 2 + 1);
+
+    // Dropped without a sync: the deferred writes are lost, all of them.
+    drop(backend);
+    let mut backend = RedbBackend::open(&path, RedbOptions::default()).unwrap();
+    assert_eq!(get(&backend, 0).unwrap().as_deref(), Some(&b"file"[..]));
+    assert_eq!(get(&backend, 1).unwrap(), None);
+    assert_eq!(get(&backend, 2).unwrap().as_deref(), Some(&b"file"[..]));
+
+    // Deferred again, then made durable by an unrelated durable commit, in order.
+    backend.commit_deferred(&first).unwrap();
+    let mut later = WriteBatch::new();
+    later.delete(Table::ConsensusLog, key(1));
+    later.put(Table::ConsensusLog, key(3), b"durable".to_vec());
+    backend.commit(&later).unwrap();
+    backend.commit_deferred(&second).unwrap();
+    backend.sync().unwrap();
+    drop(backend);
+    let backend = RedbBackend::open(&path, RedbOptions::default()).unwrap();
+    assert_eq!(get(&backend, 0).unwrap().as_deref(), Some(&b"pending"[..]));
+    assert_eq!(get(&backend, 1).unwrap().as_deref(), Some(&b"pending"[..]));
+    assert_eq!(get(&backend, 2).unwrap(), None);
+    assert_eq!(get(&backend, 3).unwrap().as_deref(), Some(&b"durable"[..]));
+    assert_eq!(get(&backend, 4).unwrap(), None);
+    assert_eq!(
+        backend.get(Table::Final, &key(1)).unwrap().as_deref(),
+        Some(&b"other table"[..])
+    );
 }
