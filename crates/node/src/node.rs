@@ -2088,7 +2088,7 @@ impl<S: NodeStore> Node<S> {
                         break;
                     }
                     if entry.output.address == address {
-                        utxos.push((*outpoint, *entry));
+                        utxos.push((outpoint, entry));
                     }
                 }
                 utxos.truncate(limit);
