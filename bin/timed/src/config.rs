@@ -15,6 +15,10 @@ use timecoin_primitives::Network;
 /// The file name inside the data directory.
 pub const CONFIG_FILE: &str = "config.toml";
 
+/// Most `node.verify_threads`: far above any machine's cores, low enough that a typo does not
+/// start thousands of threads.
+pub const MAX_VERIFY_THREADS: u32 = 1024;
+
 /// Ports a network uses by default: peer-to-peer, RPC, metrics. Each network has its own, so
 /// nodes of different networks on one machine do not collide.
 pub fn default_ports(network: Network) -> (u16, u16, u16) {
@@ -82,6 +86,9 @@ pub struct NodeConfig {
     pub ban_duration_secs: u64,
     /// A file holding a private network's pre-shared key; empty for a public network.
     pub network_key_file: String,
+    /// Threads that check a batch of signatures in parallel; 0 uses every core. Nodes that
+    /// share a machine (a devnet) should split its cores between them.
+    pub verify_threads: u32,
 }
 
 /// `[storage]`
@@ -209,6 +216,7 @@ impl Config {
                 messages_per_second_per_peer: 100,
                 ban_duration_secs: 24 * 3600,
                 network_key_file: String::new(),
+                verify_threads: 0,
             },
             storage: StorageConfig {
                 utxo_cache_mb: 0,
@@ -303,6 +311,9 @@ messages_per_second_per_peer = {rate}
 ban_duration_secs = {ban}
 # A file with a private network's pre-shared key; empty for a public network.
 network_key_file = ""
+# Threads that check signatures in parallel; 0 uses every core. Nodes sharing a machine should
+# split its cores between them (`timed devnet` does).
+verify_threads = {verify_threads}
 
 [storage]
 # MiB for the UTXO cache; 0 picks a size from the machine's memory.
@@ -350,6 +361,7 @@ format = "human"
         max_inbound = c.node.max_inbound_peers,
         rate = c.node.messages_per_second_per_peer,
         ban = c.node.ban_duration_secs,
+        verify_threads = c.node.verify_threads,
         cache = c.storage.utxo_cache_mb,
         prune = c.storage.prune_keep_blocks,
         timeout = c.consensus.round_timeout_ms,
@@ -618,6 +630,16 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
             "the default is 100",
         );
     }
+    if config.node.verify_threads > MAX_VERIFY_THREADS {
+        return fail(
+            "node.verify_threads",
+            format!(
+                "{} is more than the {MAX_VERIFY_THREADS} allowed",
+                config.node.verify_threads
+            ),
+            "0 uses every core",
+        );
+    }
     if config.node.bootstrap_peers.len() > MAX_BOOTSTRAP_ADDRESSES {
         return fail(
             "node.bootstrap_peers",
@@ -745,6 +767,12 @@ mod tests {
         assert!(e.hint.contains("line 1"), "{e}");
         let e = parse_err("[node]\nnetwork = \"moonnet\"\n", &[]);
         assert_eq!(e.key.as_deref(), Some("node.network"));
+        let e = parse_err("[node]\nverify_threads = 100000\n", &[]);
+        assert_eq!(e.key.as_deref(), Some("node.verify_threads"));
+        assert_eq!(
+            parse_ok("[node]\nverify_threads = 2\n").node.verify_threads,
+            2
+        );
     }
 
     #[test]

@@ -138,6 +138,24 @@ pub struct RpcContext {
     pub metrics: Arc<Metrics>,
 }
 
+/// Sizes the pool that checks signatures in parallel (rayon's global pool, used by the ledger).
+/// It can be sized once per process: a second node run in the same process (tests) keeps the
+/// first one's pool, which only changes how fast it verifies.
+fn init_verify_threads(threads: u32) {
+    let mut builder =
+        rayon::ThreadPoolBuilder::new().thread_name(|index| format!("verify-{index}"));
+    if threads > 0 {
+        builder = builder.num_threads(threads as usize);
+    }
+    match builder.build_global() {
+        Ok(()) => info!(
+            threads = rayon::current_num_threads(),
+            "signature check threads"
+        ),
+        Err(error) => warn!(%error, "signature check threads were already set up"),
+    }
+}
+
 /// Runs a node until SIGINT/SIGTERM or the `stop` RPC.
 pub async fn run(options: RunOptions) -> Result<(), String> {
     let (config, config_path) =
@@ -153,6 +171,7 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         ));
     }
     info!(network = %network, data_dir = %options.data_dir.display(), config = %config_path.display(), "starting timed");
+    init_verify_threads(config.node.verify_threads);
     let shutdown_signal =
         runtime::shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (shutdown_sender, mut shutdown) = watch::channel(false);

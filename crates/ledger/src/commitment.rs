@@ -93,7 +93,8 @@ impl UtxoCommitment {
     ) {
         /// Below this many elements a thread hand-off costs more than it saves.
         const PARALLEL_THRESHOLD: usize = 64;
-        if inserted.len() + removed.len() < PARALLEL_THRESHOLD {
+        // With a pool of one thread, handing work over would only add thread switches.
+        if inserted.len() + removed.len() < PARALLEL_THRESHOLD || rayon::current_num_threads() < 2 {
             removed
                 .iter()
                 .for_each(|(outpoint, entry)| self.remove(outpoint, entry));

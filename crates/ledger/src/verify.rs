@@ -130,7 +130,6 @@ pub fn verify_transactions(
     transactions: &[Transaction],
     network: Network,
 ) -> Result<(), LedgerError> {
-    let txids: Vec<Txid> = transactions.par_iter().map(Transaction::txid).collect();
     let signatures: usize = transactions.iter().map(|tx| tx.signatures.len()).sum();
     if signatures == 0 {
         return transactions
@@ -141,6 +140,14 @@ pub fn verify_transactions(
     let chunks = (rayon::current_num_threads() * CHUNKS_PER_THREAD)
         .min(signatures.div_ceil(MIN_SIGNATURES_PER_CHUNK))
         .max(1);
+    if chunks == 1 {
+        // A single chunk runs on this thread: handing it to the pool would only add two thread
+        // switches and leave the pool's idle workers spinning, on cores that the network (or,
+        // on a devnet, the other nodes) could use.
+        let txids: Vec<Txid> = transactions.iter().map(Transaction::txid).collect();
+        return verify_chunk(transactions, &txids, 0, network);
+    }
+    let txids: Vec<Txid> = transactions.par_iter().map(Transaction::txid).collect();
     let chunk_len = transactions.len().div_ceil(chunks).max(1);
     let results: Vec<Result<(), LedgerError>> = transactions
         .par_chunks(chunk_len)
