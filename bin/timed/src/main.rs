@@ -9,6 +9,35 @@ use timed::config::{Override, default_data_dir};
 use timed::daemon::{self, RunOptions};
 use timed::devnet::{self, DevnetOptions};
 
+/// jemalloc, not glibc's malloc: after a burst (a thousand 45 KB fan-outs and the 8 MB blocks
+/// that carry them) glibc kept 375 MB of freed memory in its arenas, a devnet node's resident set
+/// staying at 636 MB with 262 MB live. See ADR 0012.
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// How long freed pages may stay resident before jemalloc returns them to the system.
+const FREED_MEMORY_DECAY_MS: isize = 1_000;
+
+/// Returns freed memory to the system within [`FREED_MEMORY_DECAY_MS`], from jemalloc's own
+/// background threads so that an idle node shrinks too. Best effort: if a setting is refused,
+/// jemalloc's defaults (10 s, purged by allocating threads) still bound what it keeps.
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+fn tune_allocator() {
+    use tikv_jemalloc_ctl::{Access, AsName};
+    // 4096 is MALLCTL_ARENAS_ALL: every arena that exists now; `arenas.` sets later ones.
+    let _ = b"arena.4096.dirty_decay_ms\0"
+        .name()
+        .write(FREED_MEMORY_DECAY_MS);
+    let _ = b"arenas.dirty_decay_ms\0"
+        .name()
+        .write(FREED_MEMORY_DECAY_MS);
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
+}
+
+#[cfg(not(all(target_os = "linux", not(target_env = "musl"))))]
+fn tune_allocator() {}
+
 /// The TimeCoin node. Any configuration key can also be given as --section.key=value
 /// (e.g. --rpc.bind=127.0.0.1:9000); see config.toml in the data directory for them all.
 #[derive(Parser, Debug)]
@@ -90,6 +119,7 @@ fn run_devnet(options: DevnetOptions) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let (args, overrides) = match split_overrides(std::env::args().collect()) {
         Ok(split) => split,
         Err(message) => {
