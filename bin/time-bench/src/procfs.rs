@@ -56,6 +56,12 @@ fn sample_path(base: &str) -> Option<ProcSample> {
     })
 }
 
+/// Restarts process `pid`'s peak resident set (`VmHWM`) from its current size, so that a later
+/// peak belongs to what ran since. Fails without the right to write `/proc/<pid>/clear_refs`.
+pub fn reset_peak_rss(pid: u32) -> std::io::Result<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+}
+
 /// The process whose command line has `--datadir=<data_dir>`: how an attached bench finds the
 /// nodes `timed devnet` started.
 pub fn find_by_datadir(data_dir: &Path) -> Option<u32> {
@@ -90,4 +96,30 @@ pub fn cpu_model() -> String {
                 .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reset_peak_starts_again_from_the_current_size() {
+        let pid = std::process::id();
+        // Touch 64 MiB, free it: the peak stays up, the resident set falls back.
+        let block = vec![1u8; 64 << 20];
+        assert_eq!(block.iter().map(|&b| u64::from(b)).sum::<u64>(), 64 << 20);
+        drop(block);
+        let before = sample(pid).expect("our own /proc entry");
+        assert!(
+            before.peak_rss_kb >= before.rss_kb + (32 << 10),
+            "{before:?}"
+        );
+        reset_peak_rss(pid).expect("a process may reset its own peak");
+        let after = sample(pid).expect("our own /proc entry");
+        assert!(
+            after.peak_rss_kb < before.peak_rss_kb,
+            "{before:?} then {after:?}"
+        );
+        assert!(after.peak_rss_kb >= after.rss_kb, "{after:?}");
+    }
 }

@@ -42,6 +42,9 @@ pub struct UtxoSet {
     pub rss_mb: Vec<f64>,
     /// Each node's peak resident set by then, in MB (`VmHWM`).
     pub peak_rss_mb: Vec<f64>,
+    /// Whether every node's peak was then reset, so that the runs' peaks exclude the creation.
+    #[serde(default)]
+    pub peak_reset: bool,
 }
 
 /// The machine and how busy it was.
@@ -273,11 +276,16 @@ pub fn table(report: &Report) -> String {
                 .join("/")
         };
         t.push_str(&format!(
-            "UTXO set: {} extra unspent outputs created in {:.0} s before the runs; RSS per node then {} MB (peak {} MB); the runs' peak RSS includes them\n",
+            "UTXO set: {} extra unspent outputs created in {:.0} s before the runs; RSS per node then {} MB (peak while creating {} MB); {}\n",
             u.created,
             u.seconds,
             mb(&u.rss_mb),
-            mb(&u.peak_rss_mb)
+            mb(&u.peak_rss_mb),
+            if u.peak_reset {
+                "the peaks were then reset, so the runs' peak RSS is theirs alone, with the set in place"
+            } else {
+                "the peaks could not be reset, so the runs' peak RSS includes the creation"
+            }
         ));
     }
     t.push_str(&format!(
