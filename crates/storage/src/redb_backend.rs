@@ -108,7 +108,7 @@ pub struct RedbBackend {
     /// first. Reads look here before the file. A redb commit, even one without fsync, flushes
     /// pages, checksums and opens every table: a node stepping hundreds of times a second spent
     /// a tenth of its CPU on those small commits, so a whole step now costs one commit.
-    pending: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    pending: BTreeMap<Table, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 impl std::fmt::Debug for RedbBackend {
@@ -245,28 +245,23 @@ impl RedbBackend {
 
     /// The deferred write at `key`, if any: `Some(None)` is a deferred delete.
     fn pending_value(&self, table: Table, key: &[u8]) -> Option<Option<Vec<u8>>> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        self.pending.get(&(table, key.to_vec())).cloned()
+        self.pending.get(&table)?.get(key).cloned()
     }
 
     /// The deferred writes to `table` with `start <= key < end`, in key order.
-    fn pending_range<'a>(
-        &'a self,
+    fn pending_range(
+        &self,
         table: Table,
         start: &[u8],
         end: Option<&[u8]>,
-    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a {
-        let lower = Bound::Included((table, start.to_vec()));
-        // Without an end, the table's keys end where the next table's begin.
-        let upper = end.map_or(Bound::Unbounded, |end| {
-            Bound::Excluded((table, end.to_vec()))
-        });
-        self.pending
-            .range((lower, upper))
-            .take_while(move |((candidate, _), _)| *candidate == table)
-            .map(|((_, key), value)| (key, value))
+    ) -> Vec<(&Vec<u8>, &Option<Vec<u8>>)> {
+        let Some(writes) = self.pending.get(&table) else {
+            return Vec::new();
+        };
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        writes
+            .range::<[u8], _>((Bound::Included(start), upper))
+            .collect()
     }
 }
 
@@ -315,7 +310,7 @@ impl KvBackend for RedbBackend {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         // Deferred deletes can hide at most as many file entries as there are deferred writes
         // in the range, so reading that many more from the file is always enough.
-        let overlay: Vec<_> = self.pending_range(table, start, end).collect();
+        let overlay = self.pending_range(table, start, end);
         let from_file = self.with_table(table, |opened| {
             let Some(opened) = opened else {
                 return Ok(Vec::new());
@@ -353,7 +348,10 @@ impl KvBackend for RedbBackend {
         // Kept in memory until the next durable commit writes it first, in the same
         // transaction: a crash before then loses the batch whole, never part of it.
         for (table, key, value) in batch.ops() {
-            self.pending.insert((*table, key.clone()), value.clone());
+            self.pending
+                .entry(*table)
+                .or_default()
+                .insert(key.clone(), value.clone());
         }
         Ok(())
     }
@@ -404,10 +402,12 @@ impl RedbBackend {
             // Deferred writes came first, so they go first. An error here drops the
             // transaction uncommitted: nothing of it reaches the file, and the deferred writes
             // stay pending.
-            for ((table, key), value) in &self.pending {
-                match value {
-                    Some(value) => writer.put(*table, key, value)?,
-                    None => writer.delete(*table, key)?,
+            for (table, writes) in &self.pending {
+                for (key, value) in writes {
+                    match value {
+                        Some(value) => writer.put(*table, key, value)?,
+                        None => writer.delete(*table, key)?,
+                    }
                 }
             }
             writes(&mut writer)?;
