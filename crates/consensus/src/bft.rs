@@ -393,6 +393,11 @@ impl BftEngine {
         self.view
     }
 
+    /// A block held for the current height (proposed, or carried by a prepared certificate).
+    pub fn block(&self, hash: &BlockHash) -> Option<&Block> {
+        self.blocks.get(hash)
+    }
+
     /// Whether the current height is decided.
     pub fn is_decided(&self) -> bool {
         self.status == Status::Decided

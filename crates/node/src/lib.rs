@@ -54,6 +54,9 @@ pub use io::{
     Action, Command, ConsensusSummary, Input, MempoolSummary, NodeEvent, Reply, RequestId,
     SubmitOutcome, TxStatus,
 };
-pub use message::{CertifiedBlock, CertifiedTransaction, MessageError, NodeMessage, PeerId};
+pub use message::{
+    CertifiedBlock, CertifiedTransaction, CompactProposal, CompactTransaction, MessageError,
+    NodeMessage, PeerId,
+};
 pub use node::{Node, NodeConfig, init_store};
 pub use store::NodeStore;

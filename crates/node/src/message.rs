@@ -2,10 +2,13 @@
 //! canonical encoding (borsh, every variable-length field bounded).
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use timecoin_consensus::{BftMessage, FinalityCertificate, TxVote};
+use timecoin_consensus::{
+    BftMessage, FinalityCertificate, PreparedCertificate, Proposal, TxVote, ViewChange,
+};
+use timecoin_primitives::block::{MAX_BLOCK_TRANSACTIONS, MAX_COMMITTEE_SIZE};
 use timecoin_primitives::{
-    Block, BlockHash, BoundedVec, CommitCertificate, DecodeError, Height, Transaction, decode,
-    encode,
+    Block, BlockHash, BlockHeader, BoundedVec, CommitCertificate, DecodeError, Height, Signature,
+    Transaction, Txid, decode, encode,
 };
 
 /// Largest frame a node accepts or sends, in bytes: one maximal block plus its certificate and
@@ -49,6 +52,106 @@ pub struct CertifiedTransaction {
     pub certificate: FinalityCertificate,
 }
 
+/// One transaction of a [`CompactProposal`]'s block.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum CompactTransaction {
+    /// Sent whole: the block reward, which no pool holds.
+    Full(Transaction),
+    /// Named by txid: every other transaction of a block is certified before it is proposed,
+    /// so the receivers already hold it, relayed for voting or with its certificate.
+    Id(Txid),
+}
+
+/// A block proposal as it is gossiped: the block's transactions by txid (the idea of
+/// Bitcoin's compact blocks, BIP 152). Whole proposals repeated every transaction the
+/// receivers had just voted on, and each one grew every peer's gossip receive buffer to the
+/// largest block seen, for good (ADR 0013).
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct CompactProposal {
+    /// The height.
+    pub height: Height,
+    /// The view.
+    pub view: u32,
+    /// The block's header.
+    pub header: BlockHeader,
+    /// The block's transactions, in order.
+    pub transactions: BoundedVec<CompactTransaction, MAX_BLOCK_TRANSACTIONS>,
+    /// The block's parent certificate.
+    pub parent_commit: Option<Box<CommitCertificate>>,
+    /// As in [`Proposal::justification`].
+    pub justification: BoundedVec<ViewChange, MAX_COMMITTEE_SIZE>,
+    /// As in [`Proposal::certificate`].
+    pub certificate: Option<PreparedCertificate>,
+    /// The leader's signature, as in [`Proposal::signature`] (it signs the header's hash, so
+    /// it holds for both forms).
+    pub signature: Signature,
+}
+
+impl CompactProposal {
+    /// The compact form of `proposal`: the reward whole, every other transaction by txid.
+    pub fn new(proposal: &Proposal) -> CompactProposal {
+        let transactions = proposal
+            .block
+            .transactions
+            .iter()
+            .map(|transaction| match transaction.is_reward() {
+                true => CompactTransaction::Full(transaction.clone()),
+                false => CompactTransaction::Id(transaction.txid()),
+            })
+            .collect();
+        CompactProposal {
+            height: proposal.height,
+            view: proposal.view,
+            header: proposal.block.header.clone(),
+            transactions: BoundedVec::new(transactions).expect("as many as the block has"),
+            parent_commit: proposal.block.parent_commit.clone(),
+            justification: proposal.justification.clone(),
+            certificate: proposal.certificate.clone(),
+            signature: proposal.signature,
+        }
+    }
+
+    /// The hash of the proposed block.
+    pub fn block_hash(&self) -> BlockHash {
+        self.header.hash()
+    }
+
+    /// The whole proposal, with each transaction named by txid taken from `lookup`; or the
+    /// txids `lookup` does not know. A transaction found by txid is the one the block commits
+    /// to (the header's root is over txids), though its signatures may be other valid ones.
+    pub fn reconstruct(
+        &self,
+        mut lookup: impl FnMut(&Txid) -> Option<Transaction>,
+    ) -> Result<Proposal, Vec<Txid>> {
+        let mut transactions = Vec::with_capacity(self.transactions.len());
+        let mut missing = Vec::new();
+        for item in self.transactions.iter() {
+            match item {
+                CompactTransaction::Full(transaction) => transactions.push(transaction.clone()),
+                CompactTransaction::Id(txid) => match lookup(txid) {
+                    Some(transaction) => transactions.push(transaction),
+                    None => missing.push(*txid),
+                },
+            }
+        }
+        if !missing.is_empty() {
+            return Err(missing);
+        }
+        Ok(Proposal {
+            height: self.height,
+            view: self.view,
+            block: Block {
+                header: self.header.clone(),
+                transactions: BoundedVec::new(transactions).expect("as many as the compact form"),
+                parent_commit: self.parent_commit.clone(),
+            },
+            justification: self.justification.clone(),
+            certificate: self.certificate.clone(),
+            signature: self.signature,
+        })
+    }
+}
+
 /// Everything nodes say to each other.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum NodeMessage {
@@ -88,6 +191,18 @@ pub enum NodeMessage {
     /// Several certified transactions at once: what a node relays after a busy step, so
     /// that the message rate stays bounded by the step rate rather than the payment rate.
     CertifiedMany(BoundedVec<CertifiedTransaction, MAX_RELAY_CERTIFIED>),
+    /// A leader's proposal in compact form: how proposals are broadcast.
+    CompactProposal(Box<CompactProposal>),
+    /// "Send me the whole proposal for this block": from a node that received the compact
+    /// form but lacks some of its transactions. Answered with [`NodeMessage::Bft`].
+    GetProposal {
+        /// Its height.
+        height: Height,
+        /// Its view.
+        view: u32,
+        /// The proposed block's hash.
+        block: BlockHash,
+    },
 }
 
 impl NodeMessage {
@@ -119,6 +234,8 @@ impl NodeMessage {
             NodeMessage::SyncRequest { .. } => "sync_request",
             NodeMessage::SyncResponse(_) => "sync_response",
             NodeMessage::Heartbeat { .. } => "heartbeat",
+            NodeMessage::CompactProposal(_) => "compact_proposal",
+            NodeMessage::GetProposal { .. } => "get_proposal",
         }
     }
 }

@@ -6,14 +6,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use timecoin_consensus::{
     BftConfig, BftEffect, BftEngine, BftInput, BftMessage, Committee, FinalityCertificate,
-    FinalityEffect, FinalityEngine, FinalityInput, PersistedLock, TierWeights, TxVote, Weight,
-    verify_commit_certificate,
+    FinalityEffect, FinalityEngine, FinalityInput, PersistedLock, Proposal, TierWeights, TxVote,
+    Weight, verify_commit_certificate,
 };
 use timecoin_ledger::{
     BlockTemplate, ChainParams, LedgerError, MasternodeEvent, MasternodeRegistration,
     MasternodeRegistry, UtxoCache, UtxoEntry, UtxoStore, build_block, check_transaction,
-    connect_block, validate_block, validate_transaction, verify_block_signatures,
-    verify_transaction, verify_transactions,
+    connect_block, validate_block, validate_transaction, verify_transaction, verify_transactions,
 };
 use timecoin_mempool::{Mempool, MempoolConfig, MempoolError};
 use timecoin_primitives::{
@@ -32,8 +31,9 @@ use crate::io::{
     SubmitOutcome, TxStatus,
 };
 use crate::message::{
-    CertifiedBlock, CertifiedTransaction, MAX_RELAY_CERTIFIED, MAX_RELAY_TRANSACTIONS,
-    MAX_RELAY_VOTES, MAX_SYNC_BLOCKS, MAX_SYNC_RESPONSE_BYTES, NodeMessage, PeerId,
+    CertifiedBlock, CertifiedTransaction, CompactProposal, MAX_RELAY_CERTIFIED,
+    MAX_RELAY_TRANSACTIONS, MAX_RELAY_VOTES, MAX_SYNC_BLOCKS, MAX_SYNC_RESPONSE_BYTES, NodeMessage,
+    PeerId,
 };
 use crate::store::NodeStore;
 
@@ -43,6 +43,8 @@ pub const MAX_AWAITING_INPUTS: usize = 1_000;
 pub const MAX_AWAITING_CERTIFIED: usize = 1_000;
 /// Most of our own block-consensus messages kept for re-sending at the current height.
 pub const MAX_RESENT_BFT_MESSAGES: usize = 16;
+/// Most received proposals remembered (compact) to answer requests for the whole one.
+pub const MAX_SEEN_PROPOSALS: usize = 8;
 /// Most transactions one proposed block takes from the certified pool.
 pub const MAX_BLOCK_TRANSACTIONS_PROPOSED: usize = 10_000;
 /// Most peers tracked.
@@ -145,6 +147,9 @@ pub struct Node<S: NodeStore> {
     own_votes: BTreeMap<Txid, TxVote>,
     /// Our block-consensus messages at the current height, for re-sending.
     own_bft: VecDeque<BftMessage>,
+    /// Other leaders' proposals lately received, in compact form, to answer
+    /// [`NodeMessage::GetProposal`] (the block itself is the BFT engine's).
+    seen_proposals: VecDeque<CompactProposal>,
     /// A decided height whose block we lack.
     missing_block: Option<CommitCertificate>,
     sync: SyncState,
@@ -193,6 +198,16 @@ fn still_waiting<T>(
 enum Step {
     Message(PeerId, NodeMessage),
     Input(Input),
+}
+
+/// How a block-consensus message goes on the wire: proposals in compact form.
+fn wire_bft(message: &BftMessage) -> NodeMessage {
+    match message {
+        BftMessage::Proposal(proposal) => {
+            NodeMessage::CompactProposal(Box::new(CompactProposal::new(proposal)))
+        }
+        other => NodeMessage::Bft(other.clone()),
+    }
 }
 
 /// Decodes a peer's frame; a frame that does not decode is the sender's fault.
@@ -267,6 +282,7 @@ impl<S: NodeStore> Node<S> {
             bft,
             own_votes: BTreeMap::new(),
             own_bft: VecDeque::new(),
+            seen_proposals: VecDeque::new(),
             missing_block: None,
             sync: SyncState::default(),
             next_resend_ms: now_ms,
@@ -686,7 +702,7 @@ impl<S: NodeStore> Node<S> {
                 for message in &self.own_bft {
                     actions.push(Action::Send {
                         peer,
-                        message: NodeMessage::Bft(message.clone()),
+                        message: wire_bft(message),
                     });
                 }
             }
@@ -777,7 +793,7 @@ impl<S: NodeStore> Node<S> {
     /// under load, when every pending transaction is fresh.
     fn resend(&mut self, actions: &mut Vec<Action>) {
         for message in &self.own_bft {
-            actions.push(Action::Broadcast(NodeMessage::Bft(message.clone())));
+            actions.push(Action::Broadcast(wire_bft(message)));
         }
         let votes = still_waiting(
             &mut self.resend_memory.votes,
@@ -901,6 +917,30 @@ impl<S: NodeStore> Node<S> {
                     Err(_) => {}
                 }
             }
+            NodeMessage::CompactProposal(compact) => {
+                self.on_compact_proposal(peer, *compact, actions)?
+            }
+            NodeMessage::GetProposal {
+                height,
+                view,
+                block,
+            } => {
+                if let Some(proposal) = self.full_proposal(height, view, &block) {
+                    actions.push(Action::Send {
+                        peer,
+                        message: NodeMessage::Bft(BftMessage::Proposal(Box::new(proposal))),
+                    });
+                } else if height <= self.tip_height()
+                    && let Some(certified) = self.certified_block(height)?
+                    && certified.block.hash() == block
+                {
+                    // Decided since: the block with its certificate serves the asker better.
+                    actions.push(Action::Send {
+                        peer,
+                        message: NodeMessage::Committed(Box::new(certified)),
+                    });
+                }
+            }
             NodeMessage::Committed(certified) => {
                 let height = certified.block.header.height;
                 let tip = self.tip_height();
@@ -933,6 +973,96 @@ impl<S: NodeStore> Node<S> {
             }
         }
         Ok(())
+    }
+
+    /// Rebuilds a compact proposal's block from the transactions we hold and handles it as the
+    /// whole proposal; if some are missing, asks the peer that sent it for the whole proposal.
+    fn on_compact_proposal(
+        &mut self,
+        peer: PeerId,
+        compact: CompactProposal,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        let tip = self.tip_height();
+        if compact.height.get() > tip.get() + 2 {
+            self.note_peer_height(peer, Height(compact.height.get() - 1), actions);
+            return Ok(());
+        }
+        if compact.height <= tip {
+            return Ok(());
+        }
+        let rebuilt = compact.reconstruct(|txid| self.verified_copy(txid).cloned());
+        match rebuilt {
+            Ok(proposal) => {
+                let hash = compact.block_hash();
+                if !self
+                    .seen_proposals
+                    .iter()
+                    .any(|seen| seen.view == compact.view && seen.block_hash() == hash)
+                {
+                    if self.seen_proposals.len() >= MAX_SEEN_PROPOSALS {
+                        self.seen_proposals.pop_front();
+                    }
+                    self.seen_proposals.push_back(compact);
+                }
+                self.on_message(
+                    peer,
+                    NodeMessage::Bft(BftMessage::Proposal(Box::new(proposal))),
+                    actions,
+                )
+            }
+            Err(_missing) => {
+                actions.push(Action::Send {
+                    peer,
+                    message: NodeMessage::GetProposal {
+                        height: compact.height,
+                        view: compact.view,
+                        block: compact.block_hash(),
+                    },
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// The whole proposal of `block` at (`height`, `view`), ours or one we received, if we
+    /// still hold it.
+    fn full_proposal(&self, height: Height, view: u32, block: &BlockHash) -> Option<Proposal> {
+        let own = self.own_bft.iter().find_map(|message| match message {
+            BftMessage::Proposal(proposal)
+                if proposal.height == height
+                    && proposal.view == view
+                    && proposal.block.hash() == *block =>
+            {
+                Some((**proposal).clone())
+            }
+            _ => None,
+        });
+        own.or_else(|| {
+            let compact = self.seen_proposals.iter().find(|seen| {
+                seen.height == height && seen.view == view && seen.block_hash() == *block
+            })?;
+            let held = self.bft.block(block)?;
+            Some(Proposal {
+                height,
+                view,
+                block: held.clone(),
+                justification: compact.justification.clone(),
+                certificate: compact.certificate.clone(),
+                signature: compact.signature,
+            })
+        })
+    }
+
+    /// Our copy of a transaction whose signatures we have verified: every pool admits a
+    /// transaction only after verifying it.
+    fn verified_copy(&self, txid: &Txid) -> Option<&Transaction> {
+        self.certified
+            .get(txid)
+            .map(|entry| &entry.transaction)
+            .or_else(|| self.mempool.get(txid))
+            .or_else(|| self.awaiting_inputs.get(txid).map(|(_, tx)| tx))
+            .or_else(|| self.awaiting_certified.get(txid).map(|(tx, _)| tx))
     }
 
     fn note_peer_height(&mut self, peer: PeerId, height: Height, actions: &mut Vec<Action>) {
@@ -1557,8 +1687,8 @@ impl<S: NodeStore> Node<S> {
                     if self.own_bft.len() >= MAX_RESENT_BFT_MESSAGES {
                         self.own_bft.pop_front();
                     }
-                    self.own_bft.push_back(message.clone());
-                    actions.push(Action::Broadcast(NodeMessage::Bft(message)));
+                    actions.push(Action::Broadcast(wire_bft(&message)));
+                    self.own_bft.push_back(message);
                 }
                 BftEffect::RequestBlockContents {
                     height,
@@ -1789,7 +1919,17 @@ impl<S: NodeStore> Node<S> {
             .store
             .header(&tip.hash)?
             .ok_or_else(|| corrupt("the tip's header is missing"))?;
-        if let Err(error) = verify_block_signatures(block, self.config.params.network) {
+        // Our pools hold only transactions whose signatures we verified, and a proposal
+        // rebuilt from its compact form is made of those copies: only the rest (the reward,
+        // and what a whole proposal carried that we lacked) is verified here. This halved
+        // the signature checks per payment on every node.
+        let unverified: Vec<Transaction> = block
+            .transactions
+            .iter()
+            .filter(|transaction| self.verified_copy(&transaction.txid()) != Some(*transaction))
+            .cloned()
+            .collect();
+        if let Err(error) = verify_transactions(&unverified, self.config.params.network) {
             return Ok(Err(error.to_string()));
         }
         // The parent certificate first: a bad one is cheaper to refuse than the UTXO work.
@@ -1983,6 +2123,7 @@ impl<S: NodeStore> Node<S> {
         // A crash before this lands leaves stale records, which the next start drops.
         self.store.forget_finals(&settled)?;
         self.own_bft.clear();
+        self.seen_proposals.clear();
         actions.push(Action::Event(NodeEvent::BlockCommitted {
             height,
             hash,

@@ -5,7 +5,7 @@
 use timecoin_consensus::finality::sign_transaction_vote;
 use timecoin_consensus::signing::{Phase, Slot, statement_message, view_change_digest};
 use timecoin_consensus::{BftMessage, Proposal, Vote};
-use timecoin_node::NodeMessage;
+use timecoin_node::{CompactProposal, NodeMessage};
 use timecoin_primitives::{
     BlockHash, BoundedVec, Hash32, Height, Network, SecretKey, Timestamp, Transaction,
 };
@@ -118,6 +118,24 @@ pub fn corrupt_outgoing(
                 ),
             ]
         }
+        (Behaviour::Equivocate, NodeMessage::CompactProposal(proposal)) => {
+            let mut other = (*proposal).clone();
+            other.header.timestamp =
+                Timestamp(other.header.timestamp.as_millis() + 1 + rng.below(50));
+            other.signature = sign(
+                other.height,
+                other.view,
+                Phase::Proposal,
+                other.block_hash().0,
+            );
+            vec![
+                (Target::EvenHalf, NodeMessage::CompactProposal(proposal)),
+                (
+                    Target::OddHalf,
+                    NodeMessage::CompactProposal(Box::new(other)),
+                ),
+            ]
+        }
         (Behaviour::Equivocate, NodeMessage::Bft(BftMessage::Prepare(vote))) => {
             let fake = fake_vote(&vote, Phase::Prepare, rng, &sign);
             vec![
@@ -176,6 +194,26 @@ pub fn corrupt_outgoing(
                 out.push((Target::All, NodeMessage::Bft(bumped)));
             }
             out
+        }
+        (Behaviour::BumpViews, NodeMessage::CompactProposal(proposal)) => {
+            let mut bumped: CompactProposal = (*proposal).clone();
+            bumped.view += 1 + rng.below(12) as u32;
+            bumped.signature = sign(
+                bumped.height,
+                bumped.view,
+                Phase::Proposal,
+                bumped.block_hash().0,
+            );
+            vec![
+                (Target::All, NodeMessage::CompactProposal(proposal)),
+                (Target::All, NodeMessage::CompactProposal(Box::new(bumped))),
+            ]
+        }
+        (Behaviour::InvalidProposals, NodeMessage::CompactProposal(proposal)) => {
+            let mut bad: CompactProposal = (*proposal).clone();
+            bad.header.utxo_commitment.0[0] ^= 0xff;
+            bad.signature = sign(bad.height, bad.view, Phase::Proposal, bad.block_hash().0);
+            vec![(Target::All, NodeMessage::CompactProposal(Box::new(bad)))]
         }
         (Behaviour::InvalidProposals, NodeMessage::Bft(BftMessage::Proposal(proposal))) => {
             let mut bad: Proposal = (*proposal).clone();

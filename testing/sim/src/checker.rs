@@ -41,10 +41,28 @@ pub struct Checker {
     registrations: BTreeMap<PublicKey, BTreeMap<Height, (u64, Address)>>,
 }
 
+type Statement = (PublicKey, u64, u32, u8, Hash32);
+
+/// The statement a message carries, if any; a compact proposal signs the same block hash (its
+/// header's) as the whole one.
+fn statement_in(message: &NodeMessage, sender: PublicKey) -> Option<Statement> {
+    match message {
+        NodeMessage::Bft(bft) => Some(statement_of(bft, sender)),
+        NodeMessage::CompactProposal(proposal) => Some((
+            sender,
+            proposal.height.get(),
+            proposal.view,
+            1,
+            proposal.block_hash().0,
+        )),
+        _ => None,
+    }
+}
+
 /// The signer, slot and digest of a statement; a proposal is signed by whoever sends it (the
 /// header names the block's original proposer, which differs when a prepared block is
 /// re-proposed in a later view).
-fn statement_of(message: &BftMessage, sender: PublicKey) -> (PublicKey, u64, u32, u8, Hash32) {
+fn statement_of(message: &BftMessage, sender: PublicKey) -> Statement {
     match message {
         BftMessage::Proposal(proposal) => (
             sender,
@@ -101,8 +119,10 @@ impl Checker {
     ) -> Result<(), Violation> {
         let Some(key) = key else { return Ok(()) };
         match message {
-            NodeMessage::Bft(bft) => {
-                let (signer, height, view, phase, digest) = statement_of(bft, key);
+            NodeMessage::Bft(_) | NodeMessage::CompactProposal(_) => {
+                let Some((signer, height, view, phase, digest)) = statement_in(message, key) else {
+                    return Ok(());
+                };
                 if signer != key {
                     return Ok(());
                 }

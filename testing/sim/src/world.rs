@@ -955,6 +955,19 @@ impl World {
                 bft.height().get()
             );
         }
+        if self.trace
+            && let NodeMessage::CompactProposal(p) = &message
+        {
+            eprintln!(
+                "{:>6} node {from} sends h{} compact proposal v{} block {} cert {:?} just {}",
+                self.now - GENESIS_MS,
+                p.height.get(),
+                p.view,
+                p.block_hash(),
+                p.certificate.as_ref().map(|c| (c.view, c.block_hash)),
+                p.justification.len()
+            );
+        }
         {
             let node = self.nodes[from].node.as_ref().expect("running");
             let public = key.as_ref().map(SecretKey::public_key);
