@@ -15,7 +15,7 @@ use timecoin_network::{
     Misbehaviour, NetworkConfig, NetworkEvent, NetworkHandle, NodeIdentity, Topic,
     load_or_create_identity, load_psk, socket_multiaddr,
 };
-use timecoin_node::coalesce::coalesce;
+use timecoin_node::coalesce::bundle_relays;
 use timecoin_node::{
     Action, Command, Input, Node, NodeConfig, NodeEvent, NodeMessage, PeerId, Reply, RequestId,
     init_store,
@@ -41,12 +41,13 @@ const MAX_TICK_GAP: Duration = Duration::from_millis(50);
 /// Most inputs the node handles in one step (one group commit). Bounds the latency one step
 /// adds to the inputs in it, and the memory of the step's actions.
 const MAX_STEP_INPUTS: usize = 512;
-/// Least time between two rounds of relay gossip. Relays of the steps in between are merged, so
-/// a node publishes at most about 3 relay messages per round (transactions, votes, certificates)
-/// however fast it steps: at most ~75 a second, inside its peers' default limit of 100 messages
-/// per second per publisher (ADR 0010), with room for heartbeats and block consensus. An idle
-/// node relays at once; under load a relay waits at most this long.
-const RELAY_INTERVAL: Duration = Duration::from_millis(40);
+/// Least time between two rounds of relay gossip. Relays of the steps in between are merged
+/// into one bundle of all kinds (more only past 512 KB), so a node publishes about one relay
+/// message per round however fast it steps: at most ~50 a second, inside its peers' default
+/// limit of 100 messages per second per publisher (ADR 0010), with room for heartbeats and
+/// block consensus. An idle node relays at once; under load a relay waits at most this long,
+/// and a payment waits for two rounds (its transaction, then the votes).
+const RELAY_INTERVAL: Duration = Duration::from_millis(20);
 /// How long open RPC connections may take to finish at shutdown.
 const RPC_STOP_GRACE: Duration = Duration::from_secs(2);
 /// How often gauges are refreshed from the node and the network.
@@ -88,7 +89,7 @@ pub fn now_ms() -> u64 {
 /// Which gossip topic carries a message kind.
 fn topic_of(message: &NodeMessage) -> Topic {
     match message {
-        NodeMessage::Transactions(_) => Topic::Transactions,
+        NodeMessage::Transactions(_) | NodeMessage::Relay(_) => Topic::Transactions,
         NodeMessage::TxVotes(_) | NodeMessage::Certified { .. } | NodeMessage::CertifiedMany(_) => {
             Topic::Votes
         }
@@ -459,15 +460,21 @@ impl LoopState {
         (!self.relays.is_empty()).then(|| self.last_relay + RELAY_INTERVAL)
     }
 
-    /// Publishes the waiting relays, merged per kind.
+    /// Publishes the waiting relays, all kinds merged into bundles (one message per round
+    /// unless the round is large).
     async fn flush_relays(&mut self, net: &NetworkHandle) {
         self.last_relay = Instant::now();
-        for action in coalesce(std::mem::take(&mut self.relays)) {
-            if let Action::Broadcast(message) = action {
-                let topic = topic_of(&message);
-                if let Err(e) = net.publish(topic, message.to_bytes()).await {
-                    debug!(kind = message.kind(), error = %e, "relay not sent");
-                }
+        let messages = std::mem::take(&mut self.relays)
+            .into_iter()
+            .filter_map(|action| match action {
+                Action::Broadcast(message) => Some(message),
+                _ => None,
+            })
+            .collect();
+        for message in bundle_relays(messages) {
+            let topic = topic_of(&message);
+            if let Err(e) = net.publish(topic, message.to_bytes()).await {
+                debug!(kind = message.kind(), error = %e, "relay not sent");
             }
         }
     }

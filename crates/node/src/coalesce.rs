@@ -14,7 +14,7 @@ use timecoin_primitives::{BoundedVec, Transaction};
 use crate::io::Action;
 use crate::message::{
     CertifiedTransaction, MAX_RELAY_CERTIFIED, MAX_RELAY_TRANSACTIONS, MAX_RELAY_VOTES,
-    NodeMessage, RELAY_TARGET_BYTES,
+    NodeMessage, RELAY_TARGET_BYTES, RelayBundle,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -124,6 +124,100 @@ pub fn coalesce(actions: Vec<Action>) -> Vec<Action> {
         }
     }
     result
+}
+
+/// Merges relay messages of every kind (transactions, votes, certified transactions) into as
+/// few [`NodeMessage::Relay`] bundles as the relay limits allow, each of about
+/// [`RELAY_TARGET_BYTES`] at most; what a runtime publishes once per gossip round. Within each
+/// kind the order is kept. Other messages are returned unchanged, after the bundles.
+pub fn bundle_relays(messages: Vec<NodeMessage>) -> Vec<NodeMessage> {
+    let mut transactions = Vec::new();
+    let mut votes = Vec::new();
+    let mut certified = Vec::new();
+    let mut others = Vec::new();
+    for message in messages {
+        match message {
+            NodeMessage::Transactions(batch) => transactions.extend(batch.into_inner()),
+            NodeMessage::TxVotes(batch) => votes.extend(batch.into_inner()),
+            NodeMessage::Certified {
+                transaction,
+                certificate,
+            } => certified.push(CertifiedTransaction {
+                transaction,
+                certificate,
+            }),
+            NodeMessage::CertifiedMany(batch) => certified.extend(batch.into_inner()),
+            NodeMessage::Relay(bundle) => {
+                let RelayBundle {
+                    transactions: t,
+                    votes: v,
+                    certified: c,
+                } = *bundle;
+                transactions.extend(t.into_inner());
+                votes.extend(v.into_inner());
+                certified.extend(c.into_inner());
+            }
+            other => others.push(other),
+        }
+    }
+    let mut bundles = Vec::new();
+    let mut current = Parts::default();
+    // Votes first: they are the smallest and the most urgent (each may complete a
+    // certificate); a bundle split by size then still carries them in its first message.
+    for vote in votes {
+        let size = borsh::object_length(&vote).unwrap_or(RELAY_TARGET_BYTES);
+        if current.votes.len() == MAX_RELAY_VOTES || current.would_overflow(size) {
+            bundles.push(std::mem::take(&mut current).into_message());
+        }
+        current.bytes += size;
+        current.votes.push(vote);
+    }
+    for transaction in transactions {
+        let size = borsh::object_length(&transaction).unwrap_or(RELAY_TARGET_BYTES);
+        if current.transactions.len() == MAX_RELAY_TRANSACTIONS || current.would_overflow(size) {
+            bundles.push(std::mem::take(&mut current).into_message());
+        }
+        current.bytes += size;
+        current.transactions.push(transaction);
+    }
+    for item in certified {
+        let size = borsh::object_length(&item).unwrap_or(RELAY_TARGET_BYTES);
+        if current.certified.len() == MAX_RELAY_CERTIFIED || current.would_overflow(size) {
+            bundles.push(std::mem::take(&mut current).into_message());
+        }
+        current.bytes += size;
+        current.certified.push(item);
+    }
+    if current.bytes > 0 {
+        bundles.push(current.into_message());
+    }
+    bundles.extend(others);
+    bundles
+}
+
+/// A relay bundle being filled.
+#[derive(Default)]
+struct Parts {
+    transactions: Vec<Transaction>,
+    votes: Vec<TxVote>,
+    certified: Vec<CertifiedTransaction>,
+    bytes: usize,
+}
+
+impl Parts {
+    /// Whether adding `size` bytes would pass the target (a lone item larger than it still
+    /// gets a bundle of its own).
+    fn would_overflow(&self, size: usize) -> bool {
+        self.bytes > 0 && self.bytes + size > RELAY_TARGET_BYTES
+    }
+
+    fn into_message(self) -> NodeMessage {
+        NodeMessage::Relay(Box::new(RelayBundle {
+            transactions: BoundedVec::new(self.transactions).expect("filled up to the limit"),
+            votes: BoundedVec::new(self.votes).expect("filled up to the limit"),
+            certified: BoundedVec::new(self.certified).expect("filled up to the limit"),
+        }))
+    }
 }
 
 /// Splits `items` into messages of at most `max` items and about [`RELAY_TARGET_BYTES`]
@@ -243,6 +337,57 @@ mod tests {
                 panic!("only broadcasts expected")
             };
             assert!(NodeMessage::from_bytes(&message.to_bytes()).is_ok());
+        }
+    }
+
+    fn bundles(messages: &[NodeMessage]) -> Vec<&RelayBundle> {
+        messages
+            .iter()
+            .filter_map(|message| match message {
+                NodeMessage::Relay(bundle) => Some(&**bundle),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_round_of_every_kind_becomes_one_bundle_in_order() {
+        let heartbeat = NodeMessage::Heartbeat {
+            height: timecoin_primitives::Height(4),
+            hash: timecoin_primitives::BlockHash(Hash32([4; 32])),
+        };
+        let votes = |range: std::ops::Range<u8>| {
+            NodeMessage::TxVotes(BoundedVec::new(range.map(vote).collect()).unwrap())
+        };
+        let messages = vec![votes(1..3), heartbeat.clone(), votes(3..6)];
+        let out = bundle_relays(messages);
+        assert_eq!(out.len(), 2, "{out:?}");
+        let bundle = bundles(&out);
+        assert_eq!(bundle.len(), 1);
+        let expected: Vec<TxVote> = (1..6).map(vote).collect();
+        assert_eq!(bundle[0].votes.to_vec(), expected);
+        assert!(bundle[0].transactions.is_empty() && bundle[0].certified.is_empty());
+        assert_eq!(
+            out[1], heartbeat,
+            "other messages pass unchanged, after the bundles"
+        );
+        assert!(bundle_relays(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_large_round_is_split_within_the_limits_and_nothing_is_lost() {
+        let count = MAX_RELAY_VOTES * 2 + 7;
+        let messages = (0..count)
+            .map(|n| NodeMessage::TxVotes(BoundedVec::new(vec![vote((n % 250) as u8)]).unwrap()))
+            .collect();
+        let out = bundle_relays(messages);
+        assert_eq!(out.len(), 3);
+        let carried: usize = bundles(&out).iter().map(|b| b.votes.len()).sum();
+        assert_eq!(carried, count);
+        for message in &out {
+            let bytes = message.to_bytes();
+            assert!(bytes.len() <= RELAY_TARGET_BYTES + 1024);
+            assert_eq!(NodeMessage::from_bytes(&bytes).unwrap(), *message);
         }
     }
 

@@ -56,7 +56,7 @@ pub use io::{
 };
 pub use message::{
     CertifiedBlock, CertifiedTransaction, CompactProposal, CompactTransaction, MessageError,
-    NodeMessage, PeerId,
+    NodeMessage, PeerId, RelayBundle,
 };
 pub use node::{Node, NodeConfig, init_store};
 pub use store::NodeStore;

@@ -152,6 +152,37 @@ impl CompactProposal {
     }
 }
 
+/// What a node relays in one gossip round, all kinds in one message. One message per round
+/// instead of one per kind lets rounds be shorter within a peer's per-publisher message
+/// allowance, and every gossip message costs a signature at the sender and a check at each
+/// receiver whatever its size.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct RelayBundle {
+    /// Transactions for finality voting.
+    pub transactions: BoundedVec<Transaction, MAX_RELAY_TRANSACTIONS>,
+    /// Finality votes.
+    pub votes: BoundedVec<TxVote, MAX_RELAY_VOTES>,
+    /// Certified transactions.
+    pub certified: BoundedVec<CertifiedTransaction, MAX_RELAY_CERTIFIED>,
+}
+
+impl Default for RelayBundle {
+    fn default() -> Self {
+        RelayBundle {
+            transactions: BoundedVec::empty(),
+            votes: BoundedVec::empty(),
+            certified: BoundedVec::empty(),
+        }
+    }
+}
+
+impl RelayBundle {
+    /// Whether the bundle carries nothing.
+    pub fn is_empty(&self) -> bool {
+        self.transactions.is_empty() && self.votes.is_empty() && self.certified.is_empty()
+    }
+}
+
 /// Everything nodes say to each other.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum NodeMessage {
@@ -191,6 +222,9 @@ pub enum NodeMessage {
     /// Several certified transactions at once: what a node relays after a busy step, so
     /// that the message rate stays bounded by the step rate rather than the payment rate.
     CertifiedMany(BoundedVec<CertifiedTransaction, MAX_RELAY_CERTIFIED>),
+    /// One gossip round's relays (see [`RelayBundle`]), handled as its transactions, then its
+    /// votes, then its certified transactions.
+    Relay(Box<RelayBundle>),
     /// A leader's proposal in compact form: how proposals are broadcast.
     CompactProposal(Box<CompactProposal>),
     /// "Send me the whole proposal for this block": from a node that received the compact
@@ -234,6 +268,7 @@ impl NodeMessage {
             NodeMessage::SyncRequest { .. } => "sync_request",
             NodeMessage::SyncResponse(_) => "sync_response",
             NodeMessage::Heartbeat { .. } => "heartbeat",
+            NodeMessage::Relay(_) => "relay",
             NodeMessage::CompactProposal(_) => "compact_proposal",
             NodeMessage::GetProposal { .. } => "get_proposal",
         }

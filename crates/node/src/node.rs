@@ -33,7 +33,7 @@ use crate::io::{
 use crate::message::{
     CertifiedBlock, CertifiedTransaction, CompactProposal, MAX_RELAY_CERTIFIED,
     MAX_RELAY_TRANSACTIONS, MAX_RELAY_VOTES, MAX_SYNC_BLOCKS, MAX_SYNC_RESPONSE_BYTES, NodeMessage,
-    PeerId,
+    PeerId, RelayBundle,
 };
 use crate::store::NodeStore;
 
@@ -656,6 +656,7 @@ impl<S: NodeStore> Node<S> {
         for step in steps {
             let transactions: &[Transaction] = match step {
                 Step::Message(_, NodeMessage::Transactions(transactions)) => transactions,
+                Step::Message(_, NodeMessage::Relay(bundle)) => &bundle.transactions,
                 Step::Input(Input::Command {
                     command: Command::SubmitTransaction(transaction),
                     ..
@@ -915,6 +916,22 @@ impl<S: NodeStore> Node<S> {
                         self.penalize(Some(peer), format!("block consensus: {error}"), actions)
                     }
                     Err(_) => {}
+                }
+            }
+            NodeMessage::Relay(bundle) => {
+                let RelayBundle {
+                    transactions,
+                    votes,
+                    certified,
+                } = *bundle;
+                if !transactions.is_empty() {
+                    self.on_message(peer, NodeMessage::Transactions(transactions), actions)?;
+                }
+                if !votes.is_empty() {
+                    self.on_message(peer, NodeMessage::TxVotes(votes), actions)?;
+                }
+                if !certified.is_empty() {
+                    self.on_message(peer, NodeMessage::CertifiedMany(certified), actions)?;
                 }
             }
             NodeMessage::CompactProposal(compact) => {
