@@ -22,7 +22,7 @@ use timecoin_node::{
 };
 use timecoin_primitives::Network;
 use timecoin_rpc::{AuthConfig, RpcServer, ServerConfig};
-use timecoin_storage::{ChainStore, RedbChainDb, StoreConfig};
+use timecoin_storage::{ChainStore, RedbChainDb, RedbOptions, StoreConfig};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
@@ -397,8 +397,13 @@ fn open_store(
     if config.storage.prune_keep_blocks > 0 {
         store_config.prune_keep_blocks = Some(config.storage.prune_keep_blocks);
     }
-    let mut store = tokio::task::block_in_place(|| RedbChainDb::open_path(&path, store_config))
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let engine = RedbOptions {
+        page_cache_bytes: store_config.page_cache_bytes,
+        quick_repair: config.storage.quick_repair,
+    };
+    let mut store =
+        tokio::task::block_in_place(|| RedbChainDb::open_path_with(&path, store_config, engine))
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let histogram = metrics::storage_commit_histogram();
     store.set_commit_observer(Box::new(move |took| histogram.observe(took.as_secs_f64())));
     if store.tip().is_none() {

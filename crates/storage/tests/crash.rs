@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 use timecoin_primitives::{BoundedBytes, Height};
 use timecoin_storage::testing::{SplitMix, TestChain};
 use timecoin_storage::{
-    ChainStore, ConsensusLog, ConsensusRecord, LogKey, RedbChainDb, StoreConfig,
+    ChainStore, ConsensusLog, ConsensusRecord, LogKey, RedbChainDb, RedbOptions, StoreConfig,
 };
 
 const CHILD_DIRECTORY: &str = "TIMECOIN_CRASH_CHILD";
 const CHILD_VOTE_BASE: &str = "TIMECOIN_CRASH_VOTE_BASE";
+/// Whether the child commits with redb's quick repair (alternates by round: a node may run
+/// either way, and may switch between restarts).
+const CHILD_QUICK_REPAIR: &str = "TIMECOIN_CRASH_QUICK_REPAIR";
 const SEED: u64 = 0x5eed;
 
 fn chain() -> TestChain {
@@ -57,7 +60,12 @@ fn crash_child() {
         .expect("a number");
     let mut chain = chain();
     let path = std::path::Path::new(&directory).join("chain.redb");
-    let mut store = RedbChainDb::open_path(&path, config(&chain)).expect("open");
+    let quick_repair = std::env::var(CHILD_QUICK_REPAIR).is_ok_and(|value| value == "true");
+    let engine = RedbOptions {
+        quick_repair,
+        ..RedbOptions::default()
+    };
+    let mut store = RedbChainDb::open_path_with(&path, config(&chain), engine).expect("open");
     match store.tip() {
         None => store.commit_block(chain.genesis.commit()).expect("genesis"),
         Some(tip) => {
@@ -139,6 +147,7 @@ fn crash_test_survives_sigkill() {
             ])
             .env(CHILD_DIRECTORY, directory.path())
             .env(CHILD_VOTE_BASE, ((round + 1) * 1_000_000_000).to_string())
+            .env(CHILD_QUICK_REPAIR, (round % 2 == 0).to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
