@@ -126,6 +126,12 @@ pub fn pay(
     Transaction::sign(body, &[owner], None, NETWORK).expect("the owner signs")
 }
 
+/// A payment of `value` from the genesis coin (funded by [`FUNDED_SEED`]'s key) to `to`.
+pub fn spend_genesis(to: &SecretKey, value: Amount) -> Transaction {
+    let (coin, balance) = genesis_coin(&genesis(Some(4)).0);
+    pay(coin, balance, &key(FUNDED_SEED), to, value)
+}
+
 /// The reply among `actions`.
 pub fn reply(actions: &[Action]) -> Reply {
     actions

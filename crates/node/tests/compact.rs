@@ -3,7 +3,7 @@
 
 use timecoin_consensus::BftMessage;
 use timecoin_node::testing::{
-    FUNDED_SEED, MASTERNODE_SEED, START_MS, TestNode, genesis, genesis_coin, key, open_on, pay,
+    MASTERNODE_SEED, START_MS, TestNode, genesis, key, open_on, spend_genesis,
 };
 use timecoin_node::{
     Action, Command, CompactTransaction, Input, NodeMessage, PeerId, Reply, RequestId, TxStatus,
@@ -61,14 +61,7 @@ fn followers_rebuild_compact_proposals_or_fetch_the_whole_one() {
     // `holder` receives every broadcast; `lacker` misses the payment's relays.
     let mut holder = node(false);
     let mut lacker = node(false);
-    let (coin, balance) = genesis_coin(&genesis(Some(4)).0);
-    let payment = pay(
-        coin,
-        balance,
-        &key(FUNDED_SEED),
-        &key(2),
-        Amount::from_time(5).unwrap(),
-    );
+    let payment = spend_genesis(&key(2), Amount::from_time(5).unwrap());
     let txid = payment.txid();
 
     let mut now = START_MS + 1_000;

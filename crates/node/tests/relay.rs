@@ -2,11 +2,10 @@
 //! transactions is handled as the separate messages would be.
 
 use timecoin_node::testing::{
-    FUNDED_SEED, MASTERNODE_SEED, START_MS, TestNode, command, genesis, genesis_coin, key, open_on,
-    pay,
+    MASTERNODE_SEED, START_MS, TestNode, command, genesis, key, open_on, pay, spend_genesis,
 };
 use timecoin_node::{Action, Command, Input, NodeMessage, PeerId, RelayBundle, Reply, TxStatus};
-use timecoin_primitives::{Amount, BoundedVec, Transaction};
+use timecoin_primitives::{Amount, BoundedVec, OutPoint, Transaction};
 use timecoin_storage::MemoryBackend;
 
 fn masternode() -> TestNode {
@@ -36,24 +35,21 @@ fn relay(node: &mut TestNode, transactions: Vec<Transaction>) -> Vec<Action> {
 #[test]
 fn transactions_in_a_bundle_are_admitted_and_bad_ones_blamed() {
     let mut node = masternode();
-    let (coin, balance) = genesis_coin(&genesis(Some(4)).0);
-    let payment = pay(
-        coin,
-        balance,
-        &key(FUNDED_SEED),
-        &key(2),
-        Amount::from_time(3).unwrap(),
-    );
-    let child = pay(
-        timecoin_primitives::OutPoint {
-            txid: payment.txid(),
-            index: 0,
-        },
-        payment.body.outputs[0].amount,
-        &key(2),
-        &key(3),
-        Amount::from_time(1).unwrap(),
-    );
+    let payment = spend_genesis(&key(2), Amount::from_time(3).unwrap());
+    // Spends output `index` of `parent` (owned by key 2) to `to`.
+    let spend = |parent: &Transaction, index: u32, to: u8| {
+        pay(
+            OutPoint {
+                txid: parent.txid(),
+                index,
+            },
+            parent.body.outputs[index as usize].amount,
+            &key(2),
+            &key(to),
+            Amount::from_time(1).unwrap(),
+        )
+    };
+    let child = spend(&payment, 0, 3);
     let actions = relay(&mut node, vec![payment.clone(), child.clone()]);
     assert!(
         !actions
@@ -70,27 +66,9 @@ fn transactions_in_a_bundle_are_admitted_and_bad_ones_blamed() {
         ));
     }
 
-    let mut forged = pay(
-        timecoin_primitives::OutPoint {
-            txid: child.txid(),
-            index: 1,
-        },
-        child.body.outputs[1].amount,
-        &key(2),
-        &key(4),
-        Amount::from_time(1).unwrap(),
-    );
-    forged.signatures = pay(
-        timecoin_primitives::OutPoint {
-            txid: child.txid(),
-            index: 1,
-        },
-        child.body.outputs[1].amount,
-        &key(2),
-        &key(5),
-        Amount::from_time(1).unwrap(),
-    )
-    .signatures;
+    // Key 2 owns the child's change; a signature over another body does not authorise this one.
+    let mut forged = spend(&child, 1, 4);
+    forged.signatures = spend(&child, 1, 5).signatures;
     let actions = relay(&mut node, vec![forged.clone()]);
     assert!(
         actions.iter().any(|action| matches!(

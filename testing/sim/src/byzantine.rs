@@ -92,6 +92,14 @@ pub fn corrupt_outgoing(
     let sign = |height, view, phase, digest| {
         sign_statement(key, network, epoch_length, height, view, phase, digest)
     };
+    let resign_compact = |proposal: &mut CompactProposal| {
+        proposal.signature = sign(
+            proposal.height,
+            proposal.view,
+            Phase::Proposal,
+            proposal.block_hash().0,
+        );
+    };
     match (behaviour, message) {
         (Behaviour::Silent, _) => Vec::new(),
         // Its votes go out targeted, on receipt (see the world's delivery hook).
@@ -122,12 +130,7 @@ pub fn corrupt_outgoing(
             let mut other = (*proposal).clone();
             other.header.timestamp =
                 Timestamp(other.header.timestamp.as_millis() + 1 + rng.below(50));
-            other.signature = sign(
-                other.height,
-                other.view,
-                Phase::Proposal,
-                other.block_hash().0,
-            );
+            resign_compact(&mut other);
             vec![
                 (Target::EvenHalf, NodeMessage::CompactProposal(proposal)),
                 (
@@ -198,12 +201,7 @@ pub fn corrupt_outgoing(
         (Behaviour::BumpViews, NodeMessage::CompactProposal(proposal)) => {
             let mut bumped: CompactProposal = (*proposal).clone();
             bumped.view += 1 + rng.below(12) as u32;
-            bumped.signature = sign(
-                bumped.height,
-                bumped.view,
-                Phase::Proposal,
-                bumped.block_hash().0,
-            );
+            resign_compact(&mut bumped);
             vec![
                 (Target::All, NodeMessage::CompactProposal(proposal)),
                 (Target::All, NodeMessage::CompactProposal(Box::new(bumped))),
@@ -212,7 +210,7 @@ pub fn corrupt_outgoing(
         (Behaviour::InvalidProposals, NodeMessage::CompactProposal(proposal)) => {
             let mut bad: CompactProposal = (*proposal).clone();
             bad.header.utxo_commitment.0[0] ^= 0xff;
-            bad.signature = sign(bad.height, bad.view, Phase::Proposal, bad.block_hash().0);
+            resign_compact(&mut bad);
             vec![(Target::All, NodeMessage::CompactProposal(Box::new(bad)))]
         }
         (Behaviour::InvalidProposals, NodeMessage::Bft(BftMessage::Proposal(proposal))) => {
