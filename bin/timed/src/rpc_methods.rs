@@ -203,10 +203,17 @@ fn status_json(txid: &Txid, status: &TxStatus, node: &DaemonNode) -> Value {
             value["status"] = json!("certified");
             value["certificate"] =
                 json!({"epoch": certificate.epoch.get(), "votes": certificate.votes.len()});
-            // The signed weight is only known against the certificate's own committee.
+            // The signed weight is only known against the certificate's own committee. The
+            // node verified the certificate when it took it; verifying its signatures again
+            // on every poll cost the node task ~80 µs per certified payment.
             let committee = node.finality().committee();
-            if let Ok(weight) = certificate.verify(committee) {
-                value["certificate"]["weight"] = json!(weight.get());
+            if certificate.epoch == committee.epoch() {
+                let weight: u64 = certificate
+                    .votes
+                    .iter()
+                    .map(|vote| committee.weight_of(&vote.voter).get())
+                    .sum();
+                value["certificate"]["weight"] = json!(weight);
                 value["certificate"]["quorum_weight"] = json!(committee.quorum_weight().get());
             }
         }
@@ -698,12 +705,13 @@ pub fn methods(ctx: Ctx) -> Methods {
         "gettxfinality txid: unknown, pending, certified (with certificate) or in_block",
         |c, p| {
             let txid: Txid = parse_hash(&p.bind(&["txid"])?.required::<String>(0)?, "txid")?;
-            let Reply::TransactionStatus(status) =
-                command(&c, Command::TransactionStatus(txid)).await?
-            else {
-                return Err(RpcError::internal("unexpected reply"));
-            };
-            read(&c, move |node| Ok(status_json(&txid, &status, node))).await
+            // A read, not a command: payment processors poll this for every payment in
+            // flight, and a command is an input of the node's next step.
+            read(&c, move |node| {
+                let status = node.status(&txid).map_err(storage_error)?;
+                Ok(status_json(&txid, &status, node))
+            })
+            .await
         }
     );
     method!(

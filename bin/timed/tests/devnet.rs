@@ -88,8 +88,17 @@ fn recipient(seed: u8) -> String {
         .encode(Network::Devnet)
 }
 
-/// Whether a `gettxfinality` answer says the transaction is final.
+/// Whether a `gettxfinality` answer says the transaction is final. A certified answer must
+/// show a certificate signed by at least the quorum weight.
 fn is_final(status: &Value) -> bool {
+    if status["status"] == "certified" {
+        let certificate = &status["certificate"];
+        let quorum = certificate["quorum_weight"]
+            .as_u64()
+            .expect("a quorum weight");
+        let weight = certificate["weight"].as_u64().expect("a signed weight");
+        assert!(quorum > 0 && weight >= quorum, "{status}");
+    }
     status["status"] == "certified" || status["status"] == "in_block"
 }
 

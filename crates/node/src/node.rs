@@ -2125,6 +2125,9 @@ impl<S: NodeStore> Node<S> {
             self.own_votes.remove(&txid);
             self.first_seen.remove(&txid);
             self.awaiting_certified.remove(&txid);
+            if let Some((sequence, _)) = self.awaiting_inputs.remove(&txid) {
+                self.awaiting_order.remove(&sequence);
+            }
             for input in &transaction.body.inputs {
                 if let Some(other) = self.certified.spender_of(&input.prevout)
                     && other != txid
@@ -2287,12 +2290,9 @@ impl<S: NodeStore> Node<S> {
 
     /// Where `txid` stands.
     pub fn status(&self, txid: &Txid) -> Result<TxStatus, NodeError> {
-        if let Some(location) = self.store.transaction_location(txid)? {
-            return Ok(TxStatus::Included {
-                height: location.height,
-                position: location.position,
-            });
-        }
+        // The pools first: a transaction leaves every one of them in the step that puts it in
+        // a block, so the answer is the same, and clients poll mostly for transactions still
+        // in them, which then cost no index lookup.
         if let Some(entry) = self.certified.get(txid) {
             return Ok(TxStatus::Certified(entry.certificate.clone()));
         }
@@ -2301,6 +2301,12 @@ impl<S: NodeStore> Node<S> {
         }
         if self.awaiting_inputs.contains_key(txid) {
             return Ok(TxStatus::AwaitingInputs);
+        }
+        if let Some(location) = self.store.transaction_location(txid)? {
+            return Ok(TxStatus::Included {
+                height: location.height,
+                position: location.position,
+            });
         }
         Ok(TxStatus::Unknown)
     }
