@@ -51,8 +51,8 @@ pub const MAX_BLOCK_TRANSACTIONS_PROPOSED: usize = 10_000;
 pub const MAX_PEERS: usize = 1_024;
 /// Most transactions whose first-seen time is kept (for the finality latency metric).
 pub const MAX_FIRST_SEEN: usize = 20_000;
-/// Most sync responses served to one peer per second: serving blocks is the most expensive
-/// thing a peer can ask of us.
+/// Most block-carrying answers (sync responses, whole proposals) served to one peer per
+/// second: serving blocks is the most expensive thing a peer can ask of us.
 pub const MAX_SYNC_RESPONSES_PER_SECOND: u32 = 20;
 /// Most sync requests in flight at once, each to a different peer for the next range of
 /// [`MAX_SYNC_BLOCKS`] heights.
@@ -942,6 +942,10 @@ impl<S: NodeStore> Node<S> {
                 view,
                 block,
             } => {
+                // Each answer carries a whole block: limited like sync responses.
+                if !self.may_serve(peer) {
+                    return Ok(());
+                }
                 if let Some(proposal) = self.full_proposal(height, view, &block) {
                     actions.push(Action::Send {
                         peer,
@@ -1158,15 +1162,11 @@ impl<S: NodeStore> Node<S> {
         Ok(Some(CertifiedBlock { block, certificate }))
     }
 
-    fn serve_sync(
-        &mut self,
-        peer: PeerId,
-        from: Height,
-        count: u32,
-        actions: &mut Vec<Action>,
-    ) -> Result<(), NodeError> {
-        // At most MAX_SYNC_RESPONSES_PER_SECOND per peer: plenty for an honest node that asks
-        // again only after each answer, cheap to refuse for one that floods.
+    /// Whether `peer` may have one more block-carrying answer (a sync response or a whole
+    /// proposal) now, counting it: at most [`MAX_SYNC_RESPONSES_PER_SECOND`] per peer, plenty
+    /// for an honest node that asks again only after each answer, cheap to refuse for one that
+    /// floods.
+    fn may_serve(&mut self, peer: PeerId) -> bool {
         let now = self.now_ms;
         let window = self.sync.served.get(&peer).copied();
         let (start, served) = match window {
@@ -1174,7 +1174,7 @@ impl<S: NodeStore> Node<S> {
             _ => (now, 0),
         };
         if served >= MAX_SYNC_RESPONSES_PER_SECOND {
-            return Ok(());
+            return false;
         }
         if self.sync.served.len() >= MAX_PEERS && !self.sync.served.contains_key(&peer) {
             self.sync
@@ -1183,6 +1183,19 @@ impl<S: NodeStore> Node<S> {
         }
         if self.sync.served.len() < MAX_PEERS || self.sync.served.contains_key(&peer) {
             self.sync.served.insert(peer, (start, served + 1));
+        }
+        true
+    }
+
+    fn serve_sync(
+        &mut self,
+        peer: PeerId,
+        from: Height,
+        count: u32,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        if !self.may_serve(peer) {
+            return Ok(());
         }
         let count = (count as usize).min(MAX_SYNC_BLOCKS);
         let mut blocks = Vec::new();

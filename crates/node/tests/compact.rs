@@ -2,6 +2,7 @@
 //! rebuilds the block, and a node lacking one asks the sender for the whole proposal.
 
 use timecoin_consensus::BftMessage;
+use timecoin_node::node::MAX_SYNC_RESPONSES_PER_SECOND;
 use timecoin_node::testing::{
     MASTERNODE_SEED, START_MS, TestNode, genesis, key, open_on, spend_genesis,
 };
@@ -9,7 +10,7 @@ use timecoin_node::{
     Action, Command, CompactTransaction, Input, NodeMessage, PeerId, Reply, RequestId, TxStatus,
 };
 use timecoin_primitives::{Amount, Txid};
-use timecoin_storage::MemoryBackend;
+use timecoin_storage::{ChainStore, MemoryBackend};
 
 const LEADER: PeerId = PeerId(1);
 
@@ -193,4 +194,59 @@ fn a_request_for_an_unknown_proposal_is_ignored() {
     let actions = deliver(&mut leader, PeerId(3), &request);
     assert!(!actions.iter().any(|a| matches!(a, Action::Send { .. })));
     assert!(penalties(&actions).is_empty());
+}
+
+#[test]
+fn requests_for_whole_blocks_are_limited_per_peer() {
+    let mut leader = node(true);
+    let mut now = START_MS + 1_000;
+    while leader.tip_height().get() < 3 {
+        now += 100;
+        leader.handle(Input::Tick { now_ms: now }).unwrap();
+    }
+    let height = timecoin_primitives::Height(2);
+    let block = leader
+        .store()
+        .block_hash(height)
+        .unwrap()
+        .expect("committed");
+    let request = NodeMessage::GetProposal {
+        height,
+        view: 0,
+        block,
+    };
+    let answers = |leader: &mut TestNode, peer: PeerId| {
+        (0..MAX_SYNC_RESPONSES_PER_SECOND + 5)
+            .map(|_| deliver(leader, peer, &request))
+            .filter(|actions| {
+                actions.iter().any(|action| {
+                    matches!(
+                        action,
+                        Action::Send {
+                            message: NodeMessage::Committed(_),
+                            ..
+                        }
+                    )
+                })
+            })
+            .count() as u32
+    };
+    assert_eq!(
+        answers(&mut leader, PeerId(3)),
+        MAX_SYNC_RESPONSES_PER_SECOND
+    );
+    // Another peer has its own allowance, and the first gets a new one a second later.
+    assert_eq!(
+        answers(&mut leader, PeerId(4)),
+        MAX_SYNC_RESPONSES_PER_SECOND
+    );
+    leader
+        .handle(Input::Tick {
+            now_ms: now + 1_000,
+        })
+        .unwrap();
+    assert_eq!(
+        answers(&mut leader, PeerId(3)),
+        MAX_SYNC_RESPONSES_PER_SECOND
+    );
 }
