@@ -4,6 +4,8 @@
 //!   checks, tallying, certificate assembly and bookkeeping included.
 //! - `finality/votes_batched`: the same, handed over 256 at a time through
 //!   `FinalityEngine::handle_votes`, which checks signatures as a batch.
+//! - `finality/vote_batches`: each voter signs one vote over 256 transactions (as a node under
+//!   load signs one per step); throughput counts (voter, transaction) votes.
 //! - `finality/verify_certificate`: finality certificates (a quorum of a 100-member committee)
 //!   verified per second.
 //! - `ed25519/single` and `ed25519/batch`: the same quorum of signatures checked one by one
@@ -15,18 +17,18 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use timecoin_consensus::finality::sign_transaction_vote;
-use timecoin_consensus::signing::transaction_vote_message;
+use timecoin_consensus::signing::{transaction_vote_message, vote_leaf};
 use timecoin_consensus::{
-    Committee, FinalityCertificate, FinalityEffect, FinalityEngine, FinalityInput, Member, TxVote,
-    Weight,
+    Committee, FinalityCertificate, FinalityEffect, FinalityEngine, FinalityInput, FinalityVote,
+    Member, VoteBatch, VoteProof, Weight,
 };
 use timecoin_primitives::keys::BatchVerifier;
-use timecoin_primitives::{
-    BoundedVec, CommitVote, Epoch, Hash32, Network, OutPoint, SecretKey, Txid,
-};
+use timecoin_primitives::{BoundedVec, Epoch, Hash32, Network, OutPoint, SecretKey, Txid};
 
 const MEMBERS: u8 = 100;
 const TRANSACTIONS: u8 = 20;
+/// Transactions under one signature in `vote_batches`.
+const BATCH: u16 = 256;
 
 fn setup() -> (Committee, Vec<SecretKey>) {
     let keys: Vec<SecretKey> = (1..=MEMBERS)
@@ -52,10 +54,23 @@ fn txid(seed: u8) -> Txid {
     Txid(Hash32([seed; 32]))
 }
 
+fn wide_txid(seed: u16) -> Txid {
+    let mut bytes = [0u8; 32];
+    bytes[..2].copy_from_slice(&seed.to_le_bytes());
+    Txid(Hash32(bytes))
+}
+
+fn offer(engine: &mut FinalityEngine, txid: Txid) {
+    let inputs = vec![OutPoint { txid, index: 1 }];
+    engine
+        .handle(FinalityInput::Transaction { txid, inputs })
+        .unwrap();
+}
+
 fn engines(c: &mut Criterion) {
     let (committee, keys) = setup();
     let quorum = committee.quorum_weight().get() as usize;
-    let votes: Vec<TxVote> = (0..TRANSACTIONS)
+    let votes: Vec<VoteBatch> = (0..TRANSACTIONS)
         .flat_map(|tx| {
             keys.iter()
                 .take(quorum)
@@ -69,21 +84,14 @@ fn engines(c: &mut Criterion) {
         b.iter(|| {
             let mut engine = FinalityEngine::new(committee.clone(), None);
             for tx in 0..TRANSACTIONS {
-                let inputs = vec![OutPoint {
-                    txid: txid(tx),
-                    index: 1,
-                }];
-                engine
-                    .handle(FinalityInput::Transaction {
-                        txid: txid(tx),
-                        inputs,
-                    })
-                    .unwrap();
+                offer(&mut engine, txid(tx));
             }
             let mut certified = 0;
             for vote in &votes {
-                let effects = engine.handle(FinalityInput::Vote(*vote)).unwrap();
-                certified += effects
+                let outcome = engine.handle_votes(vec![vote.clone()]);
+                assert!(outcome.rejected.is_empty());
+                certified += outcome
+                    .effects
                     .iter()
                     .filter(|e| matches!(e, FinalityEffect::Certified(_)))
                     .count();
@@ -97,16 +105,7 @@ fn engines(c: &mut Criterion) {
         b.iter(|| {
             let mut engine = FinalityEngine::new(committee.clone(), None);
             for tx in 0..TRANSACTIONS {
-                let inputs = vec![OutPoint {
-                    txid: txid(tx),
-                    index: 1,
-                }];
-                engine
-                    .handle(FinalityInput::Transaction {
-                        txid: txid(tx),
-                        inputs,
-                    })
-                    .unwrap();
+                offer(&mut engine, txid(tx));
             }
             // As a node would hand them over: whatever arrived since the last batch.
             let mut certified = 0;
@@ -124,15 +123,49 @@ fn engines(c: &mut Criterion) {
         })
     });
 
+    let batch_txids: Vec<Txid> = (0..BATCH).map(wide_txid).collect();
+    let batches: Vec<VoteBatch> = keys
+        .iter()
+        .take(quorum)
+        .map(|key| VoteBatch::sign(Network::Devnet, Epoch(1), batch_txids.clone(), key))
+        .collect();
+    group.throughput(Throughput::Elements(BATCH as u64 * quorum as u64));
+    let mut batch_certificate = None;
+    group.bench_function("vote_batches", |b| {
+        b.iter(|| {
+            let mut engine = FinalityEngine::new(committee.clone(), None);
+            for txid in &batch_txids {
+                offer(&mut engine, *txid);
+            }
+            let outcome = engine.handle_votes(batches.clone());
+            assert!(outcome.rejected.is_empty());
+            let certificates: Vec<&FinalityCertificate> = outcome
+                .effects
+                .iter()
+                .filter_map(|e| match e {
+                    FinalityEffect::Certified(certificate) => Some(certificate),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(certificates.len(), BATCH as usize);
+            batch_certificate = Some(certificates[0].clone());
+            black_box(engine)
+        })
+    });
+    let batch_certificate = batch_certificate.expect("the benchmark ran");
+
     let certificate = FinalityCertificate {
         epoch: Epoch(1),
         txid: txid(0),
         votes: {
-            let mut quorum_votes: Vec<CommitVote> = votes[..quorum]
+            let mut quorum_votes: Vec<FinalityVote> = votes[..quorum]
                 .iter()
-                .map(|vote| CommitVote {
+                .map(|vote| FinalityVote {
                     voter: vote.voter,
-                    signature: vote.signature,
+                    proof: VoteProof {
+                        signature: vote.signature,
+                        path: BoundedVec::default(),
+                    },
                 })
                 .collect();
             quorum_votes.sort_by_key(|vote| vote.voter);
@@ -143,15 +176,20 @@ fn engines(c: &mut Criterion) {
     group.bench_function("verify_certificate", |b| {
         b.iter(|| black_box(certificate.verify(&committee).unwrap()))
     });
+    // The same with a path of 8 hashes per vote, as certificates from 256-transaction votes
+    // carry.
+    group.bench_function("verify_batch_certificate", |b| {
+        b.iter(|| black_box(batch_certificate.verify(&committee).unwrap()))
+    });
     group.finish();
 
-    let message = transaction_vote_message(Network::Devnet, Epoch(1), &txid(0));
+    let message = transaction_vote_message(Network::Devnet, Epoch(1), &vote_leaf(&txid(0)));
     let mut group = c.benchmark_group("ed25519");
     group.throughput(Throughput::Elements(certificate.votes.len() as u64));
     group.bench_function("single", |b| {
         b.iter(|| {
             for vote in certificate.votes.iter() {
-                vote.voter.verify(&message, &vote.signature).unwrap();
+                vote.voter.verify(&message, &vote.proof.signature).unwrap();
             }
         })
     });
@@ -159,7 +197,7 @@ fn engines(c: &mut Criterion) {
         b.iter(|| {
             let mut batch = BatchVerifier::new();
             for vote in certificate.votes.iter() {
-                batch.queue(&vote.voter, &message, &vote.signature);
+                batch.queue(&vote.voter, &message, &vote.proof.signature);
             }
             batch.verify().unwrap();
         })
@@ -170,7 +208,7 @@ fn engines(c: &mut Criterion) {
     let chunk = &votes[..256];
     let messages: Vec<[u8; 32]> = chunk
         .iter()
-        .map(|vote| transaction_vote_message(Network::Devnet, Epoch(1), &vote.txid))
+        .map(|vote| transaction_vote_message(Network::Devnet, Epoch(1), &vote_leaf(&vote.txids[0])))
         .collect();
     group.throughput(Throughput::Elements(chunk.len() as u64));
     group.bench_function("batch_256_votes", |b| {

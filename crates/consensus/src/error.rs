@@ -111,6 +111,9 @@ pub enum ConsensusError {
     /// The node asked for something out of order (our bug, not a peer's).
     #[error("out-of-order request: {0}")]
     OutOfOrder(&'static str),
+    /// A finality vote that names no transaction.
+    #[error("finality vote from {0:?} covers no transaction")]
+    EmptyVote(PublicKey),
 }
 
 impl ConsensusError {
@@ -127,7 +130,8 @@ impl ConsensusError {
             | ConsensusError::WrongLeader { .. }
             | ConsensusError::InvalidProposal(_)
             | ConsensusError::InvalidViewChange(_)
-            | ConsensusError::InvalidEvidence(_) => true,
+            | ConsensusError::InvalidEvidence(_)
+            | ConsensusError::EmptyVote(_) => true,
             ConsensusError::WrongEpoch { .. }
             | ConsensusError::WrongHeight { .. }
             | ConsensusError::ViewOutOfWindow { .. }

@@ -7,7 +7,8 @@ use timecoin_primitives::{Epoch, Hash32, OutPoint, PublicKey, Signature, Txid};
 
 use crate::committee::Committee;
 use crate::error::ConsensusError;
-use crate::signing::{Slot, statement_message, transaction_vote_message};
+use crate::finality::VoteProof;
+use crate::signing::{Slot, statement_message};
 
 /// Two conflicting signed statements by one masternode.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -37,9 +38,9 @@ pub enum Evidence {
         /// The input both transactions spend.
         outpoint: OutPoint,
         /// The first transaction and the vote for it.
-        first: (Txid, Signature),
+        first: (Txid, VoteProof),
         /// The second transaction and the vote for it.
-        second: (Txid, Signature),
+        second: (Txid, VoteProof),
     },
 }
 
@@ -92,10 +93,10 @@ impl Evidence {
                     *voter,
                     *epoch,
                     [
-                        transaction_vote_message(network, *epoch, &first.0),
-                        transaction_vote_message(network, *epoch, &second.0),
+                        first.1.message(network, *epoch, &first.0),
+                        second.1.message(network, *epoch, &second.0),
                     ],
-                    [first.1, second.1],
+                    [first.1.signature, second.1.signature],
                 )
             }
         };

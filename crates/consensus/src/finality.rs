@@ -1,7 +1,11 @@
 //! Transaction finality: input locks, votes and finality certificates.
 //!
 //! A masternode that is handed a valid transaction locks its inputs for the epoch and, once the
-//! lock is durable, signs a vote. Votes from the quorum weight form a [`FinalityCertificate`].
+//! lock is durable, votes for it. Votes from the quorum weight form a [`FinalityCertificate`].
+//! One signature covers many transactions: a [`VoteBatch`] signs the root of a Merkle tree over
+//! its txids ([`vote_tree`]), and a certificate carries, per voter, that signature and the path
+//! from the transaction to the root ([`VoteProof`]). Under load a node signs one batch per step
+//! and checks one signature per batch it receives, instead of one per transaction.
 //! Because an honest masternode votes for at most one transaction per input per epoch, and any
 //! two quorums share more than the faulty weight, two conflicting transactions can never both be
 //! certified.
@@ -12,12 +16,13 @@
 //! fsync (group commit) without ever sending a vote whose lock could be lost in a crash.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use timecoin_primitives::block::MAX_COMMITTEE_SIZE;
 use timecoin_primitives::transaction::MAX_INPUTS;
 use timecoin_primitives::{
-    BoundedVec, CommitVote, Epoch, Network, OutPoint, PublicKey, SecretKey, Signature, Txid,
+    BoundedVec, Epoch, Hash32, Network, OutPoint, PublicKey, SecretKey, Signature, Txid,
 };
 
 use timecoin_primitives::keys::BatchVerifier;
@@ -25,7 +30,10 @@ use timecoin_primitives::keys::BatchVerifier;
 use crate::committee::{Committee, Weight};
 use crate::error::ConsensusError;
 use crate::evidence::Evidence;
-use crate::signing::{transaction_vote_message, verify_quorum_votes};
+use crate::signing::{
+    MAX_VOTE_PATH, MAX_VOTE_TXIDS, transaction_vote_message, verify_quorum_signatures, vote_path,
+    vote_root, vote_tree,
+};
 
 /// Most transactions with votes in flight per epoch (known or not).
 pub const MAX_TRACKED_TRANSACTIONS: usize = 100_000;
@@ -43,23 +51,77 @@ pub const MAX_LOCKED_TRANSACTIONS: usize = 200_000;
 /// Most (voter, input) conflicts reported as evidence per epoch; every conflicting vote is
 /// still refused beyond it.
 pub const MAX_REPORTED_CONFLICTS: usize = 100_000;
-/// Most votes whose signatures [`FinalityEngine::handle_votes`] checks as one batch.
+/// Most vote signatures [`FinalityEngine::handle_votes`] checks as one batch.
 pub const MAX_VOTE_BATCH: usize = 1_024;
 /// How many certified or included txids are remembered, so that late votes for them are
 /// dropped instead of starting a new tally.
 pub const MAX_RECENTLY_SETTLED: usize = 200_000;
 
-/// One masternode's vote that a transaction should be final.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
-pub struct TxVote {
+/// One masternode's vote that every transaction in `txids` should be final: one signature over
+/// the root of [`vote_tree`]`(txids)`.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct VoteBatch {
     /// The epoch; a vote is only valid in it.
     pub epoch: Epoch,
-    /// The transaction.
-    pub txid: Txid,
     /// The masternode's node key.
     pub voter: PublicKey,
-    /// Signature over [`transaction_vote_message`].
+    /// The transactions voted for; at least one.
+    pub txids: BoundedVec<Txid, MAX_VOTE_TXIDS>,
+    /// Signature over [`transaction_vote_message`] of the tree's root.
     pub signature: Signature,
+}
+
+impl VoteBatch {
+    /// Signs a vote for `txids` (at most [`MAX_VOTE_TXIDS`], at least one).
+    pub fn sign(network: Network, epoch: Epoch, txids: Vec<Txid>, key: &SecretKey) -> VoteBatch {
+        let levels = vote_tree(&txids);
+        let root = levels.last().expect("at least one txid")[0];
+        VoteBatch {
+            epoch,
+            voter: key.public_key(),
+            txids: BoundedVec::new(txids).expect("at most MAX_VOTE_TXIDS"),
+            signature: key.sign(&transaction_vote_message(network, epoch, &root)),
+        }
+    }
+
+    /// Whether the signature is the voter's over these txids (membership is not checked).
+    pub fn verify(&self, network: Network) -> bool {
+        let Some(root) = vote_tree(&self.txids).last().map(|level| level[0]) else {
+            return false;
+        };
+        self.voter
+            .verify(
+                &transaction_vote_message(network, self.epoch, &root),
+                &self.signature,
+            )
+            .is_ok()
+    }
+}
+
+/// A voter's signature over some batch's root, and the path from one transaction to that root:
+/// proof that the voter voted for the transaction.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct VoteProof {
+    /// The batch signature.
+    pub signature: Signature,
+    /// The siblings from the transaction's leaf up to the root ([`vote_path`]).
+    pub path: BoundedVec<Hash32, MAX_VOTE_PATH>,
+}
+
+impl VoteProof {
+    /// The message the signature must cover for this to be a vote for `txid` in `epoch`.
+    pub fn message(&self, network: Network, epoch: Epoch, txid: &Txid) -> [u8; 32] {
+        transaction_vote_message(network, epoch, &vote_root(txid, &self.path))
+    }
+}
+
+/// One voter's part of a [`FinalityCertificate`].
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct FinalityVote {
+    /// The masternode's node key.
+    pub voter: PublicKey,
+    /// Its vote for the certificate's transaction.
+    pub proof: VoteProof,
 }
 
 /// A lock this node holds: what the runtime stores before the vote may be sent, and hands back
@@ -83,7 +145,7 @@ pub struct FinalityCertificate {
     /// The certified transaction.
     pub txid: Txid,
     /// The votes, strictly ascending by voter.
-    pub votes: BoundedVec<CommitVote, MAX_COMMITTEE_SIZE>,
+    pub votes: BoundedVec<FinalityVote, MAX_COMMITTEE_SIZE>,
 }
 
 impl FinalityCertificate {
@@ -95,8 +157,17 @@ impl FinalityCertificate {
                 got: self.epoch,
             });
         }
-        let message = transaction_vote_message(committee.network(), self.epoch, &self.txid);
-        verify_quorum_votes(committee, &message, &self.votes)
+        let network = committee.network();
+        verify_quorum_signatures(
+            committee,
+            self.votes.iter().map(|vote| {
+                (
+                    vote.voter,
+                    vote.proof.message(network, self.epoch, &self.txid),
+                    vote.proof.signature,
+                )
+            }),
+        )
     }
 }
 
@@ -111,9 +182,9 @@ pub enum FinalityInput {
         /// The outputs it spends.
         inputs: Vec<OutPoint>,
     },
-    /// A vote received from a peer (or relayed).
-    Vote(TxVote),
     /// The runtime has durably stored the lock requested by [`FinalityEffect::PersistLock`].
+    /// The vote it enables is signed at the next [`FinalityEngine::sign_votes`], together with
+    /// every other vote ready by then.
     LockPersisted {
         /// The lock's epoch.
         epoch: Epoch,
@@ -135,8 +206,9 @@ pub enum FinalityInput {
 pub struct VoteBatchOutcome {
     /// The effects, in order, as if the votes had been handled one by one.
     pub effects: Vec<FinalityEffect>,
-    /// The votes refused and why ([`ConsensusError::is_peer_fault`] says whom to blame).
-    pub rejected: Vec<(TxVote, ConsensusError)>,
+    /// The votes refused, by voter, and why ([`ConsensusError::is_peer_fault`] says whether
+    /// to blame whoever sent them).
+    pub rejected: Vec<(PublicKey, ConsensusError)>,
 }
 
 /// What the finality engine asks of the node. Effects are listed in the order to perform them.
@@ -144,8 +216,8 @@ pub struct VoteBatchOutcome {
 pub enum FinalityEffect {
     /// Store this lock durably, then answer [`FinalityInput::LockPersisted`].
     PersistLock(PersistedLock),
-    /// Gossip our vote (its lock is already durable).
-    BroadcastVote(TxVote),
+    /// Gossip our vote (the locks of all its transactions are already durable).
+    BroadcastVotes(VoteBatch),
     /// The transaction is final: its outputs may be spent at once.
     Certified(FinalityCertificate),
     /// We will not vote for this transaction (it conflicts with an input we locked for another
@@ -162,11 +234,36 @@ pub enum FinalityEffect {
     ReleaseLocksBefore(Epoch),
 }
 
+/// A verified batch signature with its Merkle tree, shared by the votes it carries so that
+/// each holds a pointer rather than its own path.
+#[derive(Debug)]
+struct SignedBatch {
+    signature: Signature,
+    levels: Vec<Vec<Hash32>>,
+}
+
+/// One verified vote: the batch it came in and the transaction's position there.
+#[derive(Clone, Debug)]
+struct VoteRef {
+    batch: Arc<SignedBatch>,
+    index: u32,
+}
+
+impl VoteRef {
+    fn proof(&self) -> VoteProof {
+        VoteProof {
+            signature: self.batch.signature,
+            path: BoundedVec::new(vote_path(&self.batch.levels, self.index as usize))
+                .expect("the tree of at most MAX_VOTE_TXIDS leaves is that shallow"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 struct Tally {
     /// `None` until the node hands us the transaction.
     inputs: Option<Vec<OutPoint>>,
-    votes: BTreeMap<PublicKey, Signature>,
+    votes: BTreeMap<PublicKey, VoteRef>,
     weight: u64,
 }
 
@@ -189,10 +286,12 @@ pub struct FinalityEngine {
     unknown_votes: BTreeMap<PublicKey, usize>,
     vote_records: usize,
     /// (input, voter) → the vote that voter cast for a transaction spending it.
-    spends: BTreeMap<(OutPoint, PublicKey), (Txid, Signature)>,
+    spends: BTreeMap<(OutPoint, PublicKey), (Txid, VoteRef)>,
     reported: BTreeSet<(PublicKey, OutPoint)>,
     settled: BTreeSet<Txid>,
     settled_order: VecDeque<Txid>,
+    /// Own locks made durable since the last [`FinalityEngine::sign_votes`].
+    unsigned: Vec<Txid>,
 }
 
 impl FinalityEngine {
@@ -212,13 +311,14 @@ impl FinalityEngine {
             reported: BTreeSet::new(),
             settled: BTreeSet::new(),
             settled_order: VecDeque::new(),
+            unsigned: Vec::new(),
         }
     }
 
     /// An engine restored after a restart from the locks the runtime persisted. Locks of the
-    /// current epoch are re-established and their votes re-sent (Ed25519 signing is
-    /// deterministic, so the vote is identical to any sent before the crash); older locks are
-    /// released.
+    /// current epoch are re-established and their votes signed and sent again (a new batch may
+    /// group them differently, but it votes for the same transactions, so it contradicts
+    /// nothing sent before the crash); older locks are released.
     pub fn restore(
         committee: Committee,
         key: Option<SecretKey>,
@@ -245,8 +345,9 @@ impl FinalityEngine {
                     durable: true,
                 },
             );
-            engine.cast_own_vote(lock.txid, &mut effects)?;
+            engine.unsigned.push(lock.txid);
         }
+        effects.extend(engine.sign_votes());
         engine.check_invariants();
         Ok((engine, effects))
     }
@@ -289,10 +390,7 @@ impl FinalityEngine {
             FinalityInput::Transaction { txid, inputs } => {
                 self.on_transaction(txid, inputs, &mut effects)?
             }
-            FinalityInput::Vote(vote) => self.on_vote(vote, &mut effects)?,
-            FinalityInput::LockPersisted { epoch, txid } => {
-                self.on_lock_persisted(epoch, txid, &mut effects)?
-            }
+            FinalityInput::LockPersisted { epoch, txid } => self.on_lock_persisted(epoch, txid)?,
             FinalityInput::Included { txid } => self.on_included(txid),
             FinalityInput::NewEpoch(committee) => {
                 if committee.epoch() <= self.committee.epoch() {
@@ -378,9 +476,7 @@ impl FinalityEngine {
     }
 
     fn is_voting_member(&self) -> bool {
-        self.key
-            .as_ref()
-            .is_some_and(|key| self.committee.member(&key.public_key()).is_some())
+        self.voting_key().is_some()
     }
 
     /// Records that `txid` spends `inputs`, checking votes already held for it for conflicts.
@@ -423,13 +519,13 @@ impl FinalityEngine {
         let votes = std::mem::take(&mut tally.votes);
         tally.weight = 0;
         self.vote_records -= votes.len();
-        for (voter, signature) in votes {
+        for (voter, vote) in votes {
             decrement(&mut self.unknown_votes, &voter);
-            if let Some(evidence) = self.find_conflict(voter, txid, signature, &inputs) {
+            if let Some(evidence) = self.find_conflict(voter, txid, &vote, &inputs) {
                 effects.extend(evidence.map(FinalityEffect::Evidence));
                 continue;
             }
-            self.record_vote(txid, voter, signature, Some(&inputs));
+            self.record_vote(txid, voter, vote, Some(&inputs));
         }
         self.maybe_certify(txid, effects);
         Ok(())
@@ -442,12 +538,12 @@ impl FinalityEngine {
         &mut self,
         voter: PublicKey,
         txid: Txid,
-        signature: Signature,
+        vote: &VoteRef,
         inputs: &[OutPoint],
     ) -> Option<Option<Evidence>> {
         for input in inputs {
-            if let Some(&(other, other_signature)) = self.spends.get(&(*input, voter))
-                && other != txid
+            if let Some((other, other_vote)) = self.spends.get(&(*input, voter))
+                && *other != txid
             {
                 // A conflicting vote is never counted; it is reported once per input, and once
                 // the report budget is spent only the first reports stand.
@@ -460,8 +556,8 @@ impl FinalityEngine {
                     voter,
                     epoch: self.committee.epoch(),
                     outpoint: *input,
-                    first: (other, other_signature),
-                    second: (txid, signature),
+                    first: (*other, other_vote.proof()),
+                    second: (txid, vote.proof()),
                 }));
             }
         }
@@ -472,13 +568,13 @@ impl FinalityEngine {
         &mut self,
         txid: Txid,
         voter: PublicKey,
-        signature: Signature,
+        vote: VoteRef,
         inputs: Option<&[OutPoint]>,
     ) {
         let weight = self.committee.weight_of(&voter).0;
         if let Some(inputs) = inputs {
             for input in inputs {
-                self.spends.insert((*input, voter), (txid, signature));
+                self.spends.insert((*input, voter), (txid, vote.clone()));
             }
         } else {
             *self.unknown_votes.entry(voter).or_default() += 1;
@@ -487,91 +583,107 @@ impl FinalityEngine {
             .tallies
             .get_mut(&txid)
             .expect("tally exists before a vote is recorded");
-        tally.votes.insert(voter, signature);
+        tally.votes.insert(voter, vote);
         tally.weight += weight;
         self.vote_records += 1;
     }
 
-    /// The checks that need no signature verification. `Ok(false)` means the vote is a
-    /// harmless no-op (duplicate, or for a transaction already settled).
-    fn precheck_vote(&self, vote: &TxVote) -> Result<bool, ConsensusError> {
-        if vote.epoch != self.committee.epoch() {
+    /// The checks of a batch that need no signature verification. Returns the positions of
+    /// the txids that would count: not settled, not already voted for by this voter, and not
+    /// named twice. Empty means the batch is a harmless no-op (a duplicate, say) and its
+    /// signature need not be checked.
+    fn precheck_votes(&self, batch: &VoteBatch) -> Result<Vec<usize>, ConsensusError> {
+        if batch.epoch != self.committee.epoch() {
             return Err(ConsensusError::WrongEpoch {
                 expected: self.committee.epoch(),
-                got: vote.epoch,
+                got: batch.epoch,
             });
         }
-        if self.committee.member(&vote.voter).is_none() {
-            return Err(ConsensusError::NotAMember(vote.voter));
+        if self.committee.member(&batch.voter).is_none() {
+            return Err(ConsensusError::NotAMember(batch.voter));
         }
-        if self.settled.contains(&vote.txid) {
-            return Ok(false);
+        if batch.txids.is_empty() {
+            return Err(ConsensusError::EmptyVote(batch.voter));
         }
+        let mut named = BTreeSet::new();
         // Checked before the signature: a duplicate costs a map lookup, not a verification.
-        Ok(!self
-            .tallies
-            .get(&vote.txid)
-            .is_some_and(|tally| tally.votes.contains_key(&vote.voter)))
+        Ok((0..batch.txids.len())
+            .filter(|&index| {
+                let txid = batch.txids[index];
+                named.insert(txid)
+                    && !self.settled.contains(&txid)
+                    && !self
+                        .tallies
+                        .get(&txid)
+                        .is_some_and(|tally| tally.votes.contains_key(&batch.voter))
+            })
+            .collect())
     }
 
-    fn on_vote(
-        &mut self,
-        vote: TxVote,
-        effects: &mut Vec<FinalityEffect>,
-    ) -> Result<(), ConsensusError> {
-        if !self.precheck_vote(&vote)? {
-            return Ok(());
-        }
-        let message = transaction_vote_message(self.committee.network(), vote.epoch, &vote.txid);
-        vote.voter
-            .verify(&message, &vote.signature)
-            .map_err(|_| ConsensusError::BadSignature(vote.voter))?;
-        self.accept_verified_vote(vote.txid, vote.voter, vote.signature, effects)
-    }
-
-    /// Processes many votes at once, checking their signatures as one batch (about twice as
-    /// fast as one by one; if the batch fails, each is checked alone to find the culprits).
-    /// The outcome is the same as handling the votes one by one in order.
-    pub fn handle_votes(&mut self, votes: Vec<TxVote>) -> VoteBatchOutcome {
+    /// Processes received votes, checking one signature per batch, and the signatures of many
+    /// batches as one batch verification (about twice as fast as one by one; if it fails, each
+    /// is checked alone to find the culprits). The outcome is the same as handling the batches
+    /// one by one in order.
+    pub fn handle_votes(&mut self, batches: Vec<VoteBatch>) -> VoteBatchOutcome {
         let mut outcome = VoteBatchOutcome::default();
-        for chunk in votes.chunks(MAX_VOTE_BATCH) {
-            let mut fresh = Vec::with_capacity(chunk.len());
-            let mut in_batch = BTreeSet::new();
-            for vote in chunk {
-                match self.precheck_vote(vote) {
-                    Err(error) => outcome.rejected.push((*vote, error)),
-                    Ok(true) if in_batch.insert((vote.txid, vote.voter)) => fresh.push(*vote),
-                    Ok(_) => {}
+        let network = self.committee.network();
+        let mut pending = batches.into_iter().peekable();
+        while pending.peek().is_some() {
+            // (batch, its tree, the message signed, the positions that count)
+            let mut fresh = Vec::new();
+            let mut counted = BTreeSet::new();
+            for batch in pending.by_ref().take(MAX_VOTE_BATCH) {
+                let positions = match self.precheck_votes(&batch) {
+                    Err(error) => {
+                        outcome.rejected.push((batch.voter, error));
+                        continue;
+                    }
+                    Ok(positions) => positions,
+                };
+                // Earlier batches of this chunk may already carry the same votes.
+                let positions: Vec<usize> = positions
+                    .into_iter()
+                    .filter(|&index| counted.insert((batch.txids[index], batch.voter)))
+                    .collect();
+                if positions.is_empty() {
+                    continue;
                 }
+                let levels = vote_tree(&batch.txids);
+                let root = levels.last().expect("prechecked: not empty")[0];
+                let message = transaction_vote_message(network, batch.epoch, &root);
+                fresh.push((batch, levels, message, positions));
             }
-            let network = self.committee.network();
-            let messages: Vec<[u8; 32]> = fresh
-                .iter()
-                .map(|vote| transaction_vote_message(network, vote.epoch, &vote.txid))
-                .collect();
-            let mut batch = BatchVerifier::new();
-            for (vote, message) in fresh.iter().zip(&messages) {
-                batch.queue(&vote.voter, message, &vote.signature);
+            let mut verifier = BatchVerifier::new();
+            for (batch, _, message, _) in &fresh {
+                verifier.queue(&batch.voter, message, &batch.signature);
             }
-            let all_valid = batch.verify().is_ok();
-            for (vote, message) in fresh.iter().zip(&messages) {
-                if !all_valid && vote.voter.verify(message, &vote.signature).is_err() {
+            let all_valid = verifier.verify().is_ok();
+            for (batch, levels, message, positions) in fresh {
+                if !all_valid && batch.voter.verify(&message, &batch.signature).is_err() {
                     outcome
                         .rejected
-                        .push((*vote, ConsensusError::BadSignature(vote.voter)));
+                        .push((batch.voter, ConsensusError::BadSignature(batch.voter)));
                     continue;
                 }
-                // Earlier votes of this batch may have settled the transaction meanwhile.
-                if self.settled.contains(&vote.txid) {
-                    continue;
-                }
-                if let Err(error) = self.accept_verified_vote(
-                    vote.txid,
-                    vote.voter,
-                    vote.signature,
-                    &mut outcome.effects,
-                ) {
-                    outcome.rejected.push((*vote, error));
+                let shared = Arc::new(SignedBatch {
+                    signature: batch.signature,
+                    levels,
+                });
+                for index in positions {
+                    let txid = batch.txids[index];
+                    // Earlier votes of this chunk may have settled the transaction meanwhile.
+                    if self.settled.contains(&txid) {
+                        continue;
+                    }
+                    let vote = VoteRef {
+                        batch: shared.clone(),
+                        index: index as u32,
+                    };
+                    if let Err(error) =
+                        self.accept_verified_vote(txid, batch.voter, vote, &mut outcome.effects)
+                    {
+                        outcome.rejected.push((batch.voter, error));
+                    }
                 }
             }
         }
@@ -583,7 +695,7 @@ impl FinalityEngine {
         &mut self,
         txid: Txid,
         voter: PublicKey,
-        signature: Signature,
+        vote: VoteRef,
         effects: &mut Vec<FinalityEffect>,
     ) -> Result<(), ConsensusError> {
         if self.vote_records >= MAX_VOTE_RECORDS {
@@ -618,7 +730,7 @@ impl FinalityEngine {
                         limit: MAX_SPEND_RECORDS,
                     });
                 }
-                if let Some(evidence) = self.find_conflict(voter, txid, signature, inputs) {
+                if let Some(evidence) = self.find_conflict(voter, txid, &vote, inputs) {
                     effects.extend(evidence.map(FinalityEffect::Evidence));
                     return Ok(());
                 }
@@ -639,7 +751,7 @@ impl FinalityEngine {
                 }
             }
         }
-        self.record_vote(txid, voter, signature, inputs.as_deref());
+        self.record_vote(txid, voter, vote, inputs.as_deref());
         self.maybe_certify(txid, effects);
         Ok(())
     }
@@ -651,12 +763,12 @@ impl FinalityEngine {
         if !self.committee.is_quorum(Weight(tally.weight)) {
             return;
         }
-        let votes: Vec<CommitVote> = tally
+        let votes: Vec<FinalityVote> = tally
             .votes
             .iter()
-            .map(|(voter, signature)| CommitVote {
+            .map(|(voter, vote)| FinalityVote {
                 voter: *voter,
-                signature: *signature,
+                proof: vote.proof(),
             })
             .collect();
         let votes = BoundedVec::new(votes).expect("one vote per committee member");
@@ -704,12 +816,7 @@ impl FinalityEngine {
         }
     }
 
-    fn on_lock_persisted(
-        &mut self,
-        epoch: Epoch,
-        txid: Txid,
-        effects: &mut Vec<FinalityEffect>,
-    ) -> Result<(), ConsensusError> {
+    fn on_lock_persisted(&mut self, epoch: Epoch, txid: Txid) -> Result<(), ConsensusError> {
         if epoch != self.committee.epoch() {
             // The lock lapsed with its epoch; voting now would be voting in the wrong epoch.
             return Ok(());
@@ -726,40 +833,87 @@ impl FinalityEngine {
             return Ok(());
         }
         lock.durable = true;
-        self.cast_own_vote(txid, effects)
+        self.unsigned.push(txid);
+        Ok(())
     }
 
-    fn cast_own_vote(
-        &mut self,
-        txid: Txid,
-        effects: &mut Vec<FinalityEffect>,
-    ) -> Result<(), ConsensusError> {
-        let Some(key) = &self.key else { return Ok(()) };
+    /// Signs one vote over every transaction whose lock became durable since the last call
+    /// (in batches of at most [`MAX_VOTE_TXIDS`]) and counts it. The runtime calls this once
+    /// per step, after the step's locks are persisted: one signature for the whole step.
+    pub fn sign_votes(&mut self) -> Vec<FinalityEffect> {
+        let mut effects = Vec::new();
+        let unsigned = std::mem::take(&mut self.unsigned);
+        let ready: Vec<Txid> = unsigned
+            .into_iter()
+            .filter(|txid| self.own_locks.get(txid).is_some_and(|lock| lock.durable))
+            .collect();
+        let Some(key) = self.voting_key().cloned() else {
+            return effects;
+        };
         let voter = key.public_key();
-        if self.committee.member(&voter).is_none() {
-            return Ok(());
-        }
+        let network = self.committee.network();
         let epoch = self.committee.epoch();
-        let signature = key.sign(&transaction_vote_message(
-            self.committee.network(),
-            epoch,
-            &txid,
-        ));
-        effects.push(FinalityEffect::BroadcastVote(TxVote {
-            epoch,
-            txid,
-            voter,
-            signature,
-        }));
-        if self.settled.contains(&txid)
-            || self
-                .tallies
-                .get(&txid)
-                .is_some_and(|tally| tally.votes.contains_key(&voter))
-        {
-            return Ok(());
+        for chunk in ready.chunks(MAX_VOTE_TXIDS) {
+            let levels = vote_tree(chunk);
+            let root = levels.last().expect("chunks are not empty")[0];
+            let signature = key.sign(&transaction_vote_message(network, epoch, &root));
+            effects.push(FinalityEffect::BroadcastVotes(VoteBatch {
+                epoch,
+                voter,
+                txids: BoundedVec::new(chunk.to_vec()).expect("chunked"),
+                signature,
+            }));
+            let shared = Arc::new(SignedBatch { signature, levels });
+            for (index, txid) in chunk.iter().enumerate() {
+                if self.settled.contains(txid)
+                    || self
+                        .tallies
+                        .get(txid)
+                        .is_some_and(|tally| tally.votes.contains_key(&voter))
+                {
+                    continue;
+                }
+                let vote = VoteRef {
+                    batch: shared.clone(),
+                    index: index as u32,
+                };
+                // Our own vote is sent either way; if a tally limit refuses to count it here,
+                // the transaction still certifies from the quorum's votes or a relay.
+                let _ = self.accept_verified_vote(*txid, voter, vote, &mut effects);
+            }
         }
-        self.accept_verified_vote(txid, voter, signature, effects)
+        self.check_invariants();
+        effects
+    }
+
+    /// Our votes again for those of `txids` we hold durable locks for this epoch, for a
+    /// resend: signing is all it costs, and a vote for a transaction we already voted for
+    /// contradicts nothing.
+    pub fn votes_again(&self, txids: &[Txid]) -> Vec<VoteBatch> {
+        let Some(key) = self.voting_key() else {
+            return Vec::new();
+        };
+        let ours: Vec<Txid> = txids
+            .iter()
+            .filter(|txid| self.own_locks.get(*txid).is_some_and(|lock| lock.durable))
+            .copied()
+            .collect();
+        ours.chunks(MAX_VOTE_TXIDS)
+            .map(|chunk| {
+                VoteBatch::sign(
+                    self.committee.network(),
+                    self.committee.epoch(),
+                    chunk.to_vec(),
+                    key,
+                )
+            })
+            .collect()
+    }
+
+    fn voting_key(&self) -> Option<&SecretKey> {
+        self.key
+            .as_ref()
+            .filter(|key| self.committee.member(&key.public_key()).is_some())
     }
 
     fn on_included(&mut self, txid: Txid) {
@@ -854,19 +1008,15 @@ fn decrement(counts: &mut BTreeMap<PublicKey, usize>, key: &PublicKey) {
     }
 }
 
-/// Signs a transaction vote; a convenience for tests, tools and the simulator's Byzantine nodes.
+/// Signs a vote for one transaction; a convenience for tests, tools and the simulator's
+/// Byzantine nodes.
 pub fn sign_transaction_vote(
     network: Network,
     epoch: Epoch,
     txid: Txid,
     key: &SecretKey,
-) -> TxVote {
-    TxVote {
-        epoch,
-        txid,
-        voter: key.public_key(),
-        signature: key.sign(&transaction_vote_message(network, epoch, &txid)),
-    }
+) -> VoteBatch {
+    VoteBatch::sign(network, epoch, vec![txid], key)
 }
 
 #[cfg(test)]
@@ -903,7 +1053,33 @@ mod tests {
         Txid(Hash32([200u8.wrapping_add(seed); 32]))
     }
 
-    fn vote(seed: u8, tx: Txid, epoch: u64) -> TxVote {
+    /// Hands the engine one received vote, the way the node does.
+    trait CastVote {
+        fn cast(&mut self, vote: VoteBatch) -> Result<Vec<FinalityEffect>, ConsensusError>;
+    }
+
+    impl CastVote for FinalityEngine {
+        fn cast(&mut self, vote: VoteBatch) -> Result<Vec<FinalityEffect>, ConsensusError> {
+            let outcome = self.handle_votes(vec![vote]);
+            match outcome.rejected.into_iter().next() {
+                Some((_, error)) => Err(error),
+                None => Ok(outcome.effects),
+            }
+        }
+    }
+
+    /// A certificate's part for a vote on one transaction (its tree is just the leaf).
+    fn single_vote(vote: VoteBatch) -> FinalityVote {
+        FinalityVote {
+            voter: vote.voter,
+            proof: VoteProof {
+                signature: vote.signature,
+                path: BoundedVec::default(),
+            },
+        }
+    }
+
+    fn vote(seed: u8, tx: Txid, epoch: u64) -> VoteBatch {
         sign_transaction_vote(NETWORK, Epoch(epoch), tx, &secret(seed))
     }
 
@@ -917,14 +1093,17 @@ mod tests {
             .unwrap()
     }
 
-    /// Tells `engine` that its lock for `txid(tx)` in `epoch` is durable.
+    /// Tells `engine` that its lock for `txid(tx)` in `epoch` is durable, and lets it sign, as
+    /// the node does at the end of the step.
     fn lock_persisted(engine: &mut FinalityEngine, epoch: u64, tx: u8) -> Vec<FinalityEffect> {
-        engine
+        let mut effects = engine
             .handle(FinalityInput::LockPersisted {
                 epoch: Epoch(epoch),
                 txid: txid(tx),
             })
-            .unwrap()
+            .unwrap();
+        effects.extend(engine.sign_votes());
+        effects
     }
 
     fn observer() -> FinalityEngine {
@@ -959,7 +1138,7 @@ mod tests {
         let effects = lock_persisted(&mut engine, 1, 1);
         assert_eq!(
             effects,
-            vec![FinalityEffect::BroadcastVote(vote(1, txid(1), 1))]
+            vec![FinalityEffect::BroadcastVotes(vote(1, txid(1), 1))]
         );
         // Our own vote is counted.
         assert_eq!(engine.held_votes(), 1);
@@ -1010,12 +1189,8 @@ mod tests {
                 .is_err()
         );
         // It is still tracked, so a member voting for both is caught.
-        engine
-            .handle(FinalityInput::Vote(vote(2, txid(1), 1)))
-            .unwrap();
-        let effects = engine
-            .handle(FinalityInput::Vote(vote(2, txid(2), 1)))
-            .unwrap();
+        engine.cast(vote(2, txid(1), 1)).unwrap();
+        let effects = engine.cast(vote(2, txid(2), 1)).unwrap();
         assert!(
             matches!(&effects[..], [FinalityEffect::Evidence(e)] if e.offender() == secret(2).public_key())
         );
@@ -1028,30 +1203,13 @@ mod tests {
     fn quorum_certifies_duplicates_are_ignored_and_bookkeeping_is_freed() {
         let mut engine = observer();
         offer(&mut engine, 1, &[1, 2]);
-        assert!(
-            engine
-                .handle(FinalityInput::Vote(vote(1, txid(1), 1)))
-                .unwrap()
-                .is_empty()
-        );
-        assert!(
-            engine
-                .handle(FinalityInput::Vote(vote(2, txid(1), 1)))
-                .unwrap()
-                .is_empty()
-        );
+        assert!(engine.cast(vote(1, txid(1), 1)).unwrap().is_empty());
+        assert!(engine.cast(vote(2, txid(1), 1)).unwrap().is_empty());
         // A duplicate neither counts nor costs memory.
-        assert!(
-            engine
-                .handle(FinalityInput::Vote(vote(2, txid(1), 1)))
-                .unwrap()
-                .is_empty()
-        );
+        assert!(engine.cast(vote(2, txid(1), 1)).unwrap().is_empty());
         assert_eq!(engine.held_votes(), 2);
         assert_eq!(engine.spend_records(), 4);
-        let effects = engine
-            .handle(FinalityInput::Vote(vote(3, txid(1), 1)))
-            .unwrap();
+        let effects = engine.cast(vote(3, txid(1), 1)).unwrap();
         let certified = certificates(&effects);
         assert_eq!(certified.len(), 1);
         assert_eq!(certified[0].txid, txid(1));
@@ -1065,12 +1223,7 @@ mod tests {
             (0, 0, 0)
         );
         // A late vote neither re-certifies nor starts a new tally.
-        assert!(
-            engine
-                .handle(FinalityInput::Vote(vote(4, txid(1), 1)))
-                .unwrap()
-                .is_empty()
-        );
+        assert!(engine.cast(vote(4, txid(1), 1)).unwrap().is_empty());
         assert_eq!(engine.tracked_transactions(), 0);
     }
 
@@ -1078,17 +1231,10 @@ mod tests {
     fn votes_for_an_unknown_transaction_certify_it_too() {
         let mut engine = observer();
         for seed in 1..=2 {
-            assert!(
-                engine
-                    .handle(FinalityInput::Vote(vote(seed, txid(5), 1)))
-                    .unwrap()
-                    .is_empty()
-            );
+            assert!(engine.cast(vote(seed, txid(5), 1)).unwrap().is_empty());
         }
         assert_eq!(engine.tracked_transactions(), 1);
-        let effects = engine
-            .handle(FinalityInput::Vote(vote(3, txid(5), 1)))
-            .unwrap();
+        let effects = engine.cast(vote(3, txid(5), 1)).unwrap();
         assert_eq!(certificates(&effects).len(), 1);
         assert_eq!((engine.tracked_transactions(), engine.held_votes()), (0, 0));
     }
@@ -1098,12 +1244,8 @@ mod tests {
         let mut engine = observer();
         offer(&mut engine, 1, &[1]);
         offer(&mut engine, 2, &[1, 2]);
-        engine
-            .handle(FinalityInput::Vote(vote(1, txid(1), 1)))
-            .unwrap();
-        let effects = engine
-            .handle(FinalityInput::Vote(vote(1, txid(2), 1)))
-            .unwrap();
+        engine.cast(vote(1, txid(1), 1)).unwrap();
+        let effects = engine.cast(vote(1, txid(2), 1)).unwrap();
         let [FinalityEffect::Evidence(evidence)] = &effects[..] else {
             panic!("expected evidence, got {effects:?}")
         };
@@ -1121,22 +1263,9 @@ mod tests {
         let mut again = observer();
         offer(&mut again, 1, &[1]);
         offer(&mut again, 2, &[1]);
-        again
-            .handle(FinalityInput::Vote(vote(1, txid(1), 1)))
-            .unwrap();
-        assert_eq!(
-            again
-                .handle(FinalityInput::Vote(vote(1, txid(2), 1)))
-                .unwrap()
-                .len(),
-            1
-        );
-        assert!(
-            engine
-                .handle(FinalityInput::Vote(vote(1, txid(2), 1)))
-                .unwrap()
-                .is_empty()
-        );
+        again.cast(vote(1, txid(1), 1)).unwrap();
+        assert_eq!(again.cast(vote(1, txid(2), 1)).unwrap().len(), 1);
+        assert!(engine.cast(vote(1, txid(2), 1)).unwrap().is_empty());
         // Evidence whose second vote is forged does not verify.
         let Evidence::ConflictingTransactionVotes {
             voter,
@@ -1161,19 +1290,123 @@ mod tests {
         );
     }
 
+    /// One vote of `seed` over `txid(tx)` for each `tx` of `txs`.
+    fn batch(seed: u8, txs: &[u8]) -> VoteBatch {
+        let txids = txs.iter().map(|&tx| txid(tx)).collect();
+        VoteBatch::sign(NETWORK, Epoch(1), txids, &secret(seed))
+    }
+
+    #[test]
+    fn one_signature_per_voter_certifies_a_whole_batch() {
+        let mut engine = observer();
+        let txs: Vec<u8> = (1..=20).collect();
+        for &tx in &txs {
+            offer(&mut engine, tx, &[tx]);
+        }
+        let outcome = engine.handle_votes(vec![batch(1, &txs), batch(2, &txs), batch(3, &txs)]);
+        assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
+        let certified = certificates(&outcome.effects);
+        assert_eq!(certified.len(), txs.len());
+        for certificate in certified {
+            assert_eq!(certificate.verify(engine.committee()), Ok(Weight(3)));
+            // A 20-transaction tree is five levels deep: each vote carries its path.
+            assert!(
+                certificate
+                    .votes
+                    .iter()
+                    .all(|vote| !vote.proof.path.is_empty())
+            );
+            // The path proves this transaction only.
+            let moved = FinalityCertificate {
+                txid: txid(99),
+                ..certificate.clone()
+            };
+            assert_eq!(
+                moved.verify(engine.committee()),
+                Err(ConsensusError::BadSignatureSet)
+            );
+        }
+        assert_eq!(engine.held_votes(), 0);
+        assert_eq!(engine.tracked_transactions(), 0);
+    }
+
+    #[test]
+    fn forged_empty_and_repeated_batches() {
+        let mut engine = observer();
+        offer(&mut engine, 1, &[1]);
+        offer(&mut engine, 2, &[2]);
+        let mut forged = batch(1, &[1, 2]);
+        forged.txids = BoundedVec::new(vec![txid(1), txid(3)]).unwrap();
+        assert_eq!(
+            engine.cast(forged),
+            Err(ConsensusError::BadSignature(secret(1).public_key()))
+        );
+        assert_eq!(engine.held_votes(), 0, "nothing of a forged batch counts");
+        let mut empty = batch(1, &[1]);
+        empty.txids = BoundedVec::default();
+        let error = engine.cast(empty).unwrap_err();
+        assert!(error.is_peer_fault(), "{error}");
+
+        engine.cast(batch(1, &[1, 2])).unwrap();
+        assert_eq!(engine.held_votes(), 2);
+        // A batch that adds nothing is dropped before its signature is even checked.
+        let mut stale = batch(1, &[2, 1]);
+        stale.signature.0[0] ^= 1;
+        assert_eq!(engine.cast(stale), Ok(Vec::new()));
+        // A txid named twice in one batch counts once.
+        engine.cast(batch(2, &[1, 1])).unwrap();
+        assert_eq!(engine.held_votes(), 3);
+    }
+
+    #[test]
+    fn a_step_of_durable_locks_is_voted_with_one_signature() {
+        let mut engine = FinalityEngine::new(committee(1), Some(secret(1)));
+        for tx in 1..=5 {
+            offer(&mut engine, tx, &[tx]);
+            let effects = engine
+                .handle(FinalityInput::LockPersisted {
+                    epoch: Epoch(1),
+                    txid: txid(tx),
+                })
+                .unwrap();
+            assert!(effects.is_empty(), "nothing is signed before the step ends");
+        }
+        let effects = engine.sign_votes();
+        assert_eq!(
+            effects,
+            vec![FinalityEffect::BroadcastVotes(batch(1, &[1, 2, 3, 4, 5]))]
+        );
+        assert_eq!(engine.held_votes(), 5);
+        assert!(engine.sign_votes().is_empty(), "each lock is voted once");
+        // A resend signs again only what we locked.
+        assert_eq!(
+            engine.votes_again(&[txid(2), txid(9), txid(4)]),
+            vec![batch(1, &[2, 4])]
+        );
+        assert!(observer().votes_again(&[txid(2)]).is_empty());
+    }
+
+    #[test]
+    fn conflicting_votes_in_batches_are_evidence_with_their_paths() {
+        let mut engine = observer();
+        offer(&mut engine, 1, &[1]);
+        offer(&mut engine, 2, &[1]);
+        engine.cast(batch(3, &[5, 1, 6])).unwrap();
+        let effects = engine.cast(batch(3, &[7, 8, 9, 2])).unwrap();
+        let [FinalityEffect::Evidence(evidence)] = &effects[..] else {
+            panic!("expected evidence, got {effects:?}")
+        };
+        assert_eq!(evidence.offender(), secret(3).public_key());
+        assert_eq!(evidence.verify(engine.committee()), Ok(()));
+    }
+
     #[test]
     fn conflict_is_found_when_the_transaction_arrives_after_its_votes() {
         let mut engine = observer();
         offer(&mut engine, 1, &[1]);
-        engine
-            .handle(FinalityInput::Vote(vote(2, txid(1), 1)))
-            .unwrap();
-        engine
-            .handle(FinalityInput::Vote(vote(2, txid(2), 1)))
-            .unwrap();
-        engine
-            .handle(FinalityInput::Vote(vote(3, txid(2), 1)))
-            .unwrap();
+        engine.cast(vote(2, txid(1), 1)).unwrap();
+        engine.cast(vote(2, txid(2), 1)).unwrap();
+        engine.cast(vote(3, txid(2), 1)).unwrap();
         assert_eq!(engine.held_votes(), 3);
         let effects = offer(&mut engine, 2, &[1]);
         assert!(
@@ -1187,20 +1420,16 @@ mod tests {
         let mut engine = observer();
         let mut forged = vote(1, txid(1), 1);
         forged.signature.0[0] ^= 1;
-        let error = engine.handle(FinalityInput::Vote(forged)).unwrap_err();
+        let error = engine.cast(forged).unwrap_err();
         assert_eq!(error, ConsensusError::BadSignature(secret(1).public_key()));
         assert!(error.is_peer_fault());
-        let error = engine
-            .handle(FinalityInput::Vote(vote(9, txid(1), 1)))
-            .unwrap_err();
+        let error = engine.cast(vote(9, txid(1), 1)).unwrap_err();
         assert!(matches!(error, ConsensusError::NotAMember(_)) && error.is_peer_fault());
-        let error = engine
-            .handle(FinalityInput::Vote(vote(1, txid(1), 2)))
-            .unwrap_err();
+        let error = engine.cast(vote(1, txid(1), 2)).unwrap_err();
         assert!(matches!(error, ConsensusError::WrongEpoch { .. }) && !error.is_peer_fault());
         // A vote signed for another network does not verify here.
         let foreign = sign_transaction_vote(Network::Testnet, Epoch(1), txid(1), &secret(1));
-        assert!(engine.handle(FinalityInput::Vote(foreign)).is_err());
+        assert!(engine.cast(foreign).is_err());
         assert_eq!(engine.tracked_transactions(), 0);
         let error = engine
             .handle(FinalityInput::Transaction {
@@ -1214,16 +1443,10 @@ mod tests {
     #[test]
     fn certificate_verification_rejects_forged_insufficient_duplicate_and_wrong_epoch() {
         let committee = committee(1);
-        let votes = |seeds: &[u8]| -> BoundedVec<CommitVote, MAX_COMMITTEE_SIZE> {
-            let mut votes: Vec<CommitVote> = seeds
+        let votes = |seeds: &[u8]| -> BoundedVec<FinalityVote, MAX_COMMITTEE_SIZE> {
+            let mut votes: Vec<FinalityVote> = seeds
                 .iter()
-                .map(|&seed| {
-                    let vote = vote(seed, txid(1), 1);
-                    CommitVote {
-                        voter: vote.voter,
-                        signature: vote.signature,
-                    }
-                })
+                .map(|&seed| single_vote(vote(seed, txid(1), 1)))
                 .collect();
             votes.sort_by_key(|vote| vote.voter);
             BoundedVec::new(votes).unwrap()
@@ -1237,7 +1460,7 @@ mod tests {
 
         let mut forged = good.clone();
         let mut inner = forged.votes.clone().into_inner();
-        inner[1].signature.0[5] ^= 0x40;
+        inner[1].proof.signature.0[5] ^= 0x40;
         forged.votes = BoundedVec::new(inner).unwrap();
         assert_eq!(
             forged.verify(&committee),
@@ -1263,7 +1486,7 @@ mod tests {
         );
 
         let mut doubled = good.votes.clone().into_inner();
-        doubled.insert(1, doubled[0]);
+        doubled.insert(1, doubled[0].clone());
         doubled.truncate(3);
         let duplicate = FinalityCertificate {
             votes: BoundedVec::new(doubled).unwrap(),
@@ -1276,10 +1499,7 @@ mod tests {
 
         let mut outsider = good.votes.clone().into_inner();
         let stranger = sign_transaction_vote(NETWORK, Epoch(1), txid(1), &secret(9));
-        outsider.push(CommitVote {
-            voter: stranger.voter,
-            signature: stranger.signature,
-        });
+        outsider.push(single_vote(stranger.clone()));
         outsider.sort_by_key(|vote| vote.voter);
         let with_outsider = FinalityCertificate {
             votes: BoundedVec::new(outsider).unwrap(),
@@ -1311,9 +1531,7 @@ mod tests {
     fn epoch_boundary_releases_locks_and_drops_old_votes() {
         let mut engine = FinalityEngine::new(committee(1), Some(secret(1)));
         offer(&mut engine, 1, &[1]);
-        engine
-            .handle(FinalityInput::Vote(vote(2, txid(7), 1)))
-            .unwrap();
+        engine.cast(vote(2, txid(7), 1)).unwrap();
         let effects = engine
             .handle(FinalityInput::NewEpoch(committee(2)))
             .unwrap();
@@ -1334,7 +1552,7 @@ mod tests {
             matches!(&effects[..], [FinalityEffect::PersistLock(lock)] if lock.epoch == Epoch(2))
         );
         assert!(matches!(
-            engine.handle(FinalityInput::Vote(vote(2, txid(1), 1))),
+            engine.cast(vote(2, txid(1), 1)),
             Err(ConsensusError::WrongEpoch { .. })
         ));
         assert!(matches!(
@@ -1363,7 +1581,7 @@ mod tests {
             effects,
             vec![
                 FinalityEffect::ReleaseLocksBefore(Epoch(1)),
-                FinalityEffect::BroadcastVote(vote(1, txid(2), 1))
+                FinalityEffect::BroadcastVotes(vote(1, txid(2), 1))
             ]
         );
         let effects = offer(&mut engine, 3, &[2]);
@@ -1380,9 +1598,7 @@ mod tests {
         let mut engine = FinalityEngine::new(committee(1), Some(secret(1)));
         offer(&mut engine, 1, &[1]);
         lock_persisted(&mut engine, 1, 1);
-        engine
-            .handle(FinalityInput::Vote(vote(2, txid(1), 1)))
-            .unwrap();
+        engine.cast(vote(2, txid(1), 1)).unwrap();
         assert_eq!((engine.tracked_transactions(), engine.held_votes()), (1, 2));
         engine
             .handle(FinalityInput::Included { txid: txid(1) })
@@ -1396,12 +1612,7 @@ mod tests {
             ),
             (0, 0, 0, 0)
         );
-        assert!(
-            engine
-                .handle(FinalityInput::Vote(vote(3, txid(1), 1)))
-                .unwrap()
-                .is_empty()
-        );
+        assert!(engine.cast(vote(3, txid(1), 1)).unwrap().is_empty());
         assert_eq!(engine.tracked_transactions(), 0);
     }
 
@@ -1411,18 +1622,12 @@ mod tests {
         for index in 0..MAX_UNKNOWN_VOTES_PER_VOTER {
             let mut bytes = [0u8; 32];
             bytes[..8].copy_from_slice(&(index as u64).to_le_bytes());
-            engine
-                .handle(FinalityInput::Vote(vote(1, Txid(Hash32(bytes)), 1)))
-                .unwrap();
+            engine.cast(vote(1, Txid(Hash32(bytes)), 1)).unwrap();
         }
-        let error = engine
-            .handle(FinalityInput::Vote(vote(1, txid(1), 1)))
-            .unwrap_err();
+        let error = engine.cast(vote(1, txid(1), 1)).unwrap_err();
         assert!(matches!(error, ConsensusError::Full { .. }) && !error.is_peer_fault());
         // Other voters are unaffected, and learning a transaction lifts it out of the budget.
-        engine
-            .handle(FinalityInput::Vote(vote(2, txid(1), 1)))
-            .unwrap();
+        engine.cast(vote(2, txid(1), 1)).unwrap();
         assert_eq!(
             engine.tracked_transactions(),
             MAX_UNKNOWN_VOTES_PER_VOTER + 1
@@ -1450,16 +1655,17 @@ mod tests {
         let mut effects = Vec::new();
         let mut rejected = Vec::new();
         for vote in votes {
-            match single.handle(FinalityInput::Vote(vote)) {
+            let voter = vote.voter;
+            match single.cast(vote) {
                 Ok(more) => effects.extend(more),
-                Err(error) => rejected.push((vote, error)),
+                Err(error) => rejected.push((voter, error)),
             }
         }
         assert_eq!(outcome.effects, effects);
         assert_eq!(certificates(&outcome.effects).len(), 1);
         let mut outcome_rejected = outcome.rejected.clone();
-        outcome_rejected.sort_by_key(|(vote, _)| vote.voter);
-        rejected.sort_by_key(|(vote, _)| vote.voter);
+        outcome_rejected.sort_by_key(|(voter, _)| *voter);
+        rejected.sort_by_key(|(voter, _)| *voter);
         assert_eq!(outcome_rejected, rejected);
         assert_eq!(rejected.len(), 2);
         assert!(rejected.iter().all(|(_, error)| error.is_peer_fault()));

@@ -28,7 +28,7 @@ pub use committee::{Committee, MasternodeRegistry, Member, Registration, TierWei
 pub use error::ConsensusError;
 pub use evidence::Evidence;
 pub use finality::{
-    FinalityCertificate, FinalityEffect, FinalityEngine, FinalityInput, PersistedLock, TxVote,
-    VoteBatchOutcome,
+    FinalityCertificate, FinalityEffect, FinalityEngine, FinalityInput, FinalityVote,
+    PersistedLock, VoteBatch, VoteBatchOutcome, VoteProof,
 };
 pub use signing::{Phase, SignedSlot, Slot, verify_commit_certificate};

@@ -3,9 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use timecoin_consensus::finality::sign_transaction_vote;
 use timecoin_consensus::{
-    Committee, FinalityEffect, FinalityEngine, FinalityInput, Member, TxVote, Weight,
+    Committee, FinalityEffect, FinalityEngine, FinalityInput, Member, VoteBatch, Weight,
 };
 use timecoin_primitives::{Epoch, Hash32, Network, OutPoint, SecretKey, Txid};
 
@@ -49,7 +48,7 @@ impl Lottery {
 
 enum Delivery {
     Transaction(usize, Txid, Vec<OutPoint>),
-    Vote(usize, TxVote),
+    Vote(usize, VoteBatch),
     /// The runtime reports the lock durable (delayed like any delivery).
     LockPersisted(usize, Txid),
 }
@@ -77,12 +76,15 @@ fn conflicting_transactions_are_never_both_certified() {
                 pending.push(Delivery::Transaction(node, *txid, inputs.clone()));
             }
         }
-        // The Byzantine member votes for everything, to everyone.
-        for (txid, _) in &txs {
-            let vote = sign_transaction_vote(NETWORK, Epoch(1), *txid, &secret(byzantine));
-            for node in 0..3 {
-                pending.push(Delivery::Vote(node, vote));
-            }
+        // The Byzantine member votes for everything, to everyone, with one signature.
+        let vote = VoteBatch::sign(
+            NETWORK,
+            Epoch(1),
+            txs.iter().map(|(txid, _)| *txid).collect(),
+            &secret(byzantine),
+        );
+        for node in 0..3 {
+            pending.push(Delivery::Vote(node, vote.clone()));
         }
         let mut certified: BTreeMap<Txid, BTreeSet<usize>> = BTreeMap::new();
         let mut evidence = 0;
@@ -94,14 +96,23 @@ fn conflicting_transactions_are_never_both_certified() {
                     engines[node].handle(FinalityInput::Transaction { txid, inputs }),
                 ),
                 Delivery::Vote(node, vote) => {
-                    (node, engines[node].handle(FinalityInput::Vote(vote)))
+                    let outcome = engines[node].handle_votes(vec![vote]);
+                    assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
+                    (node, Ok(outcome.effects))
                 }
+                // The engine signs at the end of the runtime's step; here every step is one
+                // delivery.
                 Delivery::LockPersisted(node, txid) => (
                     node,
-                    engines[node].handle(FinalityInput::LockPersisted {
-                        epoch: Epoch(1),
-                        txid,
-                    }),
+                    engines[node]
+                        .handle(FinalityInput::LockPersisted {
+                            epoch: Epoch(1),
+                            txid,
+                        })
+                        .map(|mut effects| {
+                            effects.extend(engines[node].sign_votes());
+                            effects
+                        }),
                 ),
             };
             let Ok(effects) = result else { continue };
@@ -110,9 +121,9 @@ fn conflicting_transactions_are_never_both_certified() {
                     FinalityEffect::PersistLock(lock) => {
                         pending.push(Delivery::LockPersisted(node, lock.txid))
                     }
-                    FinalityEffect::BroadcastVote(vote) => {
+                    FinalityEffect::BroadcastVotes(vote) => {
                         for to in (0..3).filter(|&to| to != node) {
-                            pending.push(Delivery::Vote(to, vote));
+                            pending.push(Delivery::Vote(to, vote.clone()));
                         }
                     }
                     FinalityEffect::Certified(certificate) => {

@@ -8,7 +8,7 @@
 //! first broadcast in the step, so a receiver still sees a transaction no later than it did and
 //! every other action keeps its order.
 
-use timecoin_consensus::TxVote;
+use timecoin_consensus::VoteBatch;
 use timecoin_primitives::{BoundedVec, Transaction};
 
 use crate::io::Action;
@@ -30,7 +30,7 @@ enum Kind {
 pub fn coalesce(actions: Vec<Action>) -> Vec<Action> {
     let mut out: Vec<Option<Action>> = Vec::with_capacity(actions.len());
     let mut transactions: Vec<Transaction> = Vec::new();
-    let mut votes: Vec<TxVote> = Vec::new();
+    let mut votes: Vec<VoteBatch> = Vec::new();
     let mut certified: Vec<CertifiedTransaction> = Vec::new();
     // Where each kind's merged messages go: the slot of its first broadcast.
     let mut slots: Vec<(Kind, usize)> = Vec::new();
@@ -199,7 +199,7 @@ pub fn bundle_relays(messages: Vec<NodeMessage>) -> Vec<NodeMessage> {
 #[derive(Default)]
 struct Parts {
     transactions: Vec<Transaction>,
-    votes: Vec<TxVote>,
+    votes: Vec<VoteBatch>,
     certified: Vec<CertifiedTransaction>,
     bytes: usize,
 }
@@ -250,24 +250,24 @@ mod tests {
     use super::*;
     use crate::io::{Reply, RequestId};
     use crate::message::PeerId;
-    use timecoin_consensus::TxVote;
+    use timecoin_consensus::VoteBatch;
     use timecoin_primitives::{Epoch, Hash32, SecretKey, Txid};
 
-    fn vote(n: u8) -> TxVote {
+    fn vote(n: u8) -> VoteBatch {
         let key = SecretKey::from_bytes([n.max(1); 32]);
-        TxVote {
+        VoteBatch {
             epoch: Epoch(0),
-            txid: Txid(Hash32([n; 32])),
             voter: key.public_key(),
+            txids: BoundedVec::new(vec![Txid(Hash32([n; 32]))]).unwrap(),
             signature: key.sign(&[n]),
         }
     }
 
-    fn votes_in(actions: &[Action]) -> Vec<TxVote> {
+    fn votes_in(actions: &[Action]) -> Vec<VoteBatch> {
         actions
             .iter()
             .filter_map(|action| match action {
-                Action::Broadcast(NodeMessage::TxVotes(votes)) => Some(votes.iter().copied()),
+                Action::Broadcast(NodeMessage::TxVotes(votes)) => Some(votes.iter().cloned()),
                 _ => None,
             })
             .flatten()
@@ -364,7 +364,7 @@ mod tests {
         assert_eq!(out.len(), 2, "{out:?}");
         let bundle = bundles(&out);
         assert_eq!(bundle.len(), 1);
-        let expected: Vec<TxVote> = (1..6).map(vote).collect();
+        let expected: Vec<VoteBatch> = (1..6).map(vote).collect();
         assert_eq!(bundle[0].votes.to_vec(), expected);
         assert!(bundle[0].transactions.is_empty() && bundle[0].certified.is_empty());
         assert_eq!(

@@ -3,7 +3,7 @@
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use timecoin_consensus::{
-    BftMessage, FinalityCertificate, PreparedCertificate, Proposal, TxVote, ViewChange,
+    BftMessage, FinalityCertificate, PreparedCertificate, Proposal, ViewChange, VoteBatch,
 };
 use timecoin_primitives::block::{MAX_BLOCK_TRANSACTIONS, MAX_COMMITTEE_SIZE};
 use timecoin_primitives::{
@@ -21,8 +21,9 @@ pub const MAX_SYNC_BLOCKS: usize = 32;
 pub const MAX_SYNC_RESPONSE_BYTES: usize = 8 << 20;
 /// Most transactions one `Transactions` message relays.
 pub const MAX_RELAY_TRANSACTIONS: usize = 1_024;
-/// Most votes one `TxVotes` message relays (the finality engine's batch size).
-pub const MAX_RELAY_VOTES: usize = 1_024;
+/// Most signed votes one `TxVotes` message relays (each covers up to
+/// [`timecoin_consensus::signing::MAX_VOTE_TXIDS`] transactions).
+pub const MAX_RELAY_VOTES: usize = 256;
 /// Most certified transactions one `CertifiedMany` message relays.
 pub const MAX_RELAY_CERTIFIED: usize = 512;
 /// The encoded size a node aims to keep each relay message under when it coalesces many items
@@ -161,7 +162,7 @@ pub struct RelayBundle {
     /// Transactions for finality voting.
     pub transactions: BoundedVec<Transaction, MAX_RELAY_TRANSACTIONS>,
     /// Finality votes.
-    pub votes: BoundedVec<TxVote, MAX_RELAY_VOTES>,
+    pub votes: BoundedVec<VoteBatch, MAX_RELAY_VOTES>,
     /// Certified transactions.
     pub certified: BoundedVec<CertifiedTransaction, MAX_RELAY_CERTIFIED>,
 }
@@ -189,7 +190,7 @@ pub enum NodeMessage {
     /// Transactions being relayed for finality voting.
     Transactions(BoundedVec<Transaction, MAX_RELAY_TRANSACTIONS>),
     /// Finality votes.
-    TxVotes(BoundedVec<TxVote, MAX_RELAY_VOTES>),
+    TxVotes(BoundedVec<VoteBatch, MAX_RELAY_VOTES>),
     /// A finality certificate with the transaction it certifies, so a receiver that never saw
     /// the transaction can still spend its outputs and include it in a block.
     Certified {

@@ -36,8 +36,9 @@ pub const MAX_PREFETCH: usize = 200_000;
 
 /// The database layout this build writes. A database with another version is refused:
 /// version 2 stores blocks that carry their parent's commit certificate (ADR 0009), which
-/// version 1 bodies cannot be decoded as.
-pub const SCHEMA_VERSION: u32 = 2;
+/// version 1 bodies cannot be decoded as; version 3 stores finality certificates whose votes
+/// sign Merkle roots over batches of transactions (ADR 0014).
+pub const SCHEMA_VERSION: u32 = 3;
 
 mod meta {
     pub const SCHEMA_VERSION: &[u8] = b"schema_version";

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use timecoin_consensus::{BftMessage, FinalityCertificate, TxVote, signing::view_change_digest};
+use timecoin_consensus::{BftMessage, FinalityCertificate, signing::view_change_digest};
 use timecoin_ledger::{ChainParams, RewardShare, split_reward};
 use timecoin_node::NodeMessage;
 use timecoin_primitives::{
@@ -155,43 +155,46 @@ impl Checker {
                 }
             }
             NodeMessage::TxVotes(votes) => {
-                for vote in votes.iter().filter(|vote| vote.voter == key) {
-                    let Some(body) = self.bodies.get(&vote.txid) else {
+                let voted = votes
+                    .iter()
+                    .filter(|vote| vote.voter == key)
+                    .flat_map(|vote| vote.txids.iter().map(|txid| (vote.epoch, *txid)));
+                for (epoch, txid) in voted {
+                    let Some(body) = self.bodies.get(&txid) else {
                         continue;
                     };
                     for input in &body.body.inputs {
                         // A vote of an epoch that has ended may leave in the same step that
                         // ended it, after its lock was released: harmless, since the node
                         // never signs for that epoch again.
-                        if vote.epoch < current_epoch {
+                        if epoch < current_epoch {
                             continue;
                         }
                         let record = store
                             .record(&LogKey::InputLock {
-                                epoch: vote.epoch,
+                                epoch,
                                 outpoint: input.prevout,
                             })
                             .map_err(|e| Violation(format!("reading the log: {e}")))?;
-                        if record.map(|r| r.value.to_vec()) != Some(encode(&vote.txid)) {
+                        if record.map(|r| r.value.to_vec()) != Some(encode(&txid)) {
                             return Err(Violation(format!(
                                 "persist-before-send broken: {key} sent a vote for {} (epoch {}) \
                                  whose lock on {:?} is not on its disk",
-                                vote.txid,
-                                vote.epoch.get(),
+                                txid,
+                                epoch.get(),
                                 input.prevout
                             )));
                         }
                         if honest
-                            && let Some(previous) = self
-                                .tx_votes
-                                .insert((key, vote.epoch, input.prevout), vote.txid)
-                            && previous != vote.txid
+                            && let Some(previous) =
+                                self.tx_votes.insert((key, epoch, input.prevout), txid)
+                            && previous != txid
                         {
                             return Err(Violation(format!(
                                 "honest masternode {key} signed two conflicting transactions \
                                  ({previous} and {}) in epoch {}",
-                                vote.txid,
-                                vote.epoch.get()
+                                txid,
+                                epoch.get()
                             )));
                         }
                     }
@@ -206,13 +209,20 @@ impl Checker {
     /// the voter's weight in the vote's epoch). A certificate exists as soon as valid votes
     /// reach the quorum, whether or not any node assembles it, so the checker tallies votes
     /// itself rather than trusting nodes to announce certificates.
-    pub fn on_vote(&mut self, vote: &TxVote, weight: u64, quorum: u64) -> Result<(), Violation> {
-        let tally = self.tallies.entry((vote.epoch, vote.txid)).or_default();
-        if tally.0.insert(vote.voter) {
+    pub fn on_vote(
+        &mut self,
+        epoch: Epoch,
+        txid: Txid,
+        voter: PublicKey,
+        weight: u64,
+        quorum: u64,
+    ) -> Result<(), Violation> {
+        let tally = self.tallies.entry((epoch, txid)).or_default();
+        if tally.0.insert(voter) {
             tally.1 += weight;
         }
         if tally.1 >= quorum
-            && let Some(transaction) = self.bodies.get(&vote.txid).cloned()
+            && let Some(transaction) = self.bodies.get(&txid).cloned()
         {
             self.on_certified(&transaction)?;
         }
@@ -220,10 +230,10 @@ impl Checker {
     }
 
     /// Whether this exact vote was already checked.
-    pub fn vote_seen(&self, vote: &TxVote) -> bool {
+    pub fn vote_seen(&self, epoch: Epoch, txid: Txid, voter: PublicKey) -> bool {
         self.tallies
-            .get(&(vote.epoch, vote.txid))
-            .is_some_and(|tally| tally.0.contains(&vote.voter))
+            .get(&(epoch, txid))
+            .is_some_and(|tally| tally.0.contains(&voter))
     }
 
     /// A certificate verified against its epoch's committee.

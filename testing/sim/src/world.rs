@@ -768,7 +768,7 @@ impl World {
                     for transaction in transactions.iter() {
                         let message = vote_for_anything(&key, NETWORK, epoch, transaction);
                         if let NodeMessage::TxVotes(votes) = &message {
-                            self.tally(to, votes.iter().copied().collect())?;
+                            self.tally(to, votes.iter().cloned().collect())?;
                         }
                         self.transmit(to, from, message.to_bytes());
                     }
@@ -1009,7 +1009,7 @@ impl World {
             }
         }
         if let NodeMessage::TxVotes(votes) = &message {
-            self.tally(from, votes.iter().copied().collect())?;
+            self.tally(from, votes.iter().cloned().collect())?;
         }
         let outgoing = match (&key, behaviour) {
             (Some(key), b) if b != Behaviour::Honest && b != Behaviour::Twin => corrupt_outgoing(
@@ -1046,10 +1046,16 @@ impl World {
     fn tally(
         &mut self,
         from: usize,
-        votes: Vec<timecoin_consensus::TxVote>,
+        votes: Vec<timecoin_consensus::VoteBatch>,
     ) -> Result<(), Violation> {
         for vote in votes {
-            if self.checker.vote_seen(&vote) {
+            let unseen: Vec<Txid> = vote
+                .txids
+                .iter()
+                .filter(|txid| !self.checker.vote_seen(vote.epoch, **txid, vote.voter))
+                .copied()
+                .collect();
+            if unseen.is_empty() {
                 continue;
             }
             let Some(node) = self.nodes[from].node.as_mut() else {
@@ -1061,15 +1067,15 @@ impl World {
             let Some(member) = committee.member(&vote.voter) else {
                 continue;
             };
-            let message = timecoin_consensus::signing::transaction_vote_message(
-                NETWORK, vote.epoch, &vote.txid,
-            );
-            if vote.voter.verify(&message, &vote.signature).is_err() {
+            if !vote.verify(NETWORK) {
                 continue;
             }
             let weight = member.weight.get();
             let quorum = committee.quorum_weight().get();
-            self.checker.on_vote(&vote, weight, quorum)?;
+            for txid in unseen {
+                self.checker
+                    .on_vote(vote.epoch, txid, vote.voter, weight, quorum)?;
+            }
         }
         Ok(())
     }
