@@ -48,6 +48,11 @@ const MAX_STEP_INPUTS: usize = 512;
 /// block consensus. An idle node relays at once; under load a relay waits at most this long,
 /// and a payment waits for two rounds (its transaction, then the votes).
 const RELAY_INTERVAL: Duration = Duration::from_millis(20);
+/// Least time between two syncs of the node's step records while it is busy (ADR 0015). The
+/// steps in between run at once, but their actions wait for the sync. An idle node syncs after
+/// every step; block consensus messages and direct sends are synced and sent at once; relays
+/// are synced just before their gossip round, so pacing syncs adds nothing to them.
+const SYNC_INTERVAL: Duration = RELAY_INTERVAL;
 /// How long open RPC connections may take to finish at shutdown.
 const RPC_STOP_GRACE: Duration = Duration::from_secs(2);
 /// How often gauges are refreshed from the node and the network.
@@ -280,6 +285,9 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         next_tick_ms: None,
         relays: Vec::new(),
         last_relay: Instant::now() - RELAY_INTERVAL,
+        held: Vec::new(),
+        unsynced: false,
+        last_sync: Instant::now() - SYNC_INTERVAL,
     };
     state.perform(&net, &metrics, initial_actions).await;
     let mut last_metrics = Instant::now() - METRICS_REFRESH;
@@ -291,7 +299,8 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
                 .unwrap_or(MAX_TICK_GAP)
                 .min(MAX_TICK_GAP);
             let tick = tokio::time::Instant::now() + gap;
-            state.relay_due().map_or(tick, |due| tick.min(due.into()))
+            let tick = state.relay_due().map_or(tick, |due| tick.min(due.into()));
+            state.sync_due().map_or(tick, |due| tick.min(due.into()))
         };
         let input = tokio::select! {
             biased;
@@ -329,9 +338,18 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
             state
                 .drain_ready(&mut inputs, &mut events, &mut requests, &net, &node)
                 .await;
-            let result = tokio::task::block_in_place(|| node.handle_batch(inputs));
+            let result = tokio::task::block_in_place(|| node.handle_batch_unsynced(inputs));
             match result {
-                Ok(actions) => state.perform(&net, &metrics, actions).await,
+                Ok(actions) => {
+                    let prompt = actions.iter().any(wants_prompt_sync);
+                    let unheld = state.hold(actions);
+                    state.perform(&net, &metrics, unheld).await;
+                    if (prompt || state.sync_due().is_some_and(|due| due <= Instant::now()))
+                        && let Err(e) = state.sync_and_perform(&mut node, &net, &metrics).await
+                    {
+                        break Err(e);
+                    }
+                }
                 Err(e) => {
                     break Err(format!(
                         "the node stopped: {e} (nothing of the failed step was sent; restart to recover from the last committed block)"
@@ -339,7 +357,16 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
                 }
             }
         }
+        if state.sync_due().is_some_and(|due| due <= Instant::now())
+            && let Err(e) = state.sync_and_perform(&mut node, &net, &metrics).await
+        {
+            break Err(e);
+        }
         if state.relay_due().is_some_and(|due| due <= Instant::now()) {
+            // The round takes the relays of every step so far, synced first.
+            if let Err(e) = state.sync_and_perform(&mut node, &net, &metrics).await {
+                break Err(e);
+            }
             state.flush_relays(&net).await;
         }
         // A fast catch-up can start and end between two refreshes (200 blocks took 10 ms on
@@ -353,7 +380,12 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         }
     };
 
-    // Votes and certificates of the last steps are durable here and owed to the peers.
+    // Votes and certificates of the last steps are owed to the peers once durable.
+    if outcome.is_ok()
+        && let Err(e) = state.sync_and_perform(&mut node, &net, &metrics).await
+    {
+        warn!("{e}");
+    }
     state.flush_relays(&net).await;
     info!("stopping: RPC, network, then storage");
     // The node task no longer serves requests: fail the queued and in-flight ones now, or the
@@ -456,9 +488,88 @@ struct LoopState {
     relays: Vec<Action>,
     /// When relays were last published.
     last_relay: Instant,
+    /// Actions of steps whose records are not durable yet: performed after the next sync.
+    held: Vec<Action>,
+    /// Whether steps ran since the last sync.
+    unsynced: bool,
+    /// When the step records were last synced.
+    last_sync: Instant,
+}
+
+/// Whether an action must wait for the sync of its step: a message to peers may carry a vote or
+/// a block statement whose record must be durable before it leaves. Replies, events, penalties
+/// and tick requests commit this node to nothing: a reply reports a certificate (valid whatever
+/// happens to this node, a quorum signed it) or an admission (a mempool, which no node keeps
+/// across a crash), so they go at once, and RPC clients do not wait for the pacing.
+fn needs_durability(action: &Action) -> bool {
+    matches!(action, Action::Broadcast(_) | Action::Send { .. })
+}
+
+/// Whether an action should not wait for the paced sync: block consensus and direct messages
+/// (a handful per block, and a block's latency is the sum of its phases). Relays wait for
+/// their gossip round anyway.
+fn wants_prompt_sync(action: &Action) -> bool {
+    match action {
+        Action::Broadcast(message) => !is_relay(message),
+        Action::Send { .. } => true,
+        Action::Penalize { .. }
+        | Action::Reply { .. }
+        | Action::ScheduleTick { .. }
+        | Action::Event(_) => false,
+    }
+}
+
+/// The messages published in paced gossip rounds.
+fn is_relay(message: &NodeMessage) -> bool {
+    matches!(
+        message,
+        NodeMessage::Transactions(_)
+            | NodeMessage::TxVotes(_)
+            | NodeMessage::Certified { .. }
+            | NodeMessage::CertifiedMany(_)
+    )
 }
 
 impl LoopState {
+    /// Keeps a step's messages to peers until its records are durable, and returns the
+    /// actions that need not wait (see [`needs_durability`]), in order.
+    fn hold(&mut self, actions: Vec<Action>) -> Vec<Action> {
+        self.unsynced = true;
+        let (held, unheld): (Vec<Action>, Vec<Action>) =
+            actions.into_iter().partition(needs_durability);
+        self.held.extend(held);
+        unheld
+    }
+
+    /// When the unsynced steps must be synced: at once if the last sync was long enough ago
+    /// (an idle node adds no delay), else one [`SYNC_INTERVAL`] after it. `None` when every
+    /// step is synced.
+    fn sync_due(&self) -> Option<Instant> {
+        self.unsynced.then(|| self.last_sync + SYNC_INTERVAL)
+    }
+
+    /// Syncs the steps handled since the last sync, then performs their actions in order.
+    async fn sync_and_perform(
+        &mut self,
+        node: &mut DaemonNode,
+        net: &NetworkHandle,
+        metrics: &Metrics,
+    ) -> Result<(), String> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        tokio::task::block_in_place(|| node.sync_steps()).map_err(|e| {
+            format!(
+                "the node stopped: {e} (nothing of the unsynced steps was sent; restart to recover from the last committed block)"
+            )
+        })?;
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        let actions = std::mem::take(&mut self.held);
+        self.perform(net, metrics, actions).await;
+        Ok(())
+    }
+
     /// When the waiting relays go out: at once if the last round was long enough ago, else
     /// one [`RELAY_INTERVAL`] after it. `None` when nothing waits.
     fn relay_due(&self) -> Option<Instant> {
@@ -557,12 +668,9 @@ impl LoopState {
     async fn perform(&mut self, net: &NetworkHandle, metrics: &Metrics, actions: Vec<Action>) {
         for action in actions {
             match action {
-                Action::Broadcast(
-                    message @ (NodeMessage::Transactions(_)
-                    | NodeMessage::TxVotes(_)
-                    | NodeMessage::Certified { .. }
-                    | NodeMessage::CertifiedMany(_)),
-                ) => self.relays.push(Action::Broadcast(message)),
+                Action::Broadcast(message) if is_relay(&message) => {
+                    self.relays.push(Action::Broadcast(message))
+                }
                 Action::Broadcast(message) => {
                     let topic = topic_of(&message);
                     if let Err(e) = net.publish(topic, message.to_bytes()).await {
@@ -722,4 +830,75 @@ fn refresh_metrics(
         peers,
         height,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use timecoin_node::io::{Reply, RequestId as Id};
+
+    fn state() -> LoopState {
+        LoopState {
+            peers: PeerMap::default(),
+            pending: HashMap::new(),
+            next_request: 0,
+            next_tick_ms: None,
+            relays: Vec::new(),
+            last_relay: Instant::now() - RELAY_INTERVAL,
+            held: Vec::new(),
+            unsynced: false,
+            last_sync: Instant::now() - SYNC_INTERVAL,
+        }
+    }
+
+    #[test]
+    fn an_idle_node_syncs_at_once_and_a_busy_one_once_per_interval() {
+        let mut state = state();
+        assert_eq!(state.sync_due(), None, "nothing to sync");
+        let reply = Action::Reply {
+            id: Id(1),
+            reply: Reply::Tip(None),
+        };
+        let vote = Action::Broadcast(NodeMessage::TxVotes(
+            timecoin_primitives::BoundedVec::new(Vec::new()).unwrap(),
+        ));
+        let unheld = state.hold(vec![vote, reply]);
+        assert!(
+            matches!(&unheld[..], [Action::Reply { .. }]),
+            "a reply need not wait"
+        );
+        assert!(
+            matches!(&state.held[..], [Action::Broadcast(_)]),
+            "a vote waits for the sync"
+        );
+        assert!(
+            state.sync_due().unwrap() <= Instant::now(),
+            "idle: due at once"
+        );
+        // Just synced: the next steps wait for one interval.
+        state.last_sync = Instant::now();
+        let due = state.sync_due().unwrap();
+        assert!(due > Instant::now() && due <= Instant::now() + SYNC_INTERVAL);
+    }
+
+    #[test]
+    fn block_consensus_and_direct_sends_are_synced_at_once_relays_wait_for_their_round() {
+        let relay = Action::Broadcast(NodeMessage::TxVotes(
+            timecoin_primitives::BoundedVec::new(Vec::new()).unwrap(),
+        ));
+        assert!(!wants_prompt_sync(&relay));
+        let heartbeat = NodeMessage::Heartbeat {
+            height: timecoin_primitives::Height(1),
+            hash: Default::default(),
+        };
+        assert!(wants_prompt_sync(&Action::Broadcast(heartbeat.clone())));
+        assert!(wants_prompt_sync(&Action::Send {
+            peer: timecoin_node::PeerId(1),
+            message: heartbeat,
+        }));
+        assert!(!wants_prompt_sync(&Action::Reply {
+            id: Id(2),
+            reply: Reply::Tip(None),
+        }));
+    }
 }
