@@ -278,17 +278,7 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         None
     };
 
-    let mut state = LoopState {
-        peers: PeerMap::default(),
-        pending: HashMap::new(),
-        next_request: 0,
-        next_tick_ms: None,
-        relays: Vec::new(),
-        last_relay: Instant::now() - RELAY_INTERVAL,
-        held: Vec::new(),
-        unsynced: false,
-        last_sync: Instant::now() - SYNC_INTERVAL,
-    };
+    let mut state = LoopState::new();
     state.perform(&net, &metrics, initial_actions).await;
     let mut last_metrics = Instant::now() - METRICS_REFRESH;
     let outcome: Result<(), String> = loop {
@@ -531,6 +521,21 @@ fn is_relay(message: &NodeMessage) -> bool {
 }
 
 impl LoopState {
+    /// A loop that has relayed and synced nothing yet: the first relay and sync go at once.
+    fn new() -> LoopState {
+        LoopState {
+            peers: PeerMap::default(),
+            pending: HashMap::new(),
+            next_request: 0,
+            next_tick_ms: None,
+            relays: Vec::new(),
+            last_relay: Instant::now() - RELAY_INTERVAL,
+            held: Vec::new(),
+            unsynced: false,
+            last_sync: Instant::now() - SYNC_INTERVAL,
+        }
+    }
+
     /// Keeps a step's messages to peers until its records are durable, and returns the
     /// actions that need not wait (see [`needs_durability`]), in order.
     fn hold(&mut self, actions: Vec<Action>) -> Vec<Action> {
@@ -837,23 +842,9 @@ mod tests {
     use super::*;
     use timecoin_node::io::{Reply, RequestId as Id};
 
-    fn state() -> LoopState {
-        LoopState {
-            peers: PeerMap::default(),
-            pending: HashMap::new(),
-            next_request: 0,
-            next_tick_ms: None,
-            relays: Vec::new(),
-            last_relay: Instant::now() - RELAY_INTERVAL,
-            held: Vec::new(),
-            unsynced: false,
-            last_sync: Instant::now() - SYNC_INTERVAL,
-        }
-    }
-
     #[test]
     fn an_idle_node_syncs_at_once_and_a_busy_one_once_per_interval() {
-        let mut state = state();
+        let mut state = LoopState::new();
         assert_eq!(state.sync_due(), None, "nothing to sync");
         let reply = Action::Reply {
             id: Id(1),
