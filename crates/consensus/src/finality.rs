@@ -74,14 +74,25 @@ pub struct VoteBatch {
 impl VoteBatch {
     /// Signs a vote for `txids` (at most [`MAX_VOTE_TXIDS`], at least one).
     pub fn sign(network: Network, epoch: Epoch, txids: Vec<Txid>, key: &SecretKey) -> VoteBatch {
+        VoteBatch::sign_tree(network, epoch, txids, key).0
+    }
+
+    /// [`VoteBatch::sign`], also returning the tree it signed the root of.
+    fn sign_tree(
+        network: Network,
+        epoch: Epoch,
+        txids: Vec<Txid>,
+        key: &SecretKey,
+    ) -> (VoteBatch, Vec<Vec<Hash32>>) {
         let levels = vote_tree(&txids);
         let root = levels.last().expect("at least one txid")[0];
-        VoteBatch {
+        let batch = VoteBatch {
             epoch,
             voter: key.public_key(),
             txids: BoundedVec::new(txids).expect("at most MAX_VOTE_TXIDS"),
             signature: key.sign(&transaction_vote_message(network, epoch, &root)),
-        }
+        };
+        (batch, levels)
     }
 
     /// Whether the signature is the voter's over these txids (membership is not checked).
@@ -665,26 +676,10 @@ impl FinalityEngine {
                         .push((batch.voter, ConsensusError::BadSignature(batch.voter)));
                     continue;
                 }
-                let shared = Arc::new(SignedBatch {
-                    signature: batch.signature,
-                    levels,
-                });
-                for index in positions {
-                    let txid = batch.txids[index];
-                    // Earlier votes of this chunk may have settled the transaction meanwhile.
-                    if self.settled.contains(&txid) {
-                        continue;
-                    }
-                    let vote = VoteRef {
-                        batch: shared.clone(),
-                        index: index as u32,
-                    };
-                    if let Err(error) =
-                        self.accept_verified_vote(txid, batch.voter, vote, &mut outcome.effects)
-                    {
-                        outcome.rejected.push((batch.voter, error));
-                    }
-                }
+                let refused = self.count_batch(&batch, levels, positions, &mut outcome.effects);
+                outcome
+                    .rejected
+                    .extend(refused.into_iter().map(|error| (batch.voter, error)));
             }
         }
         self.check_invariants();
@@ -850,40 +845,57 @@ impl FinalityEngine {
         let Some(key) = self.voting_key().cloned() else {
             return effects;
         };
-        let voter = key.public_key();
         let network = self.committee.network();
         let epoch = self.committee.epoch();
         for chunk in ready.chunks(MAX_VOTE_TXIDS) {
-            let levels = vote_tree(chunk);
-            let root = levels.last().expect("chunks are not empty")[0];
-            let signature = key.sign(&transaction_vote_message(network, epoch, &root));
-            effects.push(FinalityEffect::BroadcastVotes(VoteBatch {
-                epoch,
-                voter,
-                txids: BoundedVec::new(chunk.to_vec()).expect("chunked"),
-                signature,
-            }));
-            let shared = Arc::new(SignedBatch { signature, levels });
-            for (index, txid) in chunk.iter().enumerate() {
-                if self.settled.contains(txid)
-                    || self
-                        .tallies
-                        .get(txid)
-                        .is_some_and(|tally| tally.votes.contains_key(&voter))
-                {
-                    continue;
-                }
-                let vote = VoteRef {
-                    batch: shared.clone(),
-                    index: index as u32,
-                };
-                // Our own vote is sent either way; if a tally limit refuses to count it here,
-                // the transaction still certifies from the quorum's votes or a relay.
-                let _ = self.accept_verified_vote(*txid, voter, vote, &mut effects);
-            }
+            let (batch, levels) = VoteBatch::sign_tree(network, epoch, chunk.to_vec(), &key);
+            // Our own vote is sent either way; if a tally limit refuses to count it here, the
+            // transaction still certifies from the quorum's votes or a relay.
+            let mut counted = Vec::new();
+            let _refused = self.count_batch(&batch, levels, 0..chunk.len(), &mut counted);
+            // The broadcast comes before the certificates our vote completes, as the node
+            // expects: it forgets a transaction's vote once it is certified.
+            effects.push(FinalityEffect::BroadcastVotes(batch));
+            effects.extend(counted);
         }
         self.check_invariants();
         effects
+    }
+
+    /// Counts the votes of a verified `batch` (whose tree is `levels`) for the txids at
+    /// `positions`, skipping those settled or already counted for its voter meanwhile (by an
+    /// earlier batch of the same call). Returns why the others were refused, if any were.
+    fn count_batch(
+        &mut self,
+        batch: &VoteBatch,
+        levels: Vec<Vec<Hash32>>,
+        positions: impl IntoIterator<Item = usize>,
+        effects: &mut Vec<FinalityEffect>,
+    ) -> Vec<ConsensusError> {
+        let shared = Arc::new(SignedBatch {
+            signature: batch.signature,
+            levels,
+        });
+        let mut refused = Vec::new();
+        for index in positions {
+            let txid = batch.txids[index];
+            if self.settled.contains(&txid)
+                || self
+                    .tallies
+                    .get(&txid)
+                    .is_some_and(|tally| tally.votes.contains_key(&batch.voter))
+            {
+                continue;
+            }
+            let vote = VoteRef {
+                batch: shared.clone(),
+                index: index as u32,
+            };
+            if let Err(error) = self.accept_verified_vote(txid, batch.voter, vote, effects) {
+                refused.push(error);
+            }
+        }
+        refused
     }
 
     /// Our votes again for those of `txids` we hold durable locks for this epoch, for a
