@@ -317,6 +317,7 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
                 Some(Input::Tick { now_ms: now_ms() })
             },
         };
+        let mut prompt = false;
         if let Some(input) = input {
             // Keep the node's clock current before it handles anything else.
             let mut inputs = vec![Input::Tick { now_ms: now_ms() }];
@@ -331,14 +332,9 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
             let result = tokio::task::block_in_place(|| node.handle_batch_unsynced(inputs));
             match result {
                 Ok(actions) => {
-                    let prompt = actions.iter().any(wants_prompt_sync);
+                    prompt = actions.iter().any(wants_prompt_sync);
                     let unheld = state.hold(actions);
                     state.perform(&net, &metrics, unheld).await;
-                    if (prompt || state.sync_due().is_some_and(|due| due <= Instant::now()))
-                        && let Err(e) = state.sync_and_perform(&mut node, &net, &metrics).await
-                    {
-                        break Err(e);
-                    }
                 }
                 Err(e) => {
                     break Err(format!(
@@ -347,16 +343,15 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
                 }
             }
         }
-        if state.sync_due().is_some_and(|due| due <= Instant::now())
+        let now = Instant::now();
+        let due = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+        // A relay round takes the relays of every step so far, synced first.
+        if (prompt || due(state.sync_due()) || due(state.relay_due()))
             && let Err(e) = state.sync_and_perform(&mut node, &net, &metrics).await
         {
             break Err(e);
         }
-        if state.relay_due().is_some_and(|due| due <= Instant::now()) {
-            // The round takes the relays of every step so far, synced first.
-            if let Err(e) = state.sync_and_perform(&mut node, &net, &metrics).await {
-                break Err(e);
-            }
+        if due(state.relay_due()) {
             state.flush_relays(&net).await;
         }
         // A fast catch-up can start and end between two refreshes (200 blocks took 10 ms on
