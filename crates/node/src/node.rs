@@ -11,8 +11,9 @@ use timecoin_consensus::{
 };
 use timecoin_ledger::{
     BlockTemplate, ChainParams, LedgerError, MasternodeEvent, MasternodeRegistration,
-    MasternodeRegistry, UtxoCache, UtxoEntry, UtxoStore, build_block, check_transaction,
-    connect_block, validate_block, validate_transaction, verify_transaction, verify_transactions,
+    MasternodeRegistry, UtxoCache, UtxoEntry, UtxoStore, apply_block, build_block,
+    check_transaction, validate_block, validate_transaction, verify_transaction,
+    verify_transactions,
 };
 use timecoin_mempool::{Mempool, MempoolConfig, MempoolError};
 use timecoin_primitives::{
@@ -1971,17 +1972,7 @@ impl<S: NodeStore> Node<S> {
             .store
             .header(&tip.hash)?
             .ok_or_else(|| corrupt("the tip's header is missing"))?;
-        // Our pools hold only transactions whose signatures we verified, and a proposal
-        // rebuilt from its compact form is made of those copies: only the rest (the reward,
-        // and what a whole proposal carried that we lacked) is verified here. This halved
-        // the signature checks per payment on every node.
-        let unverified: Vec<Transaction> = block
-            .transactions
-            .iter()
-            .filter(|transaction| self.verified_copy(&transaction.txid()) != Some(*transaction))
-            .cloned()
-            .collect();
-        if let Err(error) = verify_transactions(&unverified, self.config.params.network) {
+        if let Err(error) = self.verify_unpooled(block) {
             return Ok(Err(error.to_string()));
         }
         // The parent certificate first: a bad one is cheaper to refuse than the UTXO work.
@@ -2090,6 +2081,22 @@ impl<S: NodeStore> Node<S> {
             .ok_or_else(|| corrupt("a committee member's collateral output is missing"))
     }
 
+    /// Verifies the signatures of `block`'s transactions that our pools do not hold byte for
+    /// byte. The pools hold only transactions whose signatures we verified, and a proposal
+    /// rebuilt from its compact form is made of those copies, so only the rest (the reward, and
+    /// what a whole proposal or a synced block carried that we lacked) is checked. Judging a
+    /// proposal and applying the committed block both come here: each payment's signatures are
+    /// verified once per node, on admission, instead of twice.
+    fn verify_unpooled(&self, block: &Block) -> Result<(), LedgerError> {
+        let unverified: Vec<Transaction> = block
+            .transactions
+            .iter()
+            .filter(|transaction| self.verified_copy(&transaction.txid()) != Some(*transaction))
+            .cloned()
+            .collect();
+        verify_transactions(&unverified, self.config.params.network)
+    }
+
     /// Applies a committed block: ledger rules through a change recorder, one durable store
     /// commit, then the pools, the engines and the next height. `Ok(Err(_))` means the block
     /// broke a ledger rule (and nothing was written).
@@ -2111,10 +2118,16 @@ impl<S: NodeStore> Node<S> {
             Ok(shares) => shares,
             Err(error) => return Ok(Err(error)),
         };
+        // A block we judged as a proposal was checked there already; this is for the rest
+        // (a block fetched by sync or after a commit we did not judge) and costs little for a
+        // judged one, whose transactions are all pooled copies.
+        if let Err(error) = self.verify_unpooled(block) {
+            return Ok(Err(error));
+        }
         let mut commitment = self.store.utxo_commitment().clone();
         let (outcome, changes) = {
             let mut recorder = ChangeRecorder::new(&self.store);
-            let outcome = match connect_block(
+            let outcome = match apply_block(
                 block,
                 &parent,
                 &mut recorder,

@@ -2,9 +2,11 @@
 //! ranges in parallel, applies them in order whatever order they arrive in, and replaces a peer
 //! that serves an invalid block.
 
-use timecoin_node::testing::{MASTERNODE_SEED, START_MS, TestNode, genesis, key, open_on};
-use timecoin_node::{Action, Input, NodeMessage, PeerId};
-use timecoin_primitives::Height;
+use timecoin_node::testing::{
+    FUNDED_SEED, MASTERNODE_SEED, START_MS, TestNode, genesis, key, open_on, spend_genesis,
+};
+use timecoin_node::{Action, Command, Input, NodeMessage, PeerId, RequestId};
+use timecoin_primitives::{Amount, BoundedVec, Height};
 use timecoin_storage::{ChainStore, MemoryBackend};
 
 /// A lone masternode that has committed at least `blocks` blocks.
@@ -185,4 +187,92 @@ fn a_peer_serving_a_bad_range_is_penalised_and_the_range_asked_of_another() {
     })
     .unwrap();
     assert_eq!(node.tip_height(), Height(40));
+}
+
+/// A txid does not cover signatures, so a block whose payment carries a forged signature still
+/// matches its header and commit certificate: only verifying the signatures catches it, and a
+/// syncing node must, even though it skips the check for copies it verified itself.
+#[test]
+fn a_synced_block_with_a_forged_signature_is_refused_and_its_sender_penalised() {
+    let mut source = source_chain(1);
+    let payment = spend_genesis(&key(7), Amount::from_units(1_000_000).unwrap());
+    let txid = payment.txid();
+    source
+        .handle(Input::Command {
+            id: RequestId(1),
+            command: Command::SubmitTransaction(payment.clone()),
+        })
+        .unwrap();
+    let mut now = START_MS + 60_000;
+    while source
+        .store()
+        .transaction_location(&txid)
+        .unwrap()
+        .is_none()
+    {
+        now += 100;
+        source.handle(Input::Tick { now_ms: now }).unwrap();
+        assert!(
+            now < START_MS + 600_000,
+            "the payment never reached a block"
+        );
+    }
+    let mut node = follower();
+    let announce = heartbeat(&source);
+    for peer in 1..=2 {
+        node.handle(Input::PeerMessage {
+            peer: PeerId(peer),
+            bytes: announce.clone(),
+        })
+        .unwrap();
+    }
+    let NodeMessage::SyncResponse(blocks) =
+        NodeMessage::from_bytes(&serve(&mut source, Height(1))).unwrap()
+    else {
+        panic!("not a sync response")
+    };
+    let mut blocks = blocks.into_inner();
+    let mut forged_height = None;
+    for certified in &mut blocks {
+        let mut transactions = certified.block.transactions.clone().into_inner();
+        if let Some(forged) = transactions.iter_mut().find(|tx| tx.txid() == txid) {
+            // The owner's valid signature over another message: well-formed, wrong.
+            let mut signatures = forged.signatures.clone().into_inner();
+            signatures[0] = key(FUNDED_SEED).sign(b"not this payment");
+            forged.signatures = BoundedVec::new(signatures).unwrap();
+            forged_height = Some(certified.block.header.height);
+        }
+        let before = certified.block.hash();
+        certified.block.transactions = BoundedVec::new(transactions).unwrap();
+        assert_eq!(
+            certified.block.hash(),
+            before,
+            "the forgery keeps the block hash"
+        );
+    }
+    let forged_height = forged_height.expect("the payment is in the served range");
+    let actions = node
+        .handle(Input::PeerMessage {
+            peer: PeerId(1),
+            bytes: NodeMessage::SyncResponse(BoundedVec::new(blocks).unwrap()).to_bytes(),
+        })
+        .unwrap();
+    assert!(node.tip_height() < forged_height);
+    assert!(node.store().transaction_location(&txid).unwrap().is_none());
+    assert!(actions.iter().any(|action| matches!(
+        action,
+        Action::Penalize {
+            peer: PeerId(1),
+            ..
+        }
+    )));
+    // The genuine blocks, from the other peer, apply.
+    let bytes = serve(&mut source, Height(node.tip_height().get() + 1));
+    node.handle(Input::PeerMessage {
+        peer: PeerId(2),
+        bytes,
+    })
+    .unwrap();
+    assert!(node.tip_height() >= forged_height);
+    assert!(node.store().transaction_location(&txid).unwrap().is_some());
 }
