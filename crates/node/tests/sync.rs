@@ -5,7 +5,7 @@
 use timecoin_node::testing::{
     FUNDED_SEED, MASTERNODE_SEED, START_MS, TestNode, genesis, key, open_on, spend_genesis,
 };
-use timecoin_node::{Action, Command, Input, NodeMessage, PeerId, RequestId};
+use timecoin_node::{Action, CertifiedBlock, Command, Input, NodeMessage, PeerId, RequestId};
 use timecoin_primitives::{Amount, BoundedVec, Height};
 use timecoin_storage::{ChainStore, MemoryBackend};
 
@@ -66,6 +66,29 @@ fn serve(source: &mut TestNode, from: Height) -> Vec<u8> {
             _ => None,
         })
         .expect("the source serves its blocks")
+}
+
+/// The blocks `source` serves from `from`, decoded, for a test to tamper with.
+fn served_blocks(source: &mut TestNode, from: Height) -> Vec<CertifiedBlock> {
+    let NodeMessage::SyncResponse(blocks) = NodeMessage::from_bytes(&serve(source, from)).unwrap()
+    else {
+        panic!("not a sync response")
+    };
+    blocks.into_inner()
+}
+
+/// A follower that peers 1 and 2 told of `source`'s tip.
+fn follower_of_two(source: &TestNode) -> TestNode {
+    let mut node = follower();
+    let announce = heartbeat(source);
+    for peer in 1..=2 {
+        node.handle(Input::PeerMessage {
+            peer: PeerId(peer),
+            bytes: announce.clone(),
+        })
+        .unwrap();
+    }
+    node
 }
 
 fn heartbeat(source: &TestNode) -> Vec<u8> {
@@ -135,24 +158,11 @@ fn a_node_far_behind_fetches_ranges_from_several_peers_in_parallel() {
 #[test]
 fn a_peer_serving_a_bad_range_is_penalised_and_the_range_asked_of_another() {
     let mut source = source_chain(40);
-    let mut node = follower();
-    let announce = heartbeat(&source);
-    for peer in 1..=2 {
-        node.handle(Input::PeerMessage {
-            peer: PeerId(peer),
-            bytes: announce.clone(),
-        })
-        .unwrap();
-    }
+    let mut node = follower_of_two(&source);
     // Peer 1 answers its range with a block whose certificate belongs to another height.
-    let NodeMessage::SyncResponse(blocks) =
-        NodeMessage::from_bytes(&serve(&mut source, Height(1))).unwrap()
-    else {
-        panic!("not a sync response")
-    };
-    let mut blocks = blocks.into_inner();
+    let mut blocks = served_blocks(&mut source, Height(1));
     blocks[0].certificate = blocks[1].certificate.clone();
-    let forged = NodeMessage::SyncResponse(timecoin_primitives::BoundedVec::new(blocks).unwrap());
+    let forged = NodeMessage::SyncResponse(BoundedVec::new(blocks).unwrap());
     let actions = node
         .handle(Input::PeerMessage {
             peer: PeerId(1),
@@ -217,21 +227,8 @@ fn a_synced_block_with_a_forged_signature_is_refused_and_its_sender_penalised() 
             "the payment never reached a block"
         );
     }
-    let mut node = follower();
-    let announce = heartbeat(&source);
-    for peer in 1..=2 {
-        node.handle(Input::PeerMessage {
-            peer: PeerId(peer),
-            bytes: announce.clone(),
-        })
-        .unwrap();
-    }
-    let NodeMessage::SyncResponse(blocks) =
-        NodeMessage::from_bytes(&serve(&mut source, Height(1))).unwrap()
-    else {
-        panic!("not a sync response")
-    };
-    let mut blocks = blocks.into_inner();
+    let mut node = follower_of_two(&source);
+    let mut blocks = served_blocks(&mut source, Height(1));
     let mut forged_height = None;
     for certified in &mut blocks {
         let mut transactions = certified.block.transactions.clone().into_inner();
