@@ -34,7 +34,7 @@ use crate::io::{
 use crate::message::{
     CertifiedBlock, CertifiedTransaction, CompactProposal, MAX_RELAY_CERTIFIED,
     MAX_RELAY_TRANSACTIONS, MAX_SYNC_BLOCKS, MAX_SYNC_RESPONSE_BYTES, NodeMessage, PeerId,
-    RelayBundle,
+    RELAY_TARGET_BYTES, RelayBundle,
 };
 use crate::store::NodeStore;
 
@@ -81,6 +81,13 @@ pub struct NodeConfig {
     pub resend_interval_ms: u64,
     /// How often we tell peers our tip.
     pub heartbeat_interval_ms: u64,
+    /// The largest prepared block a gossiped view change carries; a larger one is left out
+    /// (the claim and its certificate still go). libp2p's gossip receive buffers grow to the
+    /// largest message a peer has sent and never shrink, so one view change carrying a
+    /// multi-megabyte block bloated every peer's memory for good (ADR 0016). The next leader
+    /// almost always holds the block already (it is prepared by a quorum); if it does not, its
+    /// view times out and a later leader that holds it re-proposes it.
+    pub gossip_block_limit_bytes: usize,
     /// How long a sync request may go unanswered before another peer is asked.
     pub sync_timeout_ms: u64,
     /// The pool's limits.
@@ -105,6 +112,7 @@ impl NodeConfig {
             max_timeout_ms: interval.max(500) * 60,
             resend_interval_ms: interval.max(200),
             heartbeat_interval_ms: interval.max(200) * 2,
+            gossip_block_limit_bytes: RELAY_TARGET_BYTES,
             sync_timeout_ms: interval.max(500) * 3,
             mempool: MempoolConfig::default(),
             test_forget_locks_on_restart: false,
@@ -204,10 +212,20 @@ enum Step {
 }
 
 /// How a block-consensus message goes on the wire: proposals in compact form.
-fn wire_bft(message: &BftMessage) -> NodeMessage {
+fn wire_bft(message: &BftMessage, block_limit_bytes: usize) -> NodeMessage {
     match message {
         BftMessage::Proposal(proposal) => {
             NodeMessage::CompactProposal(Box::new(CompactProposal::new(proposal)))
+        }
+        BftMessage::ViewChange(change)
+            if change
+                .block
+                .as_ref()
+                .is_some_and(|block| encode(block).len() > block_limit_bytes) =>
+        {
+            let mut change = change.clone();
+            change.block = None;
+            NodeMessage::Bft(BftMessage::ViewChange(change))
         }
         other => NodeMessage::Bft(other.clone()),
     }
@@ -717,10 +735,12 @@ impl<S: NodeStore> Node<S> {
                         },
                     });
                 }
+                // A direct message is read into a buffer of its own, so a view change keeps its
+                // block here whatever its size.
                 for message in &self.own_bft {
                     actions.push(Action::Send {
                         peer,
-                        message: wire_bft(message),
+                        message: wire_bft(message, usize::MAX),
                     });
                 }
             }
@@ -811,7 +831,10 @@ impl<S: NodeStore> Node<S> {
     /// under load, when every pending transaction is fresh.
     fn resend(&mut self, actions: &mut Vec<Action>) {
         for message in &self.own_bft {
-            actions.push(Action::Broadcast(wire_bft(message)));
+            actions.push(Action::Broadcast(wire_bft(
+                message,
+                self.config.gossip_block_limit_bytes,
+            )));
         }
         let voted = still_waiting(
             &mut self.resend_memory.votes,
@@ -1740,7 +1763,10 @@ impl<S: NodeStore> Node<S> {
                     if self.own_bft.len() >= MAX_RESENT_BFT_MESSAGES {
                         self.own_bft.pop_front();
                     }
-                    actions.push(Action::Broadcast(wire_bft(&message)));
+                    actions.push(Action::Broadcast(wire_bft(
+                        &message,
+                        self.config.gossip_block_limit_bytes,
+                    )));
                     self.own_bft.push_back(message);
                 }
                 BftEffect::RequestBlockContents {
@@ -2413,4 +2439,54 @@ pub fn init_store<S: NodeStore>(
         masternode_events: outcome.masternode_events(),
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{MASTERNODE_SEED, genesis, key};
+    use timecoin_consensus::{ViewChange, ViewChangeMessage};
+
+    fn view_change_carrying(block: Block) -> BftMessage {
+        let voter = key(MASTERNODE_SEED);
+        BftMessage::ViewChange(Box::new(ViewChangeMessage {
+            view_change: ViewChange {
+                height: Height(1),
+                view: 1,
+                prepared: Some((0, block.hash())),
+                voter: voter.public_key(),
+                signature: voter.sign(b"not checked here"),
+            },
+            certificate: None,
+            block: Some(block),
+        }))
+    }
+
+    fn carried_block(message: &NodeMessage) -> Option<&Block> {
+        match message {
+            NodeMessage::Bft(BftMessage::ViewChange(change)) => change.block.as_ref(),
+            other => panic!("a view change stays a view change, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_gossiped_view_change_leaves_out_a_block_over_the_limit_and_keeps_its_claim() {
+        let (block, _) = genesis(None);
+        let size = encode(&block).len();
+        let message = view_change_carrying(block.clone());
+
+        let within = wire_bft(&message, size);
+        assert_eq!(carried_block(&within), Some(&block));
+
+        let over = wire_bft(&message, size - 1);
+        assert_eq!(carried_block(&over), None);
+        let (NodeMessage::Bft(BftMessage::ViewChange(stripped)), BftMessage::ViewChange(original)) =
+            (&over, &message)
+        else {
+            unreachable!("checked above");
+        };
+        assert_eq!(stripped.view_change, original.view_change);
+        assert_eq!(stripped.certificate, original.certificate);
+        assert!(over.to_bytes().len() < size);
+    }
 }

@@ -473,6 +473,11 @@ impl World {
         config.resend_interval_ms = 700;
         config.heartbeat_interval_ms = 1_000;
         config.sync_timeout_ms = 1_500;
+        // The simulator's blocks are small: odd nodes gossip every view change without its
+        // block, so that leaders lacking a prepared block are exercised too.
+        if index % 2 == 1 {
+            config.gossip_block_limit_bytes = 0;
+        }
         config.test_forget_locks_on_restart = self.nodes[index].forget_locks;
         config.test_skip_statement_persistence = self.config.skip_persistence_node == Some(index);
         config
