@@ -171,9 +171,6 @@ pub struct Node<S: NodeStore> {
     last_view: (Height, u32),
     /// Transactions of the current step whose signatures were verified together up front.
     preverified: BTreeSet<Txid>,
-    /// Our node key's public half, if we are a masternode (deriving it costs a scalar
-    /// multiplication, too much to repeat per certificate).
-    own_key: Option<timecoin_primitives::PublicKey>,
     /// What was waiting at the last resend; see [`Node::resend`].
     resend_memory: ResendMemory,
 }
@@ -311,7 +308,6 @@ impl<S: NodeStore> Node<S> {
             bft_tick_ms: None,
             last_view: (Height(0), 0),
             preverified: BTreeSet::new(),
-            own_key: config.node_key.as_ref().map(SecretKey::public_key),
             resend_memory: ResendMemory::default(),
             now_ms,
             store,
@@ -1589,19 +1585,20 @@ impl<S: NodeStore> Node<S> {
         self.awaiting_order.retain(|_, id| *id != txid);
         self.own_votes.remove(&txid);
         let size_bytes = transaction.encoded_size();
+        let certified = CertifiedTransaction {
+            transaction,
+            certificate,
+        };
+        self.store.save_final(&certified)?;
         self.certified.insert(
             CertifiedEntry {
-                transaction: transaction.clone(),
-                certificate: certificate.clone(),
+                transaction: certified.transaction,
+                certificate: certified.certificate,
                 fee,
                 size_bytes,
             },
             next,
         );
-        self.store.save_final(&CertifiedTransaction {
-            transaction: transaction.clone(),
-            certificate: certificate.clone(),
-        })?;
         let latency_ms = self
             .first_seen
             .remove(&txid)
@@ -1610,33 +1607,11 @@ impl<S: NodeStore> Node<S> {
             txid,
             latency_ms,
         }));
-        // Every committee member forms the certificate from the same gossiped votes, so one
-        // relay per transaction serves the rest (non-members, late or partitioned nodes); four
-        // copies of it were three quarters of all gossip bytes under load. Certificates that
-        // stay unblocked are relayed again by everyone at a later resend.
-        if from.is_none() && self.designated_relayer(&txid) {
-            actions.push(Action::Broadcast(NodeMessage::Certified {
-                transaction,
-                certificate,
-            }));
-        }
+        // Not relayed: every node, member or not, forms the same certificate from the votes
+        // gossiped to all. A copy per transaction was over half of the gossip bytes under load
+        // (ADR 0011). Nodes that missed votes get the certificates still unblocked at a later
+        // resend, or the block.
         self.retry_waiting(actions)
-    }
-
-    /// Whether this node relays the certificate of `txid`: one committee member per
-    /// transaction, picked by the txid, so the relays spread evenly.
-    fn designated_relayer(&self, txid: &Txid) -> bool {
-        let Some(own) = &self.own_key else {
-            return false;
-        };
-        let members = self.finality.committee().members();
-        if members.is_empty() {
-            return false;
-        }
-        let mut prefix = [0u8; 8];
-        prefix.copy_from_slice(&txid.as_bytes()[..8]);
-        let index = u64::from_le_bytes(prefix) % members.len() as u64;
-        members[index as usize].node_key == *own
     }
 
     fn known_committee(&self, epoch: Epoch) -> Option<Committee> {

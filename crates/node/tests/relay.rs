@@ -4,7 +4,9 @@
 use timecoin_node::testing::{
     MASTERNODE_SEED, START_MS, TestNode, command, genesis, key, open_on, pay, spend_genesis,
 };
-use timecoin_node::{Action, Command, Input, NodeMessage, PeerId, RelayBundle, Reply, TxStatus};
+use timecoin_node::{
+    Action, Command, Input, NodeMessage, PeerId, RelayBundle, Reply, RequestId, TxStatus,
+};
 use timecoin_primitives::{Amount, BoundedVec, OutPoint, Transaction};
 use timecoin_storage::MemoryBackend;
 
@@ -84,4 +86,64 @@ fn transactions_in_a_bundle_are_admitted_and_bad_ones_blamed() {
         command(&mut node, Command::TransactionStatus(forged.txid())),
         Reply::TransactionStatus(TxStatus::Certified(_))
     ));
+}
+
+#[test]
+fn a_certificate_formed_from_votes_is_not_relayed_and_a_non_member_forms_it_from_the_votes() {
+    let mut member = masternode();
+    let (genesis, params) = genesis(Some(4));
+    let mut observer = open_on(
+        MemoryBackend::new(),
+        &genesis,
+        &params,
+        None,
+        START_MS + 1_000,
+    )
+    .0;
+    let payment = spend_genesis(&key(2), Amount::from_time(3).unwrap());
+    let txid = payment.txid();
+    let actions = member
+        .handle(Input::Command {
+            id: RequestId(1),
+            command: Command::SubmitTransaction(payment),
+        })
+        .unwrap();
+    let certified = |node: &mut TestNode| {
+        matches!(
+            command(node, Command::TransactionStatus(txid)),
+            Reply::TransactionStatus(TxStatus::Certified(_))
+        )
+    };
+    // A lone masternode is the whole quorum: its own vote certifies the payment.
+    assert!(certified(&mut member));
+    let broadcasts: Vec<&NodeMessage> = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Broadcast(message) => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !broadcasts.iter().any(|message| matches!(
+            message,
+            NodeMessage::Certified { .. } | NodeMessage::CertifiedMany(_)
+        )),
+        "{broadcasts:?}"
+    );
+    assert!(!certified(&mut observer));
+    for message in broadcasts {
+        let actions = observer
+            .handle(Input::PeerMessage {
+                peer: PeerId(1),
+                bytes: message.to_bytes(),
+            })
+            .unwrap();
+        assert!(
+            !actions
+                .iter()
+                .any(|action| matches!(action, Action::Penalize { .. })),
+            "{actions:?}"
+        );
+    }
+    assert!(certified(&mut observer));
 }
