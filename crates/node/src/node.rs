@@ -1383,14 +1383,19 @@ impl<S: NodeStore> Node<S> {
         if self.first_seen.len() < MAX_FIRST_SEEN {
             self.first_seen.entry(txid).or_insert(self.now_ms);
         }
-        self.admit_verified(transaction, actions)
+        // A transaction from a peer came as gossip, which the network layer has already
+        // forwarded to the rest of the mesh. Publishing it again made every node publish
+        // every transaction, and each copy reached each node several times.
+        self.admit_verified(transaction, from.is_none(), actions)
     }
 
     /// The state-dependent part of admission, for a transaction whose signatures and stateless
-    /// rules already passed (also used to retry transactions awaiting inputs).
+    /// rules already passed (also used to retry transactions awaiting inputs). `relay`: whether
+    /// to broadcast it once pooled.
     fn admit_verified(
         &mut self,
         transaction: Transaction,
+        relay: bool,
         actions: &mut Vec<Action>,
     ) -> Result<SubmitOutcome, NodeError> {
         let txid = transaction.txid();
@@ -1430,9 +1435,11 @@ impl<S: NodeStore> Node<S> {
             }
             Err(error) => return Ok(SubmitOutcome::Rejected(error.to_string())),
         }
-        actions.push(Action::Broadcast(NodeMessage::Transactions(
-            BoundedVec::new(vec![transaction.clone()]).expect("one transaction"),
-        )));
+        if relay {
+            actions.push(Action::Broadcast(NodeMessage::Transactions(
+                BoundedVec::new(vec![transaction.clone()]).expect("one transaction"),
+            )));
+        }
         self.vote_on(&transaction, actions)?;
         if let Some((transaction, certificate)) = self.awaiting_certified.remove(&txid) {
             self.on_certificate(transaction, certificate, None, actions)?;
@@ -1483,7 +1490,10 @@ impl<S: NodeStore> Node<S> {
             if self.store.transaction_location(&txid)?.is_some() {
                 continue;
             }
-            if let SubmitOutcome::AwaitingInputs(_) = self.admit_verified(transaction, actions)? {
+            // Where it came from is not kept: relayed, as a client's would have to be.
+            if let SubmitOutcome::AwaitingInputs(_) =
+                self.admit_verified(transaction, true, actions)?
+            {
                 // Re-queued at the back by admit_verified.
             }
         }

@@ -147,3 +147,44 @@ fn a_certificate_formed_from_votes_is_not_relayed_and_a_non_member_forms_it_from
     }
     assert!(certified(&mut observer));
 }
+
+fn publishes(actions: &[Action], transaction: &Transaction) -> bool {
+    let txid = transaction.txid();
+    actions.iter().any(|action| match action {
+        Action::Broadcast(NodeMessage::Transactions(list)) => {
+            list.iter().any(|tx| tx.txid() == txid)
+        }
+        _ => false,
+    })
+}
+
+#[test]
+fn a_transaction_from_a_peer_is_not_published_again_and_a_clients_is() {
+    let mut node = masternode();
+    let from_peer = spend_genesis(&key(2), Amount::from_time(3).unwrap());
+    let actions = relay(&mut node, vec![from_peer.clone()]);
+    // The gossip layer forwarded the peer's message already; the node only pools and votes.
+    assert!(!publishes(&actions, &from_peer), "{actions:?}");
+    assert!(matches!(
+        command(&mut node, Command::TransactionStatus(from_peer.txid())),
+        Reply::TransactionStatus(TxStatus::Certified(_))
+    ));
+
+    let from_client = pay(
+        OutPoint {
+            txid: from_peer.txid(),
+            index: 0,
+        },
+        from_peer.body.outputs[0].amount,
+        &key(2),
+        &key(3),
+        Amount::from_time(1).unwrap(),
+    );
+    let actions = node
+        .handle(Input::Command {
+            id: RequestId(7),
+            command: Command::SubmitTransaction(from_client.clone()),
+        })
+        .unwrap();
+    assert!(publishes(&actions, &from_client), "{actions:?}");
+}
