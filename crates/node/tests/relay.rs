@@ -34,23 +34,24 @@ fn relay(node: &mut TestNode, transactions: Vec<Transaction>) -> Vec<Action> {
     .unwrap()
 }
 
+/// Spends output `index` of `parent` (owned by key 2) to `to`.
+fn spend(parent: &Transaction, index: u32, to: u8) -> Transaction {
+    pay(
+        OutPoint {
+            txid: parent.txid(),
+            index,
+        },
+        parent.body.outputs[index as usize].amount,
+        &key(2),
+        &key(to),
+        Amount::from_time(1).unwrap(),
+    )
+}
+
 #[test]
 fn transactions_in_a_bundle_are_admitted_and_bad_ones_blamed() {
     let mut node = masternode();
     let payment = spend_genesis(&key(2), Amount::from_time(3).unwrap());
-    // Spends output `index` of `parent` (owned by key 2) to `to`.
-    let spend = |parent: &Transaction, index: u32, to: u8| {
-        pay(
-            OutPoint {
-                txid: parent.txid(),
-                index,
-            },
-            parent.body.outputs[index as usize].amount,
-            &key(2),
-            &key(to),
-            Amount::from_time(1).unwrap(),
-        )
-    };
     let child = spend(&payment, 0, 3);
     let actions = relay(&mut node, vec![payment.clone(), child.clone()]);
     assert!(
@@ -170,16 +171,7 @@ fn a_transaction_from_a_peer_is_not_published_again_and_a_clients_is() {
         Reply::TransactionStatus(TxStatus::Certified(_))
     ));
 
-    let from_client = pay(
-        OutPoint {
-            txid: from_peer.txid(),
-            index: 0,
-        },
-        from_peer.body.outputs[0].amount,
-        &key(2),
-        &key(3),
-        Amount::from_time(1).unwrap(),
-    );
+    let from_client = spend(&from_peer, 0, 3);
     let actions = node
         .handle(Input::Command {
             id: RequestId(7),
