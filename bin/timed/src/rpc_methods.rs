@@ -1184,6 +1184,10 @@ pub fn methods(ctx: Ctx) -> Methods {
             .await
         }
     );
+    // A batch of payments reaches the node together, which verifies their signatures as one
+    // batch; one at a time, each waited for the node's reply and was verified alone. A child
+    // that arrives before its parent waits for the parent's certificate either way.
+    m.concurrent_in_batches("sendrawtransaction");
     m
 }
 

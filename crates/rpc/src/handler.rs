@@ -26,6 +26,13 @@ pub trait RpcHandler: Send + Sync + 'static {
         method: &str,
         params: Params,
     ) -> impl Future<Output = Result<Value, RpcError>> + Send;
+
+    /// Whether consecutive calls to `method` in one batch may run at the same time. The others
+    /// run one after another, in order, as in Core. Replies keep the batch's order either way.
+    fn concurrent_in_batch(&self, method: &str) -> bool {
+        let _ = method;
+        false
+    }
 }
 
 type BoxedCall = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
@@ -34,6 +41,7 @@ type MethodFn = Arc<dyn Fn(Params) -> BoxedCall + Send + Sync>;
 struct Method {
     summary: String,
     function: MethodFn,
+    concurrent_in_batch: bool,
 }
 
 /// A table of named methods with a built-in `help`.
@@ -98,9 +106,25 @@ impl Methods {
             Method {
                 summary: summary.to_owned(),
                 function,
+                concurrent_in_batch: false,
             },
         );
         assert!(previous.is_none(), "RPC method {name} registered twice");
+        self
+    }
+
+    /// Lets consecutive calls to the registered method `name` in one batch run at the same time
+    /// ([`RpcHandler::concurrent_in_batch`]). For methods whose calls do not depend on each
+    /// other's effects: `sendrawtransaction` batches then reach the node together, and it
+    /// verifies their signatures as one batch instead of one call at a time.
+    ///
+    /// # Panics
+    /// If `name` is not registered.
+    pub fn concurrent_in_batches(&mut self, name: &str) -> &mut Self {
+        self.table
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("RPC method {name} is not registered"))
+            .concurrent_in_batch = true;
         self
     }
 
@@ -154,6 +178,12 @@ impl RpcHandler for Methods {
             None => Err(RpcError::method_not_found()),
         };
         async move { outcome?.await }
+    }
+
+    fn concurrent_in_batch(&self, method: &str) -> bool {
+        self.table
+            .get(method)
+            .is_some_and(|entry| entry.concurrent_in_batch)
     }
 }
 

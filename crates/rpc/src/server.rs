@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ use crate::auth::{AuthConfig, CookieFile, Credentials};
 use crate::error::{Error, RpcError, codes};
 use crate::handler::RpcHandler;
 use crate::params::Params;
-use crate::protocol::{Reply, Version, http_status_for_error, parse_request};
+use crate::protocol::{Reply, Request, Version, http_status_for_error, parse_request};
 use crate::stats::{HttpEvent, RpcStats, StatsSnapshot};
 
 /// Default largest request body: generous for a `sendrawtransaction` of a maximal transaction or
@@ -357,6 +358,14 @@ async fn serve_connection<H: RpcHandler>(
 
 type HttpResponse = hyper::Response<Full<Bytes>>;
 
+/// A batch element whose call has started.
+struct StartedCall {
+    method: String,
+    /// The version and id to answer with; `None` for a notification.
+    reply_to: Option<(Version, Option<Value>)>,
+    outcome: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>,
+}
+
 struct Shared<H> {
     handler: Arc<H>,
     credentials: Credentials,
@@ -480,8 +489,10 @@ impl<H: RpcHandler> Shared<H> {
         json_response(status, &Reply::new(request.version, request.id, outcome))
     }
 
-    /// Calls run one after another, in order; each failure becomes that element's reply and the
-    /// HTTP status stays 200, as in Core.
+    /// Calls run one after another, in order, except that consecutive calls to a method the
+    /// handler marks [`RpcHandler::concurrent_in_batch`] are all started before the first is
+    /// awaited. Each failure becomes that element's reply and the HTTP status stays 200, as in
+    /// Core.
     async fn batch(&self, requests: Vec<Value>) -> HttpResponse {
         if requests.len() > self.max_batch_len {
             self.stats.count(HttpEvent::InvalidRequest);
@@ -500,8 +511,9 @@ impl<H: RpcHandler> Shared<H> {
         }
         let was_empty = requests.is_empty();
         let mut replies = Vec::with_capacity(requests.len());
-        for request in requests {
-            match parse_request(request) {
+        let mut requests = requests.into_iter().map(parse_request).peekable();
+        while let Some(parsed) = requests.next() {
+            let request = match parsed {
                 Err(rejected) => {
                     self.stats.count(HttpEvent::InvalidRequest);
                     replies.push(Reply::new(
@@ -509,13 +521,25 @@ impl<H: RpcHandler> Shared<H> {
                         rejected.id,
                         Err(rejected.error),
                     ));
+                    continue;
                 }
-                Ok(request) => {
-                    let notification = request.is_notification();
-                    let outcome = self.execute(request.method, request.params).await;
-                    if !notification {
-                        replies.push(Reply::new(request.version, request.id, outcome));
-                    }
+                Ok(request) => request,
+            };
+            let concurrent = self.handler.concurrent_in_batch(&request.method);
+            let mut started = vec![self.start(request)];
+            while concurrent
+                && let Some(Ok(next)) = requests.peek()
+                && next.method == started[0].method
+            {
+                let Some(Ok(next)) = requests.next() else {
+                    unreachable!("peeked")
+                };
+                started.push(self.start(next));
+            }
+            for call in started {
+                let outcome = call.outcome.await;
+                if let Some((version, id)) = call.reply_to {
+                    replies.push(Reply::new(version, id, outcome));
                 }
             }
         }
@@ -528,17 +552,40 @@ impl<H: RpcHandler> Shared<H> {
     }
 
     async fn execute(&self, method: String, params: Params) -> Result<Value, RpcError> {
+        self.spawn_call(method, params).await
+    }
+
+    /// Starts a batch element's call now; its outcome is awaited later.
+    fn start(&self, request: Request) -> StartedCall {
+        let reply_to = (!request.is_notification()).then_some((request.version, request.id));
+        StartedCall {
+            method: request.method.clone(),
+            reply_to,
+            outcome: Box::pin(self.spawn_call(request.method, request.params)),
+        }
+    }
+
+    /// Runs the call in a task spawned before this returns; the future yields its outcome.
+    fn spawn_call(
+        &self,
+        method: String,
+        params: Params,
+    ) -> impl Future<Output = Result<Value, RpcError>> + Send + 'static {
         let started = Instant::now();
         let handler = Arc::clone(&self.handler);
+        let stats = Arc::clone(&self.stats);
         let name = method.clone();
         // A task of its own turns a panicking method into an error reply.
-        let outcome = tokio::spawn(async move { handler.call(&name, params).await })
-            .await
-            .unwrap_or_else(|_| Err(RpcError::internal("Internal error: method panicked")));
-        let known = !matches!(&outcome, Err(error) if error.code == codes::RPC_METHOD_NOT_FOUND);
-        self.stats
-            .record_call(&method, known, outcome.is_err(), started.elapsed());
-        outcome
+        let task = tokio::spawn(async move { handler.call(&name, params).await });
+        async move {
+            let outcome = task
+                .await
+                .unwrap_or_else(|_| Err(RpcError::internal("Internal error: method panicked")));
+            let known =
+                !matches!(&outcome, Err(error) if error.code == codes::RPC_METHOD_NOT_FOUND);
+            stats.record_call(&method, known, outcome.is_err(), started.elapsed());
+            outcome
+        }
     }
 }
 

@@ -47,18 +47,25 @@ fn methods(gate: Arc<Gate>) -> Methods {
             Err(RpcError::new(codes::RPC_VERIFY_REJECTED, "tx rejected"))
         })
         .register_blocking("explode", "explode", |_| panic!("handler bug"))
-        .register("block", "block", move |_| {
+        .register("block", "block", {
             let gate = Arc::clone(&gate);
-            async move {
-                let now = gate.running.fetch_add(1, Ordering::SeqCst) + 1;
-                gate.max_running.fetch_max(now, Ordering::SeqCst);
-                let _ = gate.entered.send(());
-                gate.open.acquire().await.expect("gate open").forget();
-                gate.running.fetch_sub(1, Ordering::SeqCst);
-                Ok(json!("done"))
-            }
-        });
+            move |_| pass(Arc::clone(&gate))
+        })
+        .register("block_together", "block_together", move |_| {
+            pass(Arc::clone(&gate))
+        })
+        .concurrent_in_batches("block_together");
     methods
+}
+
+/// Waits at the gate, counting the calls waiting there at once.
+async fn pass(gate: Arc<Gate>) -> Result<Value, RpcError> {
+    let now = gate.running.fetch_add(1, Ordering::SeqCst) + 1;
+    gate.max_running.fetch_max(now, Ordering::SeqCst);
+    let _ = gate.entered.send(());
+    gate.open.acquire().await.expect("gate open").forget();
+    gate.running.fetch_sub(1, Ordering::SeqCst);
+    Ok(json!("done"))
 }
 
 struct Harness {
@@ -405,6 +412,57 @@ async fn batches_answer_in_order_each_in_its_own_shape() {
         .post(r#"{"jsonrpc":"2.0","method":"add","params":[1]}"#)
         .await;
     assert_eq!(single_notification.status, 204);
+}
+
+#[tokio::test]
+async fn calls_marked_concurrent_run_together_in_a_batch_and_still_answer_in_order() {
+    let mut harness = Harness::start(|_| {}).await;
+    let addr = harness.addr();
+    let batch = r#"[
+        {"method":"block_together","id":1},
+        {"method":"block_together","id":2},
+        {"method":"add","params":[1,2],"id":3},
+        {"method":"block_together","id":4}
+    ]"#;
+    let request = tokio::spawn(async move { post(addr, Some(&auth()), batch.as_bytes()).await });
+    // The first two are inside the handler at once; the third element (another method) ends
+    // the run, so the fourth starts only after them.
+    harness.wait_until_entered().await;
+    harness.wait_until_entered().await;
+    assert_eq!(harness.gate.running.load(Ordering::SeqCst), 2);
+    harness.gate.open.add_permits(2);
+    harness.wait_until_entered().await;
+    harness.gate.open.add_permits(1);
+    let reply = tokio::time::timeout(PATIENCE, request)
+        .await
+        .expect("the batch is answered")
+        .expect("the client task");
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.json(),
+        json!([
+            {"result": "done", "error": null, "id": 1},
+            {"result": "done", "error": null, "id": 2},
+            {"result": 3, "error": null, "id": 3},
+            {"result": "done", "error": null, "id": 4},
+        ])
+    );
+    assert_eq!(harness.gate.max_running.load(Ordering::SeqCst), 2);
+
+    // Unmarked, the same calls run one at a time.
+    let batch = r#"[{"method":"block","id":1},{"method":"block","id":2}]"#;
+    let request = tokio::spawn(async move { post(addr, Some(&auth()), batch.as_bytes()).await });
+    harness.gate.max_running.store(0, Ordering::SeqCst);
+    harness.wait_until_entered().await;
+    harness.gate.open.add_permits(1);
+    harness.wait_until_entered().await;
+    harness.gate.open.add_permits(1);
+    let reply = tokio::time::timeout(PATIENCE, request)
+        .await
+        .expect("the batch is answered")
+        .expect("the client task");
+    assert_eq!(reply.status, 200);
+    assert_eq!(harness.gate.max_running.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
