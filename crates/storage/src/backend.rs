@@ -30,8 +30,9 @@ pub enum Table {
     Masternodes,
     /// Encoded consensus-log key → this node's signed record.
     ConsensusLog,
-    /// Txid → a certified transaction not yet in a block, with its finality certificate
-    /// (encoded by the node): final, so it must survive a restart of every node.
+    /// Sequence number ‖ txid → a certified transaction not yet in a block, with its finality
+    /// certificate (encoded by the node): final, so it must survive a restart of every node.
+    /// Records written before sequence numbers are keyed by txid alone.
     Final,
 }
 

@@ -264,6 +264,11 @@ pub struct ChainDb<B: KvBackend> {
     deferred: bool,
     /// Told how long each durable commit took (for the daemon's metrics).
     commit_observer: Option<CommitObserver>,
+    /// The sequence number each stored certified transaction is keyed under in
+    /// [`Table::Final`]; `None` for a record keyed by its txid alone, as before sequence keys.
+    final_keys: HashMap<Txid, Option<u64>>,
+    /// The sequence number of the next certified transaction stored.
+    next_final: u64,
 }
 
 /// Receives the duration of every durable commit (block, flush, or group sync).
@@ -281,6 +286,37 @@ impl<B: KvBackend> std::fmt::Debug for ChainDb<B> {
 
 /// The on-disk chain store.
 pub type RedbChainDb = ChainDb<RedbBackend>;
+
+/// A stored certified transaction's key: its sequence number (big-endian, so keys sort in the
+/// order stored), then its txid.
+fn final_key(sequence: Option<u64>, txid: &Txid) -> Vec<u8> {
+    let mut key = Vec::with_capacity(40);
+    if let Some(sequence) = sequence {
+        key.extend_from_slice(&sequence.to_be_bytes());
+    }
+    key.extend_from_slice(txid.as_bytes());
+    key
+}
+
+/// The txid and sequence number in a key of [`Table::Final`]; a key of 32 bytes is a txid
+/// alone, as stored before sequence keys.
+fn parse_final_key(key: &[u8]) -> Result<(Txid, Option<u64>)> {
+    let (sequence, txid) = match key.len() {
+        32 => (None, key),
+        40 => {
+            let (sequence, txid) = key.split_at(8);
+            let sequence: [u8; 8] = sequence.try_into().expect("split at 8");
+            (Some(u64::from_be_bytes(sequence)), txid)
+        }
+        _ => {
+            return Err(corrupt(
+                "a stored certified transaction's key is neither a txid nor a sequence number and a txid",
+            ));
+        }
+    };
+    let txid: [u8; 32] = txid.try_into().expect("32 bytes left");
+    Ok((Txid(Hash32(txid)), sequence))
+}
 
 fn height_key(height: Height) -> [u8; 8] {
     height.0.to_be_bytes()
@@ -412,6 +448,8 @@ impl<B: KvBackend> ChainDb<B> {
             halted: None,
             deferred: false,
             commit_observer: None,
+            final_keys: HashMap::new(),
+            next_final: 0,
             stats: StoreStats::default(),
         };
         store.presize();
@@ -539,6 +577,7 @@ impl<B: KvBackend> ChainDb<B> {
             None => 0,
         };
         self.load_registry()?;
+        self.load_final_keys()?;
         let Some(tip) = self.tip else {
             if self.flushed.is_some() {
                 return Err(corrupt("a flush point is recorded but no tip"));
@@ -571,6 +610,31 @@ impl<B: KvBackend> ChainDb<B> {
             return Err(corrupt("the flush point is above the tip"));
         }
         self.replay(tip)
+    }
+
+    /// Reads the key of every stored certified transaction, so that removing one by txid needs
+    /// no search and new ones are numbered after them.
+    fn load_final_keys(&mut self) -> Result<()> {
+        const CHUNK: usize = 4096;
+        let mut start = Vec::new();
+        loop {
+            let entries = self.backend.scan(Table::Final, &start, None, CHUNK)?;
+            for (key, _) in &entries {
+                let (txid, sequence) = parse_final_key(key)?;
+                if let Some(sequence) = sequence {
+                    self.next_final = self.next_final.max(sequence + 1);
+                }
+                self.final_keys.insert(txid, sequence);
+            }
+            match entries.last() {
+                Some((key, _)) if entries.len() == CHUNK => {
+                    start = key.clone();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(())
     }
 
     fn load_registry(&mut self) -> Result<()> {
@@ -897,38 +961,53 @@ impl<B: KvBackend> ChainDb<B> {
 
     /// Stores a certified transaction that is not in a block yet (`record` is the node's
     /// encoding of it with its certificate), so that finality survives a restart of every
-    /// node. Deferred in group-commit mode, like the consensus log.
+    /// node. Deferred in group-commit mode, like the consensus log. Storing a txid again
+    /// replaces its record.
     pub fn put_final(&mut self, txid: &Txid, record: &[u8]) -> Result<()> {
         self.check_not_halted()?;
+        // Keyed by a sequence number, records append at the table's end and leave from its
+        // start, a few pages per commit; keyed by txid, each landed on a random page, and every
+        // commit rewrote a page per record stored or removed (ADR 0005).
+        let (sequence, new) = match self.final_keys.get(txid) {
+            Some(sequence) => (*sequence, false),
+            None => (Some(self.next_final), true),
+        };
         let mut batch = WriteBatch::new();
-        batch.put(Table::Final, txid.as_bytes().to_vec(), record.to_vec());
-        self.commit_record_batch(&batch)
+        batch.put(Table::Final, final_key(sequence, txid), record.to_vec());
+        self.commit_record_batch(&batch)?;
+        if new {
+            self.final_keys.insert(*txid, sequence);
+            self.next_final += 1;
+        }
+        Ok(())
     }
 
-    /// Forgets stored certified transactions (they are in a block now).
+    /// Forgets stored certified transactions (they are in a block now); txids not stored are
+    /// skipped.
     pub fn remove_final(&mut self, txids: &[Txid]) -> Result<()> {
         self.check_not_halted()?;
-        if txids.is_empty() {
-            return Ok(());
-        }
         let mut batch = WriteBatch::new();
         for txid in txids {
-            batch.delete(Table::Final, txid.as_bytes().to_vec());
+            if let Some(sequence) = self.final_keys.get(txid) {
+                batch.delete(Table::Final, final_key(*sequence, txid));
+            }
         }
-        self.commit_record_batch(&batch)
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.commit_record_batch(&batch)?;
+        for txid in txids {
+            self.final_keys.remove(txid);
+        }
+        Ok(())
     }
 
-    /// Up to `limit` stored certified transactions, in txid order.
+    /// Up to `limit` stored certified transactions, the earliest stored first.
     pub fn finals(&self, limit: usize) -> Result<Vec<(Txid, Vec<u8>)>> {
         self.backend
             .scan(Table::Final, &[], None, limit)?
             .into_iter()
-            .map(|(key, value)| {
-                let bytes: [u8; 32] = key
-                    .try_into()
-                    .map_err(|_| corrupt("a stored certified transaction's key is not a txid"))?;
-                Ok((Txid(Hash32(bytes)), value))
-            })
+            .map(|(key, value)| Ok((parse_final_key(&key)?.0, value)))
             .collect()
     }
 
