@@ -117,6 +117,22 @@ impl Harness {
             .expect("gate sender alive");
     }
 
+    /// Waits for one more call to reach the gate, lets it through, and returns the reply to
+    /// the batch `request` (whose last call that was), checking it is a 200.
+    async fn let_one_more_through(
+        &mut self,
+        request: tokio::task::JoinHandle<HttpReply>,
+    ) -> HttpReply {
+        self.wait_until_entered().await;
+        self.gate.open.add_permits(1);
+        let reply = tokio::time::timeout(PATIENCE, request)
+            .await
+            .expect("the batch is answered")
+            .expect("the client task");
+        assert_eq!(reply.status, 200);
+        reply
+    }
+
     async fn wait_for_in_progress(&self, count: usize) {
         tokio::time::timeout(PATIENCE, async {
             while self.server.requests_in_progress() != count {
@@ -431,13 +447,7 @@ async fn calls_marked_concurrent_run_together_in_a_batch_and_still_answer_in_ord
     harness.wait_until_entered().await;
     assert_eq!(harness.gate.running.load(Ordering::SeqCst), 2);
     harness.gate.open.add_permits(2);
-    harness.wait_until_entered().await;
-    harness.gate.open.add_permits(1);
-    let reply = tokio::time::timeout(PATIENCE, request)
-        .await
-        .expect("the batch is answered")
-        .expect("the client task");
-    assert_eq!(reply.status, 200);
+    let reply = harness.let_one_more_through(request).await;
     assert_eq!(
         reply.json(),
         json!([
@@ -455,13 +465,7 @@ async fn calls_marked_concurrent_run_together_in_a_batch_and_still_answer_in_ord
     harness.gate.max_running.store(0, Ordering::SeqCst);
     harness.wait_until_entered().await;
     harness.gate.open.add_permits(1);
-    harness.wait_until_entered().await;
-    harness.gate.open.add_permits(1);
-    let reply = tokio::time::timeout(PATIENCE, request)
-        .await
-        .expect("the batch is answered")
-        .expect("the client task");
-    assert_eq!(reply.status, 200);
+    harness.let_one_more_through(request).await;
     assert_eq!(harness.gate.max_running.load(Ordering::SeqCst), 1);
 }
 
