@@ -14,7 +14,7 @@ use timecoin_primitives::hash::{BlockHash, Txid};
 use timecoin_primitives::merkle::MerkleProof;
 use timecoin_primitives::{
     Address, Amount, Block, BlockHeader, BoundedVec, Height, OutPoint, Tier, Transaction, TxKind,
-    decode, encode,
+    decode, encode, encoded_len,
 };
 use timecoin_rpc::{FromParam, Methods, Params, RpcError, codes};
 use timecoin_storage::ChainStore;
@@ -172,7 +172,7 @@ fn header_json(header: &BlockHeader, tip: Height) -> Value {
 
 fn block_json(ctx: &Ctx, block: &Block, tip: Height, verbosity: u64) -> Value {
     let mut value = header_json(&block.header, tip);
-    value["size"] = json!(encode(block).len());
+    value["size"] = json!(encoded_len(block));
     value["nTx"] = json!(block.transactions.len());
     value["tx"] = if verbosity >= 2 {
         block

@@ -18,7 +18,7 @@ use timecoin_ledger::{
 use timecoin_mempool::{Mempool, MempoolConfig, MempoolError};
 use timecoin_primitives::{
     Block, BlockHash, BoundedVec, CommitCertificate, Epoch, Height, OutPoint, SecretKey, Timestamp,
-    Transaction, TxKind, Txid, decode, encode,
+    Transaction, TxKind, Txid, decode, encode, encoded_len,
 };
 use timecoin_storage::{
     BlockCommit, ChangeRecorder, ConsensusRecord, LogKey, LogOutcome, MAX_CONSENSUS_BATCH,
@@ -218,7 +218,7 @@ fn wire_bft(message: &BftMessage, block_limit_bytes: usize) -> NodeMessage {
             if change
                 .block
                 .as_ref()
-                .is_some_and(|block| encode(block).len() > block_limit_bytes) =>
+                .is_some_and(|block| encoded_len(block) > block_limit_bytes) =>
         {
             let mut change = change.clone();
             change.block = None;
@@ -1242,7 +1242,7 @@ impl<S: NodeStore> Node<S> {
             let Some(certified) = self.certified_block(height)? else {
                 break;
             };
-            bytes += encode(&certified.block).len();
+            bytes += encoded_len(&certified.block);
             if !blocks.is_empty() && bytes > MAX_SYNC_RESPONSE_BYTES {
                 break;
             }

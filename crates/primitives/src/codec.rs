@@ -22,6 +22,12 @@ pub fn encode<T: BorshSerialize + ?Sized>(value: &T) -> Vec<u8> {
     borsh::to_vec(value).expect("encoding into memory is infallible")
 }
 
+/// The length of a value's canonical encoding, counted without building it (a block can be
+/// megabytes).
+pub fn encoded_len<T: BorshSerialize + ?Sized>(value: &T) -> usize {
+    borsh::object_length(value).expect("encoding into a counter is infallible")
+}
+
 /// Decodes exactly one value from `bytes`, rejecting trailing bytes.
 pub fn decode<T: BorshDeserialize>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(borsh::from_slice(bytes)?)

@@ -18,7 +18,9 @@ pub mod transaction;
 pub use address::{Address, AddressError};
 pub use amount::{Amount, AmountError};
 pub use block::{Block, BlockHeader, CommitCertificate, CommitVote};
-pub use codec::{BoundedBytes, BoundedString, BoundedVec, DecodeError, decode, encode};
+pub use codec::{
+    BoundedBytes, BoundedString, BoundedVec, DecodeError, decode, encode, encoded_len,
+};
 pub use hash::{BlockHash, Hash32, Txid};
 pub use keys::{PublicKey, SecretKey, Signature, SignatureError};
 pub use network::Network;

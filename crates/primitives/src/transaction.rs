@@ -4,7 +4,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 
 use crate::address::Address;
 use crate::amount::Amount;
-use crate::codec::{BoundedString, BoundedVec, encode};
+use crate::codec::{BoundedString, BoundedVec, encode, encoded_len};
 use crate::hash::{Domain, Txid};
 use crate::keys::{PublicKey, SecretKey, Signature};
 use crate::network::Network;
@@ -184,7 +184,7 @@ impl Transaction {
 
     /// The size of the canonical encoding in bytes, the basis of the fee rate.
     pub fn encoded_size(&self) -> usize {
-        encode(self).len()
+        encoded_len(self)
     }
 
     /// Whether this is a block reward.

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use timecoin_primitives::block::{Block, BlockHeader, CommitCertificate, CommitVote};
-use timecoin_primitives::codec::{BoundedString, BoundedVec, decode, encode};
+use timecoin_primitives::codec::{BoundedString, BoundedVec, decode, encode, encoded_len};
 use timecoin_primitives::hash::{BlockHash, Hash32, Txid};
 use timecoin_primitives::{
     Address, Amount, Epoch, Height, OutPoint, PublicKey, Signature, Tier, Timestamp, Transaction,
@@ -162,6 +162,7 @@ proptest! {
 
     #[test]
     fn blocks_and_certificates_round_trip(block in block(), certificate in certificate()) {
+        prop_assert_eq!(encoded_len(&block), encode(&block).len());
         prop_assert_eq!(decode::<Block>(&encode(&block)).unwrap(), block);
         prop_assert_eq!(decode::<CommitCertificate>(&encode(&certificate)).unwrap(), certificate);
     }
