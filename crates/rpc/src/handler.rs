@@ -35,7 +35,7 @@ pub trait RpcHandler: Send + Sync + 'static {
     }
 }
 
-type BoxedCall = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
+pub(crate) type BoxedCall = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
 type MethodFn = Arc<dyn Fn(Params) -> BoxedCall + Send + Sync>;
 
 struct Method {

@@ -4,7 +4,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::auth::{AuthConfig, CookieFile, Credentials};
 use crate::error::{Error, RpcError, codes};
-use crate::handler::RpcHandler;
+use crate::handler::{BoxedCall, RpcHandler};
 use crate::params::Params;
 use crate::protocol::{Reply, Request, Version, http_status_for_error, parse_request};
 use crate::stats::{HttpEvent, RpcStats, StatsSnapshot};
@@ -360,10 +359,9 @@ type HttpResponse = hyper::Response<Full<Bytes>>;
 
 /// A batch element whose call has started.
 struct StartedCall {
-    method: String,
     /// The version and id to answer with; `None` for a notification.
     reply_to: Option<(Version, Option<Value>)>,
-    outcome: Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>,
+    outcome: BoxedCall,
 }
 
 struct Shared<H> {
@@ -525,15 +523,13 @@ impl<H: RpcHandler> Shared<H> {
                 }
                 Ok(request) => request,
             };
-            let concurrent = self.handler.concurrent_in_batch(&request.method);
+            let method = request.method.clone();
+            let concurrent = self.handler.concurrent_in_batch(&method);
             let mut started = vec![self.start(request)];
             while concurrent
-                && let Some(Ok(next)) = requests.peek()
-                && next.method == started[0].method
+                && let Some(Ok(next)) =
+                    requests.next_if(|next| matches!(next, Ok(next) if next.method == method))
             {
-                let Some(Ok(next)) = requests.next() else {
-                    unreachable!("peeked")
-                };
                 started.push(self.start(next));
             }
             for call in started {
@@ -559,7 +555,6 @@ impl<H: RpcHandler> Shared<H> {
     fn start(&self, request: Request) -> StartedCall {
         let reply_to = (!request.is_notification()).then_some((request.version, request.id));
         StartedCall {
-            method: request.method.clone(),
             reply_to,
             outcome: Box::pin(self.spawn_call(request.method, request.params)),
         }
