@@ -143,6 +143,15 @@ pub fn reply(actions: &[Action]) -> Reply {
         .expect("a reply")
 }
 
+/// Submits `transaction` to `node` as a client does and returns the step's actions.
+pub fn submit(node: &mut TestNode, transaction: &Transaction) -> Vec<Action> {
+    node.handle(Input::Command {
+        id: RequestId(1),
+        command: Command::SubmitTransaction(transaction.clone()),
+    })
+    .expect("the node handles a submission")
+}
+
 /// Runs `command` on `node` and returns its reply.
 pub fn command(node: &mut TestNode, command: Command) -> Reply {
     let actions = node

@@ -4,7 +4,7 @@
 use timecoin_consensus::BftMessage;
 use timecoin_node::node::MAX_SYNC_RESPONSES_PER_SECOND;
 use timecoin_node::testing::{
-    MASTERNODE_SEED, START_MS, TestNode, genesis, key, open_on, spend_genesis,
+    MASTERNODE_SEED, START_MS, TestNode, genesis, key, open_on, spend_genesis, submit,
 };
 use timecoin_node::{
     Action, Command, CompactTransaction, Input, NodeMessage, PeerId, Reply, RequestId, TxStatus,
@@ -74,14 +74,7 @@ fn followers_rebuild_compact_proposals_or_fetch_the_whole_one() {
         let mut actions = leader.handle(Input::Tick { now_ms: now }).unwrap();
         if !submitted && leader.tip_height().get() >= 2 {
             submitted = true;
-            actions.extend(
-                leader
-                    .handle(Input::Command {
-                        id: RequestId(2),
-                        command: Command::SubmitTransaction(payment.clone()),
-                    })
-                    .unwrap(),
-            );
+            actions.extend(submit(&mut leader, &payment));
         }
         for follower in [&mut holder, &mut lacker] {
             follower.handle(Input::Tick { now_ms: now }).unwrap();

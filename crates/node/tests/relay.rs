@@ -2,11 +2,9 @@
 //! transactions is handled as the separate messages would be.
 
 use timecoin_node::testing::{
-    MASTERNODE_SEED, START_MS, TestNode, command, genesis, key, open_on, pay, spend_genesis,
+    MASTERNODE_SEED, START_MS, TestNode, command, genesis, key, open_on, pay, spend_genesis, submit,
 };
-use timecoin_node::{
-    Action, Command, Input, NodeMessage, PeerId, RelayBundle, Reply, RequestId, TxStatus,
-};
+use timecoin_node::{Action, Command, Input, NodeMessage, PeerId, RelayBundle, Reply, TxStatus};
 use timecoin_primitives::{Amount, BoundedVec, OutPoint, Transaction};
 use timecoin_storage::MemoryBackend;
 
@@ -103,12 +101,7 @@ fn a_certificate_formed_from_votes_is_not_relayed_and_a_non_member_forms_it_from
     .0;
     let payment = spend_genesis(&key(2), Amount::from_time(3).unwrap());
     let txid = payment.txid();
-    let actions = member
-        .handle(Input::Command {
-            id: RequestId(1),
-            command: Command::SubmitTransaction(payment),
-        })
-        .unwrap();
+    let actions = submit(&mut member, &payment);
     let certified = |node: &mut TestNode| {
         matches!(
             command(node, Command::TransactionStatus(txid)),
@@ -172,11 +165,6 @@ fn a_transaction_from_a_peer_is_not_published_again_and_a_clients_is() {
     ));
 
     let from_client = spend(&from_peer, 0, 3);
-    let actions = node
-        .handle(Input::Command {
-            id: RequestId(7),
-            command: Command::SubmitTransaction(from_client.clone()),
-        })
-        .unwrap();
+    let actions = submit(&mut node, &from_client);
     assert!(publishes(&actions, &from_client), "{actions:?}");
 }

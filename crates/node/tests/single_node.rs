@@ -4,13 +4,12 @@
 
 use timecoin_node::testing::{
     FUNDED_SEED, MASTERNODE_SEED, START_MS, TestNode, address, command, genesis, genesis_coin, key,
-    open_on, pay, reply,
+    open_on, pay, reply, submit,
 };
 use timecoin_node::{
-    Action, Command, Input, NodeEvent, NodeMessage, PeerId, Reply, RequestId, SubmitOutcome,
-    TxStatus,
+    Action, Command, Input, NodeEvent, NodeMessage, PeerId, Reply, SubmitOutcome, TxStatus,
 };
-use timecoin_primitives::{Amount, Height, OutPoint, Transaction, Txid};
+use timecoin_primitives::{Amount, Height, OutPoint, Txid};
 use timecoin_storage::MemoryBackend;
 
 fn open(disk: MemoryBackend, now: u64) -> TestNode {
@@ -20,14 +19,6 @@ fn open(disk: MemoryBackend, now: u64) -> TestNode {
 
 fn status(node: &mut TestNode, txid: Txid) -> Reply {
     command(node, Command::TransactionStatus(txid))
-}
-
-fn submit(node: &mut TestNode, transaction: &Transaction) -> Vec<Action> {
-    node.handle(Input::Command {
-        id: RequestId(1),
-        command: Command::SubmitTransaction(transaction.clone()),
-    })
-    .unwrap()
 }
 
 /// A second spend of the genesis coin must be refused: its first spend is final.

@@ -3,9 +3,9 @@
 //! that serves an invalid block.
 
 use timecoin_node::testing::{
-    FUNDED_SEED, MASTERNODE_SEED, START_MS, TestNode, genesis, key, open_on, spend_genesis,
+    FUNDED_SEED, MASTERNODE_SEED, START_MS, TestNode, genesis, key, open_on, spend_genesis, submit,
 };
-use timecoin_node::{Action, CertifiedBlock, Command, Input, NodeMessage, PeerId, RequestId};
+use timecoin_node::{Action, CertifiedBlock, Input, NodeMessage, PeerId};
 use timecoin_primitives::{Amount, BoundedVec, Height};
 use timecoin_storage::{ChainStore, MemoryBackend};
 
@@ -207,12 +207,7 @@ fn a_synced_block_with_a_forged_signature_is_refused_and_its_sender_penalised() 
     let mut source = source_chain(1);
     let payment = spend_genesis(&key(7), Amount::from_units(1_000_000).unwrap());
     let txid = payment.txid();
-    source
-        .handle(Input::Command {
-            id: RequestId(1),
-            command: Command::SubmitTransaction(payment.clone()),
-        })
-        .unwrap();
+    submit(&mut source, &payment);
     let mut now = START_MS + 60_000;
     while source
         .store()
