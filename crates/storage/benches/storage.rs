@@ -293,6 +293,22 @@ fn fsync_latency(directory: &Path) -> Duration {
     latency
 }
 
+/// The least a design that makes each block durable before the next can spend per block:
+/// appending the block's encoding to a file and waiting for `fdatasync`. No B-tree, no UTXO
+/// work; the bound that the ratio to the HashMap cannot beat on this disk.
+fn append_fsync_latency(directory: &Path, blocks: &[Vec<u8>]) -> Duration {
+    let path = directory.join("append-probe");
+    let mut file = File::create(&path).unwrap();
+    let started = Instant::now();
+    for bytes in blocks {
+        file.write_all(bytes).unwrap();
+        file.sync_data().unwrap();
+    }
+    let latency = started.elapsed() / blocks.len().max(1) as u32;
+    std::fs::remove_file(path).unwrap();
+    latency
+}
+
 fn main() {
     if let Ok(directory) = std::env::var(CHILD_MODE) {
         child(Path::new(&directory));
@@ -317,11 +333,15 @@ fn main() {
     let before_blocks = chain.utxos.clone();
     let mut file = BufWriter::new(File::create(directory.join("blocks.bin")).unwrap());
     let mut blocks = Vec::with_capacity(block_count);
+    let mut probe_blocks = Vec::new();
     for _ in 0..block_count {
         let block = chain.next_block(transactions);
         let bytes = encode(&(&block.block, block.commitment.to_bytes()));
         file.write_all(&(bytes.len() as u32).to_le_bytes()).unwrap();
         file.write_all(&bytes).unwrap();
+        if probe_blocks.len() < 20 {
+            probe_blocks.push(bytes);
+        }
         blocks.push(block.block);
     }
     file.flush().unwrap();
@@ -438,9 +458,13 @@ fn main() {
         vote_figures.push((batch_size, written as f64 / started.elapsed().as_secs_f64()));
     }
     let fsync = fsync_latency(&directory);
+    let append = append_fsync_latency(&directory, &probe_blocks);
 
     let baseline_blocks_per_second = block_count as f64 / baseline_seconds;
     let store_blocks_per_second = block_count as f64 / store_seconds;
+    let baseline_block_seconds = baseline_seconds / block_count as f64;
+    let durable_ratio_bound =
+        baseline_block_seconds / (baseline_block_seconds + append.as_secs_f64());
     let report = format!(
         concat!(
             "{{\n  \"utxos\": {},\n  \"blocks\": {},\n  \"transactions_per_block\": {},\n",
@@ -448,7 +472,8 @@ fn main() {
             "  \"hashmap_blocks_per_second\": {:.1},\n  \"hashmap_utxo_operations_per_second\": {:.0},\n",
             "  \"ratio_to_hashmap\": {:.4},\n  \"naive_btree_blocks_per_second\": {:.1},\n",
             "  \"flushes\": {},\n  \"flush_seconds\": {:.3},\n",
-            "  \"fsync_latency_ms\": {:.3},\n  \"load_seconds\": {:.2},\n",
+            "  \"fsync_latency_ms\": {:.3},\n  \"block_append_fsync_ms\": {:.3},\n",
+            "  \"durable_ratio_bound\": {:.4},\n  \"load_seconds\": {:.2},\n",
             "  \"recovery_seconds\": {:.3},\n  \"replayed_blocks\": {},\n",
             "  \"database_bytes_after_load\": {},\n  \"database_bytes_after_blocks\": {},\n",
             "  \"database_allocated_bytes_after_blocks\": {},\n",
@@ -466,6 +491,8 @@ fn main() {
         field("flushes"),
         field("flush_seconds"),
         fsync.as_secs_f64() * 1000.0,
+        append.as_secs_f64() * 1000.0,
+        durable_ratio_bound,
         load_seconds,
         recovery_seconds,
         replayed,
