@@ -1,6 +1,7 @@
 //! Signature verification of a block of 1,000 two-input transactions (2,000 signatures, all
 //! different keys): the parallel chunked verifier against one raw `BatchVerifier` holding the same
-//! 2,000 signatures (the single-core ceiling) and against one-by-one verification.
+//! 2,000 signatures (the single-core ceiling) and against one-by-one verification; and one
+//! two-input transaction, its two signatures as a batch against one by one.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -121,6 +122,22 @@ fn bench(c: &mut Criterion) {
                 verify_transaction(black_box(tx), index, NETWORK).unwrap();
             }
         })
+    });
+    group.finish();
+
+    // A node verifies a payment that arrives alone in its step as a batch of its two
+    // signatures rather than one by one; this is what that choice rests on.
+    let mut group = c.benchmark_group("one_tx_2_signatures");
+    group
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let lone = &transactions[..1];
+    group.bench_function("batch_of_two", |b| {
+        b.iter(|| verify_transactions(black_box(lone), NETWORK).unwrap())
+    });
+    group.bench_function("one_by_one", |b| {
+        b.iter(|| verify_transaction(black_box(&lone[0]), 0, NETWORK).unwrap())
     });
     group.finish();
 

@@ -6,6 +6,8 @@
 //! to name the first bad transaction. ZIP-215 makes single and batch verification accept exactly
 //! the same signatures, so the outcome does not depend on how the work was split.
 
+use std::borrow::Borrow;
+
 use rayon::prelude::*;
 use timecoin_primitives::keys::BatchVerifier;
 use timecoin_primitives::{Block, Network, Transaction, TxKind, Txid};
@@ -82,8 +84,8 @@ pub fn verify_transaction(
 }
 
 /// Verifies one chunk in a single batch, falling back to single checks to name the culprit.
-fn verify_chunk(
-    transactions: &[Transaction],
+fn verify_chunk<T: Borrow<Transaction>>(
+    transactions: &[T],
     txids: &[Txid],
     first_index: usize,
     network: Network,
@@ -93,9 +95,12 @@ fn verify_chunk(
     // is still verified, so that the error reported is always the first in block order.
     let mut malformed = None;
     for (offset, (transaction, txid)) in transactions.iter().zip(txids).enumerate() {
-        let queued = queue_transaction(transaction, txid, network, |key, message, signature| {
-            batch.queue(key, message, signature)
-        });
+        let queued = queue_transaction(
+            transaction.borrow(),
+            txid,
+            network,
+            |key, message, signature| batch.queue(key, message, signature),
+        );
         if let Err(error) = queued {
             malformed = Some((offset, error));
             break;
@@ -106,7 +111,7 @@ fn verify_chunk(
         .map_or(transactions.len(), |(offset, _)| *offset);
     if batch.verify().is_err() {
         for (offset, transaction) in transactions[..queued].iter().enumerate() {
-            verify_transaction(transaction, first_index + offset, network)?;
+            verify_transaction(transaction.borrow(), first_index + offset, network)?;
         }
         // Under ZIP-215 a failing batch always holds a failing signature, so the loop returns;
         // were it ever not to, single verification is the rule's definition.
@@ -125,17 +130,21 @@ fn verify_chunk(
 /// [`Transaction::signing_message`], a registration's node-key proof over
 /// [`Transaction::node_key_message`]; rewards have none) on every core. On failure the error
 /// names the first bad transaction by its index in `transactions` and its txid, whatever the
-/// chunking.
-pub fn verify_transactions(
-    transactions: &[Transaction],
+/// chunking. Takes transactions or references to them, so a caller verifying some of the
+/// transactions it holds need not copy them.
+pub fn verify_transactions<T: Borrow<Transaction> + Sync>(
+    transactions: &[T],
     network: Network,
 ) -> Result<(), LedgerError> {
-    let signatures: usize = transactions.iter().map(|tx| tx.signatures.len()).sum();
+    let signatures: usize = transactions
+        .iter()
+        .map(|tx| tx.borrow().signatures.len())
+        .sum();
     if signatures == 0 {
         return transactions
             .iter()
             .enumerate()
-            .try_for_each(|(index, tx)| verify_transaction(tx, index, network));
+            .try_for_each(|(index, tx)| verify_transaction(tx.borrow(), index, network));
     }
     let chunks = (rayon::current_num_threads() * CHUNKS_PER_THREAD)
         .min(signatures.div_ceil(MIN_SIGNATURES_PER_CHUNK))
@@ -144,10 +153,13 @@ pub fn verify_transactions(
         // A single chunk runs on this thread: handing it to the pool would only add two thread
         // switches and leave the pool's idle workers spinning, on cores that the network (or,
         // on a devnet, the other nodes) could use.
-        let txids: Vec<Txid> = transactions.iter().map(Transaction::txid).collect();
+        let txids: Vec<Txid> = transactions.iter().map(|tx| tx.borrow().txid()).collect();
         return verify_chunk(transactions, &txids, 0, network);
     }
-    let txids: Vec<Txid> = transactions.par_iter().map(Transaction::txid).collect();
+    let txids: Vec<Txid> = transactions
+        .par_iter()
+        .map(|tx| tx.borrow().txid())
+        .collect();
     let chunk_len = transactions.len().div_ceil(chunks).max(1);
     let results: Vec<Result<(), LedgerError>> = transactions
         .par_chunks(chunk_len)

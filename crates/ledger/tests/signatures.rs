@@ -41,7 +41,7 @@ fn valid_transactions_verify_in_batch_and_singly() {
     for (index, tx) in txs.iter().enumerate() {
         assert_eq!(verify_transaction(tx, index, NETWORK), Ok(()));
     }
-    assert_eq!(verify_transactions(&[], NETWORK), Ok(()));
+    assert_eq!(verify_transactions::<Transaction>(&[], NETWORK), Ok(()));
 }
 
 #[test]

@@ -3,13 +3,15 @@
 //! input, and a crash that loses everything not yet durable.
 
 use timecoin_node::testing::{
-    FUNDED_SEED, MASTERNODE_SEED, START_MS, TestNode, address, command, genesis, genesis_coin, key,
-    open_on, pay, reply, submit,
+    FEE_UNITS, FUNDED_SEED, MASTERNODE_SEED, NETWORK, START_MS, TestNode, address, command,
+    genesis, genesis_coin, key, open_on, pay, reply, submit,
 };
 use timecoin_node::{
     Action, Command, Input, NodeEvent, NodeMessage, PeerId, Reply, SubmitOutcome, TxStatus,
 };
-use timecoin_primitives::{Amount, Height, OutPoint, Txid};
+use timecoin_primitives::{
+    Amount, BoundedVec, Height, OutPoint, Transaction, TxBody, TxInput, TxKind, TxOut, Txid,
+};
 use timecoin_storage::MemoryBackend;
 
 fn open(disk: MemoryBackend, now: u64) -> TestNode {
@@ -234,4 +236,79 @@ fn a_certified_payment_not_yet_in_a_block_survives_a_crash() {
         Reply::TransactionStatus(TxStatus::Included { .. })
     ));
     assert!(node.store().finals(10).unwrap().is_empty());
+}
+
+/// A payment alone in its step has its two signatures checked as a batch of two. When that
+/// batch fails, the payment must still be refused as a signature failure, whichever of the
+/// two is bad, and a correctly signed copy must still be accepted afterwards.
+#[test]
+fn a_lone_two_signature_payment_with_one_bad_signature_is_refused() {
+    let mut now = START_MS + 1_000;
+    let mut node = open(MemoryBackend::new(), now);
+    run_until(&mut node, &mut now, START_MS + 2_000);
+    let (coin, balance) = genesis_coin(&genesis(Some(4)).0);
+    let funded = key(FUNDED_SEED);
+    let single = pay(
+        coin,
+        balance,
+        &funded,
+        &key(2),
+        Amount::from_time(5).unwrap(),
+    );
+    // Both of its outputs, owned by two keys, spent together once it is certified.
+    assert!(matches!(
+        reply(&submit(&mut node, &single)),
+        Reply::Submitted(SubmitOutcome::Accepted(_))
+    ));
+    let fee = Amount::from_units(FEE_UNITS).unwrap();
+    let sent = Amount::from_time(5).unwrap();
+    let change = balance.checked_sub(sent).unwrap().checked_sub(fee).unwrap();
+    let body = TxBody {
+        kind: TxKind::Transfer,
+        inputs: BoundedVec::new(vec![
+            TxInput {
+                prevout: OutPoint {
+                    txid: single.txid(),
+                    index: 0,
+                },
+                public_key: key(2).public_key(),
+            },
+            TxInput {
+                prevout: OutPoint {
+                    txid: single.txid(),
+                    index: 1,
+                },
+                public_key: funded.public_key(),
+            },
+        ])
+        .unwrap(),
+        outputs: BoundedVec::new(vec![
+            TxOut {
+                amount: sent,
+                address: address(&key(3)),
+            },
+            TxOut {
+                amount: change.checked_sub(fee).unwrap(),
+                address: address(&funded),
+            },
+        ])
+        .unwrap(),
+    };
+    let good = Transaction::sign(body, &[&key(2), &funded], None, NETWORK).unwrap();
+    for bad_index in 0..2 {
+        let mut bad = good.clone();
+        let mut signatures = bad.signatures.to_vec();
+        signatures[bad_index].0[5] ^= 1;
+        bad.signatures = BoundedVec::new(signatures).unwrap();
+        match reply(&submit(&mut node, &bad)) {
+            Reply::Submitted(SubmitOutcome::Rejected(reason)) => {
+                assert!(reason.contains("invalid signature"), "{reason}")
+            }
+            other => panic!("signature {bad_index} tampered with, yet {other:?}"),
+        }
+    }
+    assert!(matches!(
+        reply(&submit(&mut node, &good)),
+        Reply::Submitted(SubmitOutcome::Accepted(_))
+    ));
 }
