@@ -421,7 +421,7 @@ pub fn apply_genesis<S: UtxoStore>(
             found: block.header.utxo_commitment,
         });
     }
-    write_changes(store, changes)?;
+    write_changes(store, changes, |_| false)?;
     *commitment = updated;
     Ok(outcome)
 }

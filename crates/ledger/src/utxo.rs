@@ -32,6 +32,17 @@ pub trait UtxoView {
 pub trait UtxoStore: UtxoView {
     /// Adds an unspent output, replacing any at the same outpoint.
     fn insert_utxo(&mut self, outpoint: OutPoint, entry: UtxoEntry) -> Result<(), BackendError>;
+    /// Adds an unspent output that the caller knows is not in the set: one created by a
+    /// transaction with inputs, whose txid no other transaction can share (ADR 0017). A store
+    /// that records what an insert replaces need not look the outpoint up; by default this is
+    /// [`UtxoStore::insert_utxo`].
+    fn insert_new_utxo(
+        &mut self,
+        outpoint: OutPoint,
+        entry: UtxoEntry,
+    ) -> Result<(), BackendError> {
+        self.insert_utxo(outpoint, entry)
+    }
     /// Removes an unspent output, returning it if it was there.
     fn remove_utxo(&mut self, outpoint: &OutPoint) -> Result<Option<UtxoEntry>, BackendError>;
 }
@@ -51,6 +62,13 @@ impl<V: UtxoView + ?Sized> UtxoView for &mut V {
 impl<V: UtxoStore + ?Sized> UtxoStore for &mut V {
     fn insert_utxo(&mut self, outpoint: OutPoint, entry: UtxoEntry) -> Result<(), BackendError> {
         (**self).insert_utxo(outpoint, entry)
+    }
+    fn insert_new_utxo(
+        &mut self,
+        outpoint: OutPoint,
+        entry: UtxoEntry,
+    ) -> Result<(), BackendError> {
+        (**self).insert_new_utxo(outpoint, entry)
     }
     fn remove_utxo(&mut self, outpoint: &OutPoint) -> Result<Option<UtxoEntry>, BackendError> {
         (**self).remove_utxo(outpoint)

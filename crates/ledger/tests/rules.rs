@@ -5,9 +5,9 @@ mod common;
 
 use common::*;
 use timecoin_ledger::{
-    Fault, LedgerError, MasternodeEvent, MasternodeView, UtxoCommitment, UtxoView, apply_block,
-    apply_genesis, check_block, check_header, check_network_address, check_transaction,
-    reward_transaction, validate_transaction,
+    Fault, LedgerError, MasternodeEvent, MasternodeView, UtxoCommitment, UtxoStore, UtxoView,
+    apply_block, apply_genesis, check_block, check_header, check_network_address,
+    check_transaction, reward_transaction, validate_transaction,
 };
 use timecoin_primitives::merkle::merkle_root;
 use timecoin_primitives::{
@@ -920,6 +920,127 @@ fn duplicate_transactions_and_oversized_blocks_are_rejected() {
             max: size - 1
         }
     );
+}
+
+/// A UTXO set that records which outpoints were looked up and how outputs were inserted.
+#[derive(Default)]
+struct Recording {
+    utxos: std::collections::HashMap<OutPoint, timecoin_ledger::UtxoEntry>,
+    looked_up: std::cell::RefCell<Vec<OutPoint>>,
+    inserted: Vec<(OutPoint, bool)>,
+}
+
+impl UtxoView for Recording {
+    fn utxo(
+        &self,
+        outpoint: &OutPoint,
+    ) -> Result<Option<timecoin_ledger::UtxoEntry>, timecoin_ledger::BackendError> {
+        self.looked_up.borrow_mut().push(*outpoint);
+        Ok(self.utxos.get(outpoint).copied())
+    }
+}
+
+impl UtxoStore for Recording {
+    fn insert_utxo(
+        &mut self,
+        outpoint: OutPoint,
+        entry: timecoin_ledger::UtxoEntry,
+    ) -> Result<(), timecoin_ledger::BackendError> {
+        self.inserted.push((outpoint, false));
+        self.utxos.insert(outpoint, entry);
+        Ok(())
+    }
+    fn insert_new_utxo(
+        &mut self,
+        outpoint: OutPoint,
+        entry: timecoin_ledger::UtxoEntry,
+    ) -> Result<(), timecoin_ledger::BackendError> {
+        self.inserted.push((outpoint, true));
+        self.utxos.insert(outpoint, entry);
+        Ok(())
+    }
+    fn remove_utxo(
+        &mut self,
+        outpoint: &OutPoint,
+    ) -> Result<Option<timecoin_ledger::UtxoEntry>, timecoin_ledger::BackendError> {
+        Ok(self.utxos.remove(outpoint))
+    }
+}
+
+#[test]
+fn only_outputs_of_transactions_without_inputs_are_checked_for_duplicates() {
+    let mut chain = Chain::new(&[10_000]);
+    let payment = valid_transfer(&chain, time(5));
+    let block = chain.build(vec![payment.clone()]).unwrap();
+    let reward = block.transactions[0].txid();
+    let mut store = Recording {
+        utxos: chain.utxos.clone(),
+        ..Recording::default()
+    };
+    let mut commitment = chain.commitment.clone();
+    apply_block(
+        &block,
+        &chain.tip,
+        &mut store,
+        &mut commitment,
+        &chain.registry,
+        &chain.params,
+    )
+    .unwrap();
+    // The payment's outputs are new by construction: never looked up, inserted as new.
+    let looked_up = store.looked_up.borrow().clone();
+    assert!(
+        !looked_up
+            .iter()
+            .any(|outpoint| outpoint.txid == payment.txid())
+    );
+    assert!(looked_up.contains(&OutPoint {
+        txid: reward,
+        index: 0
+    }));
+    assert!(looked_up.contains(&payment.body.inputs[0].prevout));
+    let mut inserted = store.inserted.clone();
+    inserted.sort_unstable();
+    let mut expected: Vec<(OutPoint, bool)> = (0..2)
+        .map(|index| {
+            let outpoint = OutPoint {
+                txid: payment.txid(),
+                index,
+            };
+            (outpoint, true)
+        })
+        .chain(std::iter::once((
+            OutPoint {
+                txid: reward,
+                index: 0,
+            },
+            false,
+        )))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(inserted, expected);
+    // The result is the same as through a plain map.
+    chain.apply(&block).unwrap();
+    assert_eq!(store.utxos, chain.utxos);
+    assert_eq!(commitment, chain.commitment);
+}
+
+#[test]
+fn a_reward_over_an_existing_output_is_refused() {
+    let mut chain = Chain::new(&[10_000]);
+    let block = chain.build(vec![valid_transfer(&chain, time(5))]).unwrap();
+    let taken = OutPoint {
+        txid: block.transactions[0].txid(),
+        index: 0,
+    };
+    let (_, squatter) = chain.coins(&key(1))[0];
+    chain.utxos.insert(taken, squatter);
+    let before = chain.utxos.clone();
+    assert_eq!(
+        root(apply(&mut chain, &block)),
+        LedgerError::OutputAlreadyExists { outpoint: taken }
+    );
+    assert_eq!(chain.utxos, before);
 }
 
 #[test]

@@ -67,8 +67,9 @@ fn open(directory: &Path, genesis: BlockHash) -> RedbChainDb {
 }
 
 /// Applies `block` through the store as a node would: its lookups are read ahead
-/// (`prefetch_block`: the spent outputs and the created outpoints), then a recorder over the
-/// store collects the changes while the transactions spend and create outputs.
+/// (`prefetch_block`: the spent outputs), then a recorder over the store collects the changes
+/// while the transactions spend and create outputs. Outputs of transactions with inputs are
+/// new by construction, so they are inserted without a lookup, as the ledger does (ADR 0017).
 fn apply_through_store(
     store: &RedbChainDb,
     block: &Block,
@@ -93,7 +94,7 @@ fn apply_through_store(
                 is_collateral: false,
             };
             recorder
-                .insert_utxo(
+                .insert_new_utxo(
                     OutPoint {
                         txid,
                         index: index as u32,

@@ -1056,14 +1056,18 @@ impl<B: KvBackend> ChainDb<B> {
     }
 
     /// Reads ahead every UTXO lookup applying `block` makes: the outputs it spends, and the
-    /// outpoints it creates, which the ledger looks up to refuse a duplicate and the
-    /// [`crate::ChangeRecorder`] to record what an insert replaces. Those are misses, but a miss
-    /// walks the B-tree like a hit, so reading them ahead in parallel saves as much. At most
-    /// [`MAX_PREFETCH`] outpoints.
+    /// outpoints that its transactions without inputs (the reward) create, which the ledger
+    /// looks up to refuse a duplicate and the [`crate::ChangeRecorder`] to record what an
+    /// insert replaces. Those are misses, but a miss walks the B-tree like a hit, so reading
+    /// them ahead in parallel saves as much. Outputs of transactions with inputs are new by
+    /// construction and never looked up (ADR 0017). At most [`MAX_PREFETCH`] outpoints.
     pub fn prefetch_block(&self, block: &Block) -> Result<()> {
         let mut outpoints = Vec::new();
         for transaction in block.transactions.iter() {
             outpoints.extend(transaction.body.inputs.iter().map(|input| input.prevout));
+            if !transaction.body.inputs.is_empty() {
+                continue;
+            }
             let txid = transaction.txid();
             outpoints.extend((0..transaction.body.outputs.len()).map(|index| OutPoint {
                 txid,

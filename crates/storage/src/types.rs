@@ -125,6 +125,23 @@ impl<V: UtxoView> UtxoStore for ChangeRecorder<V> {
         Ok(())
     }
 
+    fn insert_new_utxo(
+        &mut self,
+        outpoint: OutPoint,
+        entry: UtxoEntry,
+    ) -> Result<(), BackendError> {
+        // The base cannot hold it, so only this block's own changes can be replaced; not
+        // looking saves a B-tree walk per created output when the base is on disk.
+        let replaced = match self.changes.get(&outpoint) {
+            Some(Recorded::Spent(old)) => Some(*old),
+            Some(Recorded::Created { replaced, .. }) => *replaced,
+            None => None,
+        };
+        self.changes
+            .insert(outpoint, Recorded::Created { entry, replaced });
+        Ok(())
+    }
+
     fn remove_utxo(&mut self, outpoint: &OutPoint) -> Result<Option<UtxoEntry>, BackendError> {
         match self.changes.get(outpoint).copied() {
             Some(Recorded::Spent(_)) => Ok(None),
@@ -270,4 +287,65 @@ pub enum LogOutcome {
     /// A different record with the same key is on disk (returned here) and was kept: sending
     /// the new one would contradict what this node signed before.
     Conflict(BoundedBytes<MAX_CONSENSUS_RECORD_BYTES>),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use timecoin_primitives::{Address, Amount, Hash32, TxOut, Txid};
+
+    use super::*;
+
+    /// A base that counts the lookups it answers.
+    struct Counting {
+        utxos: HashMap<OutPoint, UtxoEntry>,
+        lookups: RefCell<usize>,
+    }
+
+    impl UtxoView for Counting {
+        fn utxo(&self, outpoint: &OutPoint) -> Result<Option<UtxoEntry>, BackendError> {
+            *self.lookups.borrow_mut() += 1;
+            Ok(self.utxos.get(outpoint).copied())
+        }
+    }
+
+    fn outpoint(seed: u8) -> OutPoint {
+        OutPoint {
+            txid: Txid(Hash32([seed; 32])),
+            index: 0,
+        }
+    }
+
+    fn entry(units: u64) -> UtxoEntry {
+        UtxoEntry {
+            output: TxOut {
+                amount: Amount::from_units(units).unwrap(),
+                address: Address(Hash32([7; 32])),
+            },
+            height: Height(1),
+            is_collateral: false,
+        }
+    }
+
+    #[test]
+    fn a_new_output_is_recorded_without_a_lookup_and_keeps_what_the_block_replaced() {
+        let base = Counting {
+            utxos: HashMap::from([(outpoint(1), entry(10))]),
+            lookups: RefCell::new(0),
+        };
+        let mut recorder = ChangeRecorder::new(&base);
+        recorder.insert_new_utxo(outpoint(2), entry(20)).unwrap();
+        assert_eq!(*base.lookups.borrow(), 0);
+        // Spent in this block and created again: the spent entry must survive in the record.
+        assert_eq!(recorder.remove_utxo(&outpoint(1)).unwrap(), Some(entry(10)));
+        recorder.insert_new_utxo(outpoint(1), entry(30)).unwrap();
+        assert_eq!(*base.lookups.borrow(), 1);
+        let changes = recorder.into_changes().unwrap();
+        assert_eq!(&changes.spent[..], &[(outpoint(1), entry(10))]);
+        assert_eq!(
+            &changes.created[..],
+            &[(outpoint(1), entry(30)), (outpoint(2), entry(20))]
+        );
+    }
 }
