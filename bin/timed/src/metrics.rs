@@ -79,6 +79,8 @@ pub struct Metrics {
     pub p2p_bytes_received: Counter,
     /// Raw bytes sent on all connections.
     pub p2p_bytes_sent: Counter,
+    /// Publications gossip had already seen, sent to each peer directly instead.
+    pub p2p_repeats_sent_direct: Counter,
     /// Masternodes in the current committee.
     pub active_masternodes: Gauge,
     /// Their total voting weight.
@@ -142,6 +144,7 @@ impl Metrics {
             (&self.p2p_events_dropped, stats.events_dropped),
             (&self.p2p_bytes_received, stats.bytes_in),
             (&self.p2p_bytes_sent, stats.bytes_out),
+            (&self.p2p_repeats_sent_direct, stats.repeats_sent_direct),
         ] {
             counter.inc_by(total.saturating_sub(counter.get()));
         }
@@ -165,6 +168,7 @@ impl Metrics {
             p2p_events_dropped: Counter::default(),
             p2p_bytes_received: Counter::default(),
             p2p_bytes_sent: Counter::default(),
+            p2p_repeats_sent_direct: Counter::default(),
             active_masternodes: Gauge::default(),
             committee_weight: Gauge::default(),
             sync_target_height: Gauge::default(),
@@ -245,6 +249,11 @@ impl Metrics {
             "p2p_bytes_sent",
             "Raw bytes sent on all peer connections",
             metrics.p2p_bytes_sent.clone(),
+        );
+        registry.register(
+            "p2p_repeats_sent_direct",
+            "Messages gossip had seen within its duplicate window (a resend, or a tip another node announced first), sent to each peer directly",
+            metrics.p2p_repeats_sent_direct.clone(),
         );
         registry.register(
             "active_masternodes",

@@ -36,6 +36,9 @@ use crate::transport::{self, ByteCounters};
 /// Capacity of the event queue to the node. When the node falls this far behind, further gossip
 /// and requests are dropped (and counted) rather than stalling the swarm.
 pub const EVENT_QUEUE_CAPACITY: usize = 4096;
+/// How long gossip remembers a message id, refusing to publish or deliver it again: gossipsub's
+/// default, set explicitly because [`RecentIds`] mirrors it.
+pub const GOSSIP_DUPLICATE_WINDOW: Duration = Duration::from_secs(60);
 /// Capacity of the command queue from the handles.
 pub const COMMAND_QUEUE_CAPACITY: usize = 1024;
 /// Most of our own requests awaiting a response at once.
@@ -184,6 +187,8 @@ pub struct NetworkStats {
     pub events_dropped: u64,
     /// Direct messages that were not acknowledged (peer gone, timeout, refused).
     pub send_failures: u64,
+    /// Publications that gossip had already seen recently, sent to each peer directly instead.
+    pub repeats_sent_direct: u64,
 }
 
 #[derive(Debug, Default)]
@@ -195,6 +200,7 @@ struct SharedStats {
     messages_rejected: AtomicU64,
     events_dropped: AtomicU64,
     send_failures: AtomicU64,
+    repeats_sent_direct: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -382,6 +388,7 @@ impl NetworkHandle {
             messages_rejected: load(&self.stats.messages_rejected),
             events_dropped: load(&self.stats.events_dropped),
             send_failures: load(&self.stats.send_failures),
+            repeats_sent_direct: load(&self.stats.repeats_sent_direct),
         }
     }
 
@@ -424,6 +431,7 @@ struct Service {
     connected: HashMap<PeerId, PeerState>,
     pending_requests: HashMap<OutboundRequestId, oneshot::Sender<Result<Vec<u8>>>>,
     pending_direct: HashSet<OutboundRequestId>,
+    recent_ids: RecentIds,
     stats: Arc<SharedStats>,
     listen_addresses: Vec<Multiaddr>,
     bans_path: PathBuf,
@@ -491,12 +499,61 @@ async fn resolve(address: &Multiaddr) -> std::result::Result<Vec<Multiaddr>, Str
 }
 
 fn message_id(message: &gossipsub::Message) -> MessageId {
-    // Content addressing: the same transaction or vote from two sources is one message.
+    content_id(message.topic.as_str(), &message.data)
+}
+
+/// Content addressing: the same transaction or vote from two sources is one message.
+fn content_id(topic: &str, data: &[u8]) -> MessageId {
     let mut hasher = blake3::Hasher::new();
-    hasher.update(message.topic.as_str().as_bytes());
+    hasher.update(topic.as_bytes());
     hasher.update(&[0]);
-    hasher.update(&message.data);
+    hasher.update(data);
     MessageId::from(hasher.finalize().as_bytes().to_vec())
+}
+
+/// The gossip message ids seen (published or received) within a window, mirroring gossipsub's
+/// duplicate cache. gossipsub refuses to publish an id it has seen, with a warning: with
+/// content-addressed ids that is every repeat (a node re-sending its own consensus statement
+/// after a loss, or announcing the same tip as a peer did a moment before), and the repeat then
+/// reaches nobody. Knowing the ids lets the service send such a message to each peer directly
+/// instead.
+struct RecentIds {
+    window: Duration,
+    ids: HashSet<MessageId>,
+    order: std::collections::VecDeque<(Instant, MessageId)>,
+}
+
+impl RecentIds {
+    fn new(window: Duration) -> RecentIds {
+        RecentIds {
+            window,
+            ids: HashSet::new(),
+            order: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if now.saturating_duration_since(*at) < self.window {
+                break;
+            }
+            if let Some((_, id)) = self.order.pop_front() {
+                self.ids.remove(&id);
+            }
+        }
+    }
+
+    fn contains(&mut self, id: &MessageId, now: Instant) -> bool {
+        self.expire(now);
+        self.ids.contains(id)
+    }
+
+    fn insert(&mut self, id: MessageId, now: Instant) {
+        self.expire(now);
+        if self.ids.insert(id.clone()) {
+            self.order.push_back((now, id));
+        }
+    }
 }
 
 fn build_behaviour(
@@ -514,6 +571,7 @@ fn build_behaviour(
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
         .message_id_fn(message_id)
+        .duplicate_cache_time(GOSSIP_DUPLICATE_WINDOW)
         .build()
         .map_err(|error| setup(error.to_string()))?;
     let filter = gossipsub::WhitelistSubscriptionFilter(topics.keys().cloned().collect());
@@ -676,6 +734,7 @@ pub async fn start(
         connected: HashMap::new(),
         pending_requests: HashMap::new(),
         pending_direct: HashSet::new(),
+        recent_ids: RecentIds::new(GOSSIP_DUPLICATE_WINDOW),
         stats,
         listen_addresses: vec![first_address],
         bans_path,
@@ -728,6 +787,53 @@ impl Service {
         if let Some(reply) = shutdown_reply {
             let _ = reply.send(());
         }
+    }
+
+    /// Gossips `data`, or, if gossip has seen the same message within its duplicate window,
+    /// sends it to each connected peer directly (see [`RecentIds`]).
+    fn publish(&mut self, topic: Topic, data: Vec<u8>) -> Result<()> {
+        let topic = IdentTopic::new(topic.name(self.config.network));
+        let id = content_id(topic.hash().as_str(), &data);
+        let now = Instant::now();
+        if self.recent_ids.contains(&id, now) {
+            let peers: Vec<PeerId> = self
+                .connected
+                .iter()
+                .filter(|(_, state)| state.identified)
+                .map(|(peer, _)| *peer)
+                .collect();
+            for peer in peers {
+                self.send_direct(peer, data.clone())?;
+            }
+            bump(&self.stats.repeats_sent_direct);
+            return Ok(());
+        }
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic, data)
+            .map_err(|error| Error::Publish(error.to_string()))?;
+        // Like gossipsub, remember only what went out: a message no peer took can be retried.
+        self.recent_ids.insert(id, now);
+        Ok(())
+    }
+
+    /// Queues a direct message to `peer`, unless too many are pending.
+    fn send_direct(&mut self, peer: PeerId, data: Vec<u8>) -> Result<()> {
+        if self.pending_direct.len() >= MAX_PENDING_DIRECT {
+            bump(&self.stats.send_failures);
+            return Err(Error::RequestFailed {
+                peer,
+                reason: format!("{MAX_PENDING_DIRECT} direct messages already pending"),
+            });
+        }
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .direct
+            .send_request(&peer, codec::Request::Data(data));
+        self.pending_direct.insert(id);
+        Ok(())
     }
 
     fn emit(&self, event: NetworkEvent) {
@@ -995,14 +1101,7 @@ impl Service {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Publish { topic, data, reply } => {
-                let result = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .publish(IdentTopic::new(topic.name(self.config.network)), data)
-                    .map(|_| ())
-                    .map_err(|error| Error::Publish(error.to_string()));
-                let _ = reply.send(result);
+                let _ = reply.send(self.publish(topic, data));
             }
             Command::Request { peer, data, reply } => {
                 if self.pending_requests.len() >= MAX_PENDING_REQUESTS {
@@ -1020,21 +1119,7 @@ impl Service {
                 self.pending_requests.insert(id, reply);
             }
             Command::Send { peer, data, reply } => {
-                if self.pending_direct.len() >= MAX_PENDING_DIRECT {
-                    bump(&self.stats.send_failures);
-                    let _ = reply.send(Err(Error::RequestFailed {
-                        peer,
-                        reason: format!("{MAX_PENDING_DIRECT} direct messages already pending"),
-                    }));
-                    return;
-                }
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .direct
-                    .send_request(&peer, codec::Request::Data(data));
-                self.pending_direct.insert(id);
-                let _ = reply.send(Ok(()));
+                let _ = reply.send(self.send_direct(peer, data));
             }
             Command::Respond {
                 channel,
@@ -1184,6 +1269,8 @@ impl Service {
         else {
             return;
         };
+        // gossipsub has recorded the id before asking us, whatever we answer.
+        self.recent_ids.insert(message_id.clone(), Instant::now());
         let acceptance = match self.topics.get(&message.topic).copied() {
             None => {
                 self.penalise(from, Misbehaviour::ProtocolViolation);
@@ -1354,5 +1441,28 @@ impl Service {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_ids_forget_after_the_window() {
+        let start = Instant::now();
+        let mut recent = RecentIds::new(Duration::from_secs(60));
+        let first = content_id("topic", b"one");
+        recent.insert(first.clone(), start);
+        recent.insert(first.clone(), start + Duration::from_secs(30));
+        let second = content_id("topic", b"two");
+        recent.insert(second.clone(), start + Duration::from_secs(40));
+        assert!(recent.contains(&first, start + Duration::from_secs(59)));
+        assert!(!recent.contains(&content_id("other", b"one"), start));
+        // The window runs from the first sighting, as in gossipsub's duplicate cache.
+        assert!(!recent.contains(&first, start + Duration::from_secs(60)));
+        assert!(recent.contains(&second, start + Duration::from_secs(99)));
+        assert!(!recent.contains(&second, start + Duration::from_secs(100)));
+        assert!(recent.ids.is_empty() && recent.order.is_empty());
     }
 }

@@ -641,3 +641,65 @@ async fn spawn_default_with(dir: &TempDir, identity: &NodeIdentity, listen: &str
     config.listen = socket_multiaddr(listen.parse().unwrap());
     spawn(config, identity).await
 }
+
+#[tokio::test]
+async fn a_repeated_publication_reaches_peers_directly() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = spawn_default(Network::Devnet, &dir_a, vec![]).await;
+    let mut b = spawn_default(Network::Devnet, &dir_b, vec![a.address.clone()]).await;
+    eventually("B connects", || connected(&a.handle, b.peer)).await;
+
+    // Gossip refuses an id it has seen, so without the direct path neither the second
+    // publication by A nor the same bytes from B (which received them) would reach anyone.
+    let statement = b"the same statement".to_vec();
+    eventually("A can publish", || {
+        let handle = a.handle.clone();
+        let statement = statement.clone();
+        async move { handle.publish(Topic::Consensus, statement).await.is_ok() }
+    })
+    .await;
+    let first = next_copy(&mut b, &statement).await;
+    assert!(matches!(first, NetworkEvent::Gossip { .. }), "{first:?}");
+    assert_eq!(a.handle.stats().repeats_sent_direct, 0);
+
+    a.handle
+        .publish(Topic::Consensus, statement.clone())
+        .await
+        .unwrap();
+    let again = next_copy(&mut b, &statement).await;
+    assert!(
+        matches!(again, NetworkEvent::Message { from, .. } if from == a.peer),
+        "{again:?}"
+    );
+    assert_eq!(a.handle.stats().repeats_sent_direct, 1);
+
+    b.handle
+        .publish(Topic::Consensus, statement.clone())
+        .await
+        .unwrap();
+    let from_b = next_copy(&mut a, &statement).await;
+    assert!(
+        matches!(from_b, NetworkEvent::Message { from, .. } if from == b.peer),
+        "{from_b:?}"
+    );
+    assert_eq!(b.handle.stats().repeats_sent_direct, 1);
+}
+
+/// The next event of `node` that carries `data`, by gossip or directly.
+async fn next_copy(node: &mut Node, data: &[u8]) -> NetworkEvent {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let event = tokio::time::timeout_at(deadline, node.events.recv())
+            .await
+            .expect("the message arrives")
+            .unwrap();
+        match &event {
+            NetworkEvent::Gossip { data: got, .. } | NetworkEvent::Message { data: got, .. }
+                if got.as_slice() == data =>
+            {
+                return event;
+            }
+            _ => {}
+        }
+    }
+}

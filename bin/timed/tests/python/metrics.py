@@ -65,7 +65,8 @@ for name, kind in [("timecoin_mempool_transactions", "gauge"), ("timecoin_mempoo
                    ("timecoin_sync_target_height", "gauge"), ("timecoin_sync_blocks_per_second", "gauge"),
                    ("timecoin_sync_in_progress", "gauge"),
                    ("timecoin_p2p_messages_rejected", "counter"), ("timecoin_p2p_events_dropped", "counter"),
-                   ("timecoin_p2p_bytes_received", "counter"), ("timecoin_p2p_bytes_sent", "counter")]:
+                   ("timecoin_p2p_bytes_received", "counter"), ("timecoin_p2p_bytes_sent", "counter"),
+                   ("timecoin_p2p_repeats_sent_direct", "counter")]:
     check(name in families and families[name].type == kind, f"{name} is a {kind}")
 
 # Chain height: the gauge follows every committed block, so it trails RPC by under a block or two.
