@@ -79,7 +79,7 @@ pub struct Metrics {
     pub p2p_bytes_received: Counter,
     /// Raw bytes sent on all connections.
     pub p2p_bytes_sent: Counter,
-    /// Publications gossip had already seen, sent to each peer directly instead.
+    /// Heartbeats gossip had already seen, sent to each peer directly instead.
     pub p2p_repeats_sent_direct: Counter,
     /// Masternodes in the current committee.
     pub active_masternodes: Gauge,
@@ -97,6 +97,12 @@ pub struct Metrics {
     /// Seconds per durable storage write: block commits, consensus records and group-commit
     /// syncs (process-wide: [`storage_commit_histogram`]).
     pub storage_commit_seconds: Histogram,
+    /// Flushes of the UTXO write-back cache to the database since start.
+    pub storage_flushes: Counter,
+    /// Seconds spent in those flushes; the node handles nothing else meanwhile.
+    pub storage_flush_seconds: Counter<f64, AtomicU64>,
+    /// UTXO changes waiting in the write-back cache.
+    pub storage_cached_utxos: Gauge,
     /// The sync tracker and its latest figures, for RPC (the gauges above export them). Kept
     /// here because the metrics are what both the node task and RPC hold.
     sync: Mutex<(SyncTracker, SyncReport)>,
@@ -137,6 +143,19 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Copies the store's running totals into the metrics. Returns the flushes since the last
+    /// call and the seconds they took, so that the caller can log them.
+    pub fn set_storage_totals(&self, stats: &timecoin_storage::StoreStats) -> (u64, f64) {
+        let flushes = stats.flushes.saturating_sub(self.storage_flushes.get());
+        self.storage_flushes.inc_by(flushes);
+        let seconds =
+            (stats.flush_duration.as_secs_f64() - self.storage_flush_seconds.get()).max(0.0);
+        self.storage_flush_seconds.inc_by(seconds);
+        self.storage_cached_utxos
+            .set(i64::try_from(stats.cached_utxos).unwrap_or(i64::MAX));
+        (flushes, seconds)
+    }
+
     /// Copies the network's running totals into the counters (they only move forward).
     pub fn set_network_totals(&self, stats: &timecoin_network::NetworkStats) {
         for (counter, total) in [
@@ -176,6 +195,9 @@ impl Metrics {
             sync_in_progress: Gauge::default(),
             rpc_requests: Family::default(),
             storage_commit_seconds: storage_commit_histogram(),
+            storage_flushes: Counter::default(),
+            storage_flush_seconds: Counter::default(),
+            storage_cached_utxos: Gauge::default(),
             sync: Mutex::new(Default::default()),
             created: Instant::now(),
             registry: Registry::default(),
@@ -252,7 +274,7 @@ impl Metrics {
         );
         registry.register(
             "p2p_repeats_sent_direct",
-            "Messages gossip had seen within its duplicate window (a resend, or a tip another node announced first), sent to each peer directly",
+            "Tip heartbeats gossip had seen within its duplicate window (another node announced the same tip first), sent to each peer directly",
             metrics.p2p_repeats_sent_direct.clone(),
         );
         registry.register(
@@ -289,6 +311,21 @@ impl Metrics {
             "storage_commit_seconds",
             "Time of each durable storage write (blocks, consensus records, group-commit syncs)",
             metrics.storage_commit_seconds.clone(),
+        );
+        registry.register(
+            "storage_flushes",
+            "Flushes of the UTXO write-back cache to the database",
+            metrics.storage_flushes.clone(),
+        );
+        registry.register(
+            "storage_flush_seconds",
+            "Seconds spent flushing the UTXO write-back cache (the node handles nothing else meanwhile)",
+            metrics.storage_flush_seconds.clone(),
+        );
+        registry.register(
+            "storage_cached_utxos",
+            "UTXO changes waiting in the write-back cache",
+            metrics.storage_cached_utxos.clone(),
         );
         Metrics {
             registry,
@@ -607,6 +644,34 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn storage_totals_move_forward_and_report_what_is_new() {
+        let metrics = Metrics::new();
+        let mut stats = timecoin_storage::StoreStats {
+            flushes: 2,
+            flush_duration: std::time::Duration::from_millis(3_500),
+            cached_utxos: 40,
+            ..Default::default()
+        };
+        let (flushes, seconds) = metrics.set_storage_totals(&stats);
+        assert_eq!(flushes, 2);
+        assert!((seconds - 3.5).abs() < 1e-9, "{seconds}");
+        stats.flushes = 3;
+        stats.flush_duration = std::time::Duration::from_millis(4_000);
+        stats.cached_utxos = 0;
+        let (flushes, seconds) = metrics.set_storage_totals(&stats);
+        assert_eq!(flushes, 1);
+        assert!((seconds - 0.5).abs() < 1e-9, "{seconds}");
+        assert_eq!(metrics.set_storage_totals(&stats), (0, 0.0));
+        let text = metrics.encode();
+        assert!(text.contains("timecoin_storage_flushes_total 3"), "{text}");
+        assert!(
+            text.contains("timecoin_storage_flush_seconds_total 4.0"),
+            "{text}"
+        );
+        assert!(text.contains("timecoin_storage_cached_utxos 0"), "{text}");
+    }
 
     #[test]
     fn encodes_every_metric() {

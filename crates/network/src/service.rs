@@ -187,7 +187,7 @@ pub struct NetworkStats {
     pub events_dropped: u64,
     /// Direct messages that were not acknowledged (peer gone, timeout, refused).
     pub send_failures: u64,
-    /// Publications that gossip had already seen recently, sent to each peer directly instead.
+    /// Heartbeats that gossip had already seen recently, sent to each peer directly instead.
     pub repeats_sent_direct: u64,
 }
 
@@ -513,10 +513,10 @@ fn content_id(topic: &str, data: &[u8]) -> MessageId {
 
 /// The gossip message ids seen (published or received) within a window, mirroring gossipsub's
 /// duplicate cache. gossipsub refuses to publish an id it has seen, with a warning: with
-/// content-addressed ids that is every repeat (a node re-sending its own consensus statement
-/// after a loss, or announcing the same tip as a peer did a moment before), and the repeat then
-/// reaches nobody. Knowing the ids lets the service send such a message to each peer directly
-/// instead.
+/// content-addressed ids that is every repeat (a node announcing the same tip as a peer did a
+/// moment before, or re-sending its own consensus statement), and the repeat then reaches
+/// nobody. Knowing the ids lets the service send a repeated heartbeat to each peer directly and
+/// refuse other repeats without the warning (ADR 0018).
 struct RecentIds {
     window: Duration,
     ids: HashSet<MessageId>,
@@ -789,13 +789,22 @@ impl Service {
         }
     }
 
-    /// Gossips `data`, or, if gossip has seen the same message within its duplicate window,
-    /// sends it to each connected peer directly (see [`RecentIds`]).
-    fn publish(&mut self, topic: Topic, data: Vec<u8>) -> Result<()> {
-        let topic = IdentTopic::new(topic.name(self.config.network));
+    /// Gossips `data`. If gossip has seen the same message within its duplicate window (see
+    /// [`RecentIds`]), a heartbeat goes to each connected peer directly, and anything else is
+    /// not sent again (an error, without asking gossipsub, which would log a warning).
+    fn publish(&mut self, kind: Topic, data: Vec<u8>) -> Result<()> {
+        let topic = IdentTopic::new(kind.name(self.config.network));
         let id = content_id(topic.hash().as_str(), &data);
         let now = Instant::now();
         if self.recent_ids.contains(&id, now) {
+            if kind != Topic::Heartbeats {
+                // Sending repeated relays and consensus statements directly made a network
+                // under sustained overload degrade further (ADR 0018): they are the bulk of the
+                // traffic, and direct messages filled peers' inbound stream limits.
+                return Err(Error::Publish(
+                    "already gossiped within the duplicate window".into(),
+                ));
+            }
             let peers: Vec<PeerId> = self
                 .connected
                 .iter()

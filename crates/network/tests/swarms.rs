@@ -643,30 +643,30 @@ async fn spawn_default_with(dir: &TempDir, identity: &NodeIdentity, listen: &str
 }
 
 #[tokio::test]
-async fn a_repeated_publication_reaches_peers_directly() {
+async fn a_repeated_heartbeat_reaches_peers_directly_and_other_repeats_are_refused_quietly() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut a = spawn_default(Network::Devnet, &dir_a, vec![]).await;
     let mut b = spawn_default(Network::Devnet, &dir_b, vec![a.address.clone()]).await;
     eventually("B connects", || connected(&a.handle, b.peer)).await;
 
     // Gossip refuses an id it has seen, so without the direct path neither the second
-    // publication by A nor the same bytes from B (which received them) would reach anyone.
-    let statement = b"the same statement".to_vec();
+    // heartbeat of A nor the same tip announced by B (which received A's) would reach anyone.
+    let tip = b"height 7, hash ...".to_vec();
     eventually("A can publish", || {
         let handle = a.handle.clone();
-        let statement = statement.clone();
-        async move { handle.publish(Topic::Consensus, statement).await.is_ok() }
+        let tip = tip.clone();
+        async move { handle.publish(Topic::Heartbeats, tip).await.is_ok() }
     })
     .await;
-    let first = next_copy(&mut b, &statement).await;
+    let first = next_copy(&mut b, &tip).await;
     assert!(matches!(first, NetworkEvent::Gossip { .. }), "{first:?}");
     assert_eq!(a.handle.stats().repeats_sent_direct, 0);
 
     a.handle
-        .publish(Topic::Consensus, statement.clone())
+        .publish(Topic::Heartbeats, tip.clone())
         .await
         .unwrap();
-    let again = next_copy(&mut b, &statement).await;
+    let again = next_copy(&mut b, &tip).await;
     assert!(
         matches!(again, NetworkEvent::Message { from, .. } if from == a.peer),
         "{again:?}"
@@ -674,15 +674,31 @@ async fn a_repeated_publication_reaches_peers_directly() {
     assert_eq!(a.handle.stats().repeats_sent_direct, 1);
 
     b.handle
-        .publish(Topic::Consensus, statement.clone())
+        .publish(Topic::Heartbeats, tip.clone())
         .await
         .unwrap();
-    let from_b = next_copy(&mut a, &statement).await;
+    let from_b = next_copy(&mut a, &tip).await;
     assert!(
         matches!(from_b, NetworkEvent::Message { from, .. } if from == b.peer),
         "{from_b:?}"
     );
     assert_eq!(b.handle.stats().repeats_sent_direct, 1);
+
+    // Any other repeat is refused by the service itself, not sent directly.
+    let statement = b"a consensus statement".to_vec();
+    eventually("A can publish the statement", || {
+        let handle = a.handle.clone();
+        let statement = statement.clone();
+        async move { handle.publish(Topic::Consensus, statement).await.is_ok() }
+    })
+    .await;
+    let error = a
+        .handle
+        .publish(Topic::Consensus, statement.clone())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("already gossiped"), "{error}");
+    assert_eq!(a.handle.stats().repeats_sent_direct, 1);
 }
 
 /// The next event of `node` that carries `data`, by gossip or directly.

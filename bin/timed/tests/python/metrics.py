@@ -66,7 +66,9 @@ for name, kind in [("timecoin_mempool_transactions", "gauge"), ("timecoin_mempoo
                    ("timecoin_sync_in_progress", "gauge"),
                    ("timecoin_p2p_messages_rejected", "counter"), ("timecoin_p2p_events_dropped", "counter"),
                    ("timecoin_p2p_bytes_received", "counter"), ("timecoin_p2p_bytes_sent", "counter"),
-                   ("timecoin_p2p_repeats_sent_direct", "counter")]:
+                   ("timecoin_p2p_repeats_sent_direct", "counter"),
+                   ("timecoin_storage_flushes", "counter"), ("timecoin_storage_flush_seconds", "counter"),
+                   ("timecoin_storage_cached_utxos", "gauge")]:
     check(name in families and families[name].type == kind, f"{name} is a {kind}")
 
 # Chain height: the gauge follows every committed block, so it trails RPC by under a block or two.
