@@ -110,21 +110,27 @@ pub(crate) fn created_entries(
         })
 }
 
+/// Whether `transaction`'s outputs are new by construction, so that nobody need look them up
+/// before inserting them: true for a transaction with inputs. It spends at least one output
+/// that no other transaction of the chain can spend, and its txid commits to its inputs, so its
+/// outputs are new unless two different transactions share a txid (ADR 0017). Outputs of a
+/// transaction without inputs (a reward, a genesis allocation) are checked.
+pub fn outputs_are_new(transaction: &Transaction) -> bool {
+    !transaction.body.inputs.is_empty()
+}
+
 /// Adds `transaction`'s outputs to `cache`, refusing to overwrite an existing output, which
-/// would make the block impossible to undo exactly.
-///
-/// Only a transaction without inputs (a reward, a genesis allocation) is checked. One with
-/// inputs spends at least one output that no other transaction of the chain can spend, and its
-/// txid commits to its inputs, so its outputs are new unless two different transactions share
-/// a txid (ADR 0017). Looking them up anyway cost a B-tree walk per output on a node whose UTXO
-/// set is on disk, as Bitcoin Core found when it stopped doing so for non-coinbase outputs.
+/// would make the block impossible to undo exactly. Only outputs that are not new by
+/// construction ([`outputs_are_new`]) are looked up: looking up the others cost a B-tree walk
+/// per output on a node whose UTXO set is on disk, as Bitcoin Core found when it stopped doing
+/// so for non-coinbase outputs.
 pub(crate) fn create_outputs<V: UtxoView>(
     cache: &mut UtxoCache<V>,
     transaction: &Transaction,
     txid: Txid,
     height: Height,
 ) -> Result<(), LedgerError> {
-    let unique_by_construction = !transaction.body.inputs.is_empty();
+    let unique_by_construction = outputs_are_new(transaction);
     for (outpoint, entry) in created_entries(transaction, txid, height) {
         if !unique_by_construction && cache.utxo(&outpoint)?.is_some() {
             return Err(LedgerError::OutputAlreadyExists { outpoint });

@@ -29,7 +29,7 @@ pub mod verify;
 
 pub use apply::{
     BlockOutcome, BlockTemplate, BlockUndo, TxUndo, apply_block, build_block, connect_block,
-    reward_transaction, undo_block, validate_block,
+    outputs_are_new, reward_transaction, undo_block, validate_block,
 };
 pub use check::{
     CheckedBlock, check_block, check_header, check_network_address, check_parent_commit,

@@ -940,14 +940,20 @@ impl UtxoView for Recording {
     }
 }
 
+impl Recording {
+    fn record(&mut self, outpoint: OutPoint, entry: timecoin_ledger::UtxoEntry, new: bool) {
+        self.inserted.push((outpoint, new));
+        self.utxos.insert(outpoint, entry);
+    }
+}
+
 impl UtxoStore for Recording {
     fn insert_utxo(
         &mut self,
         outpoint: OutPoint,
         entry: timecoin_ledger::UtxoEntry,
     ) -> Result<(), timecoin_ledger::BackendError> {
-        self.inserted.push((outpoint, false));
-        self.utxos.insert(outpoint, entry);
+        self.record(outpoint, entry, false);
         Ok(())
     }
     fn insert_new_utxo(
@@ -955,8 +961,7 @@ impl UtxoStore for Recording {
         outpoint: OutPoint,
         entry: timecoin_ledger::UtxoEntry,
     ) -> Result<(), timecoin_ledger::BackendError> {
-        self.inserted.push((outpoint, true));
-        self.utxos.insert(outpoint, entry);
+        self.record(outpoint, entry, true);
         Ok(())
     }
     fn remove_utxo(

@@ -4,7 +4,7 @@
 //! talks to it through a cloneable [`NetworkHandle`] (commands over a bounded channel) and hears
 //! from it through a bounded [`NetworkEvent`] receiver. Nothing is shared but atomic counters.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -520,7 +520,7 @@ fn content_id(topic: &str, data: &[u8]) -> MessageId {
 struct RecentIds {
     window: Duration,
     ids: HashSet<MessageId>,
-    order: std::collections::VecDeque<(Instant, MessageId)>,
+    order: VecDeque<(Instant, MessageId)>,
 }
 
 impl RecentIds {
@@ -528,7 +528,7 @@ impl RecentIds {
         RecentIds {
             window,
             ids: HashSet::new(),
-            order: std::collections::VecDeque::new(),
+            order: VecDeque::new(),
         }
     }
 

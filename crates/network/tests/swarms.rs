@@ -103,6 +103,17 @@ fn received(events: &mut mpsc::Receiver<NetworkEvent>, topic: Topic, tag: &str) 
     count
 }
 
+/// Publishes `data` on `topic`, retrying until a peer subscribes (the mesh needs a heartbeat or
+/// two to form, and until then gossip refuses to publish).
+async fn publish_once_subscribed(sender: &NetworkHandle, topic: Topic, data: &[u8]) {
+    eventually("a peer subscribes", || {
+        let sender = sender.clone();
+        let data = data.to_vec();
+        async move { sender.publish(topic, data).await.is_ok() }
+    })
+    .await;
+}
+
 /// Publishes fresh messages tagged `tag` from `sender` until every receiver has one (the mesh
 /// needs a heartbeat or two to form, so the first publishes may find no subscribers).
 async fn gossip_reaches(sender: &NetworkHandle, receivers: &mut [&mut Node], tag: &str) {
@@ -529,12 +540,7 @@ async fn block_sized_messages_pass_by_gossip_and_direct() {
     eventually("B connects", || connected(&a.handle, b.peer)).await;
 
     let block: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
-    eventually("A can publish the block", || {
-        let handle = a.handle.clone();
-        let block = block.clone();
-        async move { handle.publish(Topic::Consensus, block).await.is_ok() }
-    })
-    .await;
+    publish_once_subscribed(&a.handle, Topic::Consensus, &block).await;
     a.handle.send(b.peer, block.clone()).await.unwrap();
     let (mut by_gossip, mut by_direct) = (false, false);
     let deadline = Instant::now() + DEADLINE;
@@ -652,12 +658,7 @@ async fn a_repeated_heartbeat_reaches_peers_directly_and_other_repeats_are_refus
     // Gossip refuses an id it has seen, so without the direct path neither the second
     // heartbeat of A nor the same tip announced by B (which received A's) would reach anyone.
     let tip = b"height 7, hash ...".to_vec();
-    eventually("A can publish", || {
-        let handle = a.handle.clone();
-        let tip = tip.clone();
-        async move { handle.publish(Topic::Heartbeats, tip).await.is_ok() }
-    })
-    .await;
+    publish_once_subscribed(&a.handle, Topic::Heartbeats, &tip).await;
     let first = next_copy(&mut b, &tip).await;
     assert!(matches!(first, NetworkEvent::Gossip { .. }), "{first:?}");
     assert_eq!(a.handle.stats().repeats_sent_direct, 0);
@@ -686,12 +687,7 @@ async fn a_repeated_heartbeat_reaches_peers_directly_and_other_repeats_are_refus
 
     // Any other repeat is refused by the service itself, not sent directly.
     let statement = b"a consensus statement".to_vec();
-    eventually("A can publish the statement", || {
-        let handle = a.handle.clone();
-        let statement = statement.clone();
-        async move { handle.publish(Topic::Consensus, statement).await.is_ok() }
-    })
-    .await;
+    publish_once_subscribed(&a.handle, Topic::Consensus, &statement).await;
     let error = a
         .handle
         .publish(Topic::Consensus, statement.clone())

@@ -1065,7 +1065,7 @@ impl<B: KvBackend> ChainDb<B> {
         let mut outpoints = Vec::new();
         for transaction in block.transactions.iter() {
             outpoints.extend(transaction.body.inputs.iter().map(|input| input.prevout));
-            if !transaction.body.inputs.is_empty() {
+            if timecoin_ledger::outputs_are_new(transaction) {
                 continue;
             }
             let txid = transaction.txid();

@@ -113,16 +113,30 @@ impl<V: UtxoView> UtxoView for ChangeRecorder<V> {
     }
 }
 
-impl<V: UtxoView> UtxoStore for ChangeRecorder<V> {
-    fn insert_utxo(&mut self, outpoint: OutPoint, entry: UtxoEntry) -> Result<(), BackendError> {
+impl<V: UtxoView> ChangeRecorder<V> {
+    /// Records `entry` created at `outpoint`, keeping what it replaces: an earlier change of
+    /// this block, or else what the base holds, which is only read if `base_may_hold` it.
+    fn record_created(
+        &mut self,
+        outpoint: OutPoint,
+        entry: UtxoEntry,
+        base_may_hold: bool,
+    ) -> Result<(), BackendError> {
         let replaced = match self.changes.get(&outpoint) {
             Some(Recorded::Spent(old)) => Some(*old),
             Some(Recorded::Created { replaced, .. }) => *replaced,
-            None => self.base.utxo(&outpoint)?,
+            None if base_may_hold => self.base.utxo(&outpoint)?,
+            None => None,
         };
         self.changes
             .insert(outpoint, Recorded::Created { entry, replaced });
         Ok(())
+    }
+}
+
+impl<V: UtxoView> UtxoStore for ChangeRecorder<V> {
+    fn insert_utxo(&mut self, outpoint: OutPoint, entry: UtxoEntry) -> Result<(), BackendError> {
+        self.record_created(outpoint, entry, true)
     }
 
     fn insert_new_utxo(
@@ -130,16 +144,8 @@ impl<V: UtxoView> UtxoStore for ChangeRecorder<V> {
         outpoint: OutPoint,
         entry: UtxoEntry,
     ) -> Result<(), BackendError> {
-        // The base cannot hold it, so only this block's own changes can be replaced; not
-        // looking saves a B-tree walk per created output when the base is on disk.
-        let replaced = match self.changes.get(&outpoint) {
-            Some(Recorded::Spent(old)) => Some(*old),
-            Some(Recorded::Created { replaced, .. }) => *replaced,
-            None => None,
-        };
-        self.changes
-            .insert(outpoint, Recorded::Created { entry, replaced });
-        Ok(())
+        // Not reading the base saves a B-tree walk per created output when it is on disk.
+        self.record_created(outpoint, entry, false)
     }
 
     fn remove_utxo(&mut self, outpoint: &OutPoint) -> Result<Option<UtxoEntry>, BackendError> {
