@@ -83,6 +83,8 @@ pub fn open_on(
 ) -> (TestNode, Vec<Action>) {
     let mut config = StoreConfig::new(NETWORK, genesis.hash());
     config.cache_bytes = 1 << 20;
+    // Flushing inline keeps node tests repeatable to the commit.
+    config.background_flush = false;
     let mut store = ChainDb::open(disk, config).expect("the memory disk opens");
     if store.tip().is_none() {
         init_store(&mut store, genesis, params).expect("genesis applies");

@@ -1,6 +1,13 @@
 //! The key-value engine under the chain store: a handful of ordered byte tables and atomic,
 //! durable write batches. Everything chain-specific lives above this trait, so the redb backend
 //! and the in-memory backend share every line of caching, flushing and recovery logic.
+//!
+//! The tables live in two files (ADR 0019): the chain file (blocks, change records, metadata,
+//! the consensus log) and the UTXO file (the UTXO set and the indexes the write-back cache
+//! flushes into). A flush writes the UTXO file from a background thread through a
+//! [`UtxoFileWriter`] while the node goes on reading both files and committing blocks to the
+//! chain file: an engine with one writer per file would otherwise stop block commits for the
+//! whole flush.
 
 use crate::error::Result;
 
@@ -26,6 +33,10 @@ pub enum Table {
     TxIndex,
     /// Address ‖ outpoint → nothing, as of the last flush.
     AddressIndex,
+    /// The UTXO file's own metadata: its identity (schema, network, genesis) and the height it
+    /// is flushed to. Kept in the UTXO file so that a flush records its height atomically with
+    /// its writes.
+    UtxoMeta,
     /// Masternode node key → registry record.
     Masternodes,
     /// Encoded consensus-log key → this node's signed record.
@@ -37,8 +48,8 @@ pub enum Table {
 }
 
 impl Table {
-    /// Every table, in a fixed order.
-    pub const ALL: [Table; 12] = [
+    /// Every table, in declaration order.
+    pub const ALL: [Table; 13] = [
         Table::Meta,
         Table::Headers,
         Table::Bodies,
@@ -48,10 +59,45 @@ impl Table {
         Table::Utxos,
         Table::TxIndex,
         Table::AddressIndex,
+        Table::UtxoMeta,
         Table::Masternodes,
         Table::ConsensusLog,
         Table::Final,
     ];
+
+    /// The tables of the chain file, written by [`KvBackend::write`].
+    pub const CHAIN_FILE: [Table; 9] = [
+        Table::Meta,
+        Table::Headers,
+        Table::Bodies,
+        Table::Heights,
+        Table::Certificates,
+        Table::Changes,
+        Table::Masternodes,
+        Table::ConsensusLog,
+        Table::Final,
+    ];
+
+    /// The tables of the UTXO file, written by [`UtxoFileWriter::write`].
+    pub const UTXO_FILE: [Table; 4] = [
+        Table::Utxos,
+        Table::TxIndex,
+        Table::AddressIndex,
+        Table::UtxoMeta,
+    ];
+
+    /// Whether the table lives in the UTXO file.
+    pub const fn in_utxo_file(self) -> bool {
+        matches!(
+            self,
+            Table::Utxos | Table::TxIndex | Table::AddressIndex | Table::UtxoMeta
+        )
+    }
+
+    /// The table's position in [`Table::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
 
     /// The table's name in the database file.
     pub const fn name(self) -> &'static str {
@@ -68,6 +114,7 @@ impl Table {
             Table::Masternodes => "masternodes",
             Table::ConsensusLog => "consensus_log",
             Table::Final => "final_unblocked",
+            Table::UtxoMeta => "utxo_meta",
         }
     }
 }
@@ -141,8 +188,24 @@ pub trait TableWriter {
 /// large cache needs no second copy of it in memory.
 pub type WriteFn<'a> = dyn FnMut(&mut dyn TableWriter) -> Result<()> + 'a;
 
-/// An ordered key-value engine with atomic, durable batches.
+/// Writes the UTXO file from any thread, while the chain file is read and written.
+pub trait UtxoFileWriter: Send + 'static {
+    /// Runs `writes` inside one atomic, durable transaction of the UTXO file; only its tables
+    /// ([`Table::UTXO_FILE`]) may be written. When this returns `Ok` every write survives a
+    /// crash and later reads see it; when it returns `Err`, none was applied.
+    fn write(&self, writes: &mut WriteFn<'_>) -> Result<()>;
+}
+
+/// An ordered key-value engine with atomic, durable batches over two files: reads reach every
+/// table, [`KvBackend::write`] writes the chain file, and [`KvBackend::utxo_writer`] the UTXO
+/// file.
 pub trait KvBackend {
+    /// What writes the UTXO file.
+    type UtxoWriter: UtxoFileWriter;
+
+    /// A writer of the UTXO file that can be moved to another thread.
+    fn utxo_writer(&self) -> Self::UtxoWriter;
+
     /// The value at `key`.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
@@ -161,8 +224,9 @@ pub trait KvBackend {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 
-    /// Runs `writes` inside one atomic transaction. When this returns `Ok` every write survives
-    /// a crash; when it (or `writes`) returns `Err`, none was applied.
+    /// Runs `writes` inside one atomic transaction of the chain file (only its tables,
+    /// [`Table::CHAIN_FILE`], may be written). When this returns `Ok` every write survives a
+    /// crash; when it (or `writes`) returns `Err`, none was applied.
     fn write(&mut self, writes: &mut WriteFn<'_>) -> Result<()>;
 
     /// Applies `batch` atomically and durably, like [`KvBackend::write`].
@@ -183,10 +247,10 @@ pub trait KvBackend {
         Ok(())
     }
 
-    /// Whether the backend holds no table at all: a brand-new database.
+    /// Whether the chain file holds no table at all: a brand-new database.
     fn is_blank(&self) -> Result<bool>;
 
-    /// The bytes the backend occupies on disk (0 in memory).
+    /// The bytes both files occupy on disk (0 in memory).
     fn size_on_disk(&self) -> u64;
 }
 
@@ -199,5 +263,25 @@ impl TableWriter for WriteBatch {
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
         WriteBatch::delete(self, table, key.to_vec());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_table_is_in_exactly_one_file_and_indexed_by_its_position() {
+        for (position, table) in Table::ALL.iter().enumerate() {
+            assert_eq!(table.index(), position, "{table:?}");
+            let in_chain = Table::CHAIN_FILE.contains(table);
+            let in_utxo = Table::UTXO_FILE.contains(table);
+            assert!(in_chain != in_utxo, "{table:?} must be in one file");
+            assert_eq!(table.in_utxo_file(), in_utxo, "{table:?}");
+        }
+        assert_eq!(
+            Table::CHAIN_FILE.len() + Table::UTXO_FILE.len(),
+            Table::ALL.len()
+        );
     }
 }

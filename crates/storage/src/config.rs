@@ -39,6 +39,11 @@ pub struct StoreConfig {
     /// Fixed when the database is created. Masternodes without a wallet can turn it off: it
     /// doubles the work of each flush.
     pub index_addresses: bool,
+    /// Whether flushes write the UTXO file on a background thread while the node goes on
+    /// (ADR 0019). The cache is then split in two layers of half the budget each: one fills
+    /// while the other is written. Off, a flush stops the caller until it is written; the
+    /// simulator turns it off so that runs repeat exactly.
+    pub background_flush: bool,
 }
 
 impl StoreConfig {
@@ -54,6 +59,7 @@ impl StoreConfig {
             page_cache_bytes: 16 << 20,
             index_transactions: true,
             index_addresses: true,
+            background_flush: true,
         }
     }
 }

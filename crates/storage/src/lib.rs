@@ -8,7 +8,8 @@
 //!
 //! Durability follows Bitcoin Core (ADR 0005): each block is one small atomic commit carrying
 //! its own UTXO changes, the UTXO set and indexes live in a bounded write-back cache flushed in
-//! large sorted batches, and opening replays the blocks committed since the last flush.
+//! large sorted batches, and opening replays the blocks committed since the last flush. The
+//! flushes write a file of their own on a background thread (ADR 0019).
 //!
 //! The caller runs the ledger rules: it applies a block through a [`ChangeRecorder`] over the
 //! store, then hands the block, its [`BlockChanges`] and the new commitment to
@@ -24,11 +25,11 @@ pub mod testing;
 pub mod traits;
 pub mod types;
 
-pub use backend::{KvBackend, Table, TableWriter, WriteBatch};
+pub use backend::{KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch};
 pub use config::{StoreConfig, default_cache_bytes};
 pub use error::{Result, StorageError};
 pub use memory::{Fault, MemoryBackend};
-pub use redb_backend::{RedbBackend, RedbOptions};
+pub use redb_backend::{RedbBackend, RedbOptions, RedbUtxoWriter};
 pub use store::{
     ChainDb, CommitObserver, MAX_NODE_STATE_BYTES, MAX_PREFETCH, RedbChainDb, SCHEMA_VERSION,
     StoreStats,

@@ -4,12 +4,27 @@
 //! every committed batch and nothing else, and a failed commit leaves no trace. A deferred batch
 //! ([`KvBackend::commit_deferred`]) is visible at once but is undone by a crash unless a sync or
 //! a durable commit came after it.
+//!
+//! Its two files (ADR 0019) share one simulated disk but keep their own durability: a write to
+//! the UTXO file ([`UtxoFileWriter`]) does not make the chain file's deferred batches durable,
+//! as a commit of another redb file would not.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::backend::{KvBackend, Table, WriteBatch, WriteFn};
+use crate::backend::{KvBackend, Table, UtxoFileWriter, WriteBatch, WriteFn};
 use crate::error::{Result, StorageError};
+
+/// How a batch reaches the simulated disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Commit {
+    /// A durable commit of the chain file, which makes its deferred batches durable too.
+    Durable,
+    /// A deferred batch of the chain file.
+    Deferred,
+    /// A durable commit of the UTXO file.
+    UtxoFile,
+}
 
 /// A fault the next commits will meet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +55,8 @@ struct Disk {
 pub struct MemoryBackend {
     disk: Arc<Mutex<Disk>>,
     generation: u64,
+    /// Held by [`MemoryBackend::pause_utxo_file`]; every UTXO-file write takes it first.
+    utxo_pause: Arc<Mutex<()>>,
 }
 
 impl MemoryBackend {
@@ -80,6 +97,7 @@ impl MemoryBackend {
         MemoryBackend {
             disk: Arc::clone(&self.disk),
             generation: disk.generation,
+            utxo_pause: Arc::clone(&self.utxo_pause),
         }
     }
 
@@ -98,13 +116,21 @@ impl MemoryBackend {
         disk.sticky = false;
     }
 
+    /// Holds every write to the UTXO file until the guard is dropped, so that a test can look
+    /// at a store while its background flush is in progress (or crash it then).
+    pub fn pause_utxo_file(&self) -> MutexGuard<'_, ()> {
+        self.utxo_pause
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// How many batches have been committed to this disk.
     pub fn commit_count(&self) -> u64 {
         self.lock().commits
     }
 
-    /// Commits `batch`: durably (which also makes earlier deferred batches durable) or deferred.
-    fn apply(&self, batch: WriteBatch, deferred: bool) -> Result<()> {
+    /// Commits `batch` to the file and in the way `commit` says.
+    fn apply(&self, batch: WriteBatch, commit: Commit) -> Result<()> {
         let mut disk = self.lock();
         self.check_alive(&disk, "committing")?;
         if let Some((successes, fault)) = disk.fault_after {
@@ -124,9 +150,28 @@ impl MemoryBackend {
             }
             disk.fault_after = Some((successes - 1, fault));
         }
-        for table in Table::ALL {
-            disk.tables.entry(table).or_default();
+        let file = if commit == Commit::UtxoFile {
+            &Table::UTXO_FILE[..]
+        } else {
+            &Table::CHAIN_FILE[..]
+        };
+        if let Some((table, _, _)) = batch
+            .ops()
+            .iter()
+            .find(|(table, _, _)| !file.contains(table))
+        {
+            return Err(StorageError::Io {
+                context: "committing".to_string(),
+                message: format!(
+                    "table {} is not in the file this commit writes (a bug)",
+                    table.name()
+                ),
+            });
         }
+        for table in file {
+            disk.tables.entry(*table).or_default();
+        }
+        let deferred = commit == Commit::Deferred;
         let disk = &mut *disk;
         for (table, key, value) in batch.into_ops() {
             let entries = disk.tables.entry(table).or_default();
@@ -138,7 +183,7 @@ impl MemoryBackend {
                 disk.undo.push((table, key, previous));
             }
         }
-        if !deferred {
+        if commit == Commit::Durable {
             disk.undo.clear();
         }
         disk.commits += 1;
@@ -146,7 +191,29 @@ impl MemoryBackend {
     }
 }
 
+impl UtxoFileWriter for MemoryBackend {
+    fn write(&self, writes: &mut WriteFn<'_>) -> Result<()> {
+        let _paused = self
+            .utxo_pause
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        {
+            let disk = self.lock();
+            self.check_alive(&disk, "committing")?;
+        }
+        let mut batch = WriteBatch::new();
+        writes(&mut batch)?;
+        self.apply(batch, Commit::UtxoFile)
+    }
+}
+
 impl KvBackend for MemoryBackend {
+    type UtxoWriter = MemoryBackend;
+
+    fn utxo_writer(&self) -> MemoryBackend {
+        self.clone()
+    }
+
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let disk = self.lock();
         self.check_alive(&disk, "reading")?;
@@ -185,24 +252,26 @@ impl KvBackend for MemoryBackend {
         // Buffer first and apply at the end, so a failing body leaves the disk untouched.
         let mut batch = WriteBatch::new();
         writes(&mut batch)?;
-        self.apply(batch, false)
+        self.apply(batch, Commit::Durable)
     }
 
     fn commit_deferred(&mut self, batch: &WriteBatch) -> Result<()> {
-        self.apply(batch.clone(), true)
+        self.apply(batch.clone(), Commit::Deferred)
     }
 
     fn sync(&mut self) -> Result<()> {
         if self.lock().undo.is_empty() {
             return Ok(());
         }
-        self.apply(WriteBatch::new(), false)
+        self.apply(WriteBatch::new(), Commit::Durable)
     }
 
     fn is_blank(&self) -> Result<bool> {
         let disk = self.lock();
         self.check_alive(&disk, "opening")?;
-        Ok(disk.tables.is_empty())
+        Ok(!Table::CHAIN_FILE
+            .iter()
+            .any(|table| disk.tables.contains_key(table)))
     }
 
     fn size_on_disk(&self) -> u64 {

@@ -1,15 +1,16 @@
-//! The on-disk backend: one redb file, every table `&[u8] → &[u8]`.
+//! The on-disk backend: two redb files (the chain file and the UTXO file, ADR 0019), every
+//! table `&[u8] → &[u8]`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use redb::{
     Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableDefinition,
 };
 
-use crate::backend::{KvBackend, Table, TableWriter, WriteBatch, WriteFn};
+use crate::backend::{KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch, WriteFn};
 use crate::error::{Result, StorageError};
 
 type Bytes = TableDefinition<'static, &'static [u8], &'static [u8]>;
@@ -46,7 +47,8 @@ fn engine_error(context: &str, error: impl Into<redb::Error>) -> StorageError {
 /// Settings of the redb engine.
 #[derive(Clone, Debug)]
 pub struct RedbOptions {
-    /// Bytes of redb's own page cache. It serves reads of flushed UTXOs and index entries.
+    /// Bytes of redb's page caches: three quarters for the UTXO file, whose flushed UTXOs and
+    /// index entries are what a node reads most, a quarter for the chain file.
     pub page_cache_bytes: usize,
     /// Whether each commit also saves the allocator state, so that reopening after a crash
     /// needs no full repair scan. It costs a few pages per commit.
@@ -63,27 +65,50 @@ impl Default for RedbOptions {
 }
 
 struct RedbWriter<'txn> {
-    /// Open tables, indexed like [`Table::ALL`].
-    tables: Vec<redb::Table<'txn, &'static [u8], &'static [u8]>>,
+    /// The tables of the file being written, opened; indexed by [`Table::index`].
+    tables: Vec<Option<redb::Table<'txn, &'static [u8], &'static [u8]>>>,
 }
 
-fn table_index(table: Table) -> usize {
-    Table::ALL
-        .iter()
-        .position(|candidate| *candidate == table)
-        .expect("every table is listed")
+impl<'txn> RedbWriter<'txn> {
+    /// Opens (and so creates, on the first commit) every table of `file` in `transaction`.
+    fn open(transaction: &'txn redb::WriteTransaction, file: &[Table]) -> Result<Self> {
+        let mut tables: Vec<_> = Table::ALL.iter().map(|_| None).collect();
+        for table in file {
+            tables[table.index()] = Some(
+                transaction
+                    .open_table(definition(*table))
+                    .map_err(|error| engine_error("opening a table for writing", error))?,
+            );
+        }
+        Ok(RedbWriter { tables })
+    }
+
+    fn table(
+        &mut self,
+        table: Table,
+    ) -> Result<&mut redb::Table<'txn, &'static [u8], &'static [u8]>> {
+        self.tables[table.index()]
+            .as_mut()
+            .ok_or_else(|| StorageError::Io {
+                context: "writing".to_string(),
+                message: format!(
+                    "table {} is not in the file this transaction writes (a bug)",
+                    table.name()
+                ),
+            })
+    }
 }
 
 impl TableWriter for RedbWriter<'_> {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
-        self.tables[table_index(table)]
+        self.table(table)?
             .insert(key, value)
             .map_err(|error| engine_error("writing", error))?;
         Ok(())
     }
 
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
-        self.tables[table_index(table)]
+        self.table(table)?
             .remove(key)
             .map_err(|error| engine_error("deleting", error))?;
         Ok(())
@@ -95,71 +120,40 @@ struct Reader {
     tables: HashMap<Table, ReadOnlyTable<&'static [u8], &'static [u8]>>,
 }
 
-/// The redb backend.
-///
-/// Reads share one read snapshot that is renewed after every commit: opening a read
-/// transaction and a table per lookup would cost more than the lookup itself.
-pub struct RedbBackend {
+/// One redb file with the read snapshot that lookups share.
+struct File {
     database: Database,
     path: PathBuf,
-    options: RedbOptions,
+    /// Renewed after every commit: opening a read transaction and a table per lookup would
+    /// cost more than the lookup itself.
     reader: Mutex<Option<Reader>>,
-    /// Deferred writes (`None` deletes), newest per key, that the next durable commit writes
-    /// first. Reads look here before the file. A redb commit, even one without fsync, flushes
-    /// pages, checksums and opens every table: a node stepping hundreds of times a second spent
-    /// a tenth of its CPU on those small commits, so a whole step now costs one commit.
-    pending: BTreeMap<Table, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
-impl std::fmt::Debug for RedbBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbBackend")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RedbBackend {
-    /// Opens the database file at `path`, creating an empty one if it does not exist. Repairs
-    /// after an unclean shutdown happen here.
-    pub fn open(path: &Path, options: RedbOptions) -> Result<RedbBackend> {
-        if let Some(parent) = path
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(parent)
-                .map_err(|error| StorageError::from_io("creating the data directory", &error))?;
-        }
+impl File {
+    fn open(path: &Path, cache_bytes: usize) -> Result<File> {
         let database = Database::builder()
-            .set_cache_size(options.page_cache_bytes)
+            .set_cache_size(cache_bytes)
             .create(path)
-            .map_err(|error| engine_error("opening the database file", error))?;
-        Ok(RedbBackend {
+            .map_err(|error| {
+                engine_error(
+                    &format!("opening the database file {}", path.display()),
+                    error,
+                )
+            })?;
+        Ok(File {
             database,
             path: path.to_path_buf(),
-            options,
             reader: Mutex::new(None),
-            pending: BTreeMap::new(),
         })
     }
 
-    /// The bytes of the pages in use, as opposed to the file's size: redb grows the file in
-    /// large steps and keeps freed pages for reuse instead of shrinking it.
-    pub fn allocated_bytes(&self) -> Result<u64> {
-        let transaction = self
-            .database
-            .begin_write()
-            .map_err(|error| engine_error("starting a write", error))?;
-        let stats = transaction
-            .stats()
-            .map_err(|error| engine_error("reading statistics", error))?;
-        // Dropped uncommitted: nothing is written.
-        Ok(stats.allocated_pages() * stats.page_size() as u64)
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Drops the shared read snapshot, so that the next read sees the latest commit (and the
+    /// snapshot no longer pins pages a commit frees).
+    fn renew_reader(&self) {
+        *self
+            .reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
     }
 
     fn with_table<T>(
@@ -194,6 +188,150 @@ impl RedbBackend {
         read(reader.tables.get(&table))
     }
 
+    /// Runs `writes` in one durable transaction over the tables `file`.
+    fn write(&self, file: &[Table], quick_repair: bool, writes: &mut WriteFn<'_>) -> Result<()> {
+        let mut transaction = self
+            .database
+            .begin_write()
+            .map_err(|error| engine_error("starting a write", error))?;
+        transaction
+            .set_durability(Durability::Immediate)
+            .map_err(|error| StorageError::Io {
+                context: "starting a write".to_string(),
+                message: error.to_string(),
+            })?;
+        transaction.set_quick_repair(quick_repair);
+        {
+            // Every table is opened (and so created by the first commit), so that a database is
+            // never mistaken for blank once anything was written. An error drops the
+            // transaction uncommitted: nothing of it reaches the file.
+            let mut writer = RedbWriter::open(&transaction, file)?;
+            writes(&mut writer)?;
+        }
+        self.renew_reader();
+        transaction
+            .commit()
+            .map_err(|error| engine_error("committing", error))?;
+        // A snapshot taken while the commit ran predates it; readers must see the commit now
+        // that it returned (the store drops its copy of the flushed changes next).
+        self.renew_reader();
+        Ok(())
+    }
+
+    fn allocated_bytes(&self) -> Result<u64> {
+        let transaction = self
+            .database
+            .begin_write()
+            .map_err(|error| engine_error("starting a write", error))?;
+        let stats = transaction
+            .stats()
+            .map_err(|error| engine_error("reading statistics", error))?;
+        // Dropped uncommitted: nothing is written.
+        Ok(stats.allocated_pages() * stats.page_size() as u64)
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        std::fs::metadata(&self.path)
+            .map(|metadata| metadata.len())
+            .unwrap_or(0)
+    }
+}
+
+/// The redb backend: the chain file, and the UTXO file beside it.
+pub struct RedbBackend {
+    chain: File,
+    utxo: Arc<File>,
+    options: RedbOptions,
+    /// Deferred writes (`None` deletes), newest per key, that the next durable commit writes
+    /// first. Reads look here before the file. A redb commit, even one without fsync, flushes
+    /// pages, checksums and opens every table: a node stepping hundreds of times a second spent
+    /// a tenth of its CPU on those small commits, so a whole step now costs one commit.
+    pending: BTreeMap<Table, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for RedbBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbBackend")
+            .field("path", &self.chain.path)
+            .field("utxo_path", &self.utxo.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Writes the UTXO file of a [`RedbBackend`] from another thread.
+pub struct RedbUtxoWriter {
+    file: Arc<File>,
+    quick_repair: bool,
+}
+
+impl UtxoFileWriter for RedbUtxoWriter {
+    fn write(&self, writes: &mut WriteFn<'_>) -> Result<()> {
+        self.file
+            .write(&Table::UTXO_FILE, self.quick_repair, writes)
+    }
+}
+
+impl RedbBackend {
+    /// Opens the chain file at `path` and the UTXO file beside it
+    /// ([`RedbBackend::utxo_path`]), creating empty ones that do not exist. Repairs after an
+    /// unclean shutdown happen here.
+    pub fn open(path: &Path, options: RedbOptions) -> Result<RedbBackend> {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|error| StorageError::from_io("creating the data directory", &error))?;
+        }
+        let chain_cache = options.page_cache_bytes / 4;
+        let chain = File::open(path, chain_cache)?;
+        let utxo = File::open(
+            &Self::utxo_path(path),
+            options.page_cache_bytes - chain_cache,
+        )?;
+        Ok(RedbBackend {
+            chain,
+            utxo: Arc::new(utxo),
+            options,
+            pending: BTreeMap::new(),
+        })
+    }
+
+    /// The UTXO file that goes with the chain file at `path`: `chain.redb` has
+    /// `chain-utxos.redb` beside it.
+    pub fn utxo_path(path: &Path) -> PathBuf {
+        let stem = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = match path.extension() {
+            Some(extension) => format!("{stem}-utxos.{}", extension.to_string_lossy()),
+            None => format!("{stem}-utxos"),
+        };
+        path.with_file_name(name)
+    }
+
+    /// The bytes of the pages in use in both files, as opposed to their sizes: redb grows a
+    /// file in large steps and keeps freed pages for reuse instead of shrinking it. Waits for
+    /// a flush in progress.
+    pub fn allocated_bytes(&self) -> Result<u64> {
+        Ok(self.chain.allocated_bytes()? + self.utxo.allocated_bytes()?)
+    }
+
+    /// The chain file.
+    pub fn path(&self) -> &Path {
+        &self.chain.path
+    }
+
+    /// The file that holds `table`.
+    fn file(&self, table: Table) -> &File {
+        if table.in_utxo_file() {
+            &self.utxo
+        } else {
+            &self.chain
+        }
+    }
+
     /// Reads `keys` from the file on up to `threads` threads, ignoring deferred writes.
     fn get_many_from_file(
         &self,
@@ -204,7 +342,7 @@ impl RedbBackend {
         // Lookups that miss the page cache wait on the disk; with one read snapshot per thread
         // they overlap.
         let chunk = keys.len().div_ceil(threads);
-        let database = &self.database;
+        let database = &self.file(table).database;
         let results: Vec<Result<Vec<Option<Vec<u8>>>>> = std::thread::scope(|scope| {
             let workers: Vec<_> = keys
                 .chunks(chunk)
@@ -266,11 +404,20 @@ impl RedbBackend {
 }
 
 impl KvBackend for RedbBackend {
+    type UtxoWriter = RedbUtxoWriter;
+
+    fn utxo_writer(&self) -> RedbUtxoWriter {
+        RedbUtxoWriter {
+            file: Arc::clone(&self.utxo),
+            quick_repair: self.options.quick_repair,
+        }
+    }
+
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(value) = self.pending_value(table, key) {
             return Ok(value);
         }
-        self.with_table(table, |opened| {
+        self.file(table).with_table(table, |opened| {
             let Some(opened) = opened else {
                 return Ok(None);
             };
@@ -311,7 +458,7 @@ impl KvBackend for RedbBackend {
         // Deferred deletes can hide at most as many file entries as there are deferred writes
         // in the range, so reading that many more from the file is always enough.
         let overlay = self.pending_range(table, start, end);
-        let from_file = self.with_table(table, |opened| {
+        let from_file = self.file(table).with_table(table, |opened| {
             let Some(opened) = opened else {
                 return Ok(Vec::new());
             };
@@ -341,12 +488,38 @@ impl KvBackend for RedbBackend {
     }
 
     fn write(&mut self, writes: &mut WriteFn<'_>) -> Result<()> {
-        self.write_durably(writes)
+        let pending = &self.pending;
+        self.chain.write(
+            &Table::CHAIN_FILE,
+            self.options.quick_repair,
+            &mut |writer| {
+                // Deferred writes came first, so they go first. On an error they stay pending.
+                for (table, writes) in pending {
+                    for (key, value) in writes {
+                        match value {
+                            Some(value) => writer.put(*table, key, value)?,
+                            None => writer.delete(*table, key)?,
+                        }
+                    }
+                }
+                writes(writer)
+            },
+        )?;
+        self.pending.clear();
+        Ok(())
     }
 
     fn commit_deferred(&mut self, batch: &WriteBatch) -> Result<()> {
         // Kept in memory until the next durable commit writes it first, in the same
         // transaction: a crash before then loses the batch whole, never part of it.
+        for (table, _, _) in batch.ops() {
+            if table.in_utxo_file() {
+                return Err(StorageError::Io {
+                    context: "deferring a write".to_string(),
+                    message: format!("table {} is in the UTXO file (a bug)", table.name()),
+                });
+            }
+        }
         for (table, key, value) in batch.ops() {
             self.pending
                 .entry(*table)
@@ -364,68 +537,8 @@ impl KvBackend for RedbBackend {
     }
 
     fn is_blank(&self) -> Result<bool> {
-        self.is_blank_inner()
-    }
-
-    fn size_on_disk(&self) -> u64 {
-        std::fs::metadata(&self.path)
-            .map(|metadata| metadata.len())
-            .unwrap_or(0)
-    }
-}
-
-impl RedbBackend {
-    fn write_durably(&mut self, writes: &mut WriteFn<'_>) -> Result<()> {
-        let mut transaction = self
-            .database
-            .begin_write()
-            .map_err(|error| engine_error("starting a write", error))?;
-        transaction
-            .set_durability(Durability::Immediate)
-            .map_err(|error| StorageError::Io {
-                context: "starting a write".to_string(),
-                message: error.to_string(),
-            })?;
-        transaction.set_quick_repair(self.options.quick_repair);
-        {
-            // Every table is opened (and so created by the first commit), so that a database is
-            // never mistaken for blank once anything was written.
-            let mut tables = Vec::with_capacity(Table::ALL.len());
-            for table in Table::ALL {
-                tables.push(
-                    transaction
-                        .open_table(definition(table))
-                        .map_err(|error| engine_error("opening a table for writing", error))?,
-                );
-            }
-            let mut writer = RedbWriter { tables };
-            // Deferred writes came first, so they go first. An error here drops the
-            // transaction uncommitted: nothing of it reaches the file, and the deferred writes
-            // stay pending.
-            for (table, writes) in &self.pending {
-                for (key, value) in writes {
-                    match value {
-                        Some(value) => writer.put(*table, key, value)?,
-                        None => writer.delete(*table, key)?,
-                    }
-                }
-            }
-            writes(&mut writer)?;
-        }
-        // Drop the read snapshot first: it would pin the pages this commit frees.
-        *self
-            .reader
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
-        transaction
-            .commit()
-            .map_err(|error| engine_error("committing", error))?;
-        self.pending.clear();
-        Ok(())
-    }
-
-    fn is_blank_inner(&self) -> Result<bool> {
         let transaction = self
+            .chain
             .database
             .begin_read()
             .map_err(|error| engine_error("starting a read", error))?;
@@ -433,5 +546,9 @@ impl RedbBackend {
             .list_tables()
             .map_err(|error| engine_error("listing tables", error))?;
         Ok(tables.next().is_none())
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.chain.size_on_disk() + self.utxo.size_on_disk()
     }
 }

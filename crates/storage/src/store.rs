@@ -4,10 +4,15 @@
 //! and the commitment), with one fsync. The UTXO set, the transaction index and the address
 //! index change in memory only, and reach the database in large sorted flushes. On open, the
 //! changes of the blocks committed since the last flush are replayed. See ADR 0005.
+//!
+//! A flush writes a frozen copy of the cache into the UTXO file on a background thread while a
+//! fresh cache takes the next blocks, and reads look in the fresh cache, then the frozen one,
+//! then the file (ADR 0019).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::path::Path;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use borsh::{BorshDeserialize, BorshSerialize};
@@ -21,7 +26,7 @@ use timecoin_primitives::{
     Hash32, Height, Network, OutPoint, PublicKey, Transaction, TxOut, Txid, decode, encode,
 };
 
-use crate::backend::{KvBackend, Table, TableWriter, WriteBatch};
+use crate::backend::{KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch};
 use crate::config::{MAX_BODIES_PRUNED_PER_COMMIT, MIN_PRUNE_KEEP_BLOCKS, StoreConfig};
 use crate::error::{Result, StorageError};
 use crate::redb_backend::{RedbBackend, RedbOptions};
@@ -37,8 +42,9 @@ pub const MAX_PREFETCH: usize = 200_000;
 /// The database layout this build writes. A database with another version is refused:
 /// version 2 stores blocks that carry their parent's commit certificate (ADR 0009), which
 /// version 1 bodies cannot be decoded as; version 3 stores finality certificates whose votes
-/// sign Merkle roots over batches of transactions (ADR 0014).
-pub const SCHEMA_VERSION: u32 = 3;
+/// sign Merkle roots over batches of transactions (ADR 0014); version 4 keeps the UTXO set and
+/// its indexes in a file of their own (ADR 0019).
+pub const SCHEMA_VERSION: u32 = 4;
 
 mod meta {
     pub const SCHEMA_VERSION: &[u8] = b"schema_version";
@@ -46,10 +52,20 @@ mod meta {
     pub const GENESIS: &[u8] = b"genesis_hash";
     pub const TIP: &[u8] = b"tip";
     pub const TIP_COMMITMENT: &[u8] = b"tip_utxo_commitment";
-    pub const FLUSHED: &[u8] = b"flushed_height";
+    /// The highest height whose change record was deleted because a flush made it redundant:
+    /// the UTXO file must be flushed at least this far.
+    pub const CHANGES_DELETED_THROUGH: &[u8] = b"changes_deleted_through";
     pub const FINALIZED: &[u8] = b"finalized_height";
     pub const PRUNED_BELOW: &[u8] = b"pruned_below";
     pub const INDEXES: &[u8] = b"indexes";
+}
+
+/// Keys of [`Table::UtxoMeta`], in the UTXO file.
+mod utxo_meta {
+    pub const SCHEMA_VERSION: &[u8] = b"schema_version";
+    pub const NETWORK: &[u8] = b"network";
+    pub const GENESIS: &[u8] = b"genesis_hash";
+    pub const FLUSHED: &[u8] = b"flushed_height";
 }
 
 /// Largest value of one node-state slot ([`ChainDb::put_node_state`]): a maximal block plus
@@ -124,6 +140,126 @@ impl CacheSlot {
     fn unspent(&self) -> Option<UtxoEntry> {
         (self.state() != SlotState::Spent).then(|| self.entry())
     }
+}
+
+/// Changes since a flush, as one layer of the write-back cache.
+#[derive(Default)]
+struct Cache {
+    /// UTXO changes, each with the address-index change it implies.
+    utxos: HashMap<OutPoint, CacheSlot>,
+    tx_index: HashMap<Txid, TxLocation>,
+    /// Address-index keys to delete at the flush that the UTXO slots no longer name: an
+    /// outpoint spent and then created again for another address (impossible with unique
+    /// txids, handled anyway). Applied before the slots' own changes.
+    address_deletes: Vec<(Address, OutPoint)>,
+}
+
+impl Cache {
+    /// An empty cache whose tables, allocated now, fit `budget` bytes: growing a table on
+    /// demand would need the old and the new table at once and, with power-of-two sizes, could
+    /// use only about a third of the budget for data.
+    fn with_budget(budget: usize, index_transactions: bool) -> Cache {
+        // Shares of the budget, by how many entries a block adds to each table: about one per
+        // UTXO operation to the UTXO table (which carries the address-index changes too), one
+        // per transaction to the transaction index.
+        let (utxo_share, tx_share) = if index_transactions {
+            (85, 15)
+        } else {
+            (100, 0)
+        };
+        Cache {
+            utxos: with_budget(budget / 100 * utxo_share),
+            tx_index: with_budget(budget / 100 * tx_share),
+            address_deletes: Vec::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.utxos.is_empty() && self.tx_index.is_empty() && self.address_deletes.is_empty()
+    }
+
+    fn address_deletes_bytes(&self) -> usize {
+        self.address_deletes
+            .capacity()
+            .saturating_mul(std::mem::size_of::<(Address, OutPoint)>())
+    }
+
+    fn bytes(&self) -> usize {
+        bytes_of(&self.utxos) + bytes_of(&self.tx_index) + self.address_deletes_bytes()
+    }
+}
+
+/// A cache layer that is being, or failed to be, written to the UTXO file. Reads consult it
+/// until its flush has committed.
+struct Frozen {
+    cache: Arc<Cache>,
+    /// The height the UTXO file is flushed to once this layer is written.
+    up_to: Height,
+}
+
+/// A flush in progress.
+struct FlushJob {
+    /// How long the write took, or why it failed.
+    outcome: mpsc::Receiver<Result<Duration>>,
+    /// The background thread, if the flush runs on one.
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Writes `cache`, which covers the blocks up to `up_to`, into the UTXO file in one atomic
+/// commit that also records the new flush height.
+fn write_cache(
+    writer: &impl UtxoFileWriter,
+    cache: &Cache,
+    up_to: Height,
+    index_addresses: bool,
+) -> Result<()> {
+    writer.write(&mut |writer: &mut dyn TableWriter| {
+        // Each table is written in key order, so the B-tree is walked once left to right. The
+        // sort buffers hold references, not copies, and live one at a time.
+        let mut keys: Vec<(&OutPoint, &CacheSlot)> = cache.utxos.iter().collect();
+        keys.sort_unstable_by_key(|(outpoint, _)| **outpoint);
+        for (outpoint, slot) in &keys {
+            let key = outpoint_key(outpoint);
+            match slot.unspent() {
+                Some(entry) => writer.put(Table::Utxos, &key, &encode(&entry))?,
+                None => writer.delete(Table::Utxos, &key)?,
+            }
+        }
+        if index_addresses {
+            for (address, outpoint) in &cache.address_deletes {
+                writer.delete(Table::AddressIndex, &address_key(address, outpoint))?;
+            }
+            // By address, then outpoint: the address-index key order. The leading 8 bytes of
+            // the address decide almost every comparison without copying it out.
+            let prefix = |slot: &CacheSlot| {
+                let address = slot.address();
+                u64::from_be_bytes(address.0.0[..8].try_into().expect("8 bytes"))
+            };
+            keys.sort_unstable_by(|(left, left_slot), (right, right_slot)| {
+                prefix(left_slot)
+                    .cmp(&prefix(right_slot))
+                    .then_with(|| left_slot.address().cmp(&right_slot.address()))
+                    .then_with(|| left.cmp(right))
+            });
+            for (outpoint, slot) in &keys {
+                let key = address_key(&slot.address(), outpoint);
+                match slot.state() {
+                    SlotState::Fresh | SlotState::Dirty => {
+                        writer.put(Table::AddressIndex, &key, &[])?
+                    }
+                    SlotState::Spent => writer.delete(Table::AddressIndex, &key)?,
+                }
+            }
+        }
+        drop(keys);
+        let mut txids: Vec<(&Txid, &TxLocation)> = cache.tx_index.iter().collect();
+        txids.sort_unstable_by_key(|(txid, _)| **txid);
+        for (txid, location) in txids {
+            writer.put(Table::TxIndex, txid.as_bytes(), &encode(location))?;
+        }
+        writer.put(Table::UtxoMeta, utxo_meta::FLUSHED, &encode(&Some(up_to)))?;
+        Ok(())
+    })
 }
 
 /// A created output as the change record stores it: its place in the block body, which holds
@@ -222,16 +358,22 @@ pub struct StoreStats {
     pub replayed_blocks: u64,
     /// How long opening (including replay) took.
     pub open_duration: Duration,
-    /// Flushes since open.
+    /// Flushes completed since open.
     pub flushes: u64,
-    /// Total time spent flushing since open.
+    /// Total time the completed flushes took to write, on whichever thread wrote them.
     pub flush_duration: Duration,
+    /// Total time the node's thread waited for a flush: a flush that is not on a background
+    /// thread, or a background flush that the next one had to wait for because the fresh
+    /// cache filled first.
+    pub flush_wait_duration: Duration,
+    /// Whether a flush is being written now.
+    pub flush_in_progress: bool,
     /// Total time the engine took to write and sync committed blocks since open (the durable
     /// block commits alone: no flush, no encoding, no cache update).
     pub block_write_duration: Duration,
-    /// Bytes the write-back cache's tables occupy now.
+    /// Bytes the write-back cache's tables occupy now, a layer being flushed included.
     pub cache_bytes: usize,
-    /// Cached UTXO changes now.
+    /// Cached UTXO changes now, a layer being flushed included.
     pub cached_utxos: usize,
 }
 
@@ -242,18 +384,23 @@ pub struct ChainDb<B: KvBackend> {
     config: StoreConfig,
     tip: Option<ChainTip>,
     finalized: Option<Height>,
-    /// The height up to which the UTXO, transaction and address tables are written.
+    /// The height up to which the UTXO file is written.
     flushed: Option<Height>,
+    /// The highest height whose change record was deleted; those above it up to `flushed` are
+    /// redundant and go with the next commit to the chain file.
+    changes_deleted_through: Option<Height>,
     /// Bodies below this height have been pruned.
     pruned_below: u64,
     commitment: UtxoCommitment,
     registry: MasternodeRegistry,
-    utxos: HashMap<OutPoint, CacheSlot>,
-    tx_index: HashMap<Txid, TxLocation>,
-    /// Address-index keys to delete at the next flush that the UTXO slots no longer name: an
-    /// outpoint spent and then created again for another address (impossible with unique
-    /// txids, handled anyway). Applied before the slots' own changes.
-    address_deletes: Vec<(Address, OutPoint)>,
+    /// The changes of the blocks from `active_from` on.
+    cache: Cache,
+    /// The first height whose changes `cache` holds.
+    active_from: u64,
+    /// The layer below `cache`, while it is written to the UTXO file.
+    frozen: Option<Frozen>,
+    /// The flush writing `frozen`.
+    job: Option<FlushJob>,
     /// UTXOs read ahead for the next block by [`ChainDb::prefetch_utxos`]; dropped at commit.
     prefetched: std::sync::Mutex<HashMap<OutPoint, Option<UtxoEntry>>>,
     /// Set by the first failed write; every later write is refused.
@@ -279,7 +426,8 @@ impl<B: KvBackend> std::fmt::Debug for ChainDb<B> {
         f.debug_struct("ChainDb")
             .field("tip", &self.tip)
             .field("flushed", &self.flushed)
-            .field("cached_utxos", &self.utxos.len())
+            .field("cached_utxos", &self.cache.utxos.len())
+            .field("flushing", &self.frozen.as_ref().map(|frozen| frozen.up_to))
             .finish_non_exhaustive()
     }
 }
@@ -352,6 +500,29 @@ fn index_names(flags: u8) -> String {
         .map(|(_, name)| name)
         .collect();
     names.join(", ")
+}
+
+/// How nice the flush thread is: the most. On a machine short of CPU (four devnet nodes on
+/// two cores), four flushes at normal priority took the cores from the nodes' consensus for
+/// seconds at a time. At the lowest priority a flush uses the time the node leaves idle; if
+/// that is too little, the node waits for it when its next cache layer fills, which
+/// `flush_wait_duration` shows (ADR 0019).
+#[cfg(target_os = "linux")]
+const FLUSH_NICE: i32 = 19;
+
+/// Lowers the calling thread's scheduling priority to [`FLUSH_NICE`]. Best effort: a failure
+/// leaves the flush at normal priority, which is only slower for the node.
+fn yield_cpu_to_the_node() {
+    // On Linux a nice value belongs to a thread, so this leaves the node's threads alone.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), FLUSH_NICE);
+}
+
+fn flush_thread_died() -> StorageError {
+    StorageError::Io {
+        context: "flushing the UTXO cache".to_string(),
+        message: "the flush thread stopped without reporting an outcome".to_string(),
+    }
 }
 
 fn corrupt(what: impl Into<String>) -> StorageError {
@@ -438,12 +609,14 @@ impl<B: KvBackend> ChainDb<B> {
             tip: None,
             finalized: None,
             flushed: None,
+            changes_deleted_through: None,
             pruned_below: 0,
             commitment: UtxoCommitment::empty(),
             registry: MasternodeRegistry::new(),
-            utxos: HashMap::new(),
-            tx_index: HashMap::new(),
-            address_deletes: Vec::new(),
+            cache: Cache::default(),
+            active_from: 0,
+            frozen: None,
+            job: None,
             prefetched: std::sync::Mutex::new(HashMap::new()),
             halted: None,
             deferred: false,
@@ -452,30 +625,9 @@ impl<B: KvBackend> ChainDb<B> {
             next_final: 0,
             stats: StoreStats::default(),
         };
-        store.presize();
+        store.cache = Cache::with_budget(store.layer_budget(), store.config.index_transactions);
         if store.backend.is_blank()? {
-            let mut batch = WriteBatch::new();
-            batch.put(
-                Table::Meta,
-                meta::SCHEMA_VERSION.to_vec(),
-                encode(&SCHEMA_VERSION),
-            );
-            batch.put(
-                Table::Meta,
-                meta::NETWORK.to_vec(),
-                encode(&store.config.network),
-            );
-            batch.put(
-                Table::Meta,
-                meta::GENESIS.to_vec(),
-                encode(&store.config.genesis_hash),
-            );
-            batch.put(
-                Table::Meta,
-                meta::INDEXES.to_vec(),
-                encode(&store.index_flags()),
-            );
-            store.backend.commit(&batch)?;
+            store.initialise()?;
         } else {
             store.load()?;
         }
@@ -484,21 +636,139 @@ impl<B: KvBackend> ChainDb<B> {
         Ok(store)
     }
 
-    /// Allocates the cache tables once, at the largest sizes that fit the budget together.
-    /// Growing a table on demand would need the old and the new table at once and, with
-    /// power-of-two sizes, could use only about a third of the budget for data.
-    fn presize(&mut self) {
-        // Shares of the budget, by how many entries a block adds to each table: about one per
-        // UTXO operation to the UTXO table (which carries the address-index changes too), one
-        // per transaction to the transaction index.
-        let (utxo_share, tx_share) = if self.config.index_transactions {
-            (85, 15)
-        } else {
-            (100, 0)
+    /// Writes the identity of a new database: the UTXO file's first, so that a chain file
+    /// that exists always has its UTXO file.
+    fn initialise(&mut self) -> Result<()> {
+        if self
+            .backend
+            .get(Table::UtxoMeta, utxo_meta::FLUSHED)?
+            .is_some()
+        {
+            return Err(StorageError::ForeignData {
+                what: "the chain database file is empty, but the UTXO database file beside it \
+                       holds a UTXO set"
+                    .to_string(),
+            });
+        }
+        self.write_utxo_identity()?;
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Table::Meta,
+            meta::SCHEMA_VERSION.to_vec(),
+            encode(&SCHEMA_VERSION),
+        );
+        batch.put(
+            Table::Meta,
+            meta::NETWORK.to_vec(),
+            encode(&self.config.network),
+        );
+        batch.put(
+            Table::Meta,
+            meta::GENESIS.to_vec(),
+            encode(&self.config.genesis_hash),
+        );
+        batch.put(
+            Table::Meta,
+            meta::INDEXES.to_vec(),
+            encode(&self.index_flags()),
+        );
+        self.backend.commit(&batch)
+    }
+
+    fn write_utxo_identity(&self) -> Result<()> {
+        let identity = [
+            (utxo_meta::SCHEMA_VERSION, encode(&SCHEMA_VERSION)),
+            (utxo_meta::NETWORK, encode(&self.config.network)),
+            (utxo_meta::GENESIS, encode(&self.config.genesis_hash)),
+        ];
+        self.backend.utxo_writer().write(&mut |writer| {
+            for (key, value) in &identity {
+                writer.put(Table::UtxoMeta, key, value)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Checks that the UTXO file belongs to this chain and reads how far it is flushed.
+    fn load_utxo_file(&mut self) -> Result<()> {
+        self.flushed = match self.backend.get(Table::UtxoMeta, utxo_meta::FLUSHED)? {
+            Some(bytes) => decode_stored(&bytes, "the UTXO file's flushed height")?,
+            None => None,
         };
-        let budget = self.config.cache_bytes;
-        self.utxos = with_budget(budget / 100 * utxo_share);
-        self.tx_index = with_budget(budget / 100 * tx_share);
+        match self
+            .backend
+            .get(Table::UtxoMeta, utxo_meta::SCHEMA_VERSION)?
+        {
+            Some(version) => {
+                let version: u32 = decode_stored(&version, "the UTXO file's schema version")?;
+                if version > SCHEMA_VERSION {
+                    return Err(StorageError::NewerVersion {
+                        found: version,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+                let network: Network = decode_stored(
+                    &self
+                        .backend
+                        .get(Table::UtxoMeta, utxo_meta::NETWORK)?
+                        .ok_or_else(|| corrupt("the UTXO file's network is missing"))?,
+                    "the UTXO file's network",
+                )?;
+                let genesis: BlockHash = decode_stored(
+                    &self
+                        .backend
+                        .get(Table::UtxoMeta, utxo_meta::GENESIS)?
+                        .ok_or_else(|| corrupt("the UTXO file's genesis hash is missing"))?,
+                    "the UTXO file's genesis hash",
+                )?;
+                if network != self.config.network || genesis != self.config.genesis_hash {
+                    return Err(StorageError::WrongNetwork {
+                        stored_network: network,
+                        stored_genesis: genesis,
+                        network: self.config.network,
+                        genesis: self.config.genesis_hash,
+                    });
+                }
+            }
+            None if self.flushed.is_some() => {
+                return Err(corrupt("the UTXO file has a flush point but no identity"));
+            }
+            // A UTXO file that was never flushed to can be made again: the change records
+            // hold everything it would. The check below catches one that was deleted after
+            // flushes.
+            None if self.changes_deleted_through.is_none() => self.write_utxo_identity()?,
+            None => {}
+        }
+        if self.changes_deleted_through.map(|height| height.0) > self.flushed.map(|h| h.0) {
+            return Err(corrupt(format!(
+                "the UTXO database file is flushed to {:?}, but the chain file deleted the \
+                 change records through {:?}: the UTXO file was replaced or deleted",
+                self.flushed.map(|height| height.0),
+                self.changes_deleted_through.map(|height| height.0),
+            )));
+        }
+        Ok(())
+    }
+
+    /// The bytes one cache layer may take: half the budget when flushes run in the
+    /// background, since a fresh layer fills while the full one is written.
+    fn layer_budget(&self) -> usize {
+        if self.config.background_flush {
+            self.config.cache_bytes / 2
+        } else {
+            self.config.cache_bytes
+        }
+    }
+
+    /// The most blocks one cache layer may hold, so that the blocks not yet flushed stay
+    /// within `max_unflushed_blocks` even with a layer being written.
+    fn layer_blocks(&self) -> u64 {
+        let limit = if self.config.background_flush {
+            self.config.max_unflushed_blocks / 2
+        } else {
+            self.config.max_unflushed_blocks
+        };
+        limit.max(1)
     }
 
     fn index_flags(&self) -> u8 {
@@ -564,10 +834,15 @@ impl<B: KvBackend> ChainDb<B> {
             Some(bytes) => Some(decode_stored(&bytes, "the tip")?),
             None => None,
         };
-        self.flushed = match self.meta(meta::FLUSHED)? {
-            Some(bytes) => decode_stored(&bytes, "the flushed height")?,
+        self.changes_deleted_through = match self.meta(meta::CHANGES_DELETED_THROUGH)? {
+            Some(bytes) => Some(decode_stored(
+                &bytes,
+                "the height of the deleted change records",
+            )?),
             None => None,
         };
+        self.load_utxo_file()?;
+        self.active_from = self.flushed.map_or(0, |height| height.0 + 1);
         self.finalized = match self.meta(meta::FINALIZED)? {
             Some(bytes) => Some(decode_stored(&bytes, "the finalized height")?),
             None => None,
@@ -694,45 +969,159 @@ impl<B: KvBackend> ChainDb<B> {
         Ok(())
     }
 
-    /// Flushes first if caching these changes could take the cache over its budget or the
-    /// unflushed span over its limit. `flushed_to` is the height the database would then hold.
+    /// Starts a flush of the cache first if caching these changes could take it over its
+    /// layer's budget or block limit. `height` is the block about to be cached; a flush still
+    /// running from before is waited for first.
     fn make_room(
         &mut self,
         changes: &BlockChanges,
         transactions: usize,
-        flushed_to: Height,
+        height: Height,
     ) -> Result<()> {
-        let operations = changes.len();
-        let peak = peak_after(&self.utxos, operations)
-            + peak_after(&self.tx_index, transactions)
-            + self.address_deletes_bytes();
-        let unflushed = flushed_to
-            .0
-            .saturating_sub(self.flushed.map_or(0, |height| height.0 + 1));
-        let has_changes =
-            !self.utxos.is_empty() || !self.tx_index.is_empty() || !self.address_deletes.is_empty();
-        if has_changes
-            && (peak > self.config.cache_bytes || unflushed >= self.config.max_unflushed_blocks)
+        self.poll_flush()?;
+        let peak = peak_after(&self.cache.utxos, changes.len())
+            + peak_after(&self.cache.tx_index, transactions)
+            + self.cache.address_deletes_bytes();
+        let cached_blocks = height.0.saturating_sub(self.active_from);
+        if !self.cache.is_empty()
+            && (peak > self.layer_budget() || cached_blocks >= self.layer_blocks())
         {
-            // Everything before the block about to be cached is what the database gets.
-            let up_to = flushed_to
-                .checked_prev()
-                .expect("a block above a cached one");
-            self.flush_to(up_to)?;
+            // Everything before the block about to be cached is what the UTXO file gets.
+            let up_to = height.checked_prev().expect("a block above a cached one");
+            self.wait_for_flush()?;
+            self.start_flush(up_to, self.config.background_flush)?;
         }
         Ok(())
     }
 
-    fn address_deletes_bytes(&self) -> usize {
-        self.address_deletes
-            .capacity()
-            .saturating_mul(std::mem::size_of::<(Address, OutPoint)>())
+    /// Freezes the cache, which covers the blocks up to `up_to`, and starts writing it to the
+    /// UTXO file, on a background thread or (without `background`) before returning. A fresh
+    /// cache takes the next blocks.
+    fn start_flush(&mut self, up_to: Height, background: bool) -> Result<()> {
+        self.check_not_halted()?;
+        assert!(
+            self.job.is_none() && self.frozen.is_none(),
+            "one flush at a time"
+        );
+        let fresh = Cache::with_budget(self.layer_budget(), self.config.index_transactions);
+        let cache = Arc::new(std::mem::replace(&mut self.cache, fresh));
+        self.active_from = up_to.0 + 1;
+        self.frozen = Some(Frozen {
+            cache: Arc::clone(&cache),
+            up_to,
+        });
+        let writer = self.backend.utxo_writer();
+        let index_addresses = self.config.index_addresses;
+        let (report, outcome) = mpsc::channel();
+        let job = move || {
+            if background {
+                yield_cpu_to_the_node();
+            }
+            let started = Instant::now();
+            let result =
+                write_cache(&writer, &cache, up_to, index_addresses).map(|()| started.elapsed());
+            // The store may have been dropped meanwhile; then nobody needs the outcome.
+            let _ = report.send(result);
+        };
+        let worker = if background {
+            let spawned = std::thread::Builder::new()
+                .name("utxo-flush".to_string())
+                .spawn(job)
+                .map_err(|error| StorageError::from_io("starting the flush thread", &error));
+            match spawned {
+                Ok(worker) => Some(worker),
+                Err(error) => {
+                    // The frozen layer stays, so reads stay right; writes stop.
+                    self.halted = Some(error.to_string());
+                    return Err(error);
+                }
+            }
+        } else {
+            // The caller waits for all of it.
+            let started = Instant::now();
+            job();
+            self.stats.flush_wait_duration += started.elapsed();
+            None
+        };
+        self.job = Some(FlushJob { outcome, worker });
+        self.refresh_stats();
+        Ok(())
+    }
+
+    /// Completes a flush that has finished, without waiting for one that has not.
+    fn poll_flush(&mut self) -> Result<()> {
+        let Some(job) = &self.job else {
+            return Ok(());
+        };
+        match job.outcome.try_recv() {
+            Ok(result) => self.finish_flush(result),
+            Err(mpsc::TryRecvError::Empty) => Ok(()),
+            Err(mpsc::TryRecvError::Disconnected) => self.finish_flush(Err(flush_thread_died())),
+        }
+    }
+
+    /// Waits for the flush in progress, if any, and completes it.
+    fn wait_for_flush(&mut self) -> Result<()> {
+        let Some(job) = &self.job else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let result = job
+            .outcome
+            .recv()
+            .unwrap_or_else(|_| Err(flush_thread_died()));
+        self.stats.flush_wait_duration += started.elapsed();
+        self.finish_flush(result)
+    }
+
+    /// Takes note of a flush's outcome. After a success the UTXO file holds the frozen layer,
+    /// which is dropped, and the change records it covers can go. After a failure the layer
+    /// stays (reads still need it) and the store halts.
+    fn finish_flush(&mut self, result: Result<Duration>) -> Result<()> {
+        let job = self.job.take().expect("a flush in progress");
+        if let Some(worker) = job.worker {
+            // It has sent its outcome, so it is about to return.
+            let _ = worker.join();
+        }
+        match result {
+            Ok(took) => {
+                let frozen = self.frozen.take().expect("a flush writes a frozen layer");
+                self.flushed = Some(frozen.up_to);
+                self.stats.flushes += 1;
+                self.stats.flush_duration += took;
+                self.refresh_stats();
+                Ok(())
+            }
+            Err(error) => {
+                self.halted.get_or_insert_with(|| error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    /// Writes the cached changes up to `up_to` to the UTXO file and waits until they are
+    /// durable.
+    fn flush_to(&mut self, up_to: Height) -> Result<()> {
+        self.wait_for_flush()?;
+        if !self.cache.is_empty() || self.flushed != Some(up_to) {
+            self.start_flush(up_to, false)?;
+            self.wait_for_flush()?;
+        }
+        Ok(())
+    }
+
+    /// The frozen layer's slot for `outpoint`, if a flush is writing one.
+    fn frozen_slot(&self, outpoint: &OutPoint) -> Option<CacheSlot> {
+        self.frozen
+            .as_ref()
+            .and_then(|frozen| frozen.cache.utxos.get(outpoint).copied())
     }
 
     /// Applies a committed block's changes to the in-memory cache.
     fn cache_block(&mut self, height: Height, changes: &BlockChanges, txids: &[Txid]) {
         for (outpoint, entry) in changes.spent.iter() {
-            match self.utxos.entry(*outpoint) {
+            let below = self.frozen_slot(outpoint);
+            match self.cache.utxos.entry(*outpoint) {
                 // Neither the output nor its address-index entry ever reached the database.
                 Entry::Occupied(slot) if slot.get().state() == SlotState::Fresh => {
                     slot.remove();
@@ -743,17 +1132,31 @@ impl<B: KvBackend> ChainDb<B> {
                         && previous.address() != entry.output.address
                     {
                         // Cannot happen with consistent changes; keep the index right anyway.
-                        self.address_deletes.push((previous.address(), *outpoint));
+                        self.cache
+                            .address_deletes
+                            .push((previous.address(), *outpoint));
                     }
                     slot.insert(CacheSlot::new(SlotState::Spent, entry));
                 }
                 Entry::Vacant(slot) => {
+                    // An output the frozen layer creates will be in the file once it is
+                    // flushed, so spending it must delete it there: the slot is never dropped
+                    // as fresh, and a stray address is handled as for a dirty slot.
+                    if let Some(previous) = below
+                        && previous.state() != SlotState::Spent
+                        && previous.address() != entry.output.address
+                    {
+                        self.cache
+                            .address_deletes
+                            .push((previous.address(), *outpoint));
+                    }
                     slot.insert(CacheSlot::new(SlotState::Spent, entry));
                 }
             }
         }
         for (outpoint, entry) in changes.created.iter() {
-            match self.utxos.entry(*outpoint) {
+            let below = self.frozen_slot(outpoint);
+            match self.cache.utxos.entry(*outpoint) {
                 Entry::Occupied(mut slot) => {
                     let previous = *slot.get();
                     let state = match previous.state() {
@@ -761,7 +1164,9 @@ impl<B: KvBackend> ChainDb<B> {
                         SlotState::Dirty | SlotState::Spent => {
                             // The database may hold the previous entry's address-index key.
                             if previous.address() != entry.output.address {
-                                self.address_deletes.push((previous.address(), *outpoint));
+                                self.cache
+                                    .address_deletes
+                                    .push((previous.address(), *outpoint));
                             }
                             SlotState::Dirty
                         }
@@ -769,7 +1174,20 @@ impl<B: KvBackend> ChainDb<B> {
                     slot.insert(CacheSlot::new(state, entry));
                 }
                 Entry::Vacant(slot) => {
-                    slot.insert(CacheSlot::new(SlotState::Fresh, entry));
+                    let state = match below {
+                        // The file will hold what the frozen layer says about this outpoint:
+                        // overwrite it, and the old address-index key if the address moved.
+                        Some(previous) => {
+                            if previous.address() != entry.output.address {
+                                self.cache
+                                    .address_deletes
+                                    .push((previous.address(), *outpoint));
+                            }
+                            SlotState::Dirty
+                        }
+                        None => SlotState::Fresh,
+                    };
+                    slot.insert(CacheSlot::new(state, entry));
                 }
             }
         }
@@ -778,85 +1196,31 @@ impl<B: KvBackend> ChainDb<B> {
         }
         for (position, txid) in txids.iter().enumerate() {
             let position = u32::try_from(position).expect("a block's transactions are bounded");
-            self.tx_index.insert(*txid, TxLocation { height, position });
+            self.cache
+                .tx_index
+                .insert(*txid, TxLocation { height, position });
         }
     }
 
-    /// Writes the cached changes, which cover the blocks up to `up_to`, in one atomic commit.
-    fn flush_to(&mut self, up_to: Height) -> Result<()> {
-        self.check_not_halted()?;
-        let started = Instant::now();
-        let first_unflushed = self.flushed.map_or(0, |height| height.0 + 1);
-        let prune = self.prune_range(up_to);
-        let utxos = &self.utxos;
-        let tx_index = &self.tx_index;
-        let address_deletes = &self.address_deletes;
-        let index_addresses = self.config.index_addresses;
-        let result = self.backend.write(&mut |writer: &mut dyn TableWriter| {
-            // Each table is written in key order, so the B-tree is walked once left to right.
-            // The sort buffers hold references, not copies, and live one at a time.
-            let mut keys: Vec<(&OutPoint, &CacheSlot)> = utxos.iter().collect();
-            keys.sort_unstable_by_key(|(outpoint, _)| **outpoint);
-            for (outpoint, slot) in &keys {
-                let key = outpoint_key(outpoint);
-                match slot.unspent() {
-                    Some(entry) => writer.put(Table::Utxos, &key, &encode(&entry))?,
-                    None => writer.delete(Table::Utxos, &key)?,
-                }
-            }
-            if index_addresses {
-                for (address, outpoint) in address_deletes {
-                    writer.delete(Table::AddressIndex, &address_key(address, outpoint))?;
-                }
-                // By address, then outpoint: the address-index key order. The leading 8 bytes
-                // of the address decide almost every comparison without copying it out.
-                let prefix = |slot: &CacheSlot| {
-                    let address = slot.address();
-                    u64::from_be_bytes(address.0.0[..8].try_into().expect("8 bytes"))
-                };
-                keys.sort_unstable_by(|(left, left_slot), (right, right_slot)| {
-                    prefix(left_slot)
-                        .cmp(&prefix(right_slot))
-                        .then_with(|| left_slot.address().cmp(&right_slot.address()))
-                        .then_with(|| left.cmp(right))
-                });
-                for (outpoint, slot) in &keys {
-                    let key = address_key(&slot.address(), outpoint);
-                    match slot.state() {
-                        SlotState::Fresh | SlotState::Dirty => {
-                            writer.put(Table::AddressIndex, &key, &[])?
-                        }
-                        SlotState::Spent => writer.delete(Table::AddressIndex, &key)?,
-                    }
-                }
-            }
-            drop(keys);
-            let mut txids: Vec<(&Txid, &TxLocation)> = tx_index.iter().collect();
-            txids.sort_unstable_by_key(|(txid, _)| **txid);
-            for (txid, location) in txids {
-                writer.put(Table::TxIndex, txid.as_bytes(), &encode(location))?;
-            }
-            for height in first_unflushed..=up_to.0 {
-                writer.delete(Table::Changes, &height_key(Height(height)))?;
-            }
-            writer.put(Table::Meta, meta::FLUSHED, &encode(&Some(up_to)))?;
-            Ok(())
-        });
-        if let Err(error) = result {
-            return Err(self.halt(error));
+    /// Adds to `batch` the deletion of the change records that completed flushes made
+    /// redundant. Returns the height they go through, to note once the batch is committed.
+    fn add_flushed_change_deletes(&self, batch: &mut WriteBatch) -> Option<Height> {
+        let flushed = self.flushed?;
+        let first = self
+            .changes_deleted_through
+            .map_or(0, |height| height.0 + 1);
+        if first > flushed.0 {
+            return None;
         }
-        self.flushed = Some(up_to);
-        self.utxos.clear();
-        self.tx_index.clear();
-        self.address_deletes = Vec::new();
-        self.stats.flushes += 1;
-        self.stats.flush_duration += started.elapsed();
-        if let Some(range) = prune {
-            // Pruning may only drop flushed bodies; now that more are flushed, catch up.
-            self.prune_now(range)?;
+        for height in first..=flushed.0 {
+            batch.delete(Table::Changes, height_key(Height(height)).to_vec());
         }
-        self.refresh_stats();
-        Ok(())
+        batch.put(
+            Table::Meta,
+            meta::CHANGES_DELETED_THROUGH.to_vec(),
+            encode(&flushed),
+        );
+        Some(flushed)
     }
 
     /// The heights whose bodies pruning may delete now, given the database is flushed to
@@ -875,13 +1239,28 @@ impl<B: KvBackend> ChainDb<B> {
         (self.pruned_below < end).then_some(self.pruned_below..end)
     }
 
-    fn prune_now(&mut self, range: std::ops::Range<u64>) -> Result<()> {
+    /// Deletes, in one durable commit to the chain file, the change records that flushes made
+    /// redundant and the bodies pruning may now drop; what a block commit would otherwise take
+    /// along.
+    fn commit_housekeeping(&mut self) -> Result<()> {
         let mut batch = WriteBatch::new();
-        self.add_prune_ops(&mut batch, range.clone())?;
-        if let Err(error) = self.backend.commit(&batch) {
+        let deleted_through = self.add_flushed_change_deletes(&mut batch);
+        let prune = self.flushed.and_then(|flushed| self.prune_range(flushed));
+        if let Some(range) = prune.clone() {
+            self.add_prune_ops(&mut batch, range)?;
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.timed(|backend| backend.commit(&batch)) {
             return Err(self.halt(error));
         }
-        self.pruned_below = range.end;
+        if deleted_through.is_some() {
+            self.changes_deleted_through = deleted_through;
+        }
+        if let Some(range) = prune {
+            self.pruned_below = range.end;
+        }
         Ok(())
     }
 
@@ -1017,9 +1396,31 @@ impl<B: KvBackend> ChainDb<B> {
     }
 
     fn refresh_stats(&mut self) {
-        self.stats.cache_bytes =
-            bytes_of(&self.utxos) + bytes_of(&self.tx_index) + self.address_deletes_bytes();
-        self.stats.cached_utxos = self.utxos.len();
+        let frozen = self.frozen.as_ref().map(|frozen| &*frozen.cache);
+        self.stats.cache_bytes = self.cache.bytes() + frozen.map_or(0, Cache::bytes);
+        self.stats.cached_utxos =
+            self.cache.utxos.len() + frozen.map_or(0, |cache| cache.utxos.len());
+        self.stats.flush_in_progress = self.job.is_some();
+    }
+
+    /// Whether `outpoint` has a cached change in either layer.
+    fn is_cached(&self, outpoint: &OutPoint) -> bool {
+        self.cache.utxos.contains_key(outpoint) || self.frozen_slot(outpoint).is_some()
+    }
+
+    /// Waits for a background flush in progress, if any, and completes it.
+    pub fn finish_background_flush(&mut self) -> Result<()> {
+        self.wait_for_flush()?;
+        self.refresh_stats();
+        Ok(())
+    }
+
+    /// Completes a background flush that has finished, so that its memory is freed and the
+    /// statistics count it; the store also does this at every block commit.
+    pub fn poll_background_flush(&mut self) -> Result<()> {
+        self.poll_flush()?;
+        self.refresh_stats();
+        Ok(())
     }
 
     /// Reads the outputs a block is about to spend, in parallel where the backend can, so that
@@ -1029,7 +1430,9 @@ impl<B: KvBackend> ChainDb<B> {
         let mut wanted: Vec<OutPoint> = outpoints
             .iter()
             .take(MAX_PREFETCH)
-            .filter(|outpoint| !self.utxos.contains_key(outpoint))
+            // A cached outpoint is answered by the cache; and one in the layer being flushed
+            // could be read from the file before or after the flush commits.
+            .filter(|outpoint| !self.is_cached(outpoint))
             .copied()
             .collect();
         wanted.sort_unstable();
@@ -1153,7 +1556,7 @@ impl<B: KvBackend> ChainDb<B> {
             for (key, value) in &entries {
                 let outpoint = outpoint_from_key(key)
                     .ok_or_else(|| corrupt("a UTXO key has the wrong length"))?;
-                if self.utxos.contains_key(&outpoint) {
+                if self.is_cached(&outpoint) {
                     continue;
                 }
                 let entry: UtxoEntry = decode_stored(value, "a UTXO")?;
@@ -1167,7 +1570,17 @@ impl<B: KvBackend> ChainDb<B> {
                 _ => break,
             }
         }
-        for (outpoint, slot) in &self.utxos {
+        if let Some(frozen) = &self.frozen {
+            for (outpoint, slot) in &frozen.cache.utxos {
+                if self.cache.utxos.contains_key(outpoint) {
+                    continue;
+                }
+                if let Some(entry) = slot.unspent() {
+                    visit(outpoint, &entry);
+                }
+            }
+        }
+        for (outpoint, slot) in &self.cache.utxos {
             if let Some(entry) = slot.unspent() {
                 visit(outpoint, &entry);
             }
@@ -1235,9 +1648,25 @@ impl<B: KvBackend> ChainDb<B> {
     }
 }
 
+impl<B: KvBackend> Drop for ChainDb<B> {
+    fn drop(&mut self) {
+        // A flush in progress finishes first: the UTXO file stays open until its writer is
+        // gone, so a store reopened on the same files right after would find them busy.
+        if let Some(worker) = self.job.take().and_then(|job| job.worker) {
+            let _ = worker.join();
+        }
+    }
+}
+
 impl<B: KvBackend> UtxoView for ChainDb<B> {
     fn utxo(&self, outpoint: &OutPoint) -> Result<Option<UtxoEntry>, BackendError> {
-        match self.utxos.get(outpoint) {
+        match self
+            .cache
+            .utxos
+            .get(outpoint)
+            .copied()
+            .or_else(|| self.frozen_slot(outpoint))
+        {
             Some(slot) => Ok(slot.unspent()),
             None => {
                 let prefetched = self
@@ -1336,7 +1765,13 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
                 index: "transaction",
             });
         }
-        if let Some(location) = self.tx_index.get(txid) {
+        let frozen = self.frozen.as_ref().map(|frozen| &frozen.cache.tx_index);
+        if let Some(location) = self
+            .cache
+            .tx_index
+            .get(txid)
+            .or_else(|| frozen.and_then(|index| index.get(txid)))
+        {
             return Ok(Some(*location));
         }
         self.backend
@@ -1350,17 +1785,25 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
             return Err(StorageError::IndexDisabled { index: "address" });
         }
         let limit = limit.min(MAX_ADDRESS_QUERY);
-        // Changes since the last flush, in the order the flush applies them: the stray
-        // deletes first, then the slots.
-        let mut pending: HashMap<OutPoint, bool> = self
-            .address_deletes
-            .iter()
-            .filter(|(owner, _)| owner == address)
-            .map(|(_, outpoint)| (*outpoint, false))
-            .collect();
-        for (outpoint, slot) in &self.utxos {
-            if slot.address() == *address {
-                pending.insert(*outpoint, slot.state() != SlotState::Spent);
+        // Changes since the last flush, in the order the flushes apply them: the layer being
+        // flushed, then the fresh one; in each, the stray deletes first, then the slots.
+        let mut pending: HashMap<OutPoint, bool> = HashMap::new();
+        let layers = self
+            .frozen
+            .as_ref()
+            .map(|frozen| &*frozen.cache)
+            .into_iter()
+            .chain([&self.cache]);
+        for layer in layers {
+            for (owner, outpoint) in &layer.address_deletes {
+                if owner == address {
+                    pending.insert(*outpoint, false);
+                }
+            }
+            for (outpoint, slot) in &layer.utxos {
+                if slot.address() == *address {
+                    pending.insert(*outpoint, slot.state() != SlotState::Spent);
+                }
             }
         }
         let deleted = pending.values().filter(|present| !**present).count();
@@ -1464,6 +1907,8 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
             meta::TIP_COMMITMENT.to_vec(),
             commit.commitment.to_bytes(),
         );
+        // The change records a finished flush made redundant ride along: no commit of their own.
+        let deleted_through = self.add_flushed_change_deletes(&mut batch);
         if let Some(flushed) = self.flushed
             && let Some(range) = {
                 let previous_tip = self.tip;
@@ -1480,6 +1925,9 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
             self.write_block(&batch)?;
         }
         self.tip = Some(tip);
+        if deleted_through.is_some() {
+            self.changes_deleted_through = deleted_through;
+        }
         if commit.certificate.is_some() {
             self.finalized = Some(height);
         }
@@ -1519,11 +1967,12 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
     }
 
     fn flush(&mut self) -> Result<()> {
+        self.check_not_halted()?;
         let Some(tip) = self.tip else { return Ok(()) };
-        if self.flushed == Some(tip.height) {
-            return Ok(());
-        }
-        self.flush_to(tip.height)
+        self.flush_to(tip.height)?;
+        self.commit_housekeeping()?;
+        self.refresh_stats();
+        Ok(())
     }
 }
 

@@ -660,6 +660,8 @@ fn a_fault_at_any_commit_leaves_a_store_that_reopens_at_a_block_boundary() {
         config.prune_keep_blocks = Some(3 + seed % 4);
         config.max_unflushed_blocks = 2 + seed % 5;
         let blocks = build(&mut chain, 25, 12);
+        // Half the seeds flush on a background thread, whose failure the next commit reports.
+        config.background_flush = seed % 2 == 1;
         let mut store = ChainDb::open(disk.clone(), config.clone()).unwrap();
         store.commit_block(chain.genesis.commit()).unwrap();
         // Flushes and prunes are commits too, so the fault lands on any kind of write.
@@ -676,6 +678,13 @@ fn a_fault_at_any_commit_leaves_a_store_that_reopens_at_a_block_boundary() {
                 failed_at = Some(index);
                 break;
             }
+        }
+        if failed_at.is_none() {
+            // A background flush started by the last commit may have met the fault; waiting
+            // for it reports that.
+            let error = store.flush().unwrap_err();
+            assert!(error.is_write_failure(), "seed {seed}: {error}");
+            failed_at = Some(blocks.len());
         }
         assert!(
             failed_at.is_some(),
@@ -704,5 +713,224 @@ fn a_fault_at_any_commit_leaves_a_store_that_reopens_at_a_block_boundary() {
             .unwrap_or_else(|error| panic!("seed {seed}: {error}"));
         commit_all(&mut store, &blocks[tip.height.0 as usize..]);
         check_against_model(&store, &chain, &blocks);
+    }
+}
+
+/// Commits new blocks of `chain` until a background flush is in progress (it cannot finish
+/// while the disk's UTXO file is paused), then `more` blocks into the fresh cache layer.
+fn commit_into_a_paused_flush(
+    store: &mut ChainDb<MemoryBackend>,
+    chain: &mut TestChain,
+    blocks: &mut Vec<TestBlock>,
+    more: usize,
+) {
+    while !store.stats().flush_in_progress {
+        assert!(blocks.len() < 200, "no flush started");
+        let block = chain.next_block(30);
+        store.commit_block(block.commit()).unwrap();
+        blocks.push(block);
+    }
+    for _ in 0..more {
+        let block = chain.next_block(30);
+        store.commit_block(block.commit()).unwrap();
+        blocks.push(block);
+    }
+    assert!(
+        store.stats().flush_in_progress,
+        "the paused flush is still running"
+    );
+}
+
+#[test]
+fn reads_during_a_background_flush_see_every_committed_block() {
+    let disk = MemoryBackend::new();
+    let mut chain = TestChain::new(31, 400, 8);
+    // Each layer holds about a dozen blocks of 30 transfers.
+    let config = chain.config(256 << 10);
+    assert!(config.background_flush, "the default");
+    let mut store = ChainDb::open(disk.clone(), config).unwrap();
+    store.commit_block(chain.genesis.commit()).unwrap();
+    let mut blocks = Vec::new();
+    // A first flush completes, so that the file holds outputs that later layers spend.
+    while store.stats().flushes == 0 {
+        let block = chain.next_block(30);
+        store.commit_block(block.commit()).unwrap();
+        blocks.push(block);
+    }
+    let flushed = store.flushed_height().expect("flushed once");
+    let paused = disk.pause_utxo_file();
+    commit_into_a_paused_flush(&mut store, &mut chain, &mut blocks, 4);
+    // Three sources now answer: the fresh layer, the layer being written, and the file.
+    assert_eq!(store.flushed_height(), Some(flushed), "not written yet");
+    check_against_model(&store, &chain, &blocks);
+    drop(paused);
+    for _ in 0..30 {
+        let block = chain.next_block(30);
+        store.commit_block(block.commit()).unwrap();
+        blocks.push(block);
+    }
+    assert!(
+        store.flushed_height() > Some(flushed),
+        "{:?}",
+        store.stats()
+    );
+    check_against_model(&store, &chain, &blocks);
+    store.flush().unwrap();
+    assert_eq!(store.flushed_height(), Some(chain.tip.0));
+    assert!(!store.stats().flush_in_progress);
+    check_against_model(&store, &chain, &blocks);
+    // The flush records that the change records it covers are gone: a reopened store
+    // replays nothing.
+    let store = ChainDb::open(disk.crash(), chain.config(256 << 10)).unwrap();
+    assert_eq!(store.stats().replayed_blocks, 0);
+    check_against_model(&store, &chain, &blocks);
+}
+
+#[test]
+fn a_crash_during_a_background_flush_replays_every_block_it_was_writing() {
+    let disk = MemoryBackend::new();
+    let mut chain = TestChain::new(32, 400, 8);
+    let config = chain.config(256 << 10);
+    let mut store = ChainDb::open(disk.clone(), config.clone()).unwrap();
+    store.commit_block(chain.genesis.commit()).unwrap();
+    let mut blocks = Vec::new();
+    let paused = disk.pause_utxo_file();
+    commit_into_a_paused_flush(&mut store, &mut chain, &mut blocks, 3);
+    let flushed = store.flushed_height();
+    let restarted = disk.crash();
+    drop(paused);
+    // Dropping the crashed store waits for its flush thread, whose write fails: the process
+    // it belonged to is dead.
+    drop(store);
+    let store = ChainDb::open(restarted, config).unwrap();
+    assert_eq!(store.flushed_height(), flushed, "the flush never landed");
+    assert_eq!(
+        store.stats().replayed_blocks,
+        chain.tip.0.0 - flushed.map_or(0, |height| height.0 + 1) + 1,
+        "every block above the last flush is replayed"
+    );
+    check_against_model(&store, &chain, &blocks);
+}
+
+#[test]
+fn a_failed_background_flush_halts_the_store_and_its_reads_stay_right() {
+    let disk = MemoryBackend::new();
+    let mut chain = TestChain::new(33, 400, 8);
+    let config = chain.config(256 << 10);
+    let mut store = ChainDb::open(disk.clone(), config.clone()).unwrap();
+    store.commit_block(chain.genesis.commit()).unwrap();
+    let mut blocks = Vec::new();
+    let paused = disk.pause_utxo_file();
+    commit_into_a_paused_flush(&mut store, &mut chain, &mut blocks, 2);
+    // The paused flush's write is the next commit to reach the disk.
+    disk.fail_commit_after(0, Fault::Io, false);
+    drop(paused);
+    let error = store.flush().unwrap_err();
+    assert!(matches!(error, StorageError::Io { .. }), "{error}");
+    assert!(store.halted().is_some());
+    // The layer that failed to be written still answers reads.
+    check_against_model(&store, &chain, &blocks);
+    let next = chain.next_block(30);
+    let error = store.commit_block(next.commit()).unwrap_err();
+    assert!(matches!(error, StorageError::Halted { .. }), "{error}");
+    let mut store = ChainDb::open(disk.crash(), config).unwrap();
+    assert_eq!(
+        store.tip().unwrap().hash,
+        blocks.last().unwrap().block.hash()
+    );
+    store.commit_block(next.commit()).unwrap();
+    blocks.push(next);
+    check_against_model(&store, &chain, &blocks);
+}
+
+fn utxo_path(path: &std::path::Path) -> std::path::PathBuf {
+    timecoin_storage::RedbBackend::utxo_path(path)
+}
+
+#[test]
+fn the_utxo_set_lives_in_its_own_file_beside_the_chain_file() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    assert_eq!(utxo_path(&path), directory.path().join("chain-utxos.redb"));
+    redb_with_chain(&path);
+    assert!(path.exists() && utxo_path(&path).exists());
+}
+
+#[test]
+fn open_refuses_a_chain_whose_utxo_file_was_deleted_after_a_flush() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let chain = redb_with_chain(&path);
+    {
+        let mut store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+        store.flush().unwrap();
+    }
+    let utxos = utxo_path(&path);
+    let saved = directory.path().join("saved-utxos.redb");
+    std::fs::rename(&utxos, &saved).unwrap();
+    let error = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap_err();
+    assert!(matches!(error, StorageError::Corrupt { .. }), "{error}");
+    assert!(error.to_string().contains("replaced or deleted"), "{error}");
+    // Nothing was overwritten: with its UTXO file back, the chain opens at its tip.
+    std::fs::remove_file(&utxos).unwrap();
+    std::fs::rename(&saved, &utxos).unwrap();
+    let store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+    assert_eq!(store.tip().unwrap().hash, chain.tip.1);
+    store.verify_utxo_set().unwrap();
+}
+
+#[test]
+fn open_refuses_a_utxo_file_of_another_chain_or_without_its_chain_file() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let chain = redb_with_chain(&path);
+    let other_path = directory.path().join("other.redb");
+    let mut other = TestChain::new(40, 50, 3);
+    {
+        let mut store = RedbChainDb::open_path(&other_path, other.config(SMALL_CACHE)).unwrap();
+        store.commit_block(other.genesis.commit()).unwrap();
+        let block = other.next_block(3);
+        store.commit_block(block.commit()).unwrap();
+        store.flush().unwrap();
+    }
+    assert_ne!(other.genesis.block.hash(), chain.genesis.block.hash());
+    let saved = directory.path().join("saved-utxos.redb");
+    std::fs::rename(utxo_path(&path), &saved).unwrap();
+    std::fs::copy(utxo_path(&other_path), utxo_path(&path)).unwrap();
+    let error = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap_err();
+    assert!(
+        matches!(error, StorageError::WrongNetwork { .. }),
+        "{error}"
+    );
+    std::fs::rename(&saved, utxo_path(&path)).unwrap();
+
+    // A UTXO file whose chain file is gone is not started over.
+    std::fs::remove_file(&other_path).unwrap();
+    let error = RedbChainDb::open_path(&other_path, other.config(SMALL_CACHE)).unwrap_err();
+    assert!(matches!(error, StorageError::ForeignData { .. }), "{error}");
+    assert!(error.to_string().contains("UTXO"), "{error}");
+}
+
+#[test]
+fn redb_store_reads_right_across_background_flushes() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let mut chain = TestChain::new(34, 400, 8);
+    let mut store = RedbChainDb::open_path(&path, chain.config(256 << 10)).unwrap();
+    store.commit_block(chain.genesis.commit()).unwrap();
+    let mut blocks = Vec::new();
+    for round in 0..4 {
+        for _ in 0..20 {
+            let block = chain.next_block(30);
+            store.commit_block(block.commit()).unwrap();
+            blocks.push(block);
+        }
+        // Whether a flush is running now or has just finished, every read must agree.
+        check_against_model(&store, &chain, &blocks);
+        assert!(
+            round == 0 || store.stats().flushes > 0,
+            "{:?}",
+            store.stats()
+        );
     }
 }
