@@ -99,8 +99,11 @@ pub struct Metrics {
     pub storage_commit_seconds: Histogram,
     /// Flushes of the UTXO write-back cache to the database since start.
     pub storage_flushes: Counter,
-    /// Seconds spent in those flushes; the node handles nothing else meanwhile.
+    /// Seconds those flushes took to write, on the store's background thread (ADR 0019).
     pub storage_flush_seconds: Counter<f64, AtomicU64>,
+    /// Seconds the node's own thread waited for a flush (the next cache layer filled before
+    /// the previous one was written): the part of flushing that stalls the node.
+    pub storage_flush_wait_seconds: Counter<f64, AtomicU64>,
     /// UTXO changes waiting in the write-back cache.
     pub storage_cached_utxos: Gauge,
     /// The sync tracker and its latest figures, for RPC (the gauges above export them). Kept
@@ -143,17 +146,22 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Copies the store's running totals into the metrics. Returns the flushes since the last
-    /// call and the seconds they took, so that the caller can log them.
-    pub fn set_storage_totals(&self, stats: &timecoin_storage::StoreStats) -> (u64, f64) {
+    /// Copies the store's running totals into the metrics. Returns what is new since the last
+    /// call (flushes, the seconds they took to write, the seconds the node waited for them),
+    /// so that the caller can log it.
+    pub fn set_storage_totals(&self, stats: &timecoin_storage::StoreStats) -> (u64, f64, f64) {
         let flushes = stats.flushes.saturating_sub(self.storage_flushes.get());
         self.storage_flushes.inc_by(flushes);
         let seconds =
             (stats.flush_duration.as_secs_f64() - self.storage_flush_seconds.get()).max(0.0);
         self.storage_flush_seconds.inc_by(seconds);
+        let waited = (stats.flush_wait_duration.as_secs_f64()
+            - self.storage_flush_wait_seconds.get())
+        .max(0.0);
+        self.storage_flush_wait_seconds.inc_by(waited);
         self.storage_cached_utxos
             .set(i64::try_from(stats.cached_utxos).unwrap_or(i64::MAX));
-        (flushes, seconds)
+        (flushes, seconds, waited)
     }
 
     /// Copies the network's running totals into the counters (they only move forward).
@@ -197,6 +205,7 @@ impl Metrics {
             storage_commit_seconds: storage_commit_histogram(),
             storage_flushes: Counter::default(),
             storage_flush_seconds: Counter::default(),
+            storage_flush_wait_seconds: Counter::default(),
             storage_cached_utxos: Gauge::default(),
             sync: Mutex::new(Default::default()),
             created: Instant::now(),
@@ -319,8 +328,13 @@ impl Metrics {
         );
         registry.register(
             "storage_flush_seconds",
-            "Seconds spent flushing the UTXO write-back cache (the node handles nothing else meanwhile)",
+            "Seconds the UTXO write-back cache's flushes took to write (on a background thread)",
             metrics.storage_flush_seconds.clone(),
+        );
+        registry.register(
+            "storage_flush_wait_seconds",
+            "Seconds the node waited for a UTXO cache flush to finish (the flushing that stalls it)",
+            metrics.storage_flush_wait_seconds.clone(),
         );
         registry.register(
             "storage_cached_utxos",
@@ -651,19 +665,22 @@ mod tests {
         let mut stats = timecoin_storage::StoreStats {
             flushes: 2,
             flush_duration: std::time::Duration::from_millis(3_500),
+            flush_wait_duration: std::time::Duration::from_millis(250),
             cached_utxos: 40,
             ..Default::default()
         };
-        let (flushes, seconds) = metrics.set_storage_totals(&stats);
+        let (flushes, seconds, waited) = metrics.set_storage_totals(&stats);
         assert_eq!(flushes, 2);
         assert!((seconds - 3.5).abs() < 1e-9, "{seconds}");
+        assert!((waited - 0.25).abs() < 1e-9, "{waited}");
         stats.flushes = 3;
         stats.flush_duration = std::time::Duration::from_millis(4_000);
         stats.cached_utxos = 0;
-        let (flushes, seconds) = metrics.set_storage_totals(&stats);
+        let (flushes, seconds, waited) = metrics.set_storage_totals(&stats);
         assert_eq!(flushes, 1);
         assert!((seconds - 0.5).abs() < 1e-9, "{seconds}");
-        assert_eq!(metrics.set_storage_totals(&stats), (0, 0.0));
+        assert_eq!(waited, 0.0);
+        assert_eq!(metrics.set_storage_totals(&stats), (0, 0.0, 0.0));
         let text = metrics.encode();
         assert!(text.contains("timecoin_storage_flushes_total 3"), "{text}");
         assert!(

@@ -68,6 +68,7 @@ for name, kind in [("timecoin_mempool_transactions", "gauge"), ("timecoin_mempoo
                    ("timecoin_p2p_bytes_received", "counter"), ("timecoin_p2p_bytes_sent", "counter"),
                    ("timecoin_p2p_repeats_sent_direct", "counter"),
                    ("timecoin_storage_flushes", "counter"), ("timecoin_storage_flush_seconds", "counter"),
+                   ("timecoin_storage_flush_wait_seconds", "counter"),
                    ("timecoin_storage_cached_utxos", "gauge")]:
     check(name in families and families[name].type == kind, f"{name} is a {kind}")
 
