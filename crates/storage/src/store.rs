@@ -60,11 +60,9 @@ mod meta {
     pub const INDEXES: &[u8] = b"indexes";
 }
 
-/// Keys of [`Table::UtxoMeta`], in the UTXO file.
+/// Keys of [`Table::UtxoMeta`], in the UTXO file; its identity uses the chain file's keys.
 mod utxo_meta {
-    pub const SCHEMA_VERSION: &[u8] = b"schema_version";
-    pub const NETWORK: &[u8] = b"network";
-    pub const GENESIS: &[u8] = b"genesis_hash";
+    pub use super::meta::{GENESIS, NETWORK, SCHEMA_VERSION};
     pub const FLUSHED: &[u8] = b"flushed_height";
 }
 
@@ -689,6 +687,34 @@ impl<B: KvBackend> ChainDb<B> {
         })
     }
 
+    /// Checks the network and genesis hash recorded in `table` (the chain file's metadata or
+    /// the UTXO file's, which use the same keys) against the configuration. `whose` starts the
+    /// names in error messages ("the", "the UTXO file's").
+    fn check_identity(&self, table: Table, whose: &str) -> Result<()> {
+        let read = |key: &[u8], what: &str| -> Result<Vec<u8>> {
+            self.backend
+                .get(table, key)?
+                .ok_or_else(|| corrupt(format!("{whose} {what} is missing")))
+        };
+        let network: Network = decode_stored(
+            &read(meta::NETWORK, "network")?,
+            &format!("{whose} network"),
+        )?;
+        let genesis: BlockHash = decode_stored(
+            &read(meta::GENESIS, "genesis hash")?,
+            &format!("{whose} genesis hash"),
+        )?;
+        if network != self.config.network || genesis != self.config.genesis_hash {
+            return Err(StorageError::WrongNetwork {
+                stored_network: network,
+                stored_genesis: genesis,
+                network: self.config.network,
+                genesis: self.config.genesis_hash,
+            });
+        }
+        Ok(())
+    }
+
     /// Checks that the UTXO file belongs to this chain and reads how far it is flushed.
     fn load_utxo_file(&mut self) -> Result<()> {
         self.flushed = match self.backend.get(Table::UtxoMeta, utxo_meta::FLUSHED)? {
@@ -707,28 +733,7 @@ impl<B: KvBackend> ChainDb<B> {
                         supported: SCHEMA_VERSION,
                     });
                 }
-                let network: Network = decode_stored(
-                    &self
-                        .backend
-                        .get(Table::UtxoMeta, utxo_meta::NETWORK)?
-                        .ok_or_else(|| corrupt("the UTXO file's network is missing"))?,
-                    "the UTXO file's network",
-                )?;
-                let genesis: BlockHash = decode_stored(
-                    &self
-                        .backend
-                        .get(Table::UtxoMeta, utxo_meta::GENESIS)?
-                        .ok_or_else(|| corrupt("the UTXO file's genesis hash is missing"))?,
-                    "the UTXO file's genesis hash",
-                )?;
-                if network != self.config.network || genesis != self.config.genesis_hash {
-                    return Err(StorageError::WrongNetwork {
-                        stored_network: network,
-                        stored_genesis: genesis,
-                        network: self.config.network,
-                        genesis: self.config.genesis_hash,
-                    });
-                }
+                self.check_identity(Table::UtxoMeta, "the UTXO file's")?;
             }
             None if self.flushed.is_some() => {
                 return Err(corrupt("the UTXO file has a flush point but no identity"));
@@ -798,26 +803,7 @@ impl<B: KvBackend> ChainDb<B> {
                 supported: SCHEMA_VERSION,
             });
         }
-        let network: Network = decode_stored(
-            &self
-                .meta(meta::NETWORK)?
-                .ok_or_else(|| corrupt("the network is missing"))?,
-            "the network",
-        )?;
-        let genesis: BlockHash = decode_stored(
-            &self
-                .meta(meta::GENESIS)?
-                .ok_or_else(|| corrupt("the genesis hash is missing"))?,
-            "the genesis hash",
-        )?;
-        if network != self.config.network || genesis != self.config.genesis_hash {
-            return Err(StorageError::WrongNetwork {
-                stored_network: network,
-                stored_genesis: genesis,
-                network: self.config.network,
-                genesis: self.config.genesis_hash,
-            });
-        }
+        self.check_identity(Table::Meta, "the")?;
         let indexes: u8 = decode_stored(
             &self
                 .meta(meta::INDEXES)?
