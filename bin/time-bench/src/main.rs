@@ -261,6 +261,13 @@ async fn measure(args: &Args, devnet: &Devnet, network: Network) -> Result<Repor
         );
         let dues_ms: Vec<f64> = slots.iter().map(|s| s.due.as_secs_f64() * 1e3).collect();
 
+        // The peak so far covers the funding burst; the run's own peak starts now.
+        let funded = node_readings(devnet).await;
+        for pid in devnet.pids.iter().flatten() {
+            if let Err(error) = procfs::reset_peak_rss(*pid) {
+                eprintln!("  could not restart node {pid}'s peak RSS: {error}");
+            }
+        }
         let before = node_readings(devnet).await;
         let bench_before = procfs::sample_self().unwrap_or_default();
         let started = Instant::now();
@@ -294,6 +301,7 @@ async fn measure(args: &Args, devnet: &Devnet, network: Network) -> Result<Repor
                         _ => 0.0,
                     },
                     peak_rss_mb: a.0.map_or(0.0, |s| s.peak_rss_kb as f64 / 1024.0),
+                    funding_peak_rss_mb: funded[i].0.map_or(0.0, |s| s.peak_rss_kb as f64 / 1024.0),
                     bytes_out_per_s: a.1.saturating_sub(b.1) as f64 / wall,
                 }
             })

@@ -126,8 +126,15 @@ pub struct NodeStats {
     pub pid: Option<u32>,
     /// CPU used, in percent of one core.
     pub cpu_pct: f64,
-    /// Peak resident set (VmHWM, over the process's life), in MB.
+    /// Peak resident set (VmHWM) during the run's payment load, in MB: the peak is restarted
+    /// once the run's coins are funded and signed.
     pub peak_rss_mb: f64,
+    /// Peak resident set from the previous restart (the start, or the end of building the
+    /// UTXO set, or the previous run's load) through funding this run's coins, in MB. Funding
+    /// is a burst of large fan-out transactions that no payment load resembles, so it is kept
+    /// apart instead of being reported as the run's peak.
+    #[serde(default)]
+    pub funding_peak_rss_mb: f64,
     /// Peer-to-peer bytes sent per second.
     pub bytes_out_per_s: f64,
 }
@@ -249,6 +256,18 @@ pub fn table(report: &Report) -> String {
             out,
             r.bench_cpu_pct,
             r.ceiling_ratio.map(|c| format!("{:.3}", c)).unwrap_or_else(|| "-".into()),
+        ));
+    }
+    for r in &report.runs {
+        let funding: Vec<String> = r
+            .node_stats
+            .iter()
+            .map(|n| format!("{:.0}", n.funding_peak_rss_mb))
+            .collect();
+        t.push_str(&format!(
+            "  at {:.0}/s: peak RSS MB while funding the run's coins (not part of the run's peak): {}\n",
+            r.offered_tps,
+            funding.join("/")
         ));
     }
     for r in &report.runs {
