@@ -129,6 +129,18 @@ impl MemoryBackend {
         self.lock().commits
     }
 
+    /// Runs `writes` into a buffer and commits it as `commit` says. Buffering first means a
+    /// failing body leaves the disk untouched.
+    fn write_buffered(&self, writes: &mut WriteFn<'_>, commit: Commit) -> Result<()> {
+        {
+            let disk = self.lock();
+            self.check_alive(&disk, "committing")?;
+        }
+        let mut batch = WriteBatch::new();
+        writes(&mut batch)?;
+        self.apply(batch, commit)
+    }
+
     /// Commits `batch` to the file and in the way `commit` says.
     fn apply(&self, batch: WriteBatch, commit: Commit) -> Result<()> {
         let mut disk = self.lock();
@@ -197,13 +209,7 @@ impl UtxoFileWriter for MemoryBackend {
             .utxo_pause
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        {
-            let disk = self.lock();
-            self.check_alive(&disk, "committing")?;
-        }
-        let mut batch = WriteBatch::new();
-        writes(&mut batch)?;
-        self.apply(batch, Commit::UtxoFile)
+        self.write_buffered(writes, Commit::UtxoFile)
     }
 }
 
@@ -245,14 +251,7 @@ impl KvBackend for MemoryBackend {
     }
 
     fn write(&mut self, writes: &mut WriteFn<'_>) -> Result<()> {
-        {
-            let disk = self.lock();
-            self.check_alive(&disk, "committing")?;
-        }
-        // Buffer first and apply at the end, so a failing body leaves the disk untouched.
-        let mut batch = WriteBatch::new();
-        writes(&mut batch)?;
-        self.apply(batch, Commit::Durable)
+        self.write_buffered(writes, Commit::Durable)
     }
 
     fn commit_deferred(&mut self, batch: &WriteBatch) -> Result<()> {

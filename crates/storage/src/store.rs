@@ -60,9 +60,9 @@ mod meta {
     pub const INDEXES: &[u8] = b"indexes";
 }
 
-/// Keys of [`Table::UtxoMeta`], in the UTXO file; its identity uses the chain file's keys.
+/// Keys of [`Table::UtxoMeta`], in the UTXO file, besides the identity it records under the
+/// chain file's keys ([`meta`]: schema version, network, genesis).
 mod utxo_meta {
-    pub use super::meta::{GENESIS, NETWORK, SCHEMA_VERSION};
     pub const FLUSHED: &[u8] = b"flushed_height";
 }
 
@@ -650,21 +650,9 @@ impl<B: KvBackend> ChainDb<B> {
         }
         self.write_utxo_identity()?;
         let mut batch = WriteBatch::new();
-        batch.put(
-            Table::Meta,
-            meta::SCHEMA_VERSION.to_vec(),
-            encode(&SCHEMA_VERSION),
-        );
-        batch.put(
-            Table::Meta,
-            meta::NETWORK.to_vec(),
-            encode(&self.config.network),
-        );
-        batch.put(
-            Table::Meta,
-            meta::GENESIS.to_vec(),
-            encode(&self.config.genesis_hash),
-        );
+        for (key, value) in self.identity() {
+            batch.put(Table::Meta, key.to_vec(), value);
+        }
         batch.put(
             Table::Meta,
             meta::INDEXES.to_vec(),
@@ -673,12 +661,18 @@ impl<B: KvBackend> ChainDb<B> {
         self.backend.commit(&batch)
     }
 
+    /// What both files record about the database they belong to, under the same keys: schema
+    /// version, network and genesis hash.
+    fn identity(&self) -> [(&'static [u8], Vec<u8>); 3] {
+        [
+            (meta::SCHEMA_VERSION, encode(&SCHEMA_VERSION)),
+            (meta::NETWORK, encode(&self.config.network)),
+            (meta::GENESIS, encode(&self.config.genesis_hash)),
+        ]
+    }
+
     fn write_utxo_identity(&self) -> Result<()> {
-        let identity = [
-            (utxo_meta::SCHEMA_VERSION, encode(&SCHEMA_VERSION)),
-            (utxo_meta::NETWORK, encode(&self.config.network)),
-            (utxo_meta::GENESIS, encode(&self.config.genesis_hash)),
-        ];
+        let identity = self.identity();
         self.backend.utxo_writer().write(&mut |writer| {
             for (key, value) in &identity {
                 writer.put(Table::UtxoMeta, key, value)?;
@@ -721,10 +715,7 @@ impl<B: KvBackend> ChainDb<B> {
             Some(bytes) => decode_stored(&bytes, "the UTXO file's flushed height")?,
             None => None,
         };
-        match self
-            .backend
-            .get(Table::UtxoMeta, utxo_meta::SCHEMA_VERSION)?
-        {
+        match self.backend.get(Table::UtxoMeta, meta::SCHEMA_VERSION)? {
             Some(version) => {
                 let version: u32 = decode_stored(&version, "the UTXO file's schema version")?;
                 if version > SCHEMA_VERSION {
@@ -755,25 +746,21 @@ impl<B: KvBackend> ChainDb<B> {
         Ok(())
     }
 
-    /// The bytes one cache layer may take: half the budget when flushes run in the
-    /// background, since a fresh layer fills while the full one is written.
+    /// How many cache layers share the budget and the unflushed-block limit: two when flushes
+    /// run in the background, since a fresh layer fills while the full one is written.
+    fn layers(&self) -> u8 {
+        if self.config.background_flush { 2 } else { 1 }
+    }
+
+    /// The bytes one cache layer may take.
     fn layer_budget(&self) -> usize {
-        if self.config.background_flush {
-            self.config.cache_bytes / 2
-        } else {
-            self.config.cache_bytes
-        }
+        self.config.cache_bytes / usize::from(self.layers())
     }
 
     /// The most blocks one cache layer may hold, so that the blocks not yet flushed stay
     /// within `max_unflushed_blocks` even with a layer being written.
     fn layer_blocks(&self) -> u64 {
-        let limit = if self.config.background_flush {
-            self.config.max_unflushed_blocks / 2
-        } else {
-            self.config.max_unflushed_blocks
-        };
-        limit.max(1)
+        (self.config.max_unflushed_blocks / u64::from(self.layers())).max(1)
     }
 
     fn index_flags(&self) -> u8 {
@@ -1016,11 +1003,8 @@ impl<B: KvBackend> ChainDb<B> {
                 .map_err(|error| StorageError::from_io("starting the flush thread", &error));
             match spawned {
                 Ok(worker) => Some(worker),
-                Err(error) => {
-                    // The frozen layer stays, so reads stay right; writes stop.
-                    self.halted = Some(error.to_string());
-                    return Err(error);
-                }
+                // The frozen layer stays, so reads stay right; writes stop.
+                Err(error) => return Err(self.halt(error)),
             }
         } else {
             // The caller waits for all of it.
@@ -1096,11 +1080,24 @@ impl<B: KvBackend> ChainDb<B> {
         Ok(())
     }
 
+    /// The layer a flush is writing, if any.
+    fn frozen_cache(&self) -> Option<&Cache> {
+        self.frozen.as_ref().map(|frozen| &*frozen.cache)
+    }
+
     /// The frozen layer's slot for `outpoint`, if a flush is writing one.
     fn frozen_slot(&self, outpoint: &OutPoint) -> Option<CacheSlot> {
-        self.frozen
-            .as_ref()
-            .and_then(|frozen| frozen.cache.utxos.get(outpoint).copied())
+        self.frozen_cache()
+            .and_then(|cache| cache.utxos.get(outpoint).copied())
+    }
+
+    /// The newest cached change to `outpoint`: the fresh layer's, else the frozen one's.
+    fn cached_slot(&self, outpoint: &OutPoint) -> Option<CacheSlot> {
+        self.cache
+            .utxos
+            .get(outpoint)
+            .copied()
+            .or_else(|| self.frozen_slot(outpoint))
     }
 
     /// Applies a committed block's changes to the in-memory cache.
@@ -1382,29 +1379,22 @@ impl<B: KvBackend> ChainDb<B> {
     }
 
     fn refresh_stats(&mut self) {
-        let frozen = self.frozen.as_ref().map(|frozen| &*frozen.cache);
-        self.stats.cache_bytes = self.cache.bytes() + frozen.map_or(0, Cache::bytes);
-        self.stats.cached_utxos =
-            self.cache.utxos.len() + frozen.map_or(0, |cache| cache.utxos.len());
+        let frozen = self.frozen_cache();
+        let cache_bytes = self.cache.bytes() + frozen.map_or(0, Cache::bytes);
+        let cached_utxos = self.cache.utxos.len() + frozen.map_or(0, |cache| cache.utxos.len());
+        self.stats.cache_bytes = cache_bytes;
+        self.stats.cached_utxos = cached_utxos;
         self.stats.flush_in_progress = self.job.is_some();
     }
 
     /// Whether `outpoint` has a cached change in either layer.
     fn is_cached(&self, outpoint: &OutPoint) -> bool {
-        self.cache.utxos.contains_key(outpoint) || self.frozen_slot(outpoint).is_some()
+        self.cached_slot(outpoint).is_some()
     }
 
     /// Waits for a background flush in progress, if any, and completes it.
     pub fn finish_background_flush(&mut self) -> Result<()> {
         self.wait_for_flush()?;
-        self.refresh_stats();
-        Ok(())
-    }
-
-    /// Completes a background flush that has finished, so that its memory is freed and the
-    /// statistics count it; the store also does this at every block commit.
-    pub fn poll_background_flush(&mut self) -> Result<()> {
-        self.poll_flush()?;
         self.refresh_stats();
         Ok(())
     }
@@ -1646,13 +1636,7 @@ impl<B: KvBackend> Drop for ChainDb<B> {
 
 impl<B: KvBackend> UtxoView for ChainDb<B> {
     fn utxo(&self, outpoint: &OutPoint) -> Result<Option<UtxoEntry>, BackendError> {
-        match self
-            .cache
-            .utxos
-            .get(outpoint)
-            .copied()
-            .or_else(|| self.frozen_slot(outpoint))
-        {
+        match self.cached_slot(outpoint) {
             Some(slot) => Ok(slot.unspent()),
             None => {
                 let prefetched = self
@@ -1751,12 +1735,11 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
                 index: "transaction",
             });
         }
-        let frozen = self.frozen.as_ref().map(|frozen| &frozen.cache.tx_index);
         if let Some(location) = self
             .cache
             .tx_index
             .get(txid)
-            .or_else(|| frozen.and_then(|index| index.get(txid)))
+            .or_else(|| self.frozen_cache()?.tx_index.get(txid))
         {
             return Ok(Some(*location));
         }
@@ -1774,12 +1757,7 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
         // Changes since the last flush, in the order the flushes apply them: the layer being
         // flushed, then the fresh one; in each, the stray deletes first, then the slots.
         let mut pending: HashMap<OutPoint, bool> = HashMap::new();
-        let layers = self
-            .frozen
-            .as_ref()
-            .map(|frozen| &*frozen.cache)
-            .into_iter()
-            .chain([&self.cache]);
+        let layers = self.frozen_cache().into_iter().chain([&self.cache]);
         for layer in layers {
             for (owner, outpoint) in &layer.address_deletes {
                 if owner == address {
