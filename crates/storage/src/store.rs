@@ -1013,7 +1013,13 @@ impl<B: KvBackend> ChainDb<B> {
             self.stats.flush_wait_duration += started.elapsed();
             None
         };
+        let inline = worker.is_none();
         self.job = Some(FlushJob { outcome, worker });
+        if inline {
+            // Complete it now: a frozen layer kept until the next commit would hold a full
+            // budget's worth of memory beside the fresh cache.
+            return self.wait_for_flush();
+        }
         self.refresh_stats();
         Ok(())
     }
@@ -1075,7 +1081,6 @@ impl<B: KvBackend> ChainDb<B> {
         self.wait_for_flush()?;
         if !self.cache.is_empty() || self.flushed != Some(up_to) {
             self.start_flush(up_to, false)?;
-            self.wait_for_flush()?;
         }
         Ok(())
     }
@@ -2162,16 +2167,23 @@ mod tests {
     fn the_cache_stays_within_its_budget() {
         use crate::memory::MemoryBackend;
         use crate::testing::TestChain;
-        let mut chain = TestChain::new(21, 2_000, 16);
-        let budget = 2 << 20;
-        let mut store = ChainDb::open(MemoryBackend::new(), chain.config(budget)).unwrap();
-        store.commit_block(chain.genesis.commit()).unwrap();
-        for _ in 0..60 {
-            let block = chain.next_block(200);
-            store.commit_block(block.commit()).unwrap();
-            assert!(store.stats().cache_bytes <= budget, "{:?}", store.stats());
+        for background in [true, false] {
+            let mut chain = TestChain::new(21, 2_000, 16);
+            let budget = 2 << 20;
+            let mut config = chain.config(budget);
+            config.background_flush = background;
+            let mut store = ChainDb::open(MemoryBackend::new(), config).unwrap();
+            store.commit_block(chain.genesis.commit()).unwrap();
+            for _ in 0..60 {
+                let block = chain.next_block(200);
+                store.commit_block(block.commit()).unwrap();
+                let stats = store.stats();
+                assert!(stats.cache_bytes <= budget, "{background}: {stats:?}");
+                // An inline flush is complete when the commit that needed it returns.
+                assert!(background || !stats.flush_in_progress, "{stats:?}");
+            }
+            assert!(store.stats().flushes >= 1, "{:?}", store.stats());
+            store.verify_utxo_set().unwrap();
         }
-        assert!(store.stats().flushes >= 1, "{:?}", store.stats());
-        store.verify_utxo_set().unwrap();
     }
 }
