@@ -212,6 +212,15 @@ pub fn knee(runs: &[RunReport]) -> Option<f64> {
         .max_by(f64::total_cmp)
 }
 
+/// One figure per node, rounded and joined with `/`.
+fn per_node(stats: &[NodeStats], figure: impl Fn(&NodeStats) -> f64) -> String {
+    stats
+        .iter()
+        .map(|n| format!("{:.0}", figure(n)))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// The readable table.
 pub fn table(report: &Report) -> String {
     let mut t = String::new();
@@ -223,16 +232,8 @@ pub fn table(report: &Report) -> String {
         "offered/s achieved/s final/s |  p50 ms   p90 ms   p99 ms   max ms | lag p99 | rej  drop unfin | blk/s gap max ms | node CPU %        | peak RSS MB     | KB out/s/node | bench CPU% | ceil\n",
     );
     for r in &report.runs {
-        let cpu: Vec<String> = r
-            .node_stats
-            .iter()
-            .map(|n| format!("{:.0}", n.cpu_pct))
-            .collect();
-        let rss: Vec<String> = r
-            .node_stats
-            .iter()
-            .map(|n| format!("{:.0}", n.peak_rss_mb))
-            .collect();
+        let cpu = per_node(&r.node_stats, |n| n.cpu_pct);
+        let rss = per_node(&r.node_stats, |n| n.peak_rss_mb);
         let out: f64 = r.node_stats.iter().map(|n| n.bytes_out_per_s).sum::<f64>()
             / r.node_stats.len().max(1) as f64
             / 1e3;
@@ -251,23 +252,18 @@ pub fn table(report: &Report) -> String {
             r.unfinalized,
             r.blocks.per_sec,
             r.blocks.gap_ms.max,
-            cpu.join("/"),
-            rss.join("/"),
+            cpu,
+            rss,
             out,
             r.bench_cpu_pct,
             r.ceiling_ratio.map(|c| format!("{:.3}", c)).unwrap_or_else(|| "-".into()),
         ));
     }
     for r in &report.runs {
-        let funding: Vec<String> = r
-            .node_stats
-            .iter()
-            .map(|n| format!("{:.0}", n.funding_peak_rss_mb))
-            .collect();
         t.push_str(&format!(
             "  at {:.0}/s: peak RSS MB while funding the run's coins (not part of the run's peak): {}\n",
             r.offered_tps,
-            funding.join("/")
+            per_node(&r.node_stats, |n| n.funding_peak_rss_mb)
         ));
     }
     for r in &report.runs {
