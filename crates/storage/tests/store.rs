@@ -934,3 +934,53 @@ fn redb_store_reads_right_across_background_flushes() {
         );
     }
 }
+
+#[test]
+fn redb_reads_made_while_a_background_flush_writes_do_not_outlive_its_commit() {
+    // A lookup that misses the cache while the flush thread writes opens the UTXO file's shared
+    // read snapshot as it was before the flush. Once the flush is taken note of, the frozen
+    // layer is gone and the file alone answers for its outputs: that old snapshot must not.
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let mut chain = TestChain::new(35, 400, 8);
+    let mut store = RedbChainDb::open_path(&path, chain.config(4 << 20)).unwrap();
+    store.commit_block(chain.genesis.commit()).unwrap();
+    let mut blocks = Vec::new();
+    while !store.stats().flush_in_progress {
+        let block = chain.next_block(200);
+        store.commit_block(block.commit()).unwrap();
+        blocks.push(block);
+    }
+    let written: Vec<OutPoint> = blocks
+        .iter()
+        .flat_map(|block| block.changes.created.iter())
+        .map(|(outpoint, _)| *outpoint)
+        .filter(|outpoint| chain.utxos.contains_key(outpoint))
+        .collect();
+    assert!(written.len() > 100, "{}", written.len());
+    let never_created = OutPoint {
+        txid: Txid(Hash32([0xee; 32])),
+        index: 0,
+    };
+    // Misses go to the file; keep missing until well after the flush has committed, so that
+    // some lookup lands while it writes whatever the threads' timing.
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    while std::time::Instant::now() < until {
+        assert_eq!(store.utxo(&never_created).unwrap(), None);
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    store.finish_background_flush().unwrap();
+    assert!(!store.stats().flush_in_progress);
+    assert_eq!(store.stats().flushes, 1);
+    let missing = written
+        .iter()
+        .filter(|outpoint| store.utxo(outpoint).unwrap() != chain.utxos.get(*outpoint).copied())
+        .count();
+    assert_eq!(
+        missing,
+        0,
+        "of {} unspent outputs of the flushed blocks",
+        written.len()
+    );
+    check_against_model(&store, &chain, &blocks);
+}
