@@ -393,6 +393,51 @@ fn happy_path_commits_blocks_in_view_zero() {
 }
 
 #[test]
+fn view_zero_proposals_keep_one_interval_apart_whatever_a_round_took() {
+    let committee = committee(&[1, 1, 1, 1]);
+    let interval = CONFIG.block_interval_ms;
+    let mut engines: Vec<BftEngine> = (0..4)
+        .map(|index| BftEngine::new(CONFIG, Some(secret(index)), PersistedBftState::default()))
+        .collect();
+    // Starts `height` on every engine at `now_ms`; returns when its view-0 leader will propose
+    // (the leader's next timer: its view-0 deadline comes a timeout later).
+    let mut start = |height: u64, now_ms: u64| -> u64 {
+        for engine in engines.iter_mut() {
+            engine
+                .handle(BftInput::StartHeight {
+                    height: Height(height),
+                    parent: BlockHash(Hash32([height as u8; 32])),
+                    committee: committee.clone(),
+                    now_ms,
+                })
+                .unwrap();
+        }
+        let leader = leader_index(&committee, height, 0, 4);
+        let at = engines[leader].next_tick_ms().unwrap();
+        for (index, engine) in engines.iter().enumerate() {
+            if index != leader {
+                assert_eq!(engine.next_tick_ms(), Some(at + CONFIG.base_timeout_ms));
+            }
+        }
+        at
+    };
+    // No previous height: one interval from the start.
+    assert_eq!(start(1, 0), interval);
+    // The round took 300 ms: the next proposal is still one interval after the last one.
+    assert_eq!(start(2, interval + 300), 2 * interval);
+    // A height that took far longer (view changes): propose at once, no burst to catch up.
+    let late = 2 * interval + 5_000;
+    assert_eq!(start(3, late), late);
+    assert_eq!(start(4, late + 10), late + interval);
+    // A height reached by skipping one (sync) counts from its own start.
+    let synced = late + 40_000;
+    assert_eq!(start(6, synced), synced + interval);
+    // Never more than one interval from the start (a height decided before its own proposal
+    // time, as a node that entered it late sees).
+    assert_eq!(start(7, synced + 10), synced + 10 + interval);
+}
+
+#[test]
 fn weighted_committee_needs_quorum_weight_not_quorum_count() {
     // W = 100, quorum 67. Half the members but 70 weight live: blocks commit.
     let mut net = Net::new(&[40, 30, 20, 10]);
