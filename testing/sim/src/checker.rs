@@ -43,11 +43,12 @@ pub struct Checker {
 
 type Statement = (PublicKey, u64, u32, u8, Hash32);
 
-/// The statement a message carries, if any; a compact proposal signs the same block hash (its
-/// header's) as the whole one.
+/// The statement a message carries, if any. A compact proposal is signed by whoever sends it
+/// (its header names the block's original proposer, which differs when a prepared block is
+/// re-proposed in a later view), and signs the same block hash (its header's) as the whole one.
 fn statement_in(message: &NodeMessage, sender: PublicKey) -> Option<Statement> {
     match message {
-        NodeMessage::Bft(bft) => Some(statement_of(bft, sender)),
+        NodeMessage::Bft(bft) => statement_of(bft),
         NodeMessage::CompactProposal(proposal) => Some((
             sender,
             proposal.height.get(),
@@ -59,41 +60,36 @@ fn statement_in(message: &NodeMessage, sender: PublicKey) -> Option<Statement> {
     }
 }
 
-/// The signer, slot and digest of a statement; a proposal is signed by whoever sends it (the
-/// header names the block's original proposer, which differs when a prepared block is
-/// re-proposed in a later view).
-fn statement_of(message: &BftMessage, sender: PublicKey) -> Statement {
+/// The signer, slot and digest of a block statement. None for a whole proposal: it goes on the
+/// wire only as the answer to `GetProposal`, which serves the leader's proposal whoever
+/// answers, so it is not the sender's statement. A node's own proposals always leave as
+/// compact ones first, which [`statement_in`] checks.
+fn statement_of(message: &BftMessage) -> Option<Statement> {
     match message {
-        BftMessage::Proposal(proposal) => (
-            sender,
-            proposal.height.get(),
-            proposal.view,
-            1,
-            proposal.block.hash().0,
-        ),
-        BftMessage::Prepare(vote) => (
+        BftMessage::Proposal(_) => None,
+        BftMessage::Prepare(vote) => Some((
             vote.voter,
             vote.height.get(),
             vote.view,
             2,
             vote.block_hash.0,
-        ),
-        BftMessage::Commit(vote) => (
+        )),
+        BftMessage::Commit(vote) => Some((
             vote.voter,
             vote.height.get(),
             vote.view,
             3,
             vote.block_hash.0,
-        ),
+        )),
         BftMessage::ViewChange(message) => {
             let change = &message.view_change;
-            (
+            Some((
                 change.voter,
                 change.height.get(),
                 change.view,
                 0,
                 view_change_digest(change.prepared),
-            )
+            ))
         }
     }
 }
