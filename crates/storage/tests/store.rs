@@ -942,7 +942,8 @@ fn redb_reads_made_while_a_background_flush_writes_do_not_outlive_its_commit() {
     // layer is gone and the file alone answers for its outputs: that old snapshot must not.
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("chain.redb");
-    let mut chain = TestChain::new(35, 400, 8);
+    // Enough genesis outputs that many outputs of the flushed blocks are still unspent.
+    let mut chain = TestChain::new(35, 4_000, 8);
     let mut store = RedbChainDb::open_path(&path, chain.config(4 << 20)).unwrap();
     store.commit_block(chain.genesis.commit()).unwrap();
     let mut blocks = Vec::new();
@@ -951,7 +952,9 @@ fn redb_reads_made_while_a_background_flush_writes_do_not_outlive_its_commit() {
         store.commit_block(block.commit()).unwrap();
         blocks.push(block);
     }
-    let written: Vec<OutPoint> = blocks
+    // The flush covers every block but the last, which went to the fresh layer.
+    let (_, flushed_blocks) = blocks.split_last().expect("blocks were committed");
+    let written: Vec<OutPoint> = flushed_blocks
         .iter()
         .flat_map(|block| block.changes.created.iter())
         .map(|(outpoint, _)| *outpoint)
@@ -972,6 +975,10 @@ fn redb_reads_made_while_a_background_flush_writes_do_not_outlive_its_commit() {
     store.finish_background_flush().unwrap();
     assert!(!store.stats().flush_in_progress);
     assert_eq!(store.stats().flushes, 1);
+    assert_eq!(
+        store.flushed_height(),
+        flushed_blocks.last().map(|block| block.block.header.height)
+    );
     let missing = written
         .iter()
         .filter(|outpoint| store.utxo(outpoint).unwrap() != chain.utxos.get(*outpoint).copied())
