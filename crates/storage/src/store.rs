@@ -29,6 +29,7 @@ use timecoin_primitives::{
 use crate::backend::{KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch};
 use crate::config::{MAX_BODIES_PRUNED_PER_COMMIT, MIN_PRUNE_KEEP_BLOCKS, StoreConfig};
 use crate::error::{Result, StorageError};
+use crate::pace::{FlushPace, PACE_CHUNK};
 use crate::redb_backend::{RedbBackend, RedbOptions};
 use crate::traits::{ChainStore, ConsensusLog, MAX_ADDRESS_QUERY, MAX_LOG_LISTING};
 use crate::types::{
@@ -201,6 +202,17 @@ struct FlushJob {
     outcome: mpsc::Receiver<Result<Duration>>,
     /// The background thread, if the flush runs on one.
     worker: Option<std::thread::JoinHandle<()>>,
+    /// The background flush's schedule, which the store feeds with the fresh layer's fill.
+    pace: Option<Arc<FlushPace>>,
+}
+
+impl FlushJob {
+    /// Tells a paced flush that it is being waited for.
+    fn hurry(&self) {
+        if let Some(pace) = &self.pace {
+            pace.hurry();
+        }
+    }
 }
 
 /// Writes `cache`, which covers the blocks up to `up_to`, into the UTXO file in one atomic
@@ -210,13 +222,33 @@ fn write_cache(
     cache: &Cache,
     up_to: Height,
     index_addresses: bool,
+    pace: Option<&FlushPace>,
 ) -> Result<()> {
+    let started = Instant::now();
+    let total = cache.utxos.len() * (1 + usize::from(index_addresses))
+        + if index_addresses {
+            cache.address_deletes.len()
+        } else {
+            0
+        }
+        + cache.tx_index.len();
+    let mut done = 0usize;
+    // Called before each operation; every PACE_CHUNK operations it lets the schedule decide.
+    let mut step = || {
+        if let Some(pace) = pace
+            && done.is_multiple_of(PACE_CHUNK)
+        {
+            pace.wait_turn(done, total, || started.elapsed());
+        }
+        done += 1;
+    };
     writer.write(&mut |writer: &mut dyn TableWriter| {
         // Each table is written in key order, so the B-tree is walked once left to right. The
         // sort buffers hold references, not copies, and live one at a time.
         let mut keys: Vec<(&OutPoint, &CacheSlot)> = cache.utxos.iter().collect();
         keys.sort_unstable_by_key(|(outpoint, _)| **outpoint);
         for (outpoint, slot) in &keys {
+            step();
             let key = outpoint_key(outpoint);
             match slot.unspent() {
                 Some(entry) => writer.put(Table::Utxos, &key, &encode(&entry))?,
@@ -225,6 +257,7 @@ fn write_cache(
         }
         if index_addresses {
             for (address, outpoint) in &cache.address_deletes {
+                step();
                 writer.delete(Table::AddressIndex, &address_key(address, outpoint))?;
             }
             // By address, then outpoint: the address-index key order. The leading 8 bytes of
@@ -240,6 +273,7 @@ fn write_cache(
                     .then_with(|| left.cmp(right))
             });
             for (outpoint, slot) in &keys {
+                step();
                 let key = address_key(&slot.address(), outpoint);
                 match slot.state() {
                     SlotState::Fresh | SlotState::Dirty => {
@@ -253,6 +287,7 @@ fn write_cache(
         let mut txids: Vec<(&Txid, &TxLocation)> = cache.tx_index.iter().collect();
         txids.sort_unstable_by_key(|(txid, _)| **txid);
         for (txid, location) in txids {
+            step();
             writer.put(Table::TxIndex, txid.as_bytes(), &encode(location))?;
         }
         writer.put(Table::UtxoMeta, utxo_meta::FLUSHED, &encode(&Some(up_to)))?;
@@ -498,22 +533,6 @@ fn index_names(flags: u8) -> String {
         .map(|(_, name)| name)
         .collect();
     names.join(", ")
-}
-
-/// How nice the flush thread is: the most. On a machine short of CPU (four devnet nodes on
-/// two cores), four flushes at normal priority took the cores from the nodes' consensus for
-/// seconds at a time. At the lowest priority a flush uses the time the node leaves idle; if
-/// that is too little, the node waits for it when its next cache layer fills, which
-/// `flush_wait_duration` shows (ADR 0019).
-#[cfg(target_os = "linux")]
-const FLUSH_NICE: i32 = 19;
-
-/// Lowers the calling thread's scheduling priority to [`FLUSH_NICE`]. Best effort: a failure
-/// leaves the flush at normal priority, which is only slower for the node.
-fn yield_cpu_to_the_node() {
-    // On Linux a nice value belongs to a thread, so this leaves the node's threads alone.
-    #[cfg(target_os = "linux")]
-    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), FLUSH_NICE);
 }
 
 fn flush_thread_died() -> StorageError {
@@ -763,6 +782,29 @@ impl<B: KvBackend> ChainDb<B> {
         (self.config.max_unflushed_blocks / u64::from(self.layers())).max(1)
     }
 
+    /// Tells a background flush in progress how full the fresh layer is after caching the
+    /// block at `height`: the larger of its tables' fill and its share of the block limit.
+    fn report_fill(&self, height: Height) {
+        let Some(pace) = self.job.as_ref().and_then(|job| job.pace.as_ref()) else {
+            return;
+        };
+        let share = |len: usize, capacity: usize| {
+            if capacity == 0 {
+                0.0
+            } else {
+                len as f64 / capacity as f64
+            }
+        };
+        let blocks = (height.0 + 1).saturating_sub(self.active_from);
+        let fill = share(self.cache.utxos.len(), self.cache.utxos.capacity())
+            .max(share(
+                self.cache.tx_index.len(),
+                self.cache.tx_index.capacity(),
+            ))
+            .max(blocks as f64 / self.layer_blocks() as f64);
+        pace.set_fill(fill);
+    }
+
     fn index_flags(&self) -> u8 {
         u8::from(self.config.index_transactions) | (u8::from(self.config.index_addresses) << 1)
     }
@@ -937,6 +979,7 @@ impl<B: KvBackend> ChainDb<B> {
             let changes = expand_changes(&block, &txids, stored)?;
             self.make_room(&changes, txids.len(), height)?;
             self.cache_block(height, &changes, &txids);
+            self.report_fill(height);
             self.stats.replayed_blocks += 1;
         }
         Ok(())
@@ -986,13 +1029,12 @@ impl<B: KvBackend> ChainDb<B> {
         let writer = self.backend.utxo_writer();
         let index_addresses = self.config.index_addresses;
         let (report, outcome) = mpsc::channel();
+        let pace = background.then(|| Arc::new(FlushPace::default()));
+        let job_pace = pace.clone();
         let job = move || {
-            if background {
-                yield_cpu_to_the_node();
-            }
             let started = Instant::now();
-            let result =
-                write_cache(&writer, &cache, up_to, index_addresses).map(|()| started.elapsed());
+            let result = write_cache(&writer, &cache, up_to, index_addresses, job_pace.as_deref())
+                .map(|()| started.elapsed());
             // The store may have been dropped meanwhile; then nobody needs the outcome.
             let _ = report.send(result);
         };
@@ -1014,7 +1056,11 @@ impl<B: KvBackend> ChainDb<B> {
             None
         };
         let inline = worker.is_none();
-        self.job = Some(FlushJob { outcome, worker });
+        self.job = Some(FlushJob {
+            outcome,
+            worker,
+            pace,
+        });
         if inline {
             // Complete it now: a frozen layer kept until the next commit would hold a full
             // budget's worth of memory beside the fresh cache.
@@ -1041,6 +1087,7 @@ impl<B: KvBackend> ChainDb<B> {
         let Some(job) = &self.job else {
             return Ok(());
         };
+        job.hurry();
         let started = Instant::now();
         let result = job
             .outcome
@@ -1397,6 +1444,15 @@ impl<B: KvBackend> ChainDb<B> {
         self.cached_slot(outpoint).is_some()
     }
 
+    /// Asks a background flush in progress to stop pacing itself (ADR 0019) and write flat out,
+    /// without waiting for it: for a caller that knows the machine has time now, or that wants
+    /// the flush done soon without blocking on it.
+    pub fn hurry_flush(&self) {
+        if let Some(job) = &self.job {
+            job.hurry();
+        }
+    }
+
     /// Waits for a background flush in progress, if any, and completes it.
     pub fn finish_background_flush(&mut self) -> Result<()> {
         self.wait_for_flush()?;
@@ -1633,8 +1689,11 @@ impl<B: KvBackend> Drop for ChainDb<B> {
     fn drop(&mut self) {
         // A flush in progress finishes first: the UTXO file stays open until its writer is
         // gone, so a store reopened on the same files right after would find them busy.
-        if let Some(worker) = self.job.take().and_then(|job| job.worker) {
-            let _ = worker.join();
+        if let Some(job) = self.job.take() {
+            job.hurry();
+            if let Some(worker) = job.worker {
+                let _ = worker.join();
+            }
         }
     }
 }
@@ -1905,6 +1964,7 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
         // Prefetched entries describe the state before this block.
         self.drop_prefetched();
         self.cache_block(height, commit.changes, &txids);
+        self.report_fill(height);
         self.refresh_stats();
         Ok(())
     }
