@@ -19,7 +19,7 @@ pub mod backend;
 pub mod config;
 pub mod error;
 pub mod memory;
-mod pace;
+mod priority;
 pub mod redb_backend;
 pub mod store;
 pub mod testing;

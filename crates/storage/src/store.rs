@@ -29,7 +29,7 @@ use timecoin_primitives::{
 use crate::backend::{KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch};
 use crate::config::{MAX_BODIES_PRUNED_PER_COMMIT, MIN_PRUNE_KEEP_BLOCKS, StoreConfig};
 use crate::error::{Result, StorageError};
-use crate::pace::{FlushPace, PACE_CHUNK};
+use crate::priority::{self, CHECK_EVERY, FlushPriority};
 use crate::redb_backend::{RedbBackend, RedbOptions};
 use crate::traits::{ChainStore, ConsensusLog, MAX_ADDRESS_QUERY, MAX_LOG_LISTING};
 use crate::types::{
@@ -202,15 +202,15 @@ struct FlushJob {
     outcome: mpsc::Receiver<Result<Duration>>,
     /// The background thread, if the flush runs on one.
     worker: Option<std::thread::JoinHandle<()>>,
-    /// The background flush's schedule, which the store feeds with the fresh layer's fill.
-    pace: Option<Arc<FlushPace>>,
+    /// The background flush's priority, raised when the node waits for it.
+    priority: Option<Arc<FlushPriority>>,
 }
 
 impl FlushJob {
-    /// Tells a paced flush that it is being waited for.
+    /// Tells a background flush that it is being waited for.
     fn hurry(&self) {
-        if let Some(pace) = &self.pace {
-            pace.hurry();
+        if let Some(priority) = &self.priority {
+            priority.hurry();
         }
     }
 }
@@ -222,23 +222,20 @@ fn write_cache(
     cache: &Cache,
     up_to: Height,
     index_addresses: bool,
-    pace: Option<&FlushPace>,
+    priority: Option<&FlushPriority>,
 ) -> Result<()> {
-    let started = Instant::now();
-    let total = cache.utxos.len() * (1 + usize::from(index_addresses))
-        + if index_addresses {
-            cache.address_deletes.len()
-        } else {
-            0
-        }
-        + cache.tx_index.len();
     let mut done = 0usize;
-    // Called before each operation; every PACE_CHUNK operations it lets the schedule decide.
+    let mut raised = false;
+    // Called before each write; every CHECK_EVERY writes it looks whether the node waits.
     let mut step = || {
-        if let Some(pace) = pace
-            && done.is_multiple_of(PACE_CHUNK)
+        if let Some(priority) = priority
+            && !raised
+            && done.is_multiple_of(CHECK_EVERY)
+            && priority.is_urgent()
         {
-            pace.wait_turn(done, total, || started.elapsed());
+            // Asked once: refused, it would be refused again.
+            raised = true;
+            priority::restore_this_thread();
         }
         done += 1;
     };
@@ -782,29 +779,6 @@ impl<B: KvBackend> ChainDb<B> {
         (self.config.max_unflushed_blocks / u64::from(self.layers())).max(1)
     }
 
-    /// Tells a background flush in progress how full the fresh layer is after caching the
-    /// block at `height`: the larger of its tables' fill and its share of the block limit.
-    fn report_fill(&self, height: Height) {
-        let Some(pace) = self.job.as_ref().and_then(|job| job.pace.as_ref()) else {
-            return;
-        };
-        let share = |len: usize, capacity: usize| {
-            if capacity == 0 {
-                0.0
-            } else {
-                len as f64 / capacity as f64
-            }
-        };
-        let blocks = (height.0 + 1).saturating_sub(self.active_from);
-        let fill = share(self.cache.utxos.len(), self.cache.utxos.capacity())
-            .max(share(
-                self.cache.tx_index.len(),
-                self.cache.tx_index.capacity(),
-            ))
-            .max(blocks as f64 / self.layer_blocks() as f64);
-        pace.set_fill(fill);
-    }
-
     fn index_flags(&self) -> u8 {
         u8::from(self.config.index_transactions) | (u8::from(self.config.index_addresses) << 1)
     }
@@ -979,7 +953,6 @@ impl<B: KvBackend> ChainDb<B> {
             let changes = expand_changes(&block, &txids, stored)?;
             self.make_room(&changes, txids.len(), height)?;
             self.cache_block(height, &changes, &txids);
-            self.report_fill(height);
             self.stats.replayed_blocks += 1;
         }
         Ok(())
@@ -1029,12 +1002,21 @@ impl<B: KvBackend> ChainDb<B> {
         let writer = self.backend.utxo_writer();
         let index_addresses = self.config.index_addresses;
         let (report, outcome) = mpsc::channel();
-        let pace = background.then(|| Arc::new(FlushPace::default()));
-        let job_pace = pace.clone();
+        let priority = background.then(|| Arc::new(FlushPriority::default()));
+        let job_priority = priority.clone();
         let job = move || {
+            if job_priority.is_some() {
+                priority::lower_this_thread();
+            }
             let started = Instant::now();
-            let result = write_cache(&writer, &cache, up_to, index_addresses, job_pace.as_deref())
-                .map(|()| started.elapsed());
+            let result = write_cache(
+                &writer,
+                &cache,
+                up_to,
+                index_addresses,
+                job_priority.as_deref(),
+            )
+            .map(|()| started.elapsed());
             // The store may have been dropped meanwhile; then nobody needs the outcome.
             let _ = report.send(result);
         };
@@ -1059,7 +1041,7 @@ impl<B: KvBackend> ChainDb<B> {
         self.job = Some(FlushJob {
             outcome,
             worker,
-            pace,
+            priority,
         });
         if inline {
             // Complete it now: a frozen layer kept until the next commit would hold a full
@@ -1444,9 +1426,9 @@ impl<B: KvBackend> ChainDb<B> {
         self.cached_slot(outpoint).is_some()
     }
 
-    /// Asks a background flush in progress to stop pacing itself (ADR 0019) and write flat out,
-    /// without waiting for it: for a caller that knows the machine has time now, or that wants
-    /// the flush done soon without blocking on it.
+    /// Asks a background flush in progress to take the node's CPU priority back (ADR 0019),
+    /// as waiting for it does, but without waiting: for a caller that wants the flush done soon
+    /// without blocking on it.
     pub fn hurry_flush(&self) {
         if let Some(job) = &self.job {
             job.hurry();
@@ -1964,7 +1946,6 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
         // Prefetched entries describe the state before this block.
         self.drop_prefetched();
         self.cache_block(height, commit.changes, &txids);
-        self.report_fill(height);
         self.refresh_stats();
         Ok(())
     }
