@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use timecoin_network::{
-    Misbehaviour, NetworkConfig, NetworkEvent, NetworkHandle, NodeIdentity, Topic,
+    Misbehaviour, NetworkConfig, NetworkEvent, NetworkEvents, NetworkHandle, NodeIdentity, Topic,
     load_or_create_identity, load_psk, socket_multiaddr,
 };
 use timecoin_node::coalesce::bundle_relays;
@@ -92,6 +92,17 @@ pub fn now_ms() -> u64 {
 }
 
 /// Which gossip topic carries a message kind.
+/// Whether `event` is block-consensus gossip, which a step takes on its own.
+fn is_consensus(event: &NetworkEvent) -> bool {
+    matches!(
+        event,
+        NetworkEvent::Gossip {
+            topic: Topic::Consensus,
+            ..
+        }
+    )
+}
+
 fn topic_of(message: &NodeMessage) -> Topic {
     match message {
         NodeMessage::Transactions(_) | NodeMessage::Relay(_) => Topic::Transactions,
@@ -296,7 +307,10 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
             biased;
             _ = shutdown.changed() => break Ok(()),
             event = events.recv() => match event {
-                Some(event) => state.network_input(event, &net).await,
+                Some(event) => {
+                    state.consensus_first = is_consensus(&event);
+                    state.network_input(event, &net).await
+                }
                 None => break Err("the network stopped unexpectedly".to_string()),
             },
             request = requests.recv() => match request {
@@ -436,7 +450,7 @@ async fn start_network(
     config: &Config,
     network: Network,
     identity: &NodeIdentity,
-) -> Result<(NetworkHandle, mpsc::Receiver<NetworkEvent>), String> {
+) -> Result<(NetworkHandle, NetworkEvents), String> {
     let mut net_config = NetworkConfig::new(
         network,
         socket_multiaddr(config.node.listen_address),
@@ -469,6 +483,8 @@ struct LoopState {
     pending: HashMap<RequestId, oneshot::Sender<Reply>>,
     next_request: u64,
     next_tick_ms: Option<u64>,
+    /// Whether the input that starts the next step is block-consensus gossip (`drain_ready`).
+    consensus_first: bool,
     /// Relays (transactions, votes, certificates) waiting for the next gossip round.
     relays: Vec<Action>,
     /// When relays were last published.
@@ -522,6 +538,7 @@ impl LoopState {
             peers: PeerMap::default(),
             pending: HashMap::new(),
             next_request: 0,
+            consensus_first: false,
             next_tick_ms: None,
             relays: Vec::new(),
             last_relay: Instant::now() - RELAY_INTERVAL,
@@ -597,14 +614,31 @@ impl LoopState {
 
     /// Moves inputs that are ready now (network events and RPC requests, alternately, so
     /// neither starves) into `inputs`, up to [`MAX_STEP_INPUTS`], without waiting.
+    ///
+    /// Block-consensus messages come first, and a step that has any takes nothing else: under
+    /// load a step of transaction and vote bundles takes a long while, and the block round
+    /// would wait for it (then grow the next block, which takes longer still).
     async fn drain_ready(
         &mut self,
         inputs: &mut Vec<Input>,
-        events: &mut mpsc::Receiver<NetworkEvent>,
+        events: &mut NetworkEvents,
         requests: &mut mpsc::Receiver<Request>,
         net: &NetworkHandle,
         node: &DaemonNode,
     ) {
+        let mut consensus = std::mem::take(&mut self.consensus_first);
+        while inputs.len() < MAX_STEP_INPUTS {
+            let Some(event) = events.try_recv_consensus() else {
+                break;
+            };
+            consensus = true;
+            if let Some(input) = self.network_input(event, net).await {
+                inputs.push(input);
+            }
+        }
+        if consensus {
+            return;
+        }
         let mut events_open = true;
         let mut requests_open = true;
         while inputs.len() < MAX_STEP_INPUTS && (events_open || requests_open) {

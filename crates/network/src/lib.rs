@@ -55,6 +55,8 @@
 //! - **Back-pressure.** The event queue is bounded ([`EVENT_QUEUE_CAPACITY`]); when the node
 //!   falls behind, further gossip and requests are dropped and counted in
 //!   [`NetworkStats::events_dropped`] rather than stalling the swarm.
+//! - **Consensus first.** Block-consensus gossip travels in a lane of its own
+//!   ([`CONSENSUS_QUEUE_CAPACITY`]), which [`NetworkEvents`] empties before the other.
 
 mod codec;
 mod config;
@@ -84,9 +86,9 @@ pub use persist::{
 };
 pub use scoring::{BAN_THRESHOLD, Misbehaviour, SCORE_DECAY_INTERVAL, SCORE_DECAY_PERCENT};
 pub use service::{
-    COMMAND_QUEUE_CAPACITY, EVENT_QUEUE_CAPACITY, MAX_CONNECTIONS_PER_PEER, MAX_EXCHANGED_PEERS,
-    MAX_PENDING_DIRECT, MAX_PENDING_REQUESTS, NetworkEvent, NetworkHandle, NetworkStats, PeerInfo,
-    ResponseChannel, start,
+    COMMAND_QUEUE_CAPACITY, CONSENSUS_QUEUE_CAPACITY, EVENT_QUEUE_CAPACITY,
+    MAX_CONNECTIONS_PER_PEER, MAX_EXCHANGED_PEERS, MAX_PENDING_DIRECT, MAX_PENDING_REQUESTS,
+    NetworkEvent, NetworkEvents, NetworkHandle, NetworkStats, PeerInfo, ResponseChannel, start,
 };
 pub use timecoin_primitives::network::Network;
 pub use transport::HANDSHAKE_TIMEOUT;

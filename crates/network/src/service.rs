@@ -36,6 +36,45 @@ use crate::transport::{self, ByteCounters};
 /// Capacity of the event queue to the node. When the node falls this far behind, further gossip
 /// and requests are dropped (and counted) rather than stalling the swarm.
 pub const EVENT_QUEUE_CAPACITY: usize = 4096;
+/// Capacity of the queue that carries block-consensus gossip ahead of everything else
+/// ([`NetworkEvents`]); consensus messages are few, so this is ample.
+pub const CONSENSUS_QUEUE_CAPACITY: usize = 1024;
+
+/// The events the network hands the node, in two lanes: block-consensus gossip
+/// ([`Topic::Consensus`]) ahead of everything else. Under load the other lane holds seconds of
+/// transaction and vote bundles; a proposal or a vote on a block that waited behind them made its
+/// round late, the next block larger and slower, and a view change followed.
+#[derive(Debug)]
+pub struct NetworkEvents {
+    consensus: mpsc::Receiver<NetworkEvent>,
+    other: mpsc::Receiver<NetworkEvent>,
+}
+
+impl NetworkEvents {
+    /// The next event, block-consensus gossip first; `None` once the network service stopped.
+    pub async fn recv(&mut self) -> Option<NetworkEvent> {
+        tokio::select! {
+            biased;
+            Some(event) = self.consensus.recv() => Some(event),
+            event = self.other.recv() => event,
+        }
+    }
+
+    /// The next event that is ready now, block-consensus gossip first.
+    pub fn try_recv(&mut self) -> Result<NetworkEvent, mpsc::error::TryRecvError> {
+        self.consensus.try_recv().or_else(|_| self.other.try_recv())
+    }
+
+    /// The next block-consensus event that is ready now, if any.
+    pub fn try_recv_consensus(&mut self) -> Option<NetworkEvent> {
+        self.consensus.try_recv().ok()
+    }
+
+    /// Whether block-consensus events are waiting.
+    pub fn consensus_waiting(&self) -> bool {
+        !self.consensus.is_empty()
+    }
+}
 /// How long gossip remembers a message id, refusing to publish or deliver it again: gossipsub's
 /// default, set explicitly because [`RecentIds`] mirrors it.
 pub const GOSSIP_DUPLICATE_WINDOW: Duration = Duration::from_secs(60);
@@ -424,6 +463,8 @@ struct Service {
     protocols: Protocols,
     topics: HashMap<TopicHash, Topic>,
     events: mpsc::Sender<NetworkEvent>,
+    /// Block-consensus gossip, which the node takes ahead of `events`.
+    consensus_events: mpsc::Sender<NetworkEvent>,
     commands: mpsc::Receiver<Command>,
     scores: PeerScores,
     bans: BanList,
@@ -647,7 +688,7 @@ fn build_behaviour(
 pub async fn start(
     config: NetworkConfig,
     identity: &NodeIdentity,
-) -> Result<(NetworkHandle, mpsc::Receiver<NetworkEvent>)> {
+) -> Result<(NetworkHandle, NetworkEvents)> {
     config.validate()?;
     let protocols = Protocols::new(config.network);
     let topics: HashMap<TopicHash, Topic> = Topic::ALL
@@ -709,6 +750,7 @@ pub async fn start(
         .store(bans.len() as u64, Ordering::Relaxed);
     let (command_sender, commands) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
     let (events, event_receiver) = mpsc::channel(EVENT_QUEUE_CAPACITY);
+    let (consensus_events, consensus_receiver) = mpsc::channel(CONSENSUS_QUEUE_CAPACITY);
     // Never full: no more lookups run than it holds answers.
     let (resolved_sender, resolved) = mpsc::channel(MAX_CONCURRENT_RESOLUTIONS);
     let handle = NetworkHandle {
@@ -728,6 +770,7 @@ pub async fn start(
         protocols,
         topics,
         events,
+        consensus_events,
         commands,
         bans,
         known,
@@ -746,7 +789,13 @@ pub async fn start(
     };
     service.dial_bootstrap();
     tokio::spawn(service.run());
-    Ok((handle, event_receiver))
+    Ok((
+        handle,
+        NetworkEvents {
+            consensus: consensus_receiver,
+            other: event_receiver,
+        },
+    ))
 }
 
 /// `address` without a trailing `/p2p/<peer id>`: how a peer's listen address and a configured
@@ -846,7 +895,14 @@ impl Service {
     }
 
     fn emit(&self, event: NetworkEvent) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
+        let lane = match &event {
+            NetworkEvent::Gossip {
+                topic: Topic::Consensus,
+                ..
+            } => &self.consensus_events,
+            _ => &self.events,
+        };
+        if let Err(mpsc::error::TrySendError::Full(_)) = lane.try_send(event) {
             bump(&self.stats.events_dropped);
         }
     }
@@ -1456,6 +1512,53 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn gossip(topic: Topic, tag: u8) -> NetworkEvent {
+        NetworkEvent::Gossip {
+            from: PeerId::random(),
+            source: None,
+            topic,
+            data: vec![tag],
+        }
+    }
+
+    fn tag(event: NetworkEvent) -> u8 {
+        match event {
+            NetworkEvent::Gossip { data, .. } => data[0],
+            other => panic!("not gossip: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn block_consensus_events_overtake_the_queued_others() {
+        let (other_sender, other) = mpsc::channel(8);
+        let (consensus_sender, consensus) = mpsc::channel(8);
+        let mut events = NetworkEvents { consensus, other };
+        for n in 0..3 {
+            other_sender
+                .try_send(gossip(Topic::Transactions, n))
+                .unwrap();
+        }
+        consensus_sender
+            .try_send(gossip(Topic::Consensus, 10))
+            .unwrap();
+        consensus_sender
+            .try_send(gossip(Topic::Consensus, 11))
+            .unwrap();
+        assert!(events.consensus_waiting());
+        assert_eq!(tag(events.recv().await.unwrap()), 10);
+        assert_eq!(tag(events.try_recv().unwrap()), 11);
+        assert!(!events.consensus_waiting());
+        assert!(events.try_recv_consensus().is_none());
+        // Then the others, in their order.
+        assert_eq!(tag(events.recv().await.unwrap()), 0);
+        assert_eq!(tag(events.try_recv().unwrap()), 1);
+        assert_eq!(tag(events.recv().await.unwrap()), 2);
+        // Closed lanes end the stream.
+        drop(other_sender);
+        drop(consensus_sender);
+        assert!(events.recv().await.is_none());
+    }
 
     #[test]
     fn recent_ids_forget_after_the_window() {

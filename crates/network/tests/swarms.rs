@@ -8,10 +8,9 @@ use std::time::Duration;
 use libp2p::multiaddr::Protocol;
 use tempfile::TempDir;
 use timecoin_network::{
-    Misbehaviour, Multiaddr, Network, NetworkConfig, NetworkEvent, NetworkHandle, NodeIdentity,
-    PeerId, Topic, parse_peer_address, socket_multiaddr, start,
+    Misbehaviour, Multiaddr, Network, NetworkConfig, NetworkEvent, NetworkEvents, NetworkHandle,
+    NodeIdentity, PeerId, Topic, parse_peer_address, socket_multiaddr, start,
 };
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep};
 
 /// Deadline for anything to happen on loopback; far above what it needs.
@@ -20,7 +19,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 struct Node {
     handle: NetworkHandle,
-    events: mpsc::Receiver<NetworkEvent>,
+    events: NetworkEvents,
     address: Multiaddr,
     peer: PeerId,
 }
@@ -88,7 +87,7 @@ async fn banned(handle: &NetworkHandle, peer: PeerId) -> bool {
 }
 
 /// Drains `events`, returning the gossip payloads on `topic` that start with `tag`.
-fn received(events: &mut mpsc::Receiver<NetworkEvent>, topic: Topic, tag: &str) -> usize {
+fn received(events: &mut NetworkEvents, topic: Topic, tag: &str) -> usize {
     let mut count = 0;
     while let Ok(event) = events.try_recv() {
         if let NetworkEvent::Gossip {
