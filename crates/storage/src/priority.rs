@@ -6,7 +6,7 @@
 //! a flush still at the lowest priority then finishes slowly on a busy machine: a priority
 //! inversion. So the flush checks, every few hundred writes, whether it is being waited for, and
 //! then asks for its normal priority back. That needs `CAP_SYS_NICE` or an `RLIMIT_NICE` of at
-//! least 20 (systemd: `LimitNICE=0`, i.e. nice 0 allowed); without either the flush stays at
+//! least 20 (systemd: `LimitNICE=+0`, nice 0 allowed); without either the flush stays at
 //! the lowest priority, as before.
 
 use std::sync::atomic::{AtomicBool, Ordering};
