@@ -92,17 +92,6 @@ pub fn now_ms() -> u64 {
 }
 
 /// Which gossip topic carries a message kind.
-/// Whether `event` is block-consensus gossip, which a step takes on its own.
-fn is_consensus(event: &NetworkEvent) -> bool {
-    matches!(
-        event,
-        NetworkEvent::Gossip {
-            topic: Topic::Consensus,
-            ..
-        }
-    )
-}
-
 fn topic_of(message: &NodeMessage) -> Topic {
     match message {
         NodeMessage::Transactions(_) | NodeMessage::Relay(_) => Topic::Transactions,
@@ -303,12 +292,14 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
             let tick = state.relay_due().map_or(tick, |due| tick.min(due.into()));
             state.sync_due().map_or(tick, |due| tick.min(due.into()))
         };
+        // Whether the input that starts this step is block-consensus gossip (`drain_ready`).
+        let mut consensus_first = false;
         let input = tokio::select! {
             biased;
             _ = shutdown.changed() => break Ok(()),
             event = events.recv() => match event {
                 Some(event) => {
-                    state.consensus_first = is_consensus(&event);
+                    consensus_first = event.is_consensus();
                     state.network_input(event, &net).await
                 }
                 None => break Err("the network stopped unexpectedly".to_string()),
@@ -341,7 +332,14 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
             // Take whatever else is already queued into the same step: under load one fsync
             // and one merged relay then serve many payments, instead of one each.
             state
-                .drain_ready(&mut inputs, &mut events, &mut requests, &net, &node)
+                .drain_ready(
+                    &mut inputs,
+                    consensus_first,
+                    &mut events,
+                    &mut requests,
+                    &net,
+                    &node,
+                )
                 .await;
             let result = tokio::task::block_in_place(|| node.handle_batch_unsynced(inputs));
             match result {
@@ -483,8 +481,6 @@ struct LoopState {
     pending: HashMap<RequestId, oneshot::Sender<Reply>>,
     next_request: u64,
     next_tick_ms: Option<u64>,
-    /// Whether the input that starts the next step is block-consensus gossip (`drain_ready`).
-    consensus_first: bool,
     /// Relays (transactions, votes, certificates) waiting for the next gossip round.
     relays: Vec<Action>,
     /// When relays were last published.
@@ -538,7 +534,6 @@ impl LoopState {
             peers: PeerMap::default(),
             pending: HashMap::new(),
             next_request: 0,
-            consensus_first: false,
             next_tick_ms: None,
             relays: Vec::new(),
             last_relay: Instant::now() - RELAY_INTERVAL,
@@ -615,18 +610,20 @@ impl LoopState {
     /// Moves inputs that are ready now (network events and RPC requests, alternately, so
     /// neither starves) into `inputs`, up to [`MAX_STEP_INPUTS`], without waiting.
     ///
-    /// Block-consensus messages come first, and a step that has any takes nothing else: under
-    /// load a step of transaction and vote bundles takes a long while, and the block round
-    /// would wait for it (then grow the next block, which takes longer still).
+    /// Block-consensus messages come first, and a step that has any (`consensus_first`: the
+    /// step's first input is one) takes nothing else: under load a step of transaction and
+    /// vote bundles takes a long while, and the block round would wait for it (then grow the
+    /// next block, which takes longer still).
     async fn drain_ready(
         &mut self,
         inputs: &mut Vec<Input>,
+        consensus_first: bool,
         events: &mut NetworkEvents,
         requests: &mut mpsc::Receiver<Request>,
         net: &NetworkHandle,
         node: &DaemonNode,
     ) {
-        let mut consensus = std::mem::take(&mut self.consensus_first);
+        let mut consensus = consensus_first;
         while inputs.len() < MAX_STEP_INPUTS {
             let Some(event) = events.try_recv_consensus() else {
                 break;

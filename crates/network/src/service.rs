@@ -40,6 +40,20 @@ pub const EVENT_QUEUE_CAPACITY: usize = 4096;
 /// ([`NetworkEvents`]); consensus messages are few, so this is ample.
 pub const CONSENSUS_QUEUE_CAPACITY: usize = 1024;
 
+impl NetworkEvent {
+    /// Whether this is block-consensus gossip ([`Topic::Consensus`]), which travels in the
+    /// lane of its own that [`NetworkEvents`] empties first.
+    pub fn is_consensus(&self) -> bool {
+        matches!(
+            self,
+            NetworkEvent::Gossip {
+                topic: Topic::Consensus,
+                ..
+            }
+        )
+    }
+}
+
 /// The events the network hands the node, in two lanes: block-consensus gossip
 /// ([`Topic::Consensus`]) ahead of everything else. Under load the other lane holds seconds of
 /// transaction and vote bundles; a proposal or a vote on a block that waited behind them made its
@@ -895,12 +909,10 @@ impl Service {
     }
 
     fn emit(&self, event: NetworkEvent) {
-        let lane = match &event {
-            NetworkEvent::Gossip {
-                topic: Topic::Consensus,
-                ..
-            } => &self.consensus_events,
-            _ => &self.events,
+        let lane = if event.is_consensus() {
+            &self.consensus_events
+        } else {
+            &self.events
         };
         if let Err(mpsc::error::TrySendError::Full(_)) = lane.try_send(event) {
             bump(&self.stats.events_dropped);
