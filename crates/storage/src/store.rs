@@ -202,17 +202,9 @@ struct FlushJob {
     outcome: mpsc::Receiver<Result<Duration>>,
     /// The background thread, if the flush runs on one.
     worker: Option<std::thread::JoinHandle<()>>,
-    /// The background flush's priority, raised when the node waits for it.
-    priority: Option<Arc<FlushPriority>>,
-}
-
-impl FlushJob {
-    /// Tells a background flush that it is being waited for.
-    fn hurry(&self) {
-        if let Some(priority) = &self.priority {
-            priority.hurry();
-        }
-    }
+    /// Whether the node waits for the flush, which a background flush (lowered to the least
+    /// CPU priority) answers by raising its priority again.
+    priority: Arc<FlushPriority>,
 }
 
 /// Writes `cache`, which covers the blocks up to `up_to`, into the UTXO file in one atomic
@@ -222,17 +214,13 @@ fn write_cache(
     cache: &Cache,
     up_to: Height,
     index_addresses: bool,
-    priority: Option<&FlushPriority>,
+    priority: &FlushPriority,
 ) -> Result<()> {
     let mut done = 0usize;
     let mut raised = false;
     // Called before each write; every CHECK_EVERY writes it looks whether the node waits.
     let mut step = || {
-        if let Some(priority) = priority
-            && !raised
-            && done.is_multiple_of(CHECK_EVERY)
-            && priority.is_urgent()
-        {
+        if !raised && done.is_multiple_of(CHECK_EVERY) && priority.is_urgent() {
             // Asked once: refused, it would be refused again.
             raised = true;
             priority::restore_this_thread();
@@ -1002,21 +990,15 @@ impl<B: KvBackend> ChainDb<B> {
         let writer = self.backend.utxo_writer();
         let index_addresses = self.config.index_addresses;
         let (report, outcome) = mpsc::channel();
-        let priority = background.then(|| Arc::new(FlushPriority::default()));
-        let job_priority = priority.clone();
+        let priority = Arc::new(FlushPriority::default());
+        let job_priority = Arc::clone(&priority);
         let job = move || {
-            if job_priority.is_some() {
+            if background {
                 priority::lower_this_thread();
             }
             let started = Instant::now();
-            let result = write_cache(
-                &writer,
-                &cache,
-                up_to,
-                index_addresses,
-                job_priority.as_deref(),
-            )
-            .map(|()| started.elapsed());
+            let result = write_cache(&writer, &cache, up_to, index_addresses, &job_priority)
+                .map(|()| started.elapsed());
             // The store may have been dropped meanwhile; then nobody needs the outcome.
             let _ = report.send(result);
         };
@@ -1069,7 +1051,7 @@ impl<B: KvBackend> ChainDb<B> {
         let Some(job) = &self.job else {
             return Ok(());
         };
-        job.hurry();
+        job.priority.hurry();
         let started = Instant::now();
         let result = job
             .outcome
@@ -1431,7 +1413,7 @@ impl<B: KvBackend> ChainDb<B> {
     /// without blocking on it.
     pub fn hurry_flush(&self) {
         if let Some(job) = &self.job {
-            job.hurry();
+            job.priority.hurry();
         }
     }
 
@@ -1672,7 +1654,7 @@ impl<B: KvBackend> Drop for ChainDb<B> {
         // A flush in progress finishes first: the UTXO file stays open until its writer is
         // gone, so a store reopened on the same files right after would find them busy.
         if let Some(job) = self.job.take() {
-            job.hurry();
+            job.priority.hurry();
             if let Some(worker) = job.worker {
                 let _ = worker.join();
             }
