@@ -22,13 +22,14 @@ use timecoin_ledger::{
 };
 use timecoin_primitives::block::MAX_BLOCK_TRANSACTIONS;
 use timecoin_primitives::{
-    Address, Block, BlockHash, BlockHeader, BoundedBytes, BoundedVec, CommitCertificate, Epoch,
-    Hash32, Height, Network, OutPoint, PublicKey, Transaction, TxOut, Txid, decode, encode,
+    Address, Block, BlockHash, BlockHeader, BoundedVec, CommitCertificate, Epoch, Hash32, Height,
+    Network, OutPoint, PublicKey, Transaction, TxOut, Txid, decode, encode,
 };
 
 use crate::backend::{KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch};
 use crate::config::{MAX_BODIES_PRUNED_PER_COMMIT, MIN_PRUNE_KEEP_BLOCKS, StoreConfig};
 use crate::error::{Result, StorageError};
+use crate::log::LogIndex;
 use crate::priority::{self, CHECK_EVERY, FlushPriority};
 use crate::redb_backend::{RedbBackend, RedbOptions};
 use crate::traits::{ChainStore, ConsensusLog, MAX_ADDRESS_QUERY, MAX_LOG_LISTING};
@@ -434,6 +435,8 @@ pub struct ChainDb<B: KvBackend> {
     final_keys: HashMap<Txid, Option<u64>>,
     /// The sequence number of the next certified transaction stored.
     next_final: u64,
+    /// The consensus log's live records (ADR 0021).
+    log: LogIndex,
 }
 
 /// Receives the duration of every durable commit (block, flush, or group sync).
@@ -625,6 +628,7 @@ impl<B: KvBackend> ChainDb<B> {
             commit_observer: None,
             final_keys: HashMap::new(),
             next_final: 0,
+            log: LogIndex::default(),
             stats: StoreStats::default(),
         };
         store.cache = Cache::with_budget(store.layer_budget(), store.config.index_transactions);
@@ -830,6 +834,11 @@ impl<B: KvBackend> ChainDb<B> {
         };
         self.load_registry()?;
         self.load_final_keys()?;
+        let (log, cleanup) = LogIndex::load(&self.backend)?;
+        self.log = log;
+        if !cleanup.is_empty() {
+            self.backend.commit(&cleanup)?;
+        }
         let Some(tip) = self.tip else {
             if self.flushed.is_some() {
                 return Err(corrupt("a flush point is recorded but no tip"));
@@ -1982,100 +1991,50 @@ impl<B: KvBackend> ConsensusLog for ChainDb<B> {
         }
         let mut outcomes = Vec::with_capacity(records.len());
         let mut in_batch: HashMap<LogKey, &ConsensusRecord> = HashMap::new();
-        let mut batch = WriteBatch::new();
+        let mut new = Vec::new();
         for record in records {
             let existing = match in_batch.get(&record.key) {
-                Some(earlier) => Some(earlier.value.clone()),
-                None => self
-                    .backend
-                    .get(Table::ConsensusLog, &record.key.to_key())?
-                    .map(|bytes| {
-                        BoundedBytes::new(bytes)
-                            .map_err(|_| corrupt("a consensus record is too long"))
-                    })
-                    .transpose()?,
+                Some(earlier) => Some(&earlier.value),
+                None => self.log.get(&record.key),
             };
             outcomes.push(match existing {
-                Some(value) if value == record.value => LogOutcome::AlreadyPresent,
-                Some(value) => LogOutcome::Conflict(value),
+                Some(value) if *value == record.value => LogOutcome::AlreadyPresent,
+                Some(value) => LogOutcome::Conflict(value.clone()),
                 None => {
-                    batch.put(
-                        Table::ConsensusLog,
-                        record.key.to_key(),
-                        record.value.to_vec(),
-                    );
                     in_batch.insert(record.key, record);
+                    new.push(record);
                     LogOutcome::Written
                 }
             });
         }
-        if !batch.is_empty() {
+        if !new.is_empty() {
+            let mut batch = WriteBatch::new();
+            let appended = self.log.append(&new, &mut batch);
             self.commit_record_batch(&batch)?;
+            self.log.applied(appended);
         }
         Ok(outcomes)
     }
 
     fn record(&self, key: &LogKey) -> Result<Option<ConsensusRecord>> {
-        self.backend
-            .get(Table::ConsensusLog, &key.to_key())?
-            .map(|bytes| {
-                let value = BoundedBytes::new(bytes)
-                    .map_err(|_| corrupt("a consensus record is too long"))?;
-                Ok(ConsensusRecord { key: *key, value })
-            })
-            .transpose()
+        Ok(self.log.get(key).map(|value| ConsensusRecord {
+            key: *key,
+            value: value.clone(),
+        }))
     }
 
     fn records(&self, from: Option<LogKey>, limit: usize) -> Result<Vec<ConsensusRecord>> {
-        let start = from.map(LogKey::to_key).unwrap_or_default();
-        self.backend
-            .scan(
-                Table::ConsensusLog,
-                &start,
-                None,
-                limit.min(MAX_LOG_LISTING),
-            )?
-            .into_iter()
-            .map(|(key, value)| {
-                let key = LogKey::from_key(&key)
-                    .ok_or_else(|| corrupt("a consensus-log key does not decode"))?;
-                let value = BoundedBytes::new(value)
-                    .map_err(|_| corrupt("a consensus record is too long"))?;
-                Ok(ConsensusRecord { key, value })
-            })
-            .collect()
+        Ok(self.log.list(from, limit.min(MAX_LOG_LISTING)))
     }
 
     fn prune_log(&mut self, height: Height, epoch: Epoch) -> Result<u64> {
         self.check_not_halted()?;
         let mut batch = WriteBatch::new();
-        let votes_end = LogKey::BlockVote {
-            height,
-            view: 0,
-            phase: 0,
-        }
-        .to_key();
-        let locks_end = LogKey::InputLock {
-            epoch,
-            outpoint: OutPoint {
-                txid: Txid(Hash32::ZERO),
-                index: 0,
-            },
-        }
-        .to_key();
-        for (start, end) in [(vec![0u8], votes_end), (vec![1u8], locks_end)] {
-            for (key, _) in
-                self.backend
-                    .scan(Table::ConsensusLog, &start, Some(&end), MAX_LOG_LISTING)?
-            {
-                batch.delete(Table::ConsensusLog, key);
-            }
-        }
-        let deleted = batch.len() as u64;
+        let forgotten = self.log.prune(height, epoch, &mut batch);
         if !batch.is_empty() {
             self.commit_record_batch(&batch)?;
         }
-        Ok(deleted)
+        Ok(forgotten)
     }
 }
 

@@ -11,7 +11,8 @@ use timecoin_primitives::{
 use timecoin_storage::testing::{TestBlock, TestChain};
 use timecoin_storage::{
     ChainDb, ChainStore, ConsensusLog, ConsensusRecord, Fault, KvBackend, LogKey, LogOutcome,
-    MemoryBackend, RedbChainDb, SCHEMA_VERSION, StorageError, Table, WriteBatch,
+    MemoryBackend, RedbBackend, RedbChainDb, RedbOptions, SCHEMA_VERSION, StorageError, Table,
+    WriteBatch,
 };
 
 const SMALL_CACHE: usize = 64 << 10;
@@ -517,6 +518,101 @@ fn the_consensus_log_keeps_votes_across_restarts_and_refuses_contradictions() {
     assert_eq!(store.prune_log(Height(6), Epoch(4)).unwrap(), 2);
     let left = store.records(None, 100).unwrap();
     assert_eq!(left, vec![vote(6, 1, b"z")]);
+}
+
+fn lock(epoch: u64, index: u32, value: &[u8]) -> ConsensusRecord {
+    ConsensusRecord {
+        key: LogKey::InputLock {
+            epoch: Epoch(epoch),
+            outpoint: OutPoint {
+                txid: Txid(Hash32([7; 32])),
+                index,
+            },
+        },
+        value: BoundedBytes::new(value.to_vec()).unwrap(),
+    }
+}
+
+fn log_table<B: KvBackend>(store: &ChainDb<B>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    store
+        .backend()
+        .scan(Table::ConsensusLog, &[], None, 1000)
+        .unwrap()
+}
+
+#[test]
+fn a_pruned_consensus_record_stays_pruned_while_its_batch_lives_on() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let chain = TestChain::new(10, 1, 1);
+    let open = || RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+    {
+        let mut store = open();
+        // One batch, so one entry on disk holds all three.
+        store
+            .persist(&[vote(5, 1, b"a"), lock(3, 0, b"tx"), vote(7, 1, b"b")])
+            .unwrap();
+        store.persist(&[lock(3, 1, b"tx")]).unwrap();
+        assert_eq!(log_table(&store).len(), 2, "one entry per batch");
+        assert_eq!(store.prune_log(Height(6), Epoch(0)).unwrap(), 1);
+    }
+    let mut store = open();
+    assert_eq!(
+        store.records(None, 100).unwrap(),
+        vec![vote(7, 1, b"b"), lock(3, 0, b"tx"), lock(3, 1, b"tx")],
+        "the vote pruned from a batch that still holds live records came back"
+    );
+    // The slot of the pruned vote is free again, as it was when records were deleted one by one.
+    assert_eq!(
+        store.persist(&[vote(5, 1, b"c")]).unwrap(),
+        vec![LogOutcome::Written]
+    );
+    assert_eq!(store.prune_log(Height(8), Epoch(4)).unwrap(), 4);
+    assert!(store.records(None, 100).unwrap().is_empty());
+    assert!(
+        log_table(&store).is_empty(),
+        "batches with no live record are deleted"
+    );
+    drop(store);
+    assert!(open().records(None, 100).unwrap().is_empty());
+}
+
+#[test]
+fn consensus_records_of_the_one_per_key_layout_are_kept_and_moved_at_open() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let chain = TestChain::new(10, 1, 1);
+    drop(RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap());
+    {
+        // What an earlier build wrote: one record per encoded key.
+        let mut backend = RedbBackend::open(&path, RedbOptions::default()).unwrap();
+        let mut batch = WriteBatch::new();
+        let mut vote_key = vec![0];
+        vote_key.extend_from_slice(&9u64.to_be_bytes());
+        vote_key.extend_from_slice(&0u32.to_be_bytes());
+        vote_key.push(1);
+        batch.put(Table::ConsensusLog, vote_key, b"old-vote".to_vec());
+        let mut lock_key = vec![1];
+        lock_key.extend_from_slice(&3u64.to_be_bytes());
+        lock_key.extend_from_slice(&[7; 32]);
+        lock_key.extend_from_slice(&2u32.to_be_bytes());
+        batch.put(Table::ConsensusLog, lock_key, b"old-tx".to_vec());
+        backend.commit(&batch).unwrap();
+    }
+    let expected = vec![vote(9, 1, b"old-vote"), lock(3, 2, b"old-tx")];
+    let mut store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+    assert_eq!(store.records(None, 100).unwrap(), expected);
+    assert_eq!(log_table(&store).len(), 1, "moved into one entry");
+    assert!(
+        matches!(
+            store.persist(&[lock(3, 2, b"new-tx")]).unwrap()[0],
+            LogOutcome::Conflict(_)
+        ),
+        "an old lock still refuses a contradiction"
+    );
+    drop(store);
+    let store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+    assert_eq!(store.records(None, 100).unwrap(), expected);
 }
 
 #[test]
