@@ -39,7 +39,8 @@ pub enum Table {
     UtxoMeta,
     /// Masternode node key → registry record.
     Masternodes,
-    /// Encoded consensus-log key → this node's signed record.
+    /// This node's consensus log: `2 ‖ sequence` → one appended batch of records (ADR 0021).
+    /// Logs of earlier builds hold one record per encoded key; the first open moves them.
     ConsensusLog,
     /// Sequence number ‖ txid → a certified transaction not yet in a block, with its finality
     /// certificate (encoded by the node): final, so it must survive a restart of every node.
