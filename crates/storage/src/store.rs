@@ -38,8 +38,14 @@ use crate::types::{
     MAX_CONSENSUS_BATCH, MAX_MASTERNODES, TxLocation,
 };
 
-/// Most outpoints one [`ChainDb::prefetch_utxos`] call reads.
+/// Most outpoints one [`ChainDb::prefetch_utxos`] call reads, and most UTXOs kept from reads
+/// of the UTXO file between two block commits.
 pub const MAX_PREFETCH: usize = 200_000;
+
+/// Most UTXOs read from the UTXO file that a block commit keeps for the next blocks. A node
+/// looks up a payment's inputs when it admits it, when it is certified, and when a block with
+/// it is built, judged and applied, a second or more apart: kept, the file is read once.
+const KEPT_READS: usize = 32_768;
 
 /// The database layout this build writes. A database with another version is refused:
 /// version 2 stores blocks that carry their parent's commit certificate (ADR 0009), which
@@ -420,7 +426,9 @@ pub struct ChainDb<B: KvBackend> {
     frozen: Option<Frozen>,
     /// The flush writing `frozen`.
     job: Option<FlushJob>,
-    /// UTXOs read ahead for the next block by [`ChainDb::prefetch_utxos`]; dropped at commit.
+    /// UTXOs read from the UTXO file, ahead ([`ChainDb::prefetch_utxos`]) or by a lookup that
+    /// missed the cache. An entry goes when a committed block changes its outpoint, so what is
+    /// left always matches the file under the cache layers.
     prefetched: std::sync::Mutex<HashMap<OutPoint, Option<UtxoEntry>>>,
     /// Set by the first failed write; every later write is refused.
     halted: Option<String>,
@@ -1127,6 +1135,7 @@ impl<B: KvBackend> ChainDb<B> {
 
     /// Applies a committed block's changes to the in-memory cache.
     fn cache_block(&mut self, height: Height, changes: &BlockChanges, txids: &[Txid]) {
+        self.forget_changed_reads(changes);
         for (outpoint, entry) in changes.spent.iter() {
             let below = self.frozen_slot(outpoint);
             match self.cache.utxos.entry(*outpoint) {
@@ -1435,7 +1444,7 @@ impl<B: KvBackend> ChainDb<B> {
 
     /// Reads the outputs a block is about to spend, in parallel where the backend can, so that
     /// the ledger's one-at-a-time lookups while applying it hit memory. At most
-    /// [`MAX_PREFETCH`] outpoints; what was read is kept until the next commit.
+    /// [`MAX_PREFETCH`] outpoints; what was read is kept until a committed block changes it.
     pub fn prefetch_utxos(&self, outpoints: &[OutPoint]) -> Result<()> {
         let mut wanted: Vec<OutPoint> = outpoints
             .iter()
@@ -1490,11 +1499,21 @@ impl<B: KvBackend> ChainDb<B> {
         self.prefetch_utxos(&outpoints)
     }
 
-    fn drop_prefetched(&mut self) {
-        self.prefetched
+    /// Forgets the file reads of every outpoint `changes` spends or creates: the cache layers
+    /// answer for them now, and once flushed the file no longer holds what was read. Past
+    /// [`KEPT_READS`] the rest goes too, so reads nobody repeats do not pile up.
+    fn forget_changed_reads(&mut self, changes: &BlockChanges) {
+        let prefetched = self
+            .prefetched
             .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clear();
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if prefetched.len() > KEPT_READS {
+            prefetched.clear();
+            return;
+        }
+        for (outpoint, _) in changes.spent.iter().chain(changes.created.iter()) {
+            prefetched.remove(outpoint);
+        }
     }
 
     /// Durably replaces the node's state slot `name` (at most [`MAX_NODE_STATE_BYTES`]): for
@@ -1688,10 +1707,20 @@ impl<B: KvBackend> UtxoView for ChainDb<B> {
                     .backend
                     .get(Table::Utxos, &outpoint_key(outpoint))
                     .map_err(|error| BackendError(error.to_string()))?;
-                bytes
+                let entry = bytes
                     .map(|bytes| decode_stored(&bytes, "a UTXO"))
                     .transpose()
-                    .map_err(|error| BackendError(error.to_string()))
+                    .map_err(|error| BackendError(error.to_string()))?;
+                // Nothing in the cache layers covers this outpoint, so the file's answer holds
+                // until a block changes it (`forget_changed_reads`), flushes included.
+                let mut prefetched = self
+                    .prefetched
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if prefetched.len() < MAX_PREFETCH {
+                    prefetched.insert(*outpoint, entry);
+                }
+                Ok(entry)
             }
         }
     }
@@ -1934,8 +1963,6 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
         }
         self.commitment = commit.commitment.clone();
         self.registry.apply(commit.masternode_events);
-        // Prefetched entries describe the state before this block.
-        self.drop_prefetched();
         self.cache_block(height, commit.changes, &txids);
         self.refresh_stats();
         Ok(())

@@ -96,6 +96,44 @@ fn memory_store_serves_what_was_committed_across_flushes() {
 }
 
 #[test]
+fn a_utxo_read_from_the_file_is_not_served_once_a_block_spends_it() {
+    let mut chain = TestChain::new(1, 400, 8);
+    let mut store = ChainDb::open(MemoryBackend::new(), chain.config(SMALL_CACHE)).unwrap();
+    store.commit_block(chain.genesis.commit()).unwrap();
+    let mut spent = Vec::new();
+    let mut blocks = Vec::new();
+    for _ in 0..40 {
+        // Every unspent output read, so the store holds on to what it read from the file.
+        for (outpoint, entry) in chain.utxos.iter() {
+            assert_eq!(store.utxo(outpoint).unwrap(), Some(*entry));
+        }
+        let block = chain.next_block(30);
+        store.commit_block(block.commit()).unwrap();
+        spent.extend(block.changes.spent.iter().map(|(outpoint, _)| *outpoint));
+        // Flushes (a 64 KiB cache) take the spends out of the cache layers; the reads kept
+        // from before must not answer for them.
+        for outpoint in &spent {
+            assert_eq!(
+                store.utxo(outpoint).unwrap(),
+                None,
+                "{outpoint:?} was spent"
+            );
+        }
+        blocks.push(block);
+    }
+    store.flush().unwrap();
+    assert!(store.stats().flushes > 1, "the cache must have flushed");
+    for outpoint in &spent {
+        assert_eq!(
+            store.utxo(outpoint).unwrap(),
+            None,
+            "{outpoint:?} was spent"
+        );
+    }
+    check_against_model(&store, &chain, &blocks);
+}
+
+#[test]
 fn redb_store_reopens_at_its_tip_by_replaying_unflushed_blocks() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("chain.redb");
