@@ -698,7 +698,7 @@ impl<S: NodeStore> Node<S> {
                 let txid = transaction.txid();
                 if transaction.is_reward()
                     || !seen.insert(txid)
-                    || self.is_known(&txid)?
+                    || self.is_known(transaction, &txid)?
                     || check_transaction(transaction, &self.config.params).is_err()
                 {
                     continue;
@@ -1338,11 +1338,24 @@ impl<S: NodeStore> Node<S> {
 
     // ----- transactions -----
 
-    fn is_known(&self, txid: &Txid) -> Result<bool, NodeError> {
+    fn is_known(&self, transaction: &Transaction, txid: &Txid) -> Result<bool, NodeError> {
         Ok(self.mempool.contains(txid)
             || self.certified.contains(txid)
             || self.awaiting_inputs.contains_key(txid)
-            || self.store.transaction_location(txid)?.is_some())
+            || self.in_chain(transaction, txid)?)
+    }
+
+    /// Whether `transaction` is in a committed block. One with an unspent input cannot be: a
+    /// block spends the inputs of all its transactions. A new transaction's first input is found
+    /// (it is looked up for validation next, and kept), where the transaction index would be
+    /// searched for a txid it does not hold, on every check.
+    fn in_chain(&self, transaction: &Transaction, txid: &Txid) -> Result<bool, NodeError> {
+        if let Some(input) = transaction.body.inputs.first()
+            && self.store.utxo(&input.prevout)?.is_some()
+        {
+            return Ok(false);
+        }
+        Ok(self.store.transaction_location(txid)?.is_some())
     }
 
     /// Checks, pools, relays and votes on a transaction from a peer or a client.
@@ -1353,7 +1366,7 @@ impl<S: NodeStore> Node<S> {
         actions: &mut Vec<Action>,
     ) -> Result<SubmitOutcome, NodeError> {
         let txid = transaction.txid();
-        if self.is_known(&txid)? {
+        if self.is_known(&transaction, &txid)? {
             return Ok(SubmitOutcome::AlreadyKnown(txid));
         }
         if transaction.is_reward() {
@@ -1490,7 +1503,7 @@ impl<S: NodeStore> Node<S> {
                 continue;
             };
             self.awaiting_order.remove(&sequence);
-            if self.store.transaction_location(&txid)?.is_some() {
+            if self.in_chain(&transaction, &txid)? {
                 continue;
             }
             // Where it came from is not kept: relayed, as a client's would have to be.
@@ -1523,7 +1536,7 @@ impl<S: NodeStore> Node<S> {
             self.penalize(from, "certificate for another transaction".into(), actions);
             return Ok(());
         }
-        if self.certified.contains(&txid) || self.store.transaction_location(&txid)?.is_some() {
+        if self.certified.contains(&txid) || self.in_chain(&transaction, &txid)? {
             return Ok(());
         }
         if from.is_some() {
