@@ -225,6 +225,33 @@ pub trait KvBackend {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
 
+    /// Calls `visit` with every entry of `table`, in key order, reading `chunk` entries at a time
+    /// so that memory stays bounded whatever the table's size. Stops at the first error.
+    fn scan_all(
+        &self,
+        table: Table,
+        chunk: usize,
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()>
+    where
+        Self: Sized,
+    {
+        let mut start = Vec::new();
+        loop {
+            let entries = self.scan(table, &start, None, chunk)?;
+            for (key, value) in &entries {
+                visit(key, value)?;
+            }
+            match entries.last() {
+                Some((key, _)) if entries.len() == chunk => {
+                    start = key.clone();
+                    start.push(0);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
     /// Runs `writes` inside one atomic transaction of the chain file (only its tables,
     /// [`Table::CHAIN_FILE`], may be written). When this returns `Ok` every write survives a
     /// crash; when it (or `writes`) returns `Err`, none was applied.

@@ -123,35 +123,25 @@ impl LogIndex {
         }
         let mut cleanup = WriteBatch::new();
         let mut legacy = Vec::new();
-        let mut start = Vec::new();
-        loop {
-            let chunk = backend.scan(Table::ConsensusLog, &start, None, LOAD_CHUNK)?;
-            for (key, value) in &chunk {
-                if key.first() == Some(&ENTRY_PREFIX) {
-                    let sequence = key
-                        .get(1..)
-                        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
-                        .map(u64::from_be_bytes)
-                        .ok_or_else(|| corrupt("a consensus-log entry key does not decode"))?;
-                    index.load_entry(sequence, value, &mut cleanup)?;
-                } else {
-                    let log_key = LogKey::from_key(key)
-                        .ok_or_else(|| corrupt("a consensus-log key does not decode"))?;
-                    legacy.push(ConsensusRecord {
-                        key: log_key,
-                        value: record_value(value.clone())?,
-                    });
-                    cleanup.delete(Table::ConsensusLog, key.clone());
-                }
+        backend.scan_all(Table::ConsensusLog, LOAD_CHUNK, |key, value| {
+            if key.first() == Some(&ENTRY_PREFIX) {
+                let sequence = key
+                    .get(1..)
+                    .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| corrupt("a consensus-log entry key does not decode"))?;
+                index.load_entry(sequence, value, &mut cleanup)
+            } else {
+                let log_key = LogKey::from_key(key)
+                    .ok_or_else(|| corrupt("a consensus-log key does not decode"))?;
+                legacy.push(ConsensusRecord {
+                    key: log_key,
+                    value: record_value(value.to_vec())?,
+                });
+                cleanup.delete(Table::ConsensusLog, key.to_vec());
+                Ok(())
             }
-            match chunk.last() {
-                Some((key, _)) if chunk.len() == LOAD_CHUNK => {
-                    start = key.clone();
-                    start.push(0);
-                }
-                _ => break,
-            }
-        }
+        })?;
         if !legacy.is_empty() {
             let new: Vec<&ConsensusRecord> = legacy.iter().collect();
             let appended = index.append(&new, &mut cleanup);

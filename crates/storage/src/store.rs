@@ -885,49 +885,29 @@ impl<B: KvBackend> ChainDb<B> {
     /// no search and new ones are numbered after them.
     fn load_final_keys(&mut self) -> Result<()> {
         const CHUNK: usize = 4096;
-        let mut start = Vec::new();
-        loop {
-            let entries = self.backend.scan(Table::Final, &start, None, CHUNK)?;
-            for (key, _) in &entries {
-                let (txid, sequence) = parse_final_key(key)?;
-                if let Some(sequence) = sequence {
-                    self.next_final = self.next_final.max(sequence + 1);
-                }
-                self.final_keys.insert(txid, sequence);
+        self.backend.scan_all(Table::Final, CHUNK, |key, _| {
+            let (txid, sequence) = parse_final_key(key)?;
+            if let Some(sequence) = sequence {
+                self.next_final = self.next_final.max(sequence + 1);
             }
-            match entries.last() {
-                Some((key, _)) if entries.len() == CHUNK => {
-                    start = key.clone();
-                    start.push(0);
-                }
-                _ => break,
-            }
-        }
-        Ok(())
+            self.final_keys.insert(txid, sequence);
+            Ok(())
+        })
     }
 
     fn load_registry(&mut self) -> Result<()> {
         const CHUNK: usize = 4096;
         let mut events = Vec::new();
-        let mut start = Vec::new();
-        loop {
-            let entries = self.backend.scan(Table::Masternodes, &start, None, CHUNK)?;
-            for (_, value) in &entries {
+        self.backend
+            .scan_all(Table::Masternodes, CHUNK, |_, value| {
                 let registration: MasternodeRegistration =
                     decode_stored(value, "a masternode registration")?;
                 events.push(MasternodeEvent::Registered(registration));
                 if events.len() > MAX_MASTERNODES {
                     return Err(corrupt("the masternode registry exceeds its limit"));
                 }
-            }
-            match entries.last() {
-                Some((key, _)) if entries.len() == CHUNK => {
-                    start = key.clone();
-                    start.push(0);
-                }
-                _ => break,
-            }
-        }
+                Ok(())
+            })?;
         self.registry.apply(&events);
         Ok(())
     }
@@ -1461,10 +1441,7 @@ impl<B: KvBackend> ChainDb<B> {
             .map(|outpoint| outpoint_key(outpoint).to_vec())
             .collect();
         let values = self.backend.get_many(Table::Utxos, &keys)?;
-        let mut prefetched = self
-            .prefetched
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut prefetched = self.kept_reads();
         if prefetched.len() + wanted.len() > MAX_PREFETCH {
             prefetched.clear();
         }
@@ -1497,6 +1474,14 @@ impl<B: KvBackend> ChainDb<B> {
             }));
         }
         self.prefetch_utxos(&outpoints)
+    }
+
+    /// The UTXOs kept from reads of the UTXO file. A thread that panicked holding the lock
+    /// left a map of whole entries (each insert or removal is one call), so it is used as is.
+    fn kept_reads(&self) -> std::sync::MutexGuard<'_, HashMap<OutPoint, Option<UtxoEntry>>> {
+        self.prefetched
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Forgets the file reads of every outpoint `changes` spends or creates: the cache layers
@@ -1579,26 +1564,15 @@ impl<B: KvBackend> ChainDb<B> {
     /// Calls `visit` for every UTXO (database merged with cache), in no particular order.
     pub fn for_each_utxo(&self, mut visit: impl FnMut(&OutPoint, &UtxoEntry)) -> Result<()> {
         const CHUNK: usize = 4096;
-        let mut start = Vec::new();
-        loop {
-            let entries = self.backend.scan(Table::Utxos, &start, None, CHUNK)?;
-            for (key, value) in &entries {
-                let outpoint = outpoint_from_key(key)
-                    .ok_or_else(|| corrupt("a UTXO key has the wrong length"))?;
-                if self.is_cached(&outpoint) {
-                    continue;
-                }
+        self.backend.scan_all(Table::Utxos, CHUNK, |key, value| {
+            let outpoint =
+                outpoint_from_key(key).ok_or_else(|| corrupt("a UTXO key has the wrong length"))?;
+            if !self.is_cached(&outpoint) {
                 let entry: UtxoEntry = decode_stored(value, "a UTXO")?;
                 visit(&outpoint, &entry);
             }
-            match entries.last() {
-                Some((key, _)) if entries.len() == CHUNK => {
-                    start = key.clone();
-                    start.push(0);
-                }
-                _ => break,
-            }
-        }
+            Ok(())
+        })?;
         if let Some(frozen) = &self.frozen {
             for (outpoint, slot) in &frozen.cache.utxos {
                 if self.cache.utxos.contains_key(outpoint) {
@@ -1695,10 +1669,7 @@ impl<B: KvBackend> UtxoView for ChainDb<B> {
         match self.cached_slot(outpoint) {
             Some(slot) => Ok(slot.unspent()),
             None => {
-                let prefetched = self
-                    .prefetched
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let prefetched = self.kept_reads();
                 if let Some(entry) = prefetched.get(outpoint) {
                     return Ok(*entry);
                 }
@@ -1713,10 +1684,7 @@ impl<B: KvBackend> UtxoView for ChainDb<B> {
                     .map_err(|error| BackendError(error.to_string()))?;
                 // Nothing in the cache layers covers this outpoint, so the file's answer holds
                 // until a block changes it (`forget_changed_reads`), flushes included.
-                let mut prefetched = self
-                    .prefetched
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut prefetched = self.kept_reads();
                 if prefetched.len() < MAX_PREFETCH {
                     prefetched.insert(*outpoint, entry);
                 }
