@@ -145,6 +145,11 @@ impl WriteBatch {
         self.ops.push((table, key, None));
     }
 
+    /// Adds every write of `other`, after this batch's own.
+    pub fn extend(&mut self, other: WriteBatch) {
+        self.ops.extend(other.ops);
+    }
+
     /// How many writes the batch holds.
     pub fn len(&self) -> usize {
         self.ops.len()

@@ -18,6 +18,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+mod finals;
 mod log;
 pub mod memory;
 mod priority;

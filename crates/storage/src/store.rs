@@ -29,6 +29,7 @@ use timecoin_primitives::{
 use crate::backend::{KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch};
 use crate::config::{MAX_BODIES_PRUNED_PER_COMMIT, MIN_PRUNE_KEEP_BLOCKS, StoreConfig};
 use crate::error::{Result, StorageError};
+use crate::finals::Finals;
 use crate::log::LogIndex;
 use crate::priority::{self, CHECK_EVERY, FlushPriority};
 use crate::redb_backend::{RedbBackend, RedbOptions};
@@ -438,11 +439,8 @@ pub struct ChainDb<B: KvBackend> {
     deferred: bool,
     /// Told how long each durable commit took (for the daemon's metrics).
     commit_observer: Option<CommitObserver>,
-    /// The sequence number each stored certified transaction is keyed under in
-    /// [`Table::Final`]; `None` for a record keyed by its txid alone, as before sequence keys.
-    final_keys: HashMap<Txid, Option<u64>>,
-    /// The sequence number of the next certified transaction stored.
-    next_final: u64,
+    /// Where each stored certified transaction is (ADR 0022).
+    finals: Finals,
     /// The consensus log's live records (ADR 0021).
     log: LogIndex,
 }
@@ -463,37 +461,6 @@ impl<B: KvBackend> std::fmt::Debug for ChainDb<B> {
 
 /// The on-disk chain store.
 pub type RedbChainDb = ChainDb<RedbBackend>;
-
-/// A stored certified transaction's key: its sequence number (big-endian, so keys sort in the
-/// order stored), then its txid.
-fn final_key(sequence: Option<u64>, txid: &Txid) -> Vec<u8> {
-    let mut key = Vec::with_capacity(40);
-    if let Some(sequence) = sequence {
-        key.extend_from_slice(&sequence.to_be_bytes());
-    }
-    key.extend_from_slice(txid.as_bytes());
-    key
-}
-
-/// The txid and sequence number in a key of [`Table::Final`]; a key of 32 bytes is a txid
-/// alone, as stored before sequence keys.
-fn parse_final_key(key: &[u8]) -> Result<(Txid, Option<u64>)> {
-    let (sequence, txid) = match key.len() {
-        32 => (None, key),
-        40 => {
-            let (sequence, txid) = key.split_at(8);
-            let sequence: [u8; 8] = sequence.try_into().expect("split at 8");
-            (Some(u64::from_be_bytes(sequence)), txid)
-        }
-        _ => {
-            return Err(corrupt(
-                "a stored certified transaction's key is neither a txid nor a sequence number and a txid",
-            ));
-        }
-    };
-    let txid: [u8; 32] = txid.try_into().expect("32 bytes left");
-    Ok((Txid(Hash32(txid)), sequence))
-}
 
 fn height_key(height: Height) -> [u8; 8] {
     height.0.to_be_bytes()
@@ -634,8 +601,7 @@ impl<B: KvBackend> ChainDb<B> {
             halted: None,
             deferred: false,
             commit_observer: None,
-            final_keys: HashMap::new(),
-            next_final: 0,
+            finals: Finals::default(),
             log: LogIndex::default(),
             stats: StoreStats::default(),
         };
@@ -841,9 +807,11 @@ impl<B: KvBackend> ChainDb<B> {
             None => 0,
         };
         self.load_registry()?;
-        self.load_final_keys()?;
-        let (log, cleanup) = LogIndex::load(&self.backend)?;
+        let (finals, mut cleanup) = Finals::load(&self.backend)?;
+        self.finals = finals;
+        let (log, log_cleanup) = LogIndex::load(&self.backend)?;
         self.log = log;
+        cleanup.extend(log_cleanup);
         if !cleanup.is_empty() {
             self.backend.commit(&cleanup)?;
         }
@@ -879,20 +847,6 @@ impl<B: KvBackend> ChainDb<B> {
             return Err(corrupt("the flush point is above the tip"));
         }
         self.replay(tip)
-    }
-
-    /// Reads the key of every stored certified transaction, so that removing one by txid needs
-    /// no search and new ones are numbered after them.
-    fn load_final_keys(&mut self) -> Result<()> {
-        const CHUNK: usize = 4096;
-        self.backend.scan_all(Table::Final, CHUNK, |key, _| {
-            let (txid, sequence) = parse_final_key(key)?;
-            if let Some(sequence) = sequence {
-                self.next_final = self.next_final.max(sequence + 1);
-            }
-            self.final_keys.insert(txid, sequence);
-            Ok(())
-        })
     }
 
     fn load_registry(&mut self) -> Result<()> {
@@ -1308,9 +1262,12 @@ impl<B: KvBackend> ChainDb<B> {
         result.map_err(|error| self.halt(error))
     }
 
-    /// Runs a durable backend operation and reports its duration to the observer.
+    /// Runs a durable backend operation and reports its duration to the observer. The
+    /// certified transactions stored since the last one go first, so that every durable commit
+    /// takes them along.
     fn timed(&mut self, operation: impl FnOnce(&mut B) -> Result<()>) -> Result<()> {
         let started = self.commit_observer.is_some().then(std::time::Instant::now);
+        self.seal_finals()?;
         let result = operation(&mut self.backend);
         if let (Some(started), Some(observer)) = (started, self.commit_observer.as_mut()) {
             observer(started.elapsed());
@@ -1337,23 +1294,21 @@ impl<B: KvBackend> ChainDb<B> {
 
     /// Stores a certified transaction that is not in a block yet (`record` is the node's
     /// encoding of it with its certificate), so that finality survives a restart of every
-    /// node. Deferred in group-commit mode, like the consensus log. Storing a txid again
-    /// replaces its record.
+    /// node. In group-commit mode the records stored between two syncs are written together, as
+    /// one entry, by the next durable commit (ADR 0022). A txid stored already keeps its first
+    /// record: any certificate of a transaction proves the same finality.
     pub fn put_final(&mut self, txid: &Txid, record: &[u8]) -> Result<()> {
         self.check_not_halted()?;
-        // Keyed by a sequence number, records append at the table's end and leave from its
-        // start, a few pages per commit; keyed by txid, each landed on a random page, and every
-        // commit rewrote a page per record stored or removed (ADR 0005).
-        let (sequence, new) = match self.final_keys.get(txid) {
-            Some(sequence) => (*sequence, false),
-            None => (Some(self.next_final), true),
-        };
-        let mut batch = WriteBatch::new();
-        batch.put(Table::Final, final_key(sequence, txid), record.to_vec());
-        self.commit_record_batch(&batch)?;
-        if new {
-            self.final_keys.insert(*txid, sequence);
-            self.next_final += 1;
+        if !self.finals.store(*txid, record.to_vec()) {
+            return Ok(());
+        }
+        if !self.deferred {
+            return self
+                .timed(|backend| backend.sync())
+                .map_err(|error| self.halt(error));
+        }
+        if self.finals.open_is_full() {
+            self.seal_finals().map_err(|error| self.halt(error))?;
         }
         Ok(())
     }
@@ -1362,29 +1317,31 @@ impl<B: KvBackend> ChainDb<B> {
     /// skipped.
     pub fn remove_final(&mut self, txids: &[Txid]) -> Result<()> {
         self.check_not_halted()?;
-        let mut batch = WriteBatch::new();
-        for txid in txids {
-            if let Some(sequence) = self.final_keys.get(txid) {
-                batch.delete(Table::Final, final_key(*sequence, txid));
-            }
+        let removal = self
+            .finals
+            .removal(&self.backend, txids)
+            .map_err(|error| self.halt(error))?;
+        if !removal.batch().is_empty() {
+            self.commit_record_batch(removal.batch())?;
         }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        self.commit_record_batch(&batch)?;
-        for txid in txids {
-            self.final_keys.remove(txid);
-        }
+        self.finals.removed(removal);
         Ok(())
     }
 
     /// Up to `limit` stored certified transactions, the earliest stored first.
     pub fn finals(&self, limit: usize) -> Result<Vec<(Txid, Vec<u8>)>> {
-        self.backend
-            .scan(Table::Final, &[], None, limit)?
-            .into_iter()
-            .map(|(key, value)| Ok((parse_final_key(&key)?.0, value)))
-            .collect()
+        self.finals.list(&self.backend, limit)
+    }
+
+    /// Hands the certified transactions stored since the last seal to the backend as one
+    /// deferred entry, which the next durable commit writes first.
+    fn seal_finals(&mut self) -> Result<()> {
+        if !self.finals.has_open() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        self.finals.seal_into(&mut batch);
+        self.backend.commit_deferred(&batch)
     }
 
     /// Reports the duration of every durable commit to `observer` from now on.
