@@ -135,7 +135,9 @@ impl Devnet {
     }
 
     /// Waits until every node answers RPC and the chain has committed a block past `min_height`.
-    pub async fn wait_ready(&self, min_height: u64, within: Duration) -> Result<(), String> {
+    /// A node this bench started that exits meanwhile (its port taken, a bad data directory) is
+    /// reported at once, with the end of its log, rather than at the deadline.
+    pub async fn wait_ready(&mut self, min_height: u64, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
         for i in 0..self.len() {
             loop {
@@ -148,11 +150,33 @@ impl Devnet {
                     other if Instant::now() > deadline => {
                         return Err(format!("node {i} is not ready: {other:?}"));
                     }
-                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                    _ => {
+                        if let Some(exited) = self.exited(i) {
+                            return Err(exited);
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Why node `i`, started by this bench, is no longer running (`None` while it runs, or when
+    /// attached).
+    fn exited(&mut self, i: usize) -> Option<String> {
+        let status = self.children.get_mut(i)?.try_wait().ok()??;
+        let log = self.data_dir(i).join("timed.log");
+        let tail = std::fs::read_to_string(&log)
+            .map(|text| {
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(5)..].join("\n")
+            })
+            .unwrap_or_default();
+        Some(format!(
+            "node {i} exited during start-up ({status}); the end of {}:\n{tail}",
+            log.display()
+        ))
     }
 
     /// Stops the nodes this bench started (SIGTERM, then kill after a grace period).

@@ -151,7 +151,15 @@ async fn bench(args: Args) -> Result<(), String> {
             )?
         }
     };
-    let result = measure(&args, &devnet, network).await;
+    // Stopped by a signal (Ctrl-C, `kill`, a CI timeout), the bench still stops the nodes it
+    // started: left running, they would hold the ports the next run needs.
+    let result = tokio::select! {
+        result = async {
+            devnet.wait_ready(1, Duration::from_secs(90)).await?;
+            measure(&args, &devnet, network).await
+        } => result,
+        signal = stop_signal() => Err(format!("stopped by {signal}")),
+    };
     if !args.keep && !devnet.children.is_empty() {
         eprintln!("stopping the nodes");
         devnet.stop();
@@ -165,8 +173,23 @@ async fn bench(args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Waits for SIGINT or SIGTERM and names it.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // Without handlers the default actions stay in place; never resolve.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
+}
+
 async fn measure(args: &Args, devnet: &Devnet, network: Network) -> Result<Report, String> {
-    devnet.wait_ready(1, Duration::from_secs(90)).await?;
     for (i, pid) in devnet.pids.iter().enumerate() {
         if pid.is_none() {
             eprintln!("warning: node {i}'s process not found; no CPU or memory figures for it");

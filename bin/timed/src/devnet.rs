@@ -237,11 +237,15 @@ pub fn spawn_nodes(dir: &Path, manifest: &Manifest) -> Result<Vec<Child>, String
 
 /// Asks every node to stop (SIGTERM), then kills those still running after a grace period.
 pub fn stop_nodes(children: &mut [Child]) {
-    for child in children.iter() {
+    for child in children.iter_mut() {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            continue;
+        }
         // SIGTERM lets each node flush and exit cleanly; std offers only SIGKILL.
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())
+            .stderr(Stdio::null())
             .status();
     }
     let deadline = Instant::now() + STOP_GRACE;
