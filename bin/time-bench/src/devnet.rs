@@ -185,3 +185,45 @@ impl Devnet {
         self.children.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use timed::devnet::ManifestNode;
+
+    #[tokio::test]
+    async fn a_node_that_exits_during_start_up_is_reported_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("node0")).unwrap();
+        std::fs::write(
+            dir.path().join("node0").join("timed.log"),
+            "starting\ntimed: cannot listen for RPC on 127.0.0.1:9 (rpc.bind): Address already in use\n",
+        )
+        .unwrap();
+        let child = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+        let mut devnet = Devnet {
+            dir: dir.path().to_path_buf(),
+            manifest: Manifest {
+                nodes: vec![ManifestNode {
+                    dir: "node0".into(),
+                    p2p_port: 9,
+                    rpc_port: 9,
+                    metrics_port: 9,
+                }],
+                wallet_address: String::new(),
+            },
+            pids: vec![Some(child.id())],
+            children: vec![child],
+        };
+        // Long enough that a bench not watching its children fails with "not ready" instead.
+        let error = devnet
+            .wait_ready(1, Duration::from_secs(20))
+            .await
+            .unwrap_err();
+        assert!(
+            error.contains("node 0 exited during start-up") && error.contains("exit status: 3"),
+            "{error}"
+        );
+        assert!(error.contains("Address already in use"), "{error}");
+    }
+}
