@@ -90,6 +90,10 @@ pub struct RunReport {
     /// Planned send time → request start, in ms: the generator's own lag (queueing behind a slow
     /// node included).
     pub send_lag_ms: Summary,
+    /// Finality latency of the payments planned in each second of the schedule, in order: shows
+    /// whether the tail comes from a few stalls (a flush, a view change) or from every second.
+    #[serde(default)]
+    pub latency_by_second: Vec<Summary>,
     /// Blocks committed during the run.
     pub blocks: BlockStats,
     /// Per node resources.
@@ -165,6 +169,7 @@ impl RunReport {
             ..Default::default()
         };
         let mut latencies = Vec::new();
+        let mut by_second: Vec<Vec<f64>> = Vec::new();
         let mut lags = Vec::new();
         let mut last_sent: f64 = 0.0;
         let mut last_final: f64 = 0.0;
@@ -179,6 +184,11 @@ impl RunReport {
                     Some(f) => {
                         report.finalized += 1;
                         latencies.push(f - due);
+                        let second = (due / 1e3).max(0.0) as usize;
+                        if by_second.len() <= second {
+                            by_second.resize_with(second + 1, Vec::new);
+                        }
+                        by_second[second].push(f - due);
                         last_final = last_final.max(f);
                     }
                     None => report.unfinalized += 1,
@@ -199,6 +209,7 @@ impl RunReport {
         report.achieved_tps = report.accepted as f64 / window;
         report.finalized_tps = report.finalized as f64 / duration_s.max(last_final / 1e3).max(1e-9);
         report.latency_ms = Summary::of(latencies);
+        report.latency_by_second = by_second.into_iter().map(Summary::of).collect();
         report.send_lag_ms = Summary::of(lags);
         report
     }
@@ -258,6 +269,20 @@ pub fn table(report: &Report) -> String {
             r.bench_cpu_pct,
             r.ceiling_ratio.map(|c| format!("{:.3}", c)).unwrap_or_else(|| "-".into()),
         ));
+    }
+    for r in &report.runs {
+        let slowest = r
+            .latency_by_second
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.p99.total_cmp(&b.1.p99));
+        if let Some((second, summary)) = slowest {
+            let median = Summary::of(r.latency_by_second.iter().map(|s| s.p99).collect()).p50;
+            t.push_str(&format!(
+                "  at {:.0}/s: slowest second {second} s (p99 {:.0} ms, {} payments); median of the per-second p99s {median:.0} ms\n",
+                r.offered_tps, summary.p99, summary.count
+            ));
+        }
     }
     for r in &report.runs {
         t.push_str(&format!(

@@ -96,3 +96,40 @@ fn report_counts_latency_from_the_planned_time_and_finds_the_knee() {
     assert!(json["runs"][0]["latency_ms"]["p99"].is_number());
     assert!(table(&report).contains("offered/s"));
 }
+
+#[test]
+fn latency_is_also_summarised_per_second_of_the_schedule() {
+    let finals = [
+        (0.0, 40.0),
+        (500.0, 560.0),
+        (1_200.0, 2_100.0),
+        (3_100.0, 3_130.0),
+    ];
+    let records: Vec<Record> = finals
+        .iter()
+        .map(|&(_, final_ms)| Record {
+            sent_ms: Some(0.0),
+            accepted: true,
+            final_ms: Some(final_ms),
+            ..Default::default()
+        })
+        .collect();
+    let dues: Vec<f64> = finals.iter().map(|&(due, _)| due).collect();
+    let run = RunReport::from_records(1.0, 4.0, &records, &dues);
+    let by_second: Vec<(usize, f64)> = run
+        .latency_by_second
+        .iter()
+        .map(|second| (second.count, second.max))
+        .collect();
+    // Second 2 had no payment due; second 1's stall stands out.
+    assert_eq!(by_second, vec![(2, 60.0), (1, 900.0), (0, 0.0), (1, 30.0)]);
+    let report = Report {
+        runs: vec![run],
+        ..Default::default()
+    };
+    assert!(
+        table(&report).contains("slowest second 1 s (p99 900 ms, 1 payments)"),
+        "{}",
+        table(&report)
+    );
+}
