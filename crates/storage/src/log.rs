@@ -263,15 +263,8 @@ impl LogIndex {
             }
         }
         for key in &forgotten {
-            let Some(logged) = self.records.remove(key) else {
-                continue;
-            };
-            if let Some(live) = self.live.get_mut(&logged.entry) {
-                *live -= 1;
-                if *live == 0 {
-                    self.live.remove(&logged.entry);
-                    batch.delete(Table::ConsensusLog, entry_key(logged.entry));
-                }
+            if let Some(logged) = self.records.remove(key) {
+                self.release(logged.entry, batch);
             }
         }
         let raised = Pruned {
@@ -283,5 +276,71 @@ impl LogIndex {
             batch.put(Table::Meta, PRUNED_META_KEY.to_vec(), encode(&self.pruned));
         }
         forgotten.len() as u64
+    }
+
+    /// Forgets the input locks a committed block made moot: each `(txid, inputs)` is a
+    /// transaction of the block, and its own locks on those inputs go, in every epoch. Puts
+    /// into `batch` the deletion of every entry left with no live record. The inputs are spent
+    /// for good, so the locks can never matter again, and without this the index would hold
+    /// every lock of the epoch (a mainnet epoch is 1,440 blocks). Locks on the same inputs held
+    /// for a losing conflicting transaction stay until the epoch's prune, as the finality
+    /// engine keeps them. A forgotten lock in an entry that still holds live records is read
+    /// back at the next open, which is harmless for the same reason.
+    pub(crate) fn forget_included<'a>(
+        &mut self,
+        transactions: impl IntoIterator<Item = (&'a Txid, &'a [OutPoint])>,
+        batch: &mut WriteBatch,
+    ) -> u64 {
+        let epochs = self.lock_epochs();
+        if epochs.is_empty() {
+            return 0;
+        }
+        let mut forgotten = 0;
+        for (txid, inputs) in transactions {
+            let value = encode(txid);
+            for outpoint in inputs {
+                for epoch in &epochs {
+                    let key = LogKey::InputLock {
+                        epoch: *epoch,
+                        outpoint: *outpoint,
+                    };
+                    let held = self
+                        .records
+                        .get(&key)
+                        .is_some_and(|logged| logged.value[..] == value[..]);
+                    if held && let Some(logged) = self.records.remove(&key) {
+                        forgotten += 1;
+                        self.release(logged.entry, batch);
+                    }
+                }
+            }
+        }
+        forgotten
+    }
+
+    /// The epochs with a live input lock, oldest first: usually the current one and, for a
+    /// moment after a change, the one before (the prune at each epoch change keeps it so).
+    fn lock_epochs(&self) -> Vec<Epoch> {
+        let mut epochs = Vec::new();
+        let mut from = lock_key(Epoch(0));
+        while let Some((LogKey::InputLock { epoch, .. }, _)) = self.records.range(from..).next() {
+            epochs.push(*epoch);
+            let Some(next) = epoch.0.checked_add(1) else {
+                break;
+            };
+            from = lock_key(Epoch(next));
+        }
+        epochs
+    }
+
+    /// Counts one record of `entry` gone, deleting the entry with its last one.
+    fn release(&mut self, entry: u64, batch: &mut WriteBatch) {
+        if let Some(live) = self.live.get_mut(&entry) {
+            *live -= 1;
+            if *live == 0 {
+                self.live.remove(&entry);
+                batch.delete(Table::ConsensusLog, entry_key(entry));
+            }
+        }
     }
 }

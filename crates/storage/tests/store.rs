@@ -6,7 +6,7 @@ use timecoin_ledger::{
 };
 use timecoin_primitives::{
     BlockHash, BoundedBytes, BoundedString, BoundedVec, CommitCertificate, Epoch, Hash32, Height,
-    Network, OutPoint, PublicKey, Tier, Txid,
+    Network, OutPoint, PublicKey, Tier, Txid, encode,
 };
 use timecoin_storage::testing::{TestBlock, TestChain};
 use timecoin_storage::{
@@ -613,6 +613,70 @@ fn a_pruned_consensus_record_stays_pruned_while_its_batch_lives_on() {
     );
     drop(store);
     assert!(open().records(None, 100).unwrap().is_empty());
+}
+
+#[test]
+fn a_committed_block_frees_the_input_locks_of_its_transactions_in_every_epoch() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let mut chain = TestChain::new(10, 20, 2);
+    let config = chain.config(SMALL_CACHE);
+    let open = || RedbChainDb::open_path(&path, config.clone()).unwrap();
+    let lock_on = |epoch: u64, outpoint: OutPoint, holder: &Txid| ConsensusRecord {
+        key: LogKey::InputLock {
+            epoch: Epoch(epoch),
+            outpoint,
+        },
+        value: BoundedBytes::new(encode(holder)).unwrap(),
+    };
+    let mut store = open();
+    store.commit_block(chain.genesis.commit()).unwrap();
+    let block = chain.next_block(3);
+    // The block's transfers (the first transaction is its reward) and an input of each.
+    let spends: Vec<(Txid, OutPoint)> = block
+        .block
+        .transactions
+        .iter()
+        .skip(1)
+        .map(|transaction| (transaction.txid(), transaction.body.inputs[0].prevout))
+        .collect();
+    assert!(spends.len() >= 3, "the block has three transfers");
+    let (first, first_input) = spends[0];
+    let (second, second_input) = spends[1];
+    let loser = Txid(Hash32([8; 32]));
+    let unspent = OutPoint {
+        txid: Txid(Hash32([7; 32])),
+        index: 0,
+    };
+    // One entry the block frees entirely (a lock carried into a new epoch is logged again),
+    // and one that keeps live locks: on an unspent output, and on a spent one held for a
+    // conflicting transaction that lost (the finality engine keeps that one too).
+    store
+        .persist(&[
+            lock_on(4, first_input, &first),
+            lock_on(5, first_input, &first),
+        ])
+        .unwrap();
+    store
+        .persist(&[
+            lock_on(5, second_input, &second),
+            lock_on(5, unspent, &loser),
+            lock_on(4, spends[2].1, &loser),
+        ])
+        .unwrap();
+    assert_eq!(log_table(&store).len(), 2);
+    store.commit_block(block.commit()).unwrap();
+    let mut expected = vec![lock_on(5, unspent, &loser), lock_on(4, spends[2].1, &loser)];
+    expected.sort_by_key(|record| record.key);
+    assert_eq!(store.records(None, 100).unwrap(), expected);
+    drop(store);
+    // The freed entry is gone from disk; the other one still holds the included
+    // transaction's lock, which comes back at open and stays harmless (its input is spent).
+    let store = open();
+    assert_eq!(log_table(&store).len(), 1);
+    expected.push(lock_on(5, second_input, &second));
+    expected.sort_by_key(|record| record.key);
+    assert_eq!(store.records(None, 100).unwrap(), expected);
 }
 
 #[test]
