@@ -127,6 +127,11 @@ pub enum StorageError {
     },
 }
 
+/// A [`StorageError::Corrupt`] saying `what` is inconsistent.
+pub(crate) fn corrupt(what: impl Into<String>) -> StorageError {
+    StorageError::Corrupt { what: what.into() }
+}
+
 impl StorageError {
     /// Classifies an I/O error, recognising a full disk.
     pub fn from_io(context: &str, error: &std::io::Error) -> StorageError {

@@ -14,7 +14,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use timecoin_primitives::{Txid, decode, encode};
 
 use crate::backend::{KvBackend, Table, WriteBatch};
-use crate::error::{Result, StorageError};
+use crate::error::{Result, corrupt};
 
 /// Most records in one entry: a longer open entry is sealed early, so that no value grows past
 /// a megabyte or so.
@@ -41,10 +41,6 @@ fn entry_sequence(key: &[u8]) -> Option<u64> {
     <[u8; ENTRY_KEY_LEN]>::try_from(key)
         .ok()
         .map(u64::from_be_bytes)
-}
-
-fn corrupt(what: impl Into<String>) -> StorageError {
-    StorageError::Corrupt { what: what.into() }
 }
 
 fn decode_entry(value: &[u8]) -> Result<StoredEntry> {

@@ -13,7 +13,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use timecoin_primitives::{BoundedBytes, Epoch, Hash32, Height, OutPoint, Txid, decode, encode};
 
 use crate::backend::{KvBackend, Table, WriteBatch};
-use crate::error::{Result, StorageError};
+use crate::error::{Result, corrupt};
 use crate::types::{ConsensusRecord, LogKey, MAX_CONSENSUS_RECORD_BYTES};
 
 /// Most records in one entry: a batch larger than this is split over several entries of the
@@ -80,10 +80,6 @@ fn entry_key(sequence: u64) -> Vec<u8> {
     key.push(ENTRY_PREFIX);
     key.extend_from_slice(&sequence.to_be_bytes());
     key
-}
-
-fn corrupt(what: impl Into<String>) -> StorageError {
-    StorageError::Corrupt { what: what.into() }
 }
 
 fn record_value(bytes: Vec<u8>) -> Result<BoundedBytes<MAX_CONSENSUS_RECORD_BYTES>> {

@@ -28,7 +28,7 @@ use timecoin_primitives::{
 
 use crate::backend::{KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch};
 use crate::config::{MAX_BODIES_PRUNED_PER_COMMIT, MIN_PRUNE_KEEP_BLOCKS, StoreConfig};
-use crate::error::{Result, StorageError};
+use crate::error::{Result, StorageError, corrupt};
 use crate::finals::Finals;
 use crate::log::LogIndex;
 use crate::priority::{self, CHECK_EVERY, FlushPriority};
@@ -503,10 +503,6 @@ fn flush_thread_died() -> StorageError {
         context: "flushing the UTXO cache".to_string(),
         message: "the flush thread stopped without reporting an outcome".to_string(),
     }
-}
-
-fn corrupt(what: impl Into<String>) -> StorageError {
-    StorageError::Corrupt { what: what.into() }
 }
 
 fn decode_stored<T: BorshDeserialize>(bytes: &[u8], what: &str) -> Result<T> {
