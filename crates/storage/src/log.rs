@@ -282,11 +282,14 @@ impl LogIndex {
     /// for a losing conflicting transaction stay until the epoch's prune, as the finality
     /// engine keeps them. A forgotten lock in an entry that still holds live records is read
     /// back at the next open, which is harmless for the same reason.
-    pub(crate) fn forget_included<'a>(
+    pub(crate) fn forget_included<'a, I>(
         &mut self,
-        transactions: impl IntoIterator<Item = (&'a Txid, &'a [OutPoint])>,
+        transactions: impl IntoIterator<Item = (&'a Txid, I)>,
         batch: &mut WriteBatch,
-    ) -> u64 {
+    ) -> u64
+    where
+        I: IntoIterator<Item = &'a OutPoint>,
+    {
         let epochs = self.lock_epochs();
         if epochs.is_empty() {
             return 0;

@@ -1860,22 +1860,12 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
         );
         // The block's transactions no longer need their input locks; the entries that leaves
         // empty go with the block (ADR 0021).
-        let inputs: Vec<Vec<OutPoint>> = block
+        let inputs = block
             .transactions
             .iter()
-            .map(|transaction| {
-                transaction
-                    .body
-                    .inputs
-                    .iter()
-                    .map(|input| input.prevout)
-                    .collect()
-            })
-            .collect();
-        self.log.forget_included(
-            txids.iter().zip(inputs.iter().map(Vec::as_slice)),
-            &mut batch,
-        );
+            .map(|transaction| transaction.body.inputs.iter().map(|input| &input.prevout));
+        self.log
+            .forget_included(txids.iter().zip(inputs), &mut batch);
         // The change records a finished flush made redundant ride along: no commit of their own.
         let deleted_through = self.add_flushed_change_deletes(&mut batch);
         if let Some(flushed) = self.flushed
