@@ -337,6 +337,11 @@ pub struct BftEngine {
     proposals: BTreeMap<u32, PendingProposal>,
     blocks: BTreeMap<BlockHash, Block>,
     validated_blocks: BTreeSet<BlockHash>,
+    /// The block we signed a prepare for, by view, for the last few views of this height. A
+    /// quorum may have prepared one of them while only a faulty member saw the certificate;
+    /// when it claims the certificate in a view change without the block, ours is what lets
+    /// the view change re-propose it (the simulator found a height stuck for good without).
+    own_prepares: BTreeMap<u32, BlockHash>,
     prepares: VoteMap,
     commits: VoteMap,
     view_changes: BTreeMap<u32, BTreeMap<PublicKey, (ViewChange, Option<PreparedCertificate>)>>,
@@ -377,6 +382,7 @@ impl BftEngine {
             proposals: BTreeMap::new(),
             blocks: BTreeMap::new(),
             validated_blocks: BTreeSet::new(),
+            own_prepares: BTreeMap::new(),
             prepares: BTreeMap::new(),
             commits: BTreeMap::new(),
             view_changes: BTreeMap::new(),
@@ -512,6 +518,7 @@ impl BftEngine {
         self.proposals.clear();
         self.blocks.clear();
         self.validated_blocks.clear();
+        self.own_prepares.clear();
         self.prepares.clear();
         self.commits.clear();
         self.view_changes.clear();
@@ -622,6 +629,10 @@ impl BftEngine {
                 .map(|proof| proof.certificate.block_hash),
         );
         wanted.extend(self.commits.keys().map(|(_, hash)| *hash));
+        while self.own_prepares.len() > MAX_VIEWS_BEHIND as usize {
+            self.own_prepares.pop_first();
+        }
+        wanted.extend(self.own_prepares.values().copied());
         wanted.extend(
             self.view_changes
                 .values()
@@ -1339,6 +1350,7 @@ impl BftEngine {
                         self.blocks.insert(block_hash, block);
                     }
                 }
+                self.adopt_certificate(&certificate);
                 Some(certificate)
             }
         };
@@ -1360,6 +1372,30 @@ impl BftEngine {
             self.maybe_join_view_change(now_ms, effects)?;
         }
         self.try_lead(effects)
+    }
+
+    /// Takes a verified prepared certificate that another member claims as our own claim if it
+    /// is higher than ours and we validated its block: a faulty member may claim it without
+    /// sending the block, and our view changes then carry both to every later leader. Safe:
+    /// the certificate proves the quorum prepared the block, whoever collected it.
+    fn adopt_certificate(&mut self, certificate: &PreparedCertificate) {
+        let hash = certificate.block_hash;
+        if certificate.height != self.height
+            || certificate.view > self.view
+            || !self.validated_blocks.contains(&hash)
+            || self
+                .prepared
+                .as_ref()
+                .is_some_and(|proof| proof.certificate.view >= certificate.view)
+        {
+            return;
+        }
+        if let Some(block) = self.blocks.get(&hash) {
+            self.prepared = Some(PreparedProof {
+                certificate: certificate.clone(),
+                block: block.clone(),
+            });
+        }
     }
 
     /// PBFT's catch-up rule: once view changes to later views come from more than the faulty
@@ -1532,6 +1568,7 @@ impl BftEngine {
         let (message, tally) = if slot.phase == Phase::Commit {
             (BftMessage::Commit(vote), &mut self.commits)
         } else {
+            self.own_prepares.insert(slot.view, hash);
             (BftMessage::Prepare(vote), &mut self.prepares)
         };
         tally

@@ -1363,6 +1363,145 @@ fn a_claim_that_arrives_while_the_leader_builds_its_block_stays_out_of_the_propo
     ));
 }
 
+/// Height 1 of a four-member committee in which the view-0 proposal A was prepared by the
+/// quorum, but only a faulty member (`faulty`) collected the prepares: `member` prepared A,
+/// saw no certificate, and timed out into view 1. Returns the engine, A, and the faulty
+/// member's view change into view 1, which claims A with its certificate but leaves the block
+/// out.
+fn prepared_a_then_timed_out(
+    committee: &Committee,
+    member: usize,
+    faulty: usize,
+) -> (BftEngine, Block, BftMessage) {
+    let parent = BlockHash(Hash32([1; 32]));
+    let old_leader = leader_index(committee, 1, 0, 4);
+    let mut engine = engine_at_height_one(member, committee, parent);
+    let block_a = make_block(Height(1), parent, &secret(old_leader), 0xA, 0);
+    engine
+        .handle(BftInput::Message {
+            message: proposal(&secret(old_leader), committee, 0, block_a.clone()),
+            now_ms: 1,
+        })
+        .unwrap();
+    let effects = engine
+        .handle(BftInput::BlockValidated {
+            height: Height(1),
+            view: 0,
+            block_hash: block_a.hash(),
+            valid: true,
+            now_ms: 2,
+        })
+        .unwrap();
+    assert!(
+        matches!(&broadcasts(&effects)[..], [BftMessage::Prepare(prepare)] if prepare.block_hash == block_a.hash()),
+        "{effects:?}"
+    );
+    while engine.view() == 0 {
+        let now_ms = engine.next_tick_ms().unwrap();
+        engine.handle(BftInput::Tick { now_ms }).unwrap();
+    }
+    let quorum: Vec<usize> = [member, faulty, old_leader]
+        .into_iter()
+        .chain(0..4)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .take(3)
+        .collect();
+    let claim = Some((0, block_a.hash()));
+    let withheld = BftMessage::ViewChange(Box::new(timecoin_consensus::ViewChangeMessage {
+        view_change: view_change(faulty, committee, 1, claim),
+        certificate: Some(prepared_certificate(&quorum, committee, 0, block_a.hash())),
+        block: None,
+    }));
+    (engine, block_a, withheld)
+}
+
+/// Found by the simulator (seed 5000084): an equivocating member alone collected the quorum's
+/// prepares for A, then claimed A in its view changes without sending the block. Every honest
+/// member had dropped A on entering view 1 (nothing they held referred to it), so no leader
+/// could re-propose A, none may propose anything else, and the height was stuck for good. A
+/// member keeps the block of its own recent prepares, so a leader that prepared A proposes it.
+#[test]
+fn a_leader_re_proposes_a_block_it_prepared_when_the_claim_comes_without_it() {
+    let committee = committee(&[1, 1, 1, 1]);
+    let new_leader = leader_index(&committee, 1, 1, 4);
+    assert_ne!(new_leader, leader_index(&committee, 1, 0, 4));
+    let others: Vec<usize> = (0..4).filter(|&index| index != new_leader).collect();
+    let faulty = others[0];
+    let (mut leader, block_a, withheld) = prepared_a_then_timed_out(&committee, new_leader, faulty);
+    let now_ms = leader.next_tick_ms().unwrap() - 1;
+    let effects = leader
+        .handle(BftInput::Message {
+            message: withheld,
+            now_ms,
+        })
+        .unwrap();
+    assert!(broadcasts(&effects).is_empty(), "{effects:?}");
+    // A third, claim-free change completes the quorum for view 1.
+    let message = BftMessage::ViewChange(Box::new(timecoin_consensus::ViewChangeMessage {
+        view_change: view_change(others[1], &committee, 1, None),
+        certificate: None,
+        block: None,
+    }));
+    let effects = leader
+        .handle(BftInput::Message { message, now_ms })
+        .unwrap();
+    let proposals: Vec<&Proposal> = broadcasts(&effects)
+        .into_iter()
+        .filter_map(|message| match message {
+            BftMessage::Proposal(proposal) => Some(&**proposal),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(&proposals[..], [proposal] if proposal.view == 1
+            && proposal.block.hash() == block_a.hash()
+            && proposal.certificate.as_ref().is_some_and(|c| c.block_hash == block_a.hash())),
+        "{effects:?}"
+    );
+}
+
+/// The same stuck height from a member that is not the next leader: it takes the faulty
+/// member's certificate for the block it validated and prepared as its own claim, so its next
+/// view change carries the certificate and the block to whoever leads then.
+#[test]
+fn a_member_takes_over_a_claim_made_without_its_block_and_carries_both_on() {
+    let committee = committee(&[1, 1, 1, 1]);
+    let new_leader = leader_index(&committee, 1, 1, 4);
+    let others: Vec<usize> = (0..4).filter(|&index| index != new_leader).collect();
+    let (member, faulty) = (others[0], others[1]);
+    let (mut engine, block_a, withheld) = prepared_a_then_timed_out(&committee, member, faulty);
+    let now_ms = engine.next_tick_ms().unwrap() - 1;
+    engine
+        .handle(BftInput::Message {
+            message: withheld,
+            now_ms,
+        })
+        .unwrap();
+    // View 1 gets nowhere either.
+    let mut sent = Vec::new();
+    while engine.view() == 1 {
+        let now_ms = engine.next_tick_ms().unwrap();
+        let effects = engine.handle(BftInput::Tick { now_ms }).unwrap();
+        sent.extend(broadcasts(&effects).into_iter().cloned());
+    }
+    let change = sent
+        .iter()
+        .find_map(|message| match message {
+            BftMessage::ViewChange(change) if change.view_change.view == 2 => Some(change),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no view change into view 2: {sent:?}"));
+    assert_eq!(change.view_change.prepared, Some((0, block_a.hash())));
+    assert!(
+        change
+            .certificate
+            .as_ref()
+            .is_some_and(|certificate| certificate.verify(&committee).is_ok())
+    );
+    assert_eq!(change.block.as_ref().map(Block::hash), Some(block_a.hash()));
+}
+
 /// A deterministic generator for delivery order (xorshift64*), so runs are reproducible.
 struct Lottery(u64);
 
