@@ -47,6 +47,7 @@ pub mod message;
 pub mod node;
 pub mod store;
 pub mod testing;
+mod waiting;
 
 pub use certified::{CertifiedEntry, CertifiedPool, CertifiedView};
 pub use error::NodeError;

@@ -37,6 +37,7 @@ use crate::message::{
     RELAY_TARGET_BYTES, RelayBundle,
 };
 use crate::store::NodeStore;
+use crate::waiting::{Waiting, WhenFull};
 
 /// Most transactions held while their inputs are not final yet.
 pub const MAX_AWAITING_INPUTS: usize = 1_000;
@@ -145,11 +146,9 @@ pub struct Node<S: NodeStore> {
     mempool: Mempool,
     certified: CertifiedPool,
     /// Verified transactions whose inputs are not final yet, in arrival order.
-    awaiting_inputs: BTreeMap<Txid, (u64, Transaction)>,
-    awaiting_order: BTreeMap<u64, Txid>,
+    awaiting_inputs: Waiting<Transaction>,
     /// Certificates whose transaction does not validate against our view yet.
-    awaiting_certified: BTreeMap<Txid, (Transaction, FinalityCertificate)>,
-    next_sequence: u64,
+    awaiting_certified: Waiting<(Transaction, FinalityCertificate)>,
     first_seen: BTreeMap<Txid, u64>,
     committees: BTreeMap<Epoch, Committee>,
     finality: FinalityEngine,
@@ -290,10 +289,8 @@ impl<S: NodeStore> Node<S> {
         let mut node = Node {
             mempool: Mempool::new(config.mempool),
             certified: CertifiedPool::default(),
-            awaiting_inputs: BTreeMap::new(),
-            awaiting_order: BTreeMap::new(),
-            awaiting_certified: BTreeMap::new(),
-            next_sequence: 0,
+            awaiting_inputs: Waiting::new(MAX_AWAITING_INPUTS),
+            awaiting_certified: Waiting::new(MAX_AWAITING_CERTIFIED),
             first_seen: BTreeMap::new(),
             committees: BTreeMap::new(),
             finality: FinalityEngine::new(placeholder, None),
@@ -780,7 +777,8 @@ impl<S: NodeStore> Node<S> {
         assert!(self.own_bft.len() <= MAX_RESENT_BFT_MESSAGES);
         assert!(self.sync.in_flight.len() <= MAX_SYNC_IN_FLIGHT);
         assert!(self.sync.buffered.len() <= (MAX_SYNC_IN_FLIGHT + 1) * MAX_SYNC_BLOCKS);
-        assert_eq!(self.awaiting_inputs.len(), self.awaiting_order.len());
+        self.awaiting_inputs.check_invariants();
+        self.awaiting_certified.check_invariants();
     }
 
     // ----- time -----
@@ -1121,7 +1119,7 @@ impl<S: NodeStore> Node<S> {
             .get(txid)
             .map(|entry| &entry.transaction)
             .or_else(|| self.mempool.get(txid))
-            .or_else(|| self.awaiting_inputs.get(txid).map(|(_, tx)| tx))
+            .or_else(|| self.awaiting_inputs.get(txid))
             .or_else(|| self.awaiting_certified.get(txid).map(|(tx, _)| tx))
     }
 
@@ -1341,7 +1339,7 @@ impl<S: NodeStore> Node<S> {
     fn is_known(&self, transaction: &Transaction, txid: &Txid) -> Result<bool, NodeError> {
         Ok(self.mempool.contains(txid)
             || self.certified.contains(txid)
-            || self.awaiting_inputs.contains_key(txid)
+            || self.awaiting_inputs.contains(txid)
             || self.in_chain(transaction, txid)?)
     }
 
@@ -1394,7 +1392,7 @@ impl<S: NodeStore> Node<S> {
             // Forget when losers of double-spend races were first seen; nothing else waits.
             let (mempool, awaiting) = (&self.mempool, &self.awaiting_inputs);
             self.first_seen
-                .retain(|txid, _| mempool.contains(txid) || awaiting.contains_key(txid));
+                .retain(|txid, _| mempool.contains(txid) || awaiting.contains(txid));
         }
         if self.first_seen.len() < MAX_FIRST_SEEN {
             self.first_seen.entry(txid).or_insert(self.now_ms);
@@ -1480,44 +1478,58 @@ impl<S: NodeStore> Node<S> {
     }
 
     fn await_inputs(&mut self, transaction: Transaction) {
-        let txid = transaction.txid();
-        if self.awaiting_inputs.contains_key(&txid) {
-            return;
-        }
-        if self.awaiting_inputs.len() >= MAX_AWAITING_INPUTS
-            && let Some((_, oldest)) = self.awaiting_order.pop_first()
-        {
-            self.awaiting_inputs.remove(&oldest);
-        }
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
-        self.awaiting_order.insert(sequence, txid);
-        self.awaiting_inputs.insert(txid, (sequence, transaction));
+        self.awaiting_inputs
+            .insert(transaction.txid(), transaction, WhenFull::EvictOldest);
     }
 
-    /// Retries transactions and certificates that were waiting for inputs.
+    /// Retries every transaction and certificate that was waiting for inputs: after a block,
+    /// which may settle any of them.
     fn retry_waiting(&mut self, actions: &mut Vec<Action>) -> Result<(), NodeError> {
-        let waiting: Vec<Txid> = self.awaiting_order.values().copied().collect();
-        for txid in waiting {
-            let Some((sequence, transaction)) = self.awaiting_inputs.remove(&txid) else {
-                continue;
-            };
-            self.awaiting_order.remove(&sequence);
-            if self.in_chain(&transaction, &txid)? {
-                continue;
-            }
-            // Where it came from is not kept: relayed, as a client's would have to be.
-            if let SubmitOutcome::AwaitingInputs(_) =
-                self.admit_verified(transaction, true, actions)?
-            {
-                // Re-queued at the back by admit_verified.
-            }
+        for txid in self.awaiting_inputs.txids() {
+            self.retry_awaiting_inputs(txid, actions)?;
         }
-        let certificates: Vec<Txid> = self.awaiting_certified.keys().copied().collect();
-        for txid in certificates {
-            if let Some((transaction, certificate)) = self.awaiting_certified.remove(&txid) {
-                self.on_certificate(transaction, certificate, None, actions)?;
-            }
+        for txid in self.awaiting_certified.txids() {
+            self.retry_awaiting_certified(txid, actions)?;
+        }
+        Ok(())
+    }
+
+    /// Retries what waits for the outputs of `parent`, just certified: nothing else can have
+    /// become valid by it.
+    fn retry_children(&mut self, parent: Txid, actions: &mut Vec<Action>) -> Result<(), NodeError> {
+        for txid in self.awaiting_inputs.children_of(&parent) {
+            self.retry_awaiting_inputs(txid, actions)?;
+        }
+        for txid in self.awaiting_certified.children_of(&parent) {
+            self.retry_awaiting_certified(txid, actions)?;
+        }
+        Ok(())
+    }
+
+    fn retry_awaiting_inputs(
+        &mut self,
+        txid: Txid,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        let Some(transaction) = self.awaiting_inputs.remove(&txid) else {
+            return Ok(());
+        };
+        if self.in_chain(&transaction, &txid)? {
+            return Ok(());
+        }
+        // Where it came from is not kept: relayed, as a client's would have to be. Still
+        // missing an input, it is held again, at the back.
+        self.admit_verified(transaction, true, actions)?;
+        Ok(())
+    }
+
+    fn retry_awaiting_certified(
+        &mut self,
+        txid: Txid,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), NodeError> {
+        if let Some((transaction, certificate)) = self.awaiting_certified.remove(&txid) {
+            self.on_certificate(transaction, certificate, None, actions)?;
         }
         Ok(())
     }
@@ -1584,18 +1596,14 @@ impl<S: NodeStore> Node<S> {
                 // Its inputs are not in our view yet (a parent's certificate or a block is
                 // still on its way), or, with more than f faulty weight, it conflicts with
                 // another certified transaction. Keep it and retry as our view grows.
-                if self.awaiting_certified.len() < MAX_AWAITING_CERTIFIED {
-                    self.awaiting_certified
-                        .insert(txid, (transaction, certificate));
-                }
+                self.awaiting_certified
+                    .insert(txid, (transaction, certificate), WhenFull::Refuse);
                 return Ok(());
             }
         };
         if self.certified.len() >= MAX_CERTIFIED_UNBLOCKED {
-            if self.awaiting_certified.len() < MAX_AWAITING_CERTIFIED {
-                self.awaiting_certified
-                    .insert(txid, (transaction, certificate));
-            }
+            self.awaiting_certified
+                .insert(txid, (transaction, certificate), WhenFull::Refuse);
             return Ok(());
         }
         // Pending transactions spending the same inputs can never be final now.
@@ -1607,8 +1615,7 @@ impl<S: NodeStore> Node<S> {
             }
         }
         self.mempool.remove(&txid);
-        self.awaiting_inputs.retain(|id, _| *id != txid);
-        self.awaiting_order.retain(|_, id| *id != txid);
+        self.awaiting_inputs.remove(&txid);
         self.own_votes.remove(&txid);
         let size_bytes = transaction.encoded_size();
         let certified = CertifiedTransaction {
@@ -1637,7 +1644,7 @@ impl<S: NodeStore> Node<S> {
         // gossiped to all. A copy per transaction was over half of the gossip bytes under load
         // (ADR 0011). Nodes that missed votes get the certificates still unblocked at a later
         // resend, or the block.
-        self.retry_waiting(actions)
+        self.retry_children(txid, actions)
     }
 
     fn known_committee(&self, epoch: Epoch) -> Option<Committee> {
@@ -1697,7 +1704,7 @@ impl<S: NodeStore> Node<S> {
                         .mempool
                         .get(&txid)
                         .cloned()
-                        .or_else(|| self.awaiting_inputs.get(&txid).map(|(_, tx)| tx.clone()));
+                        .or_else(|| self.awaiting_inputs.get(&txid).cloned());
                     // Without the body (it conflicted with our pool, say) we wait for a
                     // peer to relay it with the certificate.
                     if let Some(transaction) = body {
@@ -2200,9 +2207,7 @@ impl<S: NodeStore> Node<S> {
             self.own_votes.remove(&txid);
             self.first_seen.remove(&txid);
             self.awaiting_certified.remove(&txid);
-            if let Some((sequence, _)) = self.awaiting_inputs.remove(&txid) {
-                self.awaiting_order.remove(&sequence);
-            }
+            self.awaiting_inputs.remove(&txid);
             for input in &transaction.body.inputs {
                 if let Some(other) = self.certified.spender_of(&input.prevout)
                     && other != txid
@@ -2374,7 +2379,7 @@ impl<S: NodeStore> Node<S> {
         if self.mempool.contains(txid) {
             return Ok(TxStatus::Pending);
         }
-        if self.awaiting_inputs.contains_key(txid) {
+        if self.awaiting_inputs.contains(txid) {
             return Ok(TxStatus::AwaitingInputs);
         }
         if let Some(location) = self.store.transaction_location(txid)? {
