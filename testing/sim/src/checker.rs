@@ -104,7 +104,7 @@ impl Checker {
     /// themselves; `store` is the sender's disk, which must already hold what the message
     /// depends on (persistence before send); `current_epoch` is the sender's finality epoch and
     /// `tip` its committed height.
-    pub fn on_send<S: ConsensusLog>(
+    pub fn on_send<S: ConsensusLog + ChainStore>(
         &mut self,
         key: Option<PublicKey>,
         honest: bool,
@@ -159,6 +159,14 @@ impl Checker {
                     let Some(body) = self.bodies.get(&txid) else {
                         continue;
                     };
+                    // A vote for a transaction that a block committed in the same step (the
+                    // vote was resent earlier in it) may leave after the block freed its
+                    // locks: harmless, since no transaction conflicting with one in the chain
+                    // can ever be valid to this node again.
+                    let included = store
+                        .transaction_location(&txid)
+                        .map_err(|e| Violation(format!("reading the chain: {e}")))?
+                        .is_some();
                     for input in &body.body.inputs {
                         // A vote of an epoch that has ended may leave in the same step that
                         // ended it, after its lock was released: harmless, since the node
@@ -172,7 +180,7 @@ impl Checker {
                                 outpoint: input.prevout,
                             })
                             .map_err(|e| Violation(format!("reading the log: {e}")))?;
-                        if record.map(|r| r.value.to_vec()) != Some(encode(&txid)) {
+                        if !included && record.map(|r| r.value.to_vec()) != Some(encode(&txid)) {
                             return Err(Violation(format!(
                                 "persist-before-send broken: {key} sent a vote for {} (epoch {}) \
                                  whose lock on {:?} is not on its disk",
