@@ -341,7 +341,11 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
                     &node,
                 )
                 .await;
+            let started = Instant::now();
             let result = tokio::task::block_in_place(|| node.handle_batch_unsynced(inputs));
+            metrics
+                .node_step_seconds
+                .observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(actions) => {
                     prompt = actions.iter().any(wants_prompt_sync);

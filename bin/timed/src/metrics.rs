@@ -97,6 +97,10 @@ pub struct Metrics {
     /// Seconds per durable storage write: block commits, consensus records and group-commit
     /// syncs (process-wide: [`storage_commit_histogram`]).
     pub storage_commit_seconds: Histogram,
+    /// Seconds per node step: the node's handling of one batch of inputs, before its actions
+    /// are performed. Everything the node owes waits while one runs, so the slow tail of this
+    /// histogram is latency added to every payment in flight.
+    pub node_step_seconds: Histogram,
     /// Flushes of the UTXO write-back cache to the database since start.
     pub storage_flushes: Counter,
     /// Seconds those flushes took to write, on the store's background thread (ADR 0019).
@@ -203,6 +207,7 @@ impl Metrics {
             sync_in_progress: Gauge::default(),
             rpc_requests: Family::default(),
             storage_commit_seconds: storage_commit_histogram(),
+            node_step_seconds: Histogram::new(storage_buckets()),
             storage_flushes: Counter::default(),
             storage_flush_seconds: Counter::default(),
             storage_flush_wait_seconds: Counter::default(),
@@ -320,6 +325,11 @@ impl Metrics {
             "storage_commit_seconds",
             "Time of each durable storage write (blocks, consensus records, group-commit syncs)",
             metrics.storage_commit_seconds.clone(),
+        );
+        registry.register(
+            "node_step_seconds",
+            "Time the node takes to handle one batch of inputs (one step)",
+            metrics.node_step_seconds.clone(),
         );
         registry.register(
             "storage_flushes",

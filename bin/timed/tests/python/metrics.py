@@ -61,7 +61,7 @@ for name, kind in [("timecoin_mempool_transactions", "gauge"), ("timecoin_mempoo
                    ("timecoin_view_changes", "counter"), ("timecoin_peers", "gauge"),
                    ("timecoin_banned_peers", "gauge"), ("timecoin_active_masternodes", "gauge"),
                    ("timecoin_committee_weight", "gauge"), ("timecoin_rpc_requests", "counter"),
-                   ("timecoin_storage_commit_seconds", "histogram"),
+                   ("timecoin_storage_commit_seconds", "histogram"), ("timecoin_node_step_seconds", "histogram"),
                    ("timecoin_sync_target_height", "gauge"), ("timecoin_sync_blocks_per_second", "gauge"),
                    ("timecoin_sync_in_progress", "gauge"),
                    ("timecoin_p2p_messages_rejected", "counter"), ("timecoin_p2p_events_dropped", "counter"),
@@ -131,6 +131,8 @@ while True:
 
 check(value(samples, "timecoin_finalized_transactions_total") >= 1, "a transaction was finalized")
 check(value(samples, "timecoin_finality_latency_seconds_count") >= 1, "finality latency observed")
+# Every tick is a step, so a running node has timed many.
+check(value(samples, "timecoin_node_step_seconds_count") >= 1, "node steps timed")
 
 # RPC counters move with calls, by method and outcome.
 ok_before = value(samples, "timecoin_rpc_requests_total", method="getblockcount", status="ok") or 0
