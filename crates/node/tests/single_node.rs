@@ -317,7 +317,7 @@ fn a_lone_two_signature_payment_with_one_bad_signature_is_refused() {
 /// outputs that never appear (anyone can sign those for free), and is admitted and final the
 /// moment its parent is; the others keep waiting. Each certification retries only the
 /// transactions that spend its outputs: retrying the whole room made a node with 1,000 such
-/// transactions 17 times slower per payment.
+/// transactions about 20 times slower per payment.
 #[test]
 fn a_payment_that_arrives_before_its_parent_is_final_as_soon_as_the_parent_is() {
     let now = START_MS + 1_000;
