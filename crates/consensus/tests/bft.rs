@@ -540,6 +540,36 @@ fn timeouts_back_off_exponentially_while_nothing_progresses() {
     assert!(net.nodes[0].committed.is_empty());
 }
 
+/// Feeds `engine` (at height 1) the view-0 proposal of `block` by member `leader`, checks that
+/// the engine asks for its validation, and validates it. Returns the effects of the validation.
+fn validated_view_zero_proposal(
+    engine: &mut BftEngine,
+    committee: &Committee,
+    leader: usize,
+    block: &Block,
+    now_ms: u64,
+) -> Vec<BftEffect> {
+    let effects = engine
+        .handle(BftInput::Message {
+            message: proposal(&secret(leader), committee, 0, block.clone()),
+            now_ms,
+        })
+        .unwrap();
+    assert!(
+        matches!(&effects[..], [BftEffect::ValidateBlock { .. }]),
+        "{effects:?}"
+    );
+    engine
+        .handle(BftInput::BlockValidated {
+            height: Height(1),
+            view: 0,
+            block_hash: block.hash(),
+            valid: true,
+            now_ms: now_ms + 1,
+        })
+        .unwrap()
+}
+
 /// A node that prepared block A in view 0, then crashed and restarted, with a second block B
 /// (from an equivocating leader) arriving for the same view.
 fn restarted_after_preparing() -> (Committee, usize, SecretKey, BftEngine, Block, Block) {
@@ -550,22 +580,7 @@ fn restarted_after_preparing() -> (Committee, usize, SecretKey, BftEngine, Block
     let block_a = make_block(Height(1), parent, &secret(leader), 0xA, 0);
     let block_b = make_block(Height(1), parent, &secret(leader), 0xB, 0);
     let mut engine = engine_at_height_one(node, &committee, parent);
-    let effects = engine
-        .handle(BftInput::Message {
-            message: proposal(&secret(leader), &committee, 0, block_a.clone()),
-            now_ms: 1,
-        })
-        .unwrap();
-    assert!(matches!(&effects[..], [BftEffect::ValidateBlock { .. }]));
-    let effects = engine
-        .handle(BftInput::BlockValidated {
-            height: Height(1),
-            view: 0,
-            block_hash: block_a.hash(),
-            valid: true,
-            now_ms: 2,
-        })
-        .unwrap();
+    let effects = validated_view_zero_proposal(&mut engine, &committee, leader, &block_a, 1);
     let [
         BftEffect::Persist(disk),
         BftEffect::Broadcast(BftMessage::Prepare(prepare)),
@@ -600,22 +615,7 @@ fn broadcasts(effects: &[BftEffect]) -> Vec<&BftMessage> {
 #[test]
 fn restored_node_refuses_a_conflicting_prepare() {
     let (committee, leader, _, mut engine, _, block_b) = restarted_after_preparing();
-    let effects = engine
-        .handle(BftInput::Message {
-            message: proposal(&secret(leader), &committee, 0, block_b.clone()),
-            now_ms: 11,
-        })
-        .unwrap();
-    assert!(matches!(&effects[..], [BftEffect::ValidateBlock { .. }]));
-    let effects = engine
-        .handle(BftInput::BlockValidated {
-            height: Height(1),
-            view: 0,
-            block_hash: block_b.hash(),
-            valid: true,
-            now_ms: 12,
-        })
-        .unwrap();
+    let effects = validated_view_zero_proposal(&mut engine, &committee, leader, &block_b, 11);
     assert!(
         broadcasts(&effects).is_empty(),
         "signed a conflicting prepare: {effects:?}"
@@ -1377,21 +1377,7 @@ fn prepared_a_then_timed_out(
     let old_leader = leader_index(committee, 1, 0, 4);
     let mut engine = engine_at_height_one(member, committee, parent);
     let block_a = make_block(Height(1), parent, &secret(old_leader), 0xA, 0);
-    engine
-        .handle(BftInput::Message {
-            message: proposal(&secret(old_leader), committee, 0, block_a.clone()),
-            now_ms: 1,
-        })
-        .unwrap();
-    let effects = engine
-        .handle(BftInput::BlockValidated {
-            height: Height(1),
-            view: 0,
-            block_hash: block_a.hash(),
-            valid: true,
-            now_ms: 2,
-        })
-        .unwrap();
+    let effects = validated_view_zero_proposal(&mut engine, committee, old_leader, &block_a, 1);
     assert!(
         matches!(&broadcasts(&effects)[..], [BftMessage::Prepare(prepare)] if prepare.block_hash == block_a.hash()),
         "{effects:?}"
