@@ -211,7 +211,14 @@ pub fn load_or_create(options: &DevnetOptions) -> Result<(Manifest, bool), Strin
 }
 
 /// Starts node processes for `manifest`; their output goes to `timed.log` in each data directory.
+///
+/// Each node runs in a process group of its own: a Ctrl-C in the terminal then reaches only the
+/// devnet process, which asks each node to stop exactly once ([`stop_nodes`]). In the terminal's
+/// group, every node got the terminal's SIGINT and then the devnet's SIGTERM, took the second for
+/// "stop now", and exited without its clean stop.
 pub fn spawn_nodes(dir: &Path, manifest: &Manifest) -> Result<Vec<Child>, String> {
+    use std::os::unix::process::CommandExt;
+
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the timed executable: {e}"))?;
     let mut children = Vec::new();
@@ -228,6 +235,7 @@ pub fn spawn_nodes(dir: &Path, manifest: &Manifest) -> Result<Vec<Child>, String
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", node.dir))?;
         children.push(child);

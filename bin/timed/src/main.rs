@@ -96,9 +96,14 @@ fn run_devnet(options: DevnetOptions) -> Result<(), String> {
     print!("{}", devnet::banner(&options.dir, &manifest, created));
     let outcome = runtime.block_on(async {
         let mut stop = timed::runtime::shutdown_signal().map_err(|e| e.to_string())?;
+        // The nodes have process groups of their own, so a closed terminal's SIGHUP reaches
+        // only us: stop them as for Ctrl-C rather than leave them running.
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| e.to_string())?;
         loop {
             tokio::select! {
                 _ = stop.changed() => return Ok(()),
+                _ = hangup.recv() => return Ok(()),
                 _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
             }
             for (child, node) in children.iter_mut().zip(&manifest.nodes) {
