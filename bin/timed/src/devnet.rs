@@ -245,16 +245,28 @@ pub fn spawn_nodes(dir: &Path, manifest: &Manifest) -> Result<Vec<Child>, String
 
 /// Asks every node to stop (SIGTERM), then kills those still running after a grace period.
 pub fn stop_nodes(children: &mut [Child]) {
+    use std::os::unix::process::CommandExt;
+
     for child in children.iter_mut() {
         if matches!(child.try_wait(), Ok(Some(_))) {
             continue;
         }
-        // SIGTERM lets each node flush and exit cleanly; std offers only SIGKILL.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .stderr(Stdio::null())
-            .status();
+        // SIGTERM lets each node flush and exit cleanly; std offers only SIGKILL. A second
+        // signal to our process group (`timeout` sends one to the process and one to its
+        // group) can reach the helper before it leaves our group, and kill it before it sent
+        // anything: the first node then never stopped. So a helper ended by a signal is run
+        // again.
+        for _ in 0..5 {
+            let status = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .status();
+            if status.is_ok_and(|status| status.code().is_some()) {
+                break;
+            }
+        }
     }
     let deadline = Instant::now() + STOP_GRACE;
     for child in children.iter_mut() {

@@ -95,14 +95,19 @@ fn run_devnet(options: DevnetOptions) -> Result<(), String> {
     let mut children = devnet::spawn_nodes(&options.dir, &manifest)?;
     print!("{}", devnet::banner(&options.dir, &manifest, created));
     let outcome = runtime.block_on(async {
-        let mut stop = timed::runtime::shutdown_signal().map_err(|e| e.to_string())?;
-        // The nodes have process groups of their own, so a closed terminal's SIGHUP reaches
-        // only us: stop them as for Ctrl-C rather than leave them running.
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(|e| e.to_string())?;
+        use tokio::signal::unix::{SignalKind, signal};
+        // The nodes have process groups of their own (`devnet::spawn_nodes`), so every signal
+        // that should stop them reaches only us: Ctrl-C, `kill`, and a closed terminal's SIGHUP.
+        // The handlers stay installed, so a signal during the stop (`timeout` sends one to the
+        // process and one to its group) no longer ends this process before the nodes.
+        let listen = |kind| signal(kind).map_err(|e| e.to_string());
+        let mut interrupt = listen(SignalKind::interrupt())?;
+        let mut terminate = listen(SignalKind::terminate())?;
+        let mut hangup = listen(SignalKind::hangup())?;
         loop {
             tokio::select! {
-                _ = stop.changed() => return Ok(()),
+                _ = interrupt.recv() => return Ok(()),
+                _ = terminate.recv() => return Ok(()),
                 _ = hangup.recv() => return Ok(()),
                 _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
             }

@@ -13,19 +13,27 @@ use common::{free_port_range, serial};
 /// signal for "exit now", and skipped its clean stop (two of four did in a manual run).
 #[test]
 fn ctrl_c_in_the_terminal_stops_every_node_of_the_devnet_cleanly() {
-    signal_the_terminal_group("INT");
+    signal_the_terminal_group("INT", false);
+}
+
+/// `timeout -s INT` signals both the process and its group, so the devnet gets two signals at
+/// once. It used to take the second for "exit now" and leave every node running.
+#[test]
+fn a_stop_signal_delivered_twice_at_once_still_stops_every_node_cleanly() {
+    signal_the_terminal_group("INT", true);
 }
 
 /// Closing the terminal sends SIGHUP to its foreground group, which no longer holds the nodes:
 /// the devnet stops them as for Ctrl-C instead of dying and leaving them running.
 #[test]
 fn closing_the_terminal_stops_every_node_of_the_devnet_cleanly() {
-    signal_the_terminal_group("HUP");
+    signal_the_terminal_group("HUP", false);
 }
 
 /// Starts `timed devnet` as a terminal would, waits for blocks, sends `signal` to the
-/// terminal's group, and checks that every node stopped cleanly.
-fn signal_the_terminal_group(signal: &str) {
+/// terminal's group (`twice`: to the devnet process first, as well), and checks that every node
+/// stopped cleanly.
+fn signal_the_terminal_group(signal: &str, twice: bool) {
     let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("devnet");
@@ -55,13 +63,19 @@ fn signal_the_terminal_group(signal: &str) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg("--")
-        .arg(format!("-{}", devnet.id()))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let kill = |target: String| {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg("--")
+            .arg(target)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    if twice {
+        kill(devnet.id().to_string());
+    }
+    kill(format!("-{}", devnet.id()));
     let stopping = Instant::now();
     let status = loop {
         if let Some(status) = devnet.try_wait().unwrap() {
