@@ -632,21 +632,7 @@ fn prepares_for(
     own: &SecretKey,
     block: &Block,
 ) -> Vec<BftMessage> {
-    engine
-        .handle(BftInput::Message {
-            message: proposal(&secret(leader), committee, 0, block.clone()),
-            now_ms: 11,
-        })
-        .unwrap();
-    engine
-        .handle(BftInput::BlockValidated {
-            height: Height(1),
-            view: 0,
-            block_hash: block.hash(),
-            valid: true,
-            now_ms: 12,
-        })
-        .unwrap();
+    validated_view_zero_proposal(engine, committee, leader, block, 11);
     let mut sent = Vec::new();
     for index in (0..4).filter(|&index| secret(index).public_key() != own.public_key()) {
         let prepare = vote(
