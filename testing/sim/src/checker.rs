@@ -159,14 +159,6 @@ impl Checker {
                     let Some(body) = self.bodies.get(&txid) else {
                         continue;
                     };
-                    // A vote for a transaction that a block committed in the same step (the
-                    // vote was resent earlier in it) may leave after the block freed its
-                    // locks: harmless, since no transaction conflicting with one in the chain
-                    // can ever be valid to this node again.
-                    let included = store
-                        .transaction_location(&txid)
-                        .map_err(|e| Violation(format!("reading the chain: {e}")))?
-                        .is_some();
                     for input in &body.body.inputs {
                         // A vote of an epoch that has ended may leave in the same step that
                         // ended it, after its lock was released: harmless, since the node
@@ -180,7 +172,17 @@ impl Checker {
                                 outpoint: input.prevout,
                             })
                             .map_err(|e| Violation(format!("reading the log: {e}")))?;
-                        if !included && record.map(|r| r.value.to_vec()) != Some(encode(&txid)) {
+                        // A vote for a transaction that a block committed in the same step (the
+                        // vote was resent earlier in it) may leave after the block freed its
+                        // locks: harmless, since no transaction conflicting with one in the
+                        // chain can ever be valid to this node again. Looked up only when the
+                        // lock is missing.
+                        if record.map(|r| r.value.to_vec()) != Some(encode(&txid))
+                            && store
+                                .transaction_location(&txid)
+                                .map_err(|e| Violation(format!("reading the chain: {e}")))?
+                                .is_none()
+                        {
                             return Err(Violation(format!(
                                 "persist-before-send broken: {key} sent a vote for {} (epoch {}) \
                                  whose lock on {:?} is not on its disk",
