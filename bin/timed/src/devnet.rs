@@ -4,6 +4,7 @@
 //! and a funded development wallet; later runs with the same directory start the same nodes on
 //! the same chain. Each node is a separate `timed` process, exactly as an operator runs one.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -217,8 +218,6 @@ pub fn load_or_create(options: &DevnetOptions) -> Result<(Manifest, bool), Strin
 /// group, every node got the terminal's SIGINT and then the devnet's SIGTERM, took the second for
 /// "stop now", and exited without its clean stop.
 pub fn spawn_nodes(dir: &Path, manifest: &Manifest) -> Result<Vec<Child>, String> {
-    use std::os::unix::process::CommandExt;
-
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the timed executable: {e}"))?;
     let mut children = Vec::new();
@@ -245,8 +244,6 @@ pub fn spawn_nodes(dir: &Path, manifest: &Manifest) -> Result<Vec<Child>, String
 
 /// Asks every node to stop (SIGTERM), then kills those still running after a grace period.
 pub fn stop_nodes(children: &mut [Child]) {
-    use std::os::unix::process::CommandExt;
-
     for child in children.iter_mut() {
         if matches!(child.try_wait(), Ok(Some(_))) {
             continue;
