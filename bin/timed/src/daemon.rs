@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
 use crate::config::{self, Config, Override};
+use crate::feed::{FEED_CAPACITY, FinalityFeed};
 use crate::metrics::{self, Metrics, Readiness};
 use crate::{genesis, rpc_methods, runtime};
 
@@ -142,6 +143,8 @@ pub struct RpcContext {
     pub shutdown: watch::Sender<bool>,
     /// The metrics, for RPC request counts.
     pub metrics: Arc<Metrics>,
+    /// The transactions that became final, for `waitforfinalized`.
+    pub feed: Arc<FinalityFeed>,
 }
 
 /// Sizes the pool that checks signatures in parallel (rayon's global pool, used by the ledger).
@@ -245,6 +248,7 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
     };
 
     let (request_sender, mut requests) = mpsc::channel::<Request>(REQUEST_QUEUE);
+    let feed = Arc::new(FinalityFeed::new(FEED_CAPACITY));
     let context = Arc::new(RpcContext {
         requests: request_sender,
         network: net.clone(),
@@ -253,6 +257,7 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         started: Instant::now(),
         shutdown: shutdown_sender.clone(),
         metrics: metrics.clone(),
+        feed: feed.clone(),
     });
     let rpc = if config.rpc.enabled {
         let auth = if config.rpc.user.is_empty() {
@@ -278,7 +283,7 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         None
     };
 
-    let mut state = LoopState::new();
+    let mut state = LoopState::new(feed);
     state.perform(&net, &metrics, initial_actions).await;
     let mut last_metrics = Instant::now() - METRICS_REFRESH;
     let outcome: Result<(), String> = loop {
@@ -493,6 +498,8 @@ struct LoopState {
     held: Vec<Action>,
     /// Whether steps ran since the last sync.
     unsynced: bool,
+    /// Where performed finality events go, for RPC clients.
+    feed: Arc<FinalityFeed>,
     /// When the step records were last synced.
     last_sync: Instant,
 }
@@ -533,8 +540,9 @@ fn is_relay(message: &NodeMessage) -> bool {
 
 impl LoopState {
     /// A loop that has relayed and synced nothing yet: the first relay and sync go at once.
-    fn new() -> LoopState {
+    fn new(feed: Arc<FinalityFeed>) -> LoopState {
         LoopState {
+            feed,
             peers: PeerMap::default(),
             pending: HashMap::new(),
             next_request: 0,
@@ -701,6 +709,9 @@ impl LoopState {
     }
 
     async fn perform(&mut self, net: &NetworkHandle, metrics: &Metrics, actions: Vec<Action>) {
+        // Recorded together after the loop: one lock and one wake-up of waiting clients per
+        // batch of actions rather than per transaction.
+        let mut finality = Vec::new();
         for action in actions {
             match action {
                 Action::Broadcast(message) if is_relay(&message) => {
@@ -737,9 +748,18 @@ impl LoopState {
                 Action::ScheduleTick { at_ms } => {
                     self.next_tick_ms = Some(self.next_tick_ms.map_or(at_ms, |t| t.min(at_ms)));
                 }
-                Action::Event(event) => log_event(&event, metrics),
+                Action::Event(event) => {
+                    log_event(&event, metrics);
+                    if matches!(
+                        event,
+                        NodeEvent::TransactionFinalized { .. } | NodeEvent::FinalInBlock { .. }
+                    ) {
+                        finality.push(event);
+                    }
+                }
             }
         }
+        self.feed.record(&finality);
     }
 }
 
@@ -762,6 +782,13 @@ fn log_event(event: &NodeEvent, metrics: &Metrics) {
             metrics.blocks_committed.inc();
             metrics.chain_height.set(height.get() as i64);
             info!(height = height.get(), %hash, view, transactions, synced, "block committed");
+        }
+        NodeEvent::FinalInBlock { height, txids } => {
+            debug!(
+                height = height.get(),
+                transactions = txids.len(),
+                "final by their block, not certified here first"
+            );
         }
         NodeEvent::ViewChanged { height, view } => {
             metrics.view_changes.inc();
@@ -885,7 +912,7 @@ mod tests {
 
     #[test]
     fn an_idle_node_syncs_at_once_and_a_busy_one_once_per_interval() {
-        let mut state = LoopState::new();
+        let mut state = LoopState::new(Arc::new(FinalityFeed::new(16)));
         assert_eq!(state.sync_due(), None, "nothing to sync");
         let reply = Action::Reply {
             id: Id(1),

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod daemon;
 pub mod devnet;
+pub mod feed;
 pub mod genesis;
 pub mod metrics;
 pub mod rpc_methods;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use timecoin_ledger::{
@@ -21,6 +22,7 @@ use timecoin_storage::ChainStore;
 use tokio::sync::oneshot;
 
 use crate::daemon::{DaemonNode, Request, RpcContext};
+use crate::feed::{MAX_FEED_REPLY, MAX_FEED_WAIT};
 use crate::metrics::{self, SyncReport};
 
 /// Most outputs `getaddressutxos` returns per address.
@@ -712,6 +714,47 @@ pub fn methods(ctx: Ctx) -> Methods {
                 Ok(status_json(&txid, &status, node))
             })
             .await
+        }
+    );
+    method!(
+        "waitforfinalized",
+        "waitforfinalized since ( timeout_ms ): transactions final at this node after sequence `since`, waiting up to timeout_ms (at most 60000) for one",
+        |c, p| {
+            let args = p.bind(&["since", "timeout_ms"])?;
+            let since: u64 = args.required(0)?;
+            let timeout_ms: u64 = args.optional(1)?.unwrap_or(0);
+            let most = MAX_FEED_WAIT.as_millis() as u64;
+            if timeout_ms > most {
+                return Err(RpcError::invalid_parameter(format!(
+                    "timeout_ms must be at most {most}, got {timeout_ms}"
+                )));
+            }
+            let page = c
+                .feed
+                .wait(
+                    since,
+                    MAX_FEED_REPLY,
+                    Duration::from_millis(timeout_ms),
+                    c.shutdown.subscribe(),
+                )
+                .await;
+            let transactions: Vec<Value> = page
+                .events
+                .iter()
+                .map(|event| {
+                    json!({
+                        "sequence": event.sequence,
+                        "txid": event.txid.to_string(),
+                        "status": event.status.name(),
+                    })
+                })
+                .collect();
+            Ok(json!({
+                "feed": format!("{:016x}", c.feed.id()),
+                "last": page.last,
+                "missed": page.missed,
+                "transactions": transactions,
+            }))
         }
     );
     method!(

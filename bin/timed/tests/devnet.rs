@@ -174,6 +174,15 @@ fn four_masternodes_finalize_payments_sent_to_any_node_and_agree_on_every_block(
     net.wait_height(3, Duration::from_secs(60));
     let payer = Payer::new(&net);
 
+    // Where each node's finality feed stands before the payments.
+    let mut feed_positions: Vec<u64> = (0..4)
+        .map(|i| {
+            net.rpc(i, "waitforfinalized", json!([0])).unwrap()["last"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+
     // One payment submitted to each node in turn; each must be certified and reach every node.
     let to = recipient(9);
     for i in 0..4 {
@@ -183,11 +192,41 @@ fn four_masternodes_finalize_payments_sent_to_any_node_and_agree_on_every_block(
         let latency = wait_final(&|m, p| net.rpc(i, m, p), &txid, Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{e}\n{}", net.log(i)));
         println!("payment through node {i}: final after {latency:?} (RPC polling included)");
-        for j in 0..4 {
+        for (j, position) in feed_positions.iter_mut().enumerate() {
             wait_final(&|m, p| net.rpc(j, m, p), &txid, Duration::from_secs(30))
                 .unwrap_or_else(|e| panic!("node {j}: {e}"));
+            // Every node's feed names it, once, as the next final transaction.
+            let feed = net
+                .rpc(j, "waitforfinalized", json!([*position, 10_000]))
+                .unwrap();
+            assert_eq!(feed["missed"], json!(false), "node {j}: {feed}");
+            let events = feed["transactions"].as_array().unwrap();
+            assert_eq!(events.len(), 1, "node {j}: {feed}");
+            assert_eq!(events[0]["txid"], json!(txid), "node {j}: {feed}");
+            assert!(
+                events[0]["status"] == "certified" || events[0]["status"] == "in_block",
+                "node {j}: {feed}"
+            );
+            assert_eq!(events[0]["sequence"], json!(*position + 1));
+            *position = feed["last"].as_u64().unwrap();
         }
     }
+    // Nothing more became final: a wait runs to its timeout and returns nothing.
+    let started = Instant::now();
+    let feed = net
+        .rpc(
+            0,
+            "waitforfinalized",
+            json!({"since": feed_positions[0], "timeout_ms": 300}),
+        )
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300), "{feed}");
+    assert_eq!(feed["transactions"], json!([]));
+    assert_eq!(feed["last"], json!(feed_positions[0]));
+    let error = net
+        .rpc(0, "waitforfinalized", json!([0, 60_001]))
+        .unwrap_err();
+    assert!(error.contains("at most 60000"), "{error}");
     let target = net.height(0) + 3;
     net.wait_height(target, Duration::from_secs(60));
     for i in 0..4 {

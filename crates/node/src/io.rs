@@ -254,6 +254,15 @@ pub enum NodeEvent {
         /// Whether it arrived through sync rather than this node's consensus.
         synced: bool,
     },
+    /// Transactions of a committed block that this node had not certified before: final by
+    /// the block alone (it missed their votes, or learnt the block by sync). Together with
+    /// [`NodeEvent::TransactionFinalized`] this names every transaction that became final here.
+    FinalInBlock {
+        /// The block's height.
+        height: Height,
+        /// The transactions, in block order, the reward left out.
+        txids: Vec<Txid>,
+    },
     /// The consensus view moved on (timeouts or catch-up).
     ViewChanged {
         /// The height.

@@ -2199,10 +2199,13 @@ impl<S: NodeStore> Node<S> {
         self.mempool.remove_for_block(block);
         let mut finality_effects = Vec::new();
         let mut settled = Vec::new();
+        let mut final_by_block = Vec::new();
         for transaction in block.transactions.iter().skip(1) {
             let txid = transaction.txid();
             if self.certified.remove(&txid).is_some() {
                 settled.push(txid);
+            } else {
+                final_by_block.push(txid);
             }
             self.own_votes.remove(&txid);
             self.first_seen.remove(&txid);
@@ -2231,6 +2234,12 @@ impl<S: NodeStore> Node<S> {
             transactions: block.transactions.len(),
             synced,
         }));
+        if !final_by_block.is_empty() {
+            actions.push(Action::Event(NodeEvent::FinalInBlock {
+                height,
+                txids: final_by_block,
+            }));
+        }
         self.run_finality(finality_effects, actions)?;
         // The next height, maybe in a new epoch.
         let next = Height(height.get() + 1);

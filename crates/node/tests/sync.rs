@@ -5,7 +5,8 @@
 use timecoin_node::testing::{
     FUNDED_SEED, MASTERNODE_SEED, START_MS, TestNode, genesis, key, open_on, spend_genesis, submit,
 };
-use timecoin_node::{Action, CertifiedBlock, Input, NodeMessage, PeerId};
+use timecoin_node::{Action, CertifiedBlock, Input, NodeEvent, NodeMessage, PeerId};
+use timecoin_primitives::hash::Txid;
 use timecoin_primitives::{Amount, BoundedVec, Height};
 use timecoin_storage::{ChainStore, MemoryBackend};
 
@@ -267,4 +268,65 @@ fn a_synced_block_with_a_forged_signature_is_refused_and_its_sender_penalised() 
     .unwrap();
     assert!(node.tip_height() >= forged_height);
     assert!(node.store().transaction_location(&txid).unwrap().is_some());
+}
+
+/// Every event that says a transaction became final at `actions`' node: (txid, by block height
+/// or None for a certificate).
+fn finality_events(actions: &[Action]) -> Vec<(Txid, Option<Height>)> {
+    let mut events = Vec::new();
+    for action in actions {
+        match action {
+            Action::Event(NodeEvent::TransactionFinalized { txid, .. }) => {
+                events.push((*txid, None))
+            }
+            Action::Event(NodeEvent::FinalInBlock { height, txids }) => {
+                events.extend(txids.iter().map(|txid| (*txid, Some(*height))))
+            }
+            _ => {}
+        }
+    }
+    events
+}
+
+#[test]
+fn a_payment_learnt_from_a_synced_block_is_reported_final_once_by_its_block() {
+    let mut source = source_chain(1);
+    let payment = spend_genesis(&key(7), Amount::from_units(1_000_000).unwrap());
+    let txid = payment.txid();
+    let mut source_events = finality_events(&submit(&mut source, &payment));
+    let mut now = START_MS + 60_000;
+    while source
+        .store()
+        .transaction_location(&txid)
+        .unwrap()
+        .is_none()
+    {
+        now += 100;
+        let actions = source.handle(Input::Tick { now_ms: now }).unwrap();
+        source_events.extend(finality_events(&actions));
+        assert!(
+            now < START_MS + 600_000,
+            "the payment never reached a block"
+        );
+    }
+    // The masternode certified it first: one certificate event, and its block adds none.
+    assert_eq!(source_events, vec![(txid, None)]);
+
+    let height = source
+        .store()
+        .transaction_location(&txid)
+        .unwrap()
+        .unwrap()
+        .height;
+    let mut node = follower_of_two(&source);
+    let blocks = served_blocks(&mut source, Height(1));
+    let actions = node
+        .handle(Input::PeerMessage {
+            peer: PeerId(1),
+            bytes: NodeMessage::SyncResponse(BoundedVec::new(blocks).unwrap()).to_bytes(),
+        })
+        .unwrap();
+    assert!(node.tip_height() >= height);
+    // The follower never saw its votes: final by its block, at that block's height.
+    assert_eq!(finality_events(&actions), vec![(txid, Some(height))]);
 }
