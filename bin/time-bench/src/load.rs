@@ -1,6 +1,7 @@
-//! The open-loop run: senders that submit each payment when it is due, pollers that watch for
-//! certificates, a block watcher, and a progress line.
+//! The open-loop run: senders that submit each payment when it is due, watchers of each node's
+//! finality feed (or pollers of `gettxfinality`), a block watcher, and a progress line.
 
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,8 +23,10 @@ pub struct RunConfig {
     pub max_batch: usize,
     /// Concurrent submitting connections per node.
     pub connections: usize,
-    /// Pause between finality polls of one node.
+    /// Pause between finality polls of one node (with `Finality::Poll`).
     pub poll: Duration,
+    /// How the run learns that a payment is final.
+    pub finality: Finality,
     /// Payments still unsent this long after the schedule ends are dropped.
     pub send_grace: Duration,
     /// How long after the schedule ends to keep waiting for certificates.
@@ -31,6 +34,24 @@ pub struct RunConfig {
     /// Print a progress line.
     pub progress: bool,
 }
+
+/// How a run learns that a payment is final at the node it was sent to.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Finality {
+    /// `waitforfinalized`: one call per node returns every payment as soon as it is final, the
+    /// way a payment processor watches many payments.
+    Feed,
+    /// `gettxfinality` for every payment in flight, every `--poll-ms` (the bench's method before
+    /// the feed existed; each answer can be up to one interval late).
+    Poll,
+}
+
+/// How long one `waitforfinalized` call may wait, so that a watcher still notices the end of
+/// the run promptly.
+const FEED_WAIT_MS: u64 = 200;
 
 /// What happened to one payment; times are milliseconds from the start of the run.
 #[derive(Clone, Debug, Default)]
@@ -124,8 +145,18 @@ pub async fn run(
     let mut pollers = Vec::new();
     for node in 0..nodes {
         let mut c = devnet.client(node)?;
-        c.call("getblockcount", json!([])).await?;
-        pollers.push((node, c));
+        // Where the node's finality feed stands before the first payment, so that no payment
+        // that becomes final during the run is missed.
+        let feed = match config.finality {
+            Finality::Feed => Some(FeedPosition::of(
+                &c.call("waitforfinalized", json!([0])).await?,
+            )?),
+            Finality::Poll => {
+                c.call("getblockcount", json!([])).await?;
+                None
+            }
+        };
+        pollers.push((node, c, feed));
     }
     let mut watcher = devnet.client(0)?;
     let shared = {
@@ -144,13 +175,17 @@ pub async fn run(
         )));
     }
     let mut poll_tasks = Vec::new();
-    for (node, client) in pollers {
-        poll_tasks.push(tokio::spawn(poller(
-            shared.clone(),
-            node,
-            client,
-            config.clone(),
-        )));
+    for (node, client, feed) in pollers {
+        poll_tasks.push(match feed {
+            Some(position) => tokio::spawn(feed_watcher(
+                shared.clone(),
+                node,
+                client,
+                position,
+                config.clone(),
+            )),
+            None => tokio::spawn(poller(shared.clone(), node, client, config.clone())),
+        });
     }
     let heights = Arc::new(Mutex::new(Vec::new()));
     let watch_task = {
@@ -301,9 +336,46 @@ async fn sender(
         shared
             .accepted
             .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+        // The feed can report a payment final before its submission's answer arrives.
+        let records = shared.records.lock().unwrap();
+        accepted.retain(|&i| records[i].final_ms.is_none());
         shared.pending[node].lock().unwrap().extend(accepted);
     }
     shared.senders_left.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Whether the run is over for a finality watcher: past the drain deadline, or everything sent
+/// and nothing left pending on any node.
+fn watching_done(shared: &Shared, config: &RunConfig) -> bool {
+    if shared.start.elapsed() > config.duration + config.send_grace + config.drain {
+        return true;
+    }
+    let all_sent = shared.senders_left.load(Ordering::Relaxed) == 0;
+    all_sent && shared.pending.iter().all(|p| p.lock().unwrap().is_empty())
+}
+
+/// Marks the payments `done` final now (those not already), and no longer pending on `node`.
+fn mark_final(shared: &Shared, node: usize, done: &[usize]) {
+    if done.is_empty() {
+        return;
+    }
+    let now = shared.now_ms();
+    let mut newly = 0;
+    {
+        let mut records = shared.records.lock().unwrap();
+        for &i in done {
+            if records[i].final_ms.is_none() {
+                records[i].final_ms = Some(now);
+                newly += 1;
+            }
+        }
+    }
+    shared.finalized.fetch_add(newly, Ordering::Relaxed);
+    let done: std::collections::HashSet<usize> = done.iter().copied().collect();
+    shared.pending[node]
+        .lock()
+        .unwrap()
+        .retain(|i| !done.contains(i));
 }
 
 /// Polls `node` for the finality of the payments it accepted, in batches.
@@ -313,57 +385,145 @@ async fn poller(
     mut client: crate::http::Client,
     config: RunConfig,
 ) {
-    let deadline = config.duration + config.send_grace + config.drain;
     loop {
         tokio::time::sleep(config.poll).await;
-        if shared.start.elapsed() > deadline {
+        if watching_done(&shared, &config) {
             break;
         }
-        let waiting: Vec<usize> = shared.pending[node]
-            .lock()
-            .unwrap()
-            .iter()
-            .take(1000)
-            .copied()
-            .collect();
-        if waiting.is_empty() {
-            let all_sent = shared.senders_left.load(Ordering::Relaxed) == 0;
-            let none_pending = shared.pending.iter().all(|p| p.lock().unwrap().is_empty());
-            if all_sent && none_pending {
-                break;
-            }
-            continue;
+        poll_once(&shared, node, &mut client).await;
+    }
+}
+
+/// Asks `node` once about (up to 1,000 of) the payments pending there.
+async fn poll_once(shared: &Shared, node: usize, client: &mut crate::http::Client) {
+    let waiting: Vec<usize> = shared.pending[node]
+        .lock()
+        .unwrap()
+        .iter()
+        .take(1000)
+        .copied()
+        .collect();
+    if waiting.is_empty() {
+        return;
+    }
+    let params: Vec<Value> = waiting.iter().map(|&i| shared.txids[i].clone()).collect();
+    let Ok(results) = client.batch("gettxfinality", &params).await else {
+        return;
+    };
+    let mut done = Vec::new();
+    for (&i, result) in waiting.iter().zip(results) {
+        let status = result
+            .ok()
+            .and_then(|v| v["status"].as_str().map(str::to_owned));
+        if matches!(status.as_deref(), Some("certified" | "in_block")) {
+            done.push(i);
         }
-        let params: Vec<Value> = waiting.iter().map(|&i| shared.txids[i].clone()).collect();
-        let Ok(results) = client.batch("gettxfinality", &params).await else {
+    }
+    mark_final(shared, node, &done);
+}
+
+/// Where a client stands in a node's finality feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedPosition {
+    /// The node process's feed identifier.
+    pub feed: String,
+    /// The last sequence read.
+    pub last: u64,
+}
+
+impl FeedPosition {
+    /// The position after a `waitforfinalized` reply.
+    pub fn of(reply: &Value) -> Result<FeedPosition, String> {
+        match (reply["feed"].as_str(), reply["last"].as_u64()) {
+            (Some(feed), Some(last)) => Ok(FeedPosition {
+                feed: feed.to_string(),
+                last,
+            }),
+            _ => Err(format!("not a waitforfinalized reply: {reply}")),
+        }
+    }
+}
+
+/// The txids a `waitforfinalized` reply names, and whether the client must check its pending
+/// payments another way: the feed lost events it had not read, or the node restarted.
+pub fn feed_reply(reply: &Value, position: &FeedPosition) -> Result<(Vec<String>, bool), String> {
+    let next = FeedPosition::of(reply)?;
+    let gap = reply["missed"].as_bool().unwrap_or(true) || next.feed != position.feed;
+    let txids = reply["transactions"]
+        .as_array()
+        .ok_or_else(|| format!("no transactions in {reply}"))?
+        .iter()
+        .filter_map(|event| event["txid"].as_str().map(str::to_owned))
+        .collect();
+    Ok((txids, gap))
+}
+
+/// Follows `node`'s finality feed and marks the payments it names final the moment the node
+/// reports them. When the feed lost events (or the node restarted), asks about what is
+/// pending once with `gettxfinality` and goes on.
+async fn feed_watcher(
+    shared: Arc<Shared>,
+    node: usize,
+    mut client: crate::http::Client,
+    mut position: FeedPosition,
+    config: RunConfig,
+) {
+    let mine: HashMap<&str, usize> = shared.by_node[node]
+        .iter()
+        .filter_map(|&i| shared.txids[i][0].as_str().map(|txid| (txid, i)))
+        .collect();
+    while !watching_done(&shared, &config) {
+        let reply = client
+            .call("waitforfinalized", json!([position.last, FEED_WAIT_MS]))
+            .await;
+        let parsed = reply.and_then(|reply| {
+            let (txids, gap) = feed_reply(&reply, &position)?;
+            Ok((txids, gap, FeedPosition::of(&reply)?))
+        });
+        let Ok((txids, gap, next)) = parsed else {
+            tokio::time::sleep(config.poll).await;
             continue;
         };
-        let now = shared.now_ms();
-        let mut done = Vec::new();
-        for (&i, result) in waiting.iter().zip(results) {
-            let status = result
-                .ok()
-                .and_then(|v| v["status"].as_str().map(str::to_owned));
-            if matches!(status.as_deref(), Some("certified" | "in_block")) {
-                done.push(i);
+        let done: Vec<usize> = txids
+            .iter()
+            .filter_map(|txid| mine.get(txid.as_str()).copied())
+            .collect();
+        mark_final(&shared, node, &done);
+        if gap {
+            poll_once(&shared, node, &mut client).await;
+        }
+        position = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_feed_reply_names_its_txids_and_flags_a_gap_or_a_restart() {
+        let position = FeedPosition {
+            feed: "00aa".into(),
+            last: 7,
+        };
+        let reply = json!({"feed": "00aa", "last": 9, "missed": false, "transactions": [
+            {"sequence": 8, "txid": "t8", "status": "certified"},
+            {"sequence": 9, "txid": "t9", "status": "in_block"}]});
+        assert_eq!(
+            feed_reply(&reply, &position).unwrap(),
+            (vec!["t8".to_string(), "t9".to_string()], false)
+        );
+        assert_eq!(
+            FeedPosition::of(&reply).unwrap(),
+            FeedPosition {
+                feed: "00aa".into(),
+                last: 9
             }
-        }
-        if done.is_empty() {
-            continue;
-        }
-        {
-            let mut records = shared.records.lock().unwrap();
-            for &i in &done {
-                records[i].final_ms = Some(now);
-            }
-        }
-        shared
-            .finalized
-            .fetch_add(done.len() as u64, Ordering::Relaxed);
-        let done: std::collections::HashSet<usize> = done.into_iter().collect();
-        shared.pending[node]
-            .lock()
-            .unwrap()
-            .retain(|i| !done.contains(i));
+        );
+        let missed = json!({"feed": "00aa", "last": 9, "missed": true, "transactions": []});
+        assert!(feed_reply(&missed, &position).unwrap().1);
+        let restarted = json!({"feed": "00bb", "last": 2, "missed": false, "transactions": []});
+        assert!(feed_reply(&restarted, &position).unwrap().1);
+        assert!(feed_reply(&json!({"error": "x"}), &position).is_err());
     }
 }

@@ -74,7 +74,13 @@ struct Args {
     /// Submitting connections per node.
     #[arg(long, default_value_t = 2)]
     connections: usize,
-    /// Milliseconds between finality polls of a node.
+    /// How to learn that a payment is final: `feed` follows each node's `waitforfinalized`
+    /// (one call reports many payments, each as soon as the node has it), `poll` asks
+    /// `gettxfinality` about every payment in flight every --poll-ms
+    #[arg(long, value_enum, default_value_t = load::Finality::Feed)]
+    finality: load::Finality,
+    /// Milliseconds between finality polls of a node (with --finality poll; with the feed, the
+    /// pause after a failed call)
     #[arg(long, default_value_t = 10)]
     poll_ms: u64,
     /// Seconds after the schedule to keep sending what is late.
@@ -204,6 +210,7 @@ async fn measure(args: &Args, devnet: &Devnet, network: Network) -> Result<Repor
         },
         nodes: devnet.len(),
         senders: args.senders,
+        finality: Some(args.finality),
         ..Default::default()
     };
     let fee_rate =
@@ -300,6 +307,7 @@ async fn measure(args: &Args, devnet: &Devnet, network: Network) -> Result<Repor
             max_batch: args.batch,
             connections: args.connections,
             poll: Duration::from_millis(args.poll_ms),
+            finality: args.finality,
             send_grace: Duration::from_secs_f64(args.send_grace),
             drain: Duration::from_secs_f64(args.drain),
             progress: !args.quiet,

@@ -28,6 +28,9 @@ pub struct Report {
     pub ceiling: Option<Ceiling>,
     /// The large UTXO set created before the runs (`--utxos`), if any.
     pub utxo_set: Option<UtxoSet>,
+    /// How finality was observed (`--finality`); absent in reports from before the feed.
+    #[serde(default)]
+    pub finality: Option<crate::load::Finality>,
 }
 
 /// Unspent outputs created before the runs and left unspent, so the runs measure nodes that
@@ -236,8 +239,17 @@ fn per_node(stats: &[NodeStats], figure: impl Fn(&NodeStats) -> f64) -> String {
 pub fn table(report: &Report) -> String {
     let mut t = String::new();
     t.push_str(&format!(
-        "time-bench: {} masternodes, {} senders, {} cores ({})\n\n",
-        report.nodes, report.senders, report.machine.cores, report.machine.cpu
+        "time-bench: {} masternodes, {} senders, {} cores ({}){}\n\n",
+        report.nodes,
+        report.senders,
+        report.machine.cores,
+        report.machine.cpu,
+        match report.finality {
+            Some(crate::load::Finality::Feed) =>
+                ", finality from each node's waitforfinalized feed",
+            Some(crate::load::Finality::Poll) => ", finality polled with gettxfinality",
+            None => "",
+        }
     ));
     t.push_str(
         "offered/s achieved/s final/s |  p50 ms   p90 ms   p99 ms   max ms | lag p99 | rej  drop unfin | blk/s gap max ms | node CPU %        | peak RSS MB     | KB out/s/node | bench CPU% | ceil\n",
