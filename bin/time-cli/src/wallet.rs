@@ -20,8 +20,10 @@ use crate::{Failure, call};
 /// How long `sendtoaddress` waits for a finality certificate before giving up waiting (the
 /// transaction may still finalize; `gettxfinality` tells).
 const FINALITY_WAIT: Duration = Duration::from_secs(60);
-/// How often it asks.
+/// How often it asks a node without the finality feed (`waitforfinalized`).
 const FINALITY_POLL: Duration = Duration::from_millis(20);
+/// The longest one `waitforfinalized` call waits, so progress is shown at least this often.
+const FEED_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs `method` if it is a wallet command; `None` if it is a plain RPC call.
 pub fn run(options: &Options, method: &str, params: &[String]) -> Result<Option<Value>, Failure> {
@@ -338,6 +340,15 @@ fn tier_collateral(options: &Options, tier: Tier) -> Result<Amount, Failure> {
 fn send(options: &Options, built: BuiltTransaction) -> Result<Value, Failure> {
     let txid = built.transaction.txid();
     let hex = hex::encode(encode(&built.transaction));
+    // Where the node's finality feed stands before the payment, so its event cannot be missed.
+    // A node without the feed (older than this client) is polled instead.
+    let mut feed = if options.no_wait {
+        None
+    } else {
+        call(options, "waitforfinalized", json!([0]))
+            .ok()
+            .and_then(|reply| reply["last"].as_u64())
+    };
     let started = Instant::now();
     call(options, "sendrawtransaction", json!([hex]))?;
     let mut result = json!({"txid": txid.to_string(), "fee": amount_json(built.fee)});
@@ -345,13 +356,37 @@ fn send(options: &Options, built: BuiltTransaction) -> Result<Value, Failure> {
         return Ok(result);
     }
     let progress = std::io::stderr().is_terminal();
+    let txid_text = txid.to_string();
     loop {
-        let finality = call(options, "gettxfinality", json!([txid.to_string()]))?;
-        let status = finality
-            .get("status")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_string();
+        let status = match feed {
+            Some(since) => {
+                let wait = FINALITY_WAIT
+                    .saturating_sub(started.elapsed())
+                    .min(FEED_WAIT)
+                    .as_millis() as u64;
+                match call(options, "waitforfinalized", json!([since, wait])) {
+                    Ok(reply) => {
+                        feed = reply["last"].as_u64();
+                        let named = reply["transactions"].as_array().and_then(|events| {
+                            events.iter().find(|e| e["txid"] == json!(txid_text))
+                        });
+                        match named {
+                            Some(event) => event["status"].as_str().unwrap_or("certified").into(),
+                            // Events were lost before we read them: ask about the payment.
+                            None if reply["missed"] == json!(true) => {
+                                finality_status(options, &txid_text)?
+                            }
+                            None => "pending".to_string(),
+                        }
+                    }
+                    Err(_) => {
+                        feed = None;
+                        finality_status(options, &txid_text)?
+                    }
+                }
+            }
+            None => finality_status(options, &txid_text)?,
+        };
         if status == "certified" || status == "in_block" {
             result["status"] = json!(status);
             result["finality_ms"] = json!(started.elapsed().as_millis() as u64);
@@ -369,6 +404,18 @@ fn send(options: &Options, built: BuiltTransaction) -> Result<Value, Failure> {
                 started.elapsed().as_millis()
             );
         }
-        std::thread::sleep(FINALITY_POLL);
+        if feed.is_none() {
+            std::thread::sleep(FINALITY_POLL);
+        }
     }
+}
+
+/// What `gettxfinality` says of `txid`.
+fn finality_status(options: &Options, txid: &str) -> Result<String, Failure> {
+    let finality = call(options, "gettxfinality", json!([txid]))?;
+    Ok(finality
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string())
 }
