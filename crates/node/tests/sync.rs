@@ -205,24 +205,7 @@ fn a_peer_serving_a_bad_range_is_penalised_and_the_range_asked_of_another() {
 /// syncing node must, even though it skips the check for copies it verified itself.
 #[test]
 fn a_synced_block_with_a_forged_signature_is_refused_and_its_sender_penalised() {
-    let mut source = source_chain(1);
-    let payment = spend_genesis(&key(7), Amount::from_units(1_000_000).unwrap());
-    let txid = payment.txid();
-    submit(&mut source, &payment);
-    let mut now = START_MS + 60_000;
-    while source
-        .store()
-        .transaction_location(&txid)
-        .unwrap()
-        .is_none()
-    {
-        now += 100;
-        source.handle(Input::Tick { now_ms: now }).unwrap();
-        assert!(
-            now < START_MS + 600_000,
-            "the payment never reached a block"
-        );
-    }
+    let (mut source, txid, _) = source_with_a_payment_in_a_block();
     let mut node = follower_of_two(&source);
     let mut blocks = served_blocks(&mut source, Height(1));
     let mut forged_height = None;
@@ -270,6 +253,30 @@ fn a_synced_block_with_a_forged_signature_is_refused_and_its_sender_penalised() 
     assert!(node.store().transaction_location(&txid).unwrap().is_some());
 }
 
+/// A lone masternode that took a payment and committed it in a block; with the payment's txid
+/// and every action from the submission on.
+fn source_with_a_payment_in_a_block() -> (TestNode, Txid, Vec<Action>) {
+    let mut source = source_chain(1);
+    let payment = spend_genesis(&key(7), Amount::from_units(1_000_000).unwrap());
+    let txid = payment.txid();
+    let mut actions = submit(&mut source, &payment);
+    let mut now = START_MS + 60_000;
+    while source
+        .store()
+        .transaction_location(&txid)
+        .unwrap()
+        .is_none()
+    {
+        now += 100;
+        actions.extend(source.handle(Input::Tick { now_ms: now }).unwrap());
+        assert!(
+            now < START_MS + 600_000,
+            "the payment never reached a block"
+        );
+    }
+    (source, txid, actions)
+}
+
 /// Every event that says a transaction became final at `actions`' node: (txid, by block height
 /// or None for a certificate).
 fn finality_events(actions: &[Action]) -> Vec<(Txid, Option<Height>)> {
@@ -290,27 +297,9 @@ fn finality_events(actions: &[Action]) -> Vec<(Txid, Option<Height>)> {
 
 #[test]
 fn a_payment_learnt_from_a_synced_block_is_reported_final_once_by_its_block() {
-    let mut source = source_chain(1);
-    let payment = spend_genesis(&key(7), Amount::from_units(1_000_000).unwrap());
-    let txid = payment.txid();
-    let mut source_events = finality_events(&submit(&mut source, &payment));
-    let mut now = START_MS + 60_000;
-    while source
-        .store()
-        .transaction_location(&txid)
-        .unwrap()
-        .is_none()
-    {
-        now += 100;
-        let actions = source.handle(Input::Tick { now_ms: now }).unwrap();
-        source_events.extend(finality_events(&actions));
-        assert!(
-            now < START_MS + 600_000,
-            "the payment never reached a block"
-        );
-    }
+    let (mut source, txid, actions) = source_with_a_payment_in_a_block();
     // The masternode certified it first: one certificate event, and its block adds none.
-    assert_eq!(source_events, vec![(txid, None)]);
+    assert_eq!(finality_events(&actions), vec![(txid, None)]);
 
     let height = source
         .store()
