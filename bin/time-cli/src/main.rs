@@ -55,6 +55,7 @@ const JSON_PARAMS: &[(&str, &[usize])] = &[
     ("testmempoolaccept", &[0]),
     ("gettxoutproof", &[0]),
     ("getblockstats", &[0]),
+    ("waitforfinalized", &[0, 1]),
 ];
 
 fn convert_params(method: &str, raw: &[String]) -> Result<Value, String> {

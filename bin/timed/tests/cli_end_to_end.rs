@@ -161,6 +161,17 @@ fn time_cli_wallet_pays_across_a_devnet_and_rejects_bad_input() {
     let fee = (paid["fee"].as_f64().unwrap() * 1e8).round() as u64;
     assert!(fee > 0, "{paid}");
     let alice_left = 1_000_000_000 - 250_000_000 - fee;
+    // Node 1's finality feed, read through the CLI, names the payment sendtoaddress waited for.
+    let feed: Value =
+        serde_json::from_str(&ok(&net, 1, None, &["waitforfinalized", "0", "1000"])).unwrap();
+    assert!(
+        feed["transactions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|event| event["txid"] == txid.as_str()),
+        "{feed}"
+    );
 
     // Every node sees the payment final and both balances changed.
     let deadline = Instant::now() + Duration::from_secs(20);
