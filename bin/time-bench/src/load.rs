@@ -302,7 +302,8 @@ async fn sender(
         let sent_ms = shared.now_ms();
         shared.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let results = client.batch("sendrawtransaction", &params).await;
-        let mut accepted = Vec::new();
+        let mut accepted = 0;
+        let mut now_pending = Vec::new();
         {
             let mut records = shared.records.lock().unwrap();
             match results {
@@ -312,7 +313,12 @@ async fn sender(
                         match result {
                             Ok(_) => {
                                 records[i].accepted = true;
-                                accepted.push(i);
+                                accepted += 1;
+                                // The feed can report a payment final before its submission's
+                                // answer arrives.
+                                if records[i].final_ms.is_none() {
+                                    now_pending.push(i);
+                                }
                             }
                             Err(e) => {
                                 records[i].error = Some(e);
@@ -333,13 +339,8 @@ async fn sender(
                 }
             }
         }
-        shared
-            .accepted
-            .fetch_add(accepted.len() as u64, Ordering::Relaxed);
-        // The feed can report a payment final before its submission's answer arrives.
-        let records = shared.records.lock().unwrap();
-        accepted.retain(|&i| records[i].final_ms.is_none());
-        shared.pending[node].lock().unwrap().extend(accepted);
+        shared.accepted.fetch_add(accepted, Ordering::Relaxed);
+        shared.pending[node].lock().unwrap().extend(now_pending);
     }
     shared.senders_left.fetch_sub(1, Ordering::Relaxed);
 }
@@ -444,9 +445,20 @@ impl FeedPosition {
     }
 }
 
-/// The txids a `waitforfinalized` reply names, and whether the client must check its pending
-/// payments another way: the feed lost events it had not read, or the node restarted.
-pub fn feed_reply(reply: &Value, position: &FeedPosition) -> Result<(Vec<String>, bool), String> {
+/// What a `waitforfinalized` reply says to a client at `position`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FeedReply {
+    /// The txids it names.
+    pub txids: Vec<String>,
+    /// Whether the client must check its pending payments another way: the feed lost events
+    /// it had not read, or the node restarted.
+    pub gap: bool,
+    /// Where the client stands after it.
+    pub next: FeedPosition,
+}
+
+/// Reads a `waitforfinalized` reply to a client at `position`.
+pub fn feed_reply(reply: &Value, position: &FeedPosition) -> Result<FeedReply, String> {
     let next = FeedPosition::of(reply)?;
     let gap = reply["missed"].as_bool().unwrap_or(true) || next.feed != position.feed;
     let txids = reply["transactions"]
@@ -455,7 +467,7 @@ pub fn feed_reply(reply: &Value, position: &FeedPosition) -> Result<(Vec<String>
         .iter()
         .filter_map(|event| event["txid"].as_str().map(str::to_owned))
         .collect();
-    Ok((txids, gap))
+    Ok(FeedReply { txids, gap, next })
 }
 
 /// Follows `node`'s finality feed and marks the payments it names final the moment the node
@@ -476,23 +488,20 @@ async fn feed_watcher(
         let reply = client
             .call("waitforfinalized", json!([position.last, FEED_WAIT_MS]))
             .await;
-        let parsed = reply.and_then(|reply| {
-            let (txids, gap) = feed_reply(&reply, &position)?;
-            Ok((txids, gap, FeedPosition::of(&reply)?))
-        });
-        let Ok((txids, gap, next)) = parsed else {
+        let Ok(read) = reply.and_then(|reply| feed_reply(&reply, &position)) else {
             tokio::time::sleep(config.poll).await;
             continue;
         };
-        let done: Vec<usize> = txids
+        let done: Vec<usize> = read
+            .txids
             .iter()
             .filter_map(|txid| mine.get(txid.as_str()).copied())
             .collect();
         mark_final(&shared, node, &done);
-        if gap {
+        if read.gap {
             poll_once(&shared, node, &mut client).await;
         }
-        position = next;
+        position = read.next;
     }
 }
 
@@ -511,19 +520,19 @@ mod tests {
             {"sequence": 9, "txid": "t9", "status": "in_block"}]});
         assert_eq!(
             feed_reply(&reply, &position).unwrap(),
-            (vec!["t8".to_string(), "t9".to_string()], false)
-        );
-        assert_eq!(
-            FeedPosition::of(&reply).unwrap(),
-            FeedPosition {
-                feed: "00aa".into(),
-                last: 9
+            FeedReply {
+                txids: vec!["t8".to_string(), "t9".to_string()],
+                gap: false,
+                next: FeedPosition {
+                    feed: "00aa".into(),
+                    last: 9
+                }
             }
         );
         let missed = json!({"feed": "00aa", "last": 9, "missed": true, "transactions": []});
-        assert!(feed_reply(&missed, &position).unwrap().1);
+        assert!(feed_reply(&missed, &position).unwrap().gap);
         let restarted = json!({"feed": "00bb", "last": 2, "missed": false, "transactions": []});
-        assert!(feed_reply(&restarted, &position).unwrap().1);
+        assert!(feed_reply(&restarted, &position).unwrap().gap);
         assert!(feed_reply(&json!({"error": "x"}), &position).is_err());
     }
 }

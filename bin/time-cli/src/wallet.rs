@@ -362,28 +362,10 @@ fn send(options: &Options, built: BuiltTransaction) -> Result<Value, Failure> {
             Some(since) => {
                 let wait = FINALITY_WAIT
                     .saturating_sub(started.elapsed())
-                    .min(FEED_WAIT)
-                    .as_millis() as u64;
-                match call(options, "waitforfinalized", json!([since, wait])) {
-                    Ok(reply) => {
-                        feed = reply["last"].as_u64();
-                        let named = reply["transactions"].as_array().and_then(|events| {
-                            events.iter().find(|e| e["txid"] == json!(txid_text))
-                        });
-                        match named {
-                            Some(event) => event["status"].as_str().unwrap_or("certified").into(),
-                            // Events were lost before we read them: ask about the payment.
-                            None if reply["missed"] == json!(true) => {
-                                finality_status(options, &txid_text)?
-                            }
-                            None => "pending".to_string(),
-                        }
-                    }
-                    Err(_) => {
-                        feed = None;
-                        finality_status(options, &txid_text)?
-                    }
-                }
+                    .min(FEED_WAIT);
+                let (next, status) = feed_status(options, since, wait, &txid_text)?;
+                feed = next;
+                status
             }
             None => finality_status(options, &txid_text)?,
         };
@@ -408,6 +390,34 @@ fn send(options: &Options, built: BuiltTransaction) -> Result<Value, Failure> {
             std::thread::sleep(FINALITY_POLL);
         }
     }
+}
+
+/// Waits up to `wait` on the node's finality feed from `since`: where the feed stands next
+/// (`None` if the node has no feed, so the caller polls instead) and `txid`'s status.
+fn feed_status(
+    options: &Options,
+    since: u64,
+    wait: Duration,
+    txid: &str,
+) -> Result<(Option<u64>, String), Failure> {
+    let Ok(reply) = call(
+        options,
+        "waitforfinalized",
+        json!([since, wait.as_millis() as u64]),
+    ) else {
+        return Ok((None, finality_status(options, txid)?));
+    };
+    let next = reply["last"].as_u64();
+    let named = reply["transactions"]
+        .as_array()
+        .and_then(|events| events.iter().find(|event| event["txid"] == txid));
+    let status = match named {
+        Some(event) => event["status"].as_str().unwrap_or("certified").to_string(),
+        // Events were lost before we read them: ask about the payment.
+        None if reply["missed"] == json!(true) => finality_status(options, txid)?,
+        None => "pending".to_string(),
+    };
+    Ok((next, status))
 }
 
 /// What `gettxfinality` says of `txid`.

@@ -709,9 +709,9 @@ impl LoopState {
     }
 
     async fn perform(&mut self, net: &NetworkHandle, metrics: &Metrics, actions: Vec<Action>) {
-        // Recorded together after the loop: one lock and one wake-up of waiting clients per
-        // batch of actions rather than per transaction.
-        let mut finality = Vec::new();
+        // The feed takes its events together after the loop: one lock and one wake-up of
+        // waiting clients per batch of actions rather than per transaction.
+        let mut events = Vec::new();
         for action in actions {
             match action {
                 Action::Broadcast(message) if is_relay(&message) => {
@@ -750,16 +750,11 @@ impl LoopState {
                 }
                 Action::Event(event) => {
                     log_event(&event, metrics);
-                    if matches!(
-                        event,
-                        NodeEvent::TransactionFinalized { .. } | NodeEvent::FinalInBlock { .. }
-                    ) {
-                        finality.push(event);
-                    }
+                    events.push(event);
                 }
             }
         }
-        self.feed.record(&finality);
+        self.feed.record(&events);
     }
 }
 
