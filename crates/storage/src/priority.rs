@@ -1,5 +1,5 @@
 //! The background flush's CPU priority (ADR 0019): the lowest while the node does not need the
-//! flush, the node's own once the node waits for it.
+//! flush, the node's own once the node waits for it or the flush falls behind the fresh layer.
 //!
 //! At the lowest priority a flush uses only the CPU the node leaves idle, so it never competes
 //! with consensus. But when the next cache layer fills first, the node waits for the flush, and
@@ -8,8 +8,16 @@
 //! then asks for its normal priority back. That needs `CAP_SYS_NICE` or an `RLIMIT_NICE` of at
 //! least 20 (systemd: `LimitNICE=+0`, nice 0 allowed); without either the flush stays at
 //! the lowest priority, as before.
+//!
+//! Waiting for the flush is the last resort, and on a saturated machine it came often: at
+//! the lowest priority the flush got almost no CPU for the whole layer's fill time, and every
+//! node of a devnet then stalled for over a second at the same layer switch, long enough for
+//! a view change. So the flush also keeps pace with the fresh layer: while its share of writes
+//! done trails how full the fresh layer is ([`FlushPriority::behind`]), it takes its normal
+//! priority, and once it is well ahead it lowers itself again. What idle CPU does not do of the
+//! flush is then spread over the layer's fill time instead of demanded all at once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Writes between two checks of whether the node waits: a fraction of a millisecond of work.
 pub(crate) const CHECK_EVERY: usize = 256;
@@ -27,6 +35,16 @@ const NORMAL: i32 = 0;
 pub(crate) struct FlushPriority {
     /// Set when the node waits for the flush (or asks it to hurry).
     urgent: AtomicBool,
+    /// How full the fresh layer is, in thousandths: the flush is due when it reaches 1,000.
+    fill: AtomicU32,
+}
+
+/// Thousandths of its writes a flush should have done when the fresh layer is `fill`
+/// thousandths full: in step with the fill, so as to be done at four fifths, leaving a margin
+/// for bursts. (A lazier schedule, the square of the fill's share of nine tenths, which left
+/// more of the flush to idle CPU, was no better in alternated runs: ADR 0019.)
+fn due_progress(fill: u32) -> u64 {
+    (u64::from(fill) * 5 / 4).min(1_000)
 }
 
 impl FlushPriority {
@@ -39,14 +57,43 @@ impl FlushPriority {
     pub(crate) fn is_urgent(&self) -> bool {
         self.urgent.load(Ordering::Acquire)
     }
+
+    /// Records how full the fresh layer is, in thousandths (capped at 1,000).
+    pub(crate) fn set_fill(&self, thousandths: u32) {
+        self.fill.store(thousandths.min(1_000), Ordering::Release);
+    }
+
+    /// Whether a flush that has done `done` of its `total` writes trails the fresh layer's
+    /// fill, so that at its present pace the node would wait for it.
+    pub(crate) fn behind(&self, done: usize, total: usize) -> bool {
+        let progress = (done as u64 * 1_000)
+            .checked_div(total as u64)
+            .unwrap_or(1_000);
+        progress < due_progress(self.fill.load(Ordering::Acquire))
+    }
+
+    /// Whether the flush is so far ahead of the fresh layer's fill (a tenth of its writes)
+    /// that it can go back to the lowest priority.
+    pub(crate) fn well_ahead(&self, done: usize, total: usize) -> bool {
+        let progress = (done as u64 * 1_000)
+            .checked_div(total as u64)
+            .unwrap_or(1_000);
+        progress >= due_progress(self.fill.load(Ordering::Acquire)) + 100
+    }
 }
 
-/// Lowers the calling thread to the lowest priority. Best effort: a failure leaves the flush at
-/// normal priority, which is only slower for the node. On Linux a nice value belongs to a
-/// thread, so this leaves the node's other threads alone.
-pub(crate) fn lower_this_thread() {
+/// Lowers the calling thread to the lowest priority; returns whether it has it now. Best
+/// effort: a failure leaves the flush at normal priority, which is only slower for the node. On
+/// Linux a nice value belongs to a thread, so this leaves the node's other threads alone.
+pub(crate) fn lower_this_thread() -> bool {
     #[cfg(target_os = "linux")]
-    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), LOWEST);
+    {
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), LOWEST).is_ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
 }
 
 /// Asks for the calling thread's normal priority back; returns whether it has it now.
@@ -73,7 +120,7 @@ mod tests {
     #[test]
     fn a_lowered_thread_gets_its_priority_back_where_the_system_allows_it() {
         std::thread::spawn(|| {
-            lower_this_thread();
+            assert!(lower_this_thread());
             assert_eq!(nice_of_this_thread(), LOWEST);
             let restored = restore_this_thread();
             // Privileged (or with RLIMIT_NICE) the thread is back at normal priority; otherwise
@@ -83,6 +130,30 @@ mod tests {
         })
         .join()
         .expect("the test thread");
+    }
+
+    #[test]
+    fn a_flush_is_behind_while_its_progress_trails_the_fresh_layers_fill() {
+        let priority = FlushPriority::default();
+        // An empty fresh layer: nothing is due yet.
+        assert!(!priority.behind(0, 1_000));
+        assert!(priority.well_ahead(100, 1_000));
+        assert!(!priority.well_ahead(99, 1_000));
+        priority.set_fill(400);
+        // Half the writes are due at two fifths full.
+        assert!(priority.behind(499, 1_000));
+        assert!(!priority.behind(500, 1_000));
+        assert!(!priority.well_ahead(599, 1_000));
+        assert!(priority.well_ahead(600, 1_000));
+        // From four fifths on, everything is due.
+        priority.set_fill(800);
+        assert!(priority.behind(999, 1_000));
+        priority.set_fill(2_000);
+        assert!(priority.behind(999, 1_000));
+        assert!(!priority.behind(1_000, 1_000));
+        assert!(!priority.well_ahead(1_000, 1_000));
+        // A flush with nothing to write is never behind.
+        assert!(!priority.behind(0, 0));
     }
 
     #[test]

@@ -216,22 +216,38 @@ struct FlushJob {
 }
 
 /// Writes `cache`, which covers the blocks up to `up_to`, into the UTXO file in one atomic
-/// commit that also records the new flush height.
+/// commit that also records the new flush height. `lowered`: the calling thread starts at the
+/// lowest priority (a background flush), and only then moves between priorities.
 fn write_cache(
     writer: &impl UtxoFileWriter,
     cache: &Cache,
     up_to: Height,
     index_addresses: bool,
     priority: &FlushPriority,
+    lowered: bool,
 ) -> Result<()> {
+    let total = cache.utxos.len()
+        + cache.tx_index.len()
+        + if index_addresses {
+            cache.utxos.len() + cache.address_deletes.len()
+        } else {
+            0
+        };
     let mut done = 0usize;
-    let mut raised = false;
-    // Called before each write; every CHECK_EVERY writes it looks whether the node waits.
+    // Whether the thread runs at the lowest priority now, and whether it may still ask for
+    // its normal one (refused once, it would be refused again).
+    let mut lowered = lowered;
+    let mut may_raise = true;
+    // Called before each write; every CHECK_EVERY writes it looks whether the node waits or
+    // the flush has fallen behind the fresh layer, or is far enough ahead to yield again.
     let mut step = || {
-        if !raised && done.is_multiple_of(CHECK_EVERY) && priority.is_urgent() {
-            // Asked once: refused, it would be refused again.
-            raised = true;
-            priority::restore_this_thread();
+        if done.is_multiple_of(CHECK_EVERY) {
+            if lowered && may_raise && (priority.is_urgent() || priority.behind(done, total)) {
+                may_raise = priority::restore_this_thread();
+                lowered = !may_raise;
+            } else if !lowered && !priority.is_urgent() && priority.well_ahead(done, total) {
+                lowered = priority::lower_this_thread();
+            }
         }
         done += 1;
     };
@@ -888,6 +904,7 @@ impl<B: KvBackend> ChainDb<B> {
             let changes = expand_changes(&block, &txids, stored)?;
             self.make_room(&changes, txids.len(), height)?;
             self.cache_block(height, &changes, &txids);
+            self.report_fill(height);
             self.stats.replayed_blocks += 1;
         }
         Ok(())
@@ -940,12 +957,17 @@ impl<B: KvBackend> ChainDb<B> {
         let priority = Arc::new(FlushPriority::default());
         let job_priority = Arc::clone(&priority);
         let job = move || {
-            if background {
-                priority::lower_this_thread();
-            }
+            let lowered = background && priority::lower_this_thread();
             let started = Instant::now();
-            let result = write_cache(&writer, &cache, up_to, index_addresses, &job_priority)
-                .map(|()| started.elapsed());
+            let result = write_cache(
+                &writer,
+                &cache,
+                up_to,
+                index_addresses,
+                &job_priority,
+                lowered,
+            )
+            .map(|()| started.elapsed());
             // The store may have been dropped meanwhile; then nobody needs the outcome.
             let _ = report.send(result);
         };
@@ -1061,6 +1083,27 @@ impl<B: KvBackend> ChainDb<B> {
             .get(outpoint)
             .copied()
             .or_else(|| self.frozen_slot(outpoint))
+    }
+
+    /// Tells a background flush in progress how full the fresh layer is after the block at
+    /// `height`, by whichever of its limits is nearest: its tables' room or its block count.
+    fn report_fill(&self, height: Height) {
+        let Some(job) = &self.job else {
+            return;
+        };
+        let share =
+            |used: usize, room: usize| (used.saturating_mul(1_000) / room.max(1)).min(1_000) as u32;
+        let blocks = (height.0 + 1).saturating_sub(self.active_from);
+        let fill = share(self.cache.utxos.len(), self.cache.utxos.capacity())
+            .max(share(
+                self.cache.tx_index.len(),
+                self.cache.tx_index.capacity(),
+            ))
+            .max(share(
+                usize::try_from(blocks).unwrap_or(usize::MAX),
+                usize::try_from(self.layer_blocks()).unwrap_or(usize::MAX),
+            ));
+        job.priority.set_fill(fill);
     }
 
     /// Applies a committed block's changes to the in-memory cache.
@@ -1893,6 +1936,7 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
         self.commitment = commit.commitment.clone();
         self.registry.apply(commit.masternode_events);
         self.cache_block(height, commit.changes, &txids);
+        self.report_fill(height);
         self.refresh_stats();
         Ok(())
     }
