@@ -202,9 +202,7 @@ impl RunReport {
                 report.rejected += 1;
             }
             if let Some(e) = &record.error {
-                // Messages carry txids and amounts; the first words are enough to group them.
-                let key: String = e.chars().take(80).collect();
-                *report.errors.entry(key).or_default() += 1;
+                *report.errors.entry(error_kind(e)).or_default() += 1;
             }
         }
         report.sent = records.iter().filter(|r| r.sent_ms.is_some()).count();
@@ -345,4 +343,51 @@ pub fn table(report: &Report) -> String {
         report.machine.loadavg_before, report.machine.loadavg_after
     ));
     t
+}
+
+/// What groups `error` with others of its kind: its first 80 characters with every txid, key
+/// or other long hexadecimal run replaced by `…`, since refusals name the transaction.
+fn error_kind(error: &str) -> String {
+    let mut kind = String::new();
+    let mut hex = String::new();
+    let flush = |hex: &mut String, kind: &mut String| {
+        if hex.len() >= 16 {
+            kind.push('…');
+        } else {
+            kind.push_str(hex);
+        }
+        hex.clear();
+    };
+    for c in error.chars().take(80) {
+        if c.is_ascii_hexdigit() {
+            hex.push(c);
+        } else {
+            flush(&mut hex, &mut kind);
+            kind.push(c);
+        }
+    }
+    flush(&mut hex, &mut kind);
+    kind
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_of_different_transactions_group_as_one_kind() {
+        let first = "the pool is full: to admit transaction 00010840c4ab3d37527f456b488a63398f2131b92e at 3";
+        let second = "the pool is full: to admit transaction ffffe39976ff333ce7c00f28dabb066d24c7795df0 at 3";
+        assert_eq!(error_kind(first), error_kind(second));
+        assert_eq!(
+            error_kind(first),
+            "the pool is full: to admit transaction …"
+        );
+        // Short numbers stay: they tell kinds apart.
+        assert_eq!(
+            error_kind("fee rate 1000 below 2000"),
+            "fee rate 1000 below 2000"
+        );
+        assert_ne!(error_kind("transport: timed out"), error_kind(first));
+    }
 }
