@@ -7,10 +7,11 @@
 //! the same signatures, so the outcome does not depend on how the work was split.
 
 use std::borrow::Borrow;
+use std::collections::HashSet;
 
 use rayon::prelude::*;
 use timecoin_primitives::keys::BatchVerifier;
-use timecoin_primitives::{Block, Network, Transaction, TxKind, Txid};
+use timecoin_primitives::{Block, Network, PublicKey, Signature, Transaction, TxKind, Txid};
 
 use crate::error::LedgerError;
 
@@ -24,11 +25,17 @@ const MIN_SIGNATURES_PER_CHUNK: usize = 64;
 const CHUNKS_PER_THREAD: usize = 1;
 
 /// The (key, message, signature) checks one transaction needs.
+///
+/// Every input signs the same message, and Ed25519 signing is deterministic, so the inputs a
+/// wallet spends from one address carry identical (key, signature) pairs: each distinct pair is
+/// checked once. A consolidation of a hundred coins of one address costs one check, not a
+/// hundred; whether the transaction is valid does not change, since an identical check has an
+/// identical outcome.
 fn queue_transaction(
     transaction: &Transaction,
     txid: &Txid,
     network: Network,
-    mut each: impl FnMut(&timecoin_primitives::PublicKey, &[u8; 32], &timecoin_primitives::Signature),
+    mut each: impl FnMut(&PublicKey, &[u8; 32], &Signature),
 ) -> Result<(), LedgerError> {
     let body = &transaction.body;
     let expected = body.expected_signatures();
@@ -40,8 +47,11 @@ fn queue_transaction(
     }
     if !body.inputs.is_empty() {
         let message = Transaction::signing_message(txid, network);
+        let mut queued: HashSet<(&PublicKey, &Signature)> = HashSet::new();
         for (input, signature) in body.inputs.iter().zip(transaction.signatures.iter()) {
-            each(&input.public_key, &message, signature);
+            if queued.insert((&input.public_key, signature)) {
+                each(&input.public_key, &message, signature);
+            }
         }
     }
     if let TxKind::RegisterMasternode { node_key, .. } = &body.kind {
@@ -176,4 +186,95 @@ pub fn verify_transactions<T: Borrow<Transaction> + Sync>(
 /// Verifies every signature in `block`; see [`verify_transactions`].
 pub fn verify_block_signatures(block: &Block, network: Network) -> Result<(), LedgerError> {
     verify_transactions(&block.transactions, network)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use timecoin_primitives::{
+        Address, Amount, BoundedVec, Hash32, OutPoint, SecretKey, TxBody, TxInput, TxOut,
+    };
+
+    /// A transfer spending `coins` coins of each of `owners`, signed.
+    fn spending(owners: &[&SecretKey], coins: u32) -> Transaction {
+        let mut inputs = Vec::new();
+        let mut keys = Vec::new();
+        for (n, owner) in owners.iter().enumerate() {
+            for index in 0..coins {
+                inputs.push(TxInput {
+                    prevout: OutPoint {
+                        txid: Txid(Hash32([n as u8 + 1; 32])),
+                        index,
+                    },
+                    public_key: owner.public_key(),
+                });
+                keys.push(*owner);
+            }
+        }
+        let body = TxBody {
+            kind: TxKind::Transfer,
+            inputs: BoundedVec::new(inputs).expect("few inputs"),
+            outputs: BoundedVec::new(vec![TxOut {
+                amount: Amount::ONE_TIME,
+                address: Address::from_public_key(&owners[0].public_key()),
+            }])
+            .expect("one output"),
+        };
+        Transaction::sign(body, &keys, None, Network::Devnet).expect("keys match inputs")
+    }
+
+    /// The signature checks `transaction` is queued for.
+    fn checks(transaction: &Transaction) -> usize {
+        let mut count = 0;
+        queue_transaction(
+            transaction,
+            &transaction.txid(),
+            Network::Devnet,
+            |_, _, _| count += 1,
+        )
+        .expect("well formed");
+        count
+    }
+
+    fn with_signatures(
+        transaction: &Transaction,
+        edit: impl FnOnce(&mut [Signature]),
+    ) -> Transaction {
+        let mut signatures = transaction.signatures.clone().into_inner();
+        edit(&mut signatures);
+        Transaction {
+            body: transaction.body.clone(),
+            signatures: BoundedVec::new(signatures).expect("same count"),
+        }
+    }
+
+    #[test]
+    fn coins_of_one_key_cost_one_check_and_any_altered_copy_is_caught() {
+        let alice = SecretKey::from_bytes([7; 32]);
+        let bob = SecretKey::from_bytes([8; 32]);
+        let transaction = spending(&[&alice, &bob], 3);
+        assert_eq!(transaction.signatures.len(), 6);
+        assert_eq!(checks(&transaction), 2, "one check per key");
+        assert_eq!(verify_transaction(&transaction, 0, Network::Devnet), Ok(()));
+        assert_eq!(
+            verify_transactions(&[&transaction], Network::Devnet),
+            Ok(())
+        );
+
+        // One copy altered is a pair of its own: checked, and the transaction fails.
+        let one_altered = with_signatures(&transaction, |signatures| signatures[1].0[10] ^= 0x40);
+        assert_eq!(checks(&one_altered), 3);
+        assert!(verify_transaction(&one_altered, 0, Network::Devnet).is_err());
+        assert!(verify_transactions(&[&one_altered], Network::Devnet).is_err());
+
+        // All of a key's copies altered alike: still one check, and it fails.
+        let all_altered = with_signatures(&transaction, |signatures| {
+            for signature in &mut signatures[..3] {
+                signature.0[10] ^= 0x40;
+            }
+        });
+        assert_eq!(checks(&all_altered), 2);
+        assert!(verify_transaction(&all_altered, 0, Network::Devnet).is_err());
+        assert!(verify_transactions(&[&all_altered], Network::Devnet).is_err());
+    }
 }
