@@ -82,6 +82,59 @@ impl FlushPriority {
     }
 }
 
+/// A flush's writes, counted on the flush's own thread, which it moves between priorities.
+pub(crate) struct Pacer<'a> {
+    priority: &'a FlushPriority,
+    total: usize,
+    done: usize,
+    /// Whether the thread started at the lowest priority (a background flush): only such a
+    /// thread moves. An inline flush runs on the node's own thread, which it must never lower.
+    movable: bool,
+    /// Whether the thread runs at the lowest priority now.
+    lowered: bool,
+    /// Whether it may still ask for its normal priority: refused once, it would be again.
+    may_raise: bool,
+}
+
+impl<'a> Pacer<'a> {
+    /// A pacer for a flush of `total` writes on a thread that starts `lowered` or not.
+    pub(crate) fn new(priority: &'a FlushPriority, total: usize, lowered: bool) -> Pacer<'a> {
+        Pacer {
+            priority,
+            total,
+            done: 0,
+            movable: lowered,
+            lowered,
+            may_raise: true,
+        }
+    }
+
+    /// Called before each write. Every [`CHECK_EVERY`] writes it looks whether the node waits
+    /// or the flush has fallen behind the fresh layer (then it asks for normal priority), or is
+    /// far enough ahead to go back to the lowest.
+    pub(crate) fn step(&mut self) {
+        if self.movable && self.done.is_multiple_of(CHECK_EVERY) {
+            let urgent = self.priority.is_urgent();
+            if self.lowered
+                && self.may_raise
+                && (urgent || self.priority.behind(self.done, self.total))
+            {
+                self.may_raise = restore_this_thread();
+                self.lowered = !self.may_raise;
+            } else if !self.lowered && !urgent && self.priority.well_ahead(self.done, self.total) {
+                self.lowered = lower_this_thread();
+            }
+        }
+        self.done += 1;
+    }
+
+    /// Whether the thread runs at the lowest priority now.
+    #[cfg(test)]
+    fn lowered(&self) -> bool {
+        self.lowered
+    }
+}
+
 /// Lowers the calling thread to the lowest priority; returns whether it has it now. Best
 /// effort: a failure leaves the flush at normal priority, which is only slower for the node. On
 /// Linux a nice value belongs to a thread, so this leaves the node's other threads alone.
@@ -127,6 +180,57 @@ mod tests {
             // the request is refused and it stays where it was.
             let expected = if restored { NORMAL } else { LOWEST };
             assert_eq!(nice_of_this_thread(), expected);
+        })
+        .join()
+        .expect("the test thread");
+    }
+
+    #[test]
+    fn an_inline_flush_never_moves_the_thread_it_runs_on() {
+        std::thread::spawn(|| {
+            let before = nice_of_this_thread();
+            let priority = FlushPriority::default();
+            // Far ahead of an empty fresh layer: a background flush would lower itself here.
+            let mut pacer = Pacer::new(&priority, 1_000, false);
+            for _ in 0..1_000 {
+                pacer.step();
+            }
+            assert!(!pacer.lowered());
+            assert_eq!(nice_of_this_thread(), before);
+        })
+        .join()
+        .expect("the test thread");
+    }
+
+    #[test]
+    fn a_background_flush_rises_while_behind_and_lowers_itself_once_ahead() {
+        std::thread::spawn(|| {
+            let priority = FlushPriority::default();
+            assert!(lower_this_thread());
+            let mut pacer = Pacer::new(&priority, 10 * CHECK_EVERY, true);
+            // The fresh layer is already full: everything is due, so the first check rises.
+            priority.set_fill(1_000);
+            pacer.step();
+            let raised = !pacer.lowered();
+            // Raising needs the privilege to; without it the flush stays lowered for good.
+            assert_eq!(nice_of_this_thread(), if raised { NORMAL } else { LOWEST });
+            if !raised {
+                return;
+            }
+            // The layer emptied (a new one began): at the next check the flush is well ahead.
+            priority.set_fill(0);
+            for _ in 0..CHECK_EVERY {
+                pacer.step();
+            }
+            assert!(pacer.lowered());
+            assert_eq!(nice_of_this_thread(), LOWEST);
+            // The node waits: back to normal priority at the next check.
+            priority.hurry();
+            for _ in 0..CHECK_EVERY {
+                pacer.step();
+            }
+            assert!(!pacer.lowered());
+            assert_eq!(nice_of_this_thread(), NORMAL);
         })
         .join()
         .expect("the test thread");

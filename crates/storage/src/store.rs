@@ -31,7 +31,7 @@ use crate::config::{MAX_BODIES_PRUNED_PER_COMMIT, MIN_PRUNE_KEEP_BLOCKS, StoreCo
 use crate::error::{Result, StorageError, corrupt};
 use crate::finals::Finals;
 use crate::log::LogIndex;
-use crate::priority::{self, CHECK_EVERY, FlushPriority};
+use crate::priority::{self, FlushPriority};
 use crate::redb_backend::{RedbBackend, RedbOptions};
 use crate::traits::{ChainStore, ConsensusLog, MAX_ADDRESS_QUERY, MAX_LOG_LISTING};
 use crate::types::{
@@ -233,24 +233,8 @@ fn write_cache(
         } else {
             0
         };
-    let mut done = 0usize;
-    // Whether the thread runs at the lowest priority now, and whether it may still ask for
-    // its normal one (refused once, it would be refused again).
-    let mut lowered = lowered;
-    let mut may_raise = true;
-    // Called before each write; every CHECK_EVERY writes it looks whether the node waits or
-    // the flush has fallen behind the fresh layer, or is far enough ahead to yield again.
-    let mut step = || {
-        if done.is_multiple_of(CHECK_EVERY) {
-            if lowered && may_raise && (priority.is_urgent() || priority.behind(done, total)) {
-                may_raise = priority::restore_this_thread();
-                lowered = !may_raise;
-            } else if !lowered && !priority.is_urgent() && priority.well_ahead(done, total) {
-                lowered = priority::lower_this_thread();
-            }
-        }
-        done += 1;
-    };
+    let mut pacer = priority::Pacer::new(priority, total, lowered);
+    let mut step = || pacer.step();
     writer.write(&mut |writer: &mut dyn TableWriter| {
         // Each table is written in key order, so the B-tree is walked once left to right. The
         // sort buffers hold references, not copies, and live one at a time.
