@@ -165,6 +165,12 @@ pub(crate) fn restore_this_thread() -> bool {
 mod tests {
     use super::*;
 
+    /// Runs `test` on a thread of its own: a nice value belongs to one thread, and a test must
+    /// not leave the harness's thread lowered.
+    fn on_its_own_thread(test: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(test).join().expect("the test thread");
+    }
+
     fn nice_of_this_thread() -> i32 {
         rustix::process::getpriority_process(Some(rustix::thread::gettid()))
             .expect("reading this thread's nice value")
@@ -172,7 +178,7 @@ mod tests {
 
     #[test]
     fn a_lowered_thread_gets_its_priority_back_where_the_system_allows_it() {
-        std::thread::spawn(|| {
+        on_its_own_thread(|| {
             assert!(lower_this_thread());
             assert_eq!(nice_of_this_thread(), LOWEST);
             let restored = restore_this_thread();
@@ -180,14 +186,12 @@ mod tests {
             // the request is refused and it stays where it was.
             let expected = if restored { NORMAL } else { LOWEST };
             assert_eq!(nice_of_this_thread(), expected);
-        })
-        .join()
-        .expect("the test thread");
+        });
     }
 
     #[test]
     fn an_inline_flush_never_moves_the_thread_it_runs_on() {
-        std::thread::spawn(|| {
+        on_its_own_thread(|| {
             let before = nice_of_this_thread();
             let priority = FlushPriority::default();
             // Far ahead of an empty fresh layer: a background flush would lower itself here.
@@ -197,14 +201,12 @@ mod tests {
             }
             assert!(!pacer.lowered());
             assert_eq!(nice_of_this_thread(), before);
-        })
-        .join()
-        .expect("the test thread");
+        });
     }
 
     #[test]
     fn a_background_flush_rises_while_behind_and_lowers_itself_once_ahead() {
-        std::thread::spawn(|| {
+        on_its_own_thread(|| {
             let priority = FlushPriority::default();
             assert!(lower_this_thread());
             let mut pacer = Pacer::new(&priority, 10 * CHECK_EVERY, true);
@@ -231,9 +233,7 @@ mod tests {
             }
             assert!(!pacer.lowered());
             assert_eq!(nice_of_this_thread(), NORMAL);
-        })
-        .join()
-        .expect("the test thread");
+        });
     }
 
     #[test]
