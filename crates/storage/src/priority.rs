@@ -47,6 +47,13 @@ fn due_progress(fill: u32) -> u64 {
     (u64::from(fill) * 5 / 4).min(1_000)
 }
 
+/// Thousandths of its `total` writes a flush has done after `done`; all of them when it has none.
+fn progress(done: usize, total: usize) -> u64 {
+    (done as u64 * 1_000)
+        .checked_div(total as u64)
+        .unwrap_or(1_000)
+}
+
 impl FlushPriority {
     /// Tells the flush that the node waits for it.
     pub(crate) fn hurry(&self) {
@@ -66,19 +73,18 @@ impl FlushPriority {
     /// Whether a flush that has done `done` of its `total` writes trails the fresh layer's
     /// fill, so that at its present pace the node would wait for it.
     pub(crate) fn behind(&self, done: usize, total: usize) -> bool {
-        let progress = (done as u64 * 1_000)
-            .checked_div(total as u64)
-            .unwrap_or(1_000);
-        progress < due_progress(self.fill.load(Ordering::Acquire))
+        progress(done, total) < self.due()
     }
 
     /// Whether the flush is so far ahead of the fresh layer's fill (a tenth of its writes)
     /// that it can go back to the lowest priority.
     pub(crate) fn well_ahead(&self, done: usize, total: usize) -> bool {
-        let progress = (done as u64 * 1_000)
-            .checked_div(total as u64)
-            .unwrap_or(1_000);
-        progress >= due_progress(self.fill.load(Ordering::Acquire)) + 100
+        progress(done, total) >= self.due() + 100
+    }
+
+    /// Thousandths of its writes the flush should have done by now.
+    fn due(&self) -> u64 {
+        due_progress(self.fill.load(Ordering::Acquire))
     }
 }
 

@@ -234,14 +234,13 @@ fn write_cache(
             0
         };
     let mut pacer = priority::Pacer::new(priority, total, lowered);
-    let mut step = || pacer.step();
     writer.write(&mut |writer: &mut dyn TableWriter| {
         // Each table is written in key order, so the B-tree is walked once left to right. The
         // sort buffers hold references, not copies, and live one at a time.
         let mut keys: Vec<(&OutPoint, &CacheSlot)> = cache.utxos.iter().collect();
         keys.sort_unstable_by_key(|(outpoint, _)| **outpoint);
         for (outpoint, slot) in &keys {
-            step();
+            pacer.step();
             let key = outpoint_key(outpoint);
             match slot.unspent() {
                 Some(entry) => writer.put(Table::Utxos, &key, &encode(&entry))?,
@@ -250,7 +249,7 @@ fn write_cache(
         }
         if index_addresses {
             for (address, outpoint) in &cache.address_deletes {
-                step();
+                pacer.step();
                 writer.delete(Table::AddressIndex, &address_key(address, outpoint))?;
             }
             // By address, then outpoint: the address-index key order. The leading 8 bytes of
@@ -266,7 +265,7 @@ fn write_cache(
                     .then_with(|| left.cmp(right))
             });
             for (outpoint, slot) in &keys {
-                step();
+                pacer.step();
                 let key = address_key(&slot.address(), outpoint);
                 match slot.state() {
                     SlotState::Fresh | SlotState::Dirty => {
@@ -280,7 +279,7 @@ fn write_cache(
         let mut txids: Vec<(&Txid, &TxLocation)> = cache.tx_index.iter().collect();
         txids.sort_unstable_by_key(|(txid, _)| **txid);
         for (txid, location) in txids {
-            step();
+            pacer.step();
             writer.put(Table::TxIndex, txid.as_bytes(), &encode(location))?;
         }
         writer.put(Table::UtxoMeta, utxo_meta::FLUSHED, &encode(&Some(up_to)))?;
