@@ -785,10 +785,14 @@ fn log_event(event: &NodeEvent, metrics: &Metrics) {
                 "final by their block, not certified here first"
             );
         }
-        NodeEvent::ViewChanged { height, view } => {
+        NodeEvent::ViewChanged {
+            height,
+            view,
+            leader,
+        } => {
             metrics.view_changes.inc();
             metrics.consensus_view.set(i64::from(*view));
-            info!(height = height.get(), view, "view change");
+            info!(height = height.get(), view, %leader, "view change");
         }
         NodeEvent::Evidence(evidence) => {
             warn!(offender = %evidence.offender(), "equivocation evidence")

@@ -7,7 +7,7 @@ use timecoin_primitives::block::MAX_COMMITTEE_SIZE;
 use timecoin_primitives::{Epoch, Hash32, Height, Network, OutPoint, PublicKey, Tier};
 
 use crate::error::ConsensusError;
-use crate::signing::leader_seed_digest;
+use crate::signing::{leader_rotation_digest, leader_seed_digest};
 
 /// Voting weight. A newtype so a weight is never confused with a count of members.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -172,6 +172,10 @@ pub struct Committee {
     cumulative: Vec<u64>,
     index: BTreeMap<PublicKey, usize>,
     total: u64,
+    /// Member positions in this epoch's rotation order (see [`Committee::leader`]).
+    rotation: Vec<usize>,
+    /// `rank[position]` is where `members[position]` stands in `rotation`.
+    rank: Vec<usize>,
 }
 
 impl Committee {
@@ -209,6 +213,14 @@ impl Committee {
                 .ok_or(ConsensusError::InvalidCommittee("total weight overflows"))?;
             cumulative.push(total);
         }
+        let mut rotation: Vec<usize> = (0..members.len()).collect();
+        rotation.sort_by_cached_key(|&position| {
+            leader_rotation_digest(network, epoch, &seed, &members[position].node_key).0
+        });
+        let mut rank = vec![0; members.len()];
+        for (place, &position) in rotation.iter().enumerate() {
+            rank[position] = place;
+        }
         Ok(Committee {
             network,
             epoch,
@@ -217,6 +229,8 @@ impl Committee {
             cumulative,
             index,
             total,
+            rotation,
+            rank,
         })
     }
 
@@ -278,23 +292,31 @@ impl Committee {
         weight > self.max_faulty_weight()
     }
 
-    /// The leader of (`height`, `view`): a weight-proportional lottery on
-    /// hash(network, epoch, seed, height, view). Every node computes the same answer, and a
-    /// member with weight w leads a fraction w/W of rounds on average.
+    /// The leader of (`height`, `view`). View 0 goes by a weight-proportional lottery on
+    /// hash(network, epoch, seed, height), so a member with weight w leads a fraction w/W of
+    /// heights on average. Each later view passes the lead to the next member in the epoch's
+    /// rotation order (members sorted by hash(network, epoch, seed, key)), so any n consecutive
+    /// views of a height have n different leaders and a height waits through at most as many
+    /// failed views as there are members down. A fresh lottery per view would let 1 height in
+    /// 4^k wait through k dead views with a quarter of the members down, and view timeouts
+    /// double. Every node computes the same answer.
     pub fn leader(&self, height: Height, view: u32) -> &Member {
-        let digest = leader_seed_digest(self.network, self.epoch, &self.seed, height, view);
+        let digest = leader_seed_digest(self.network, self.epoch, &self.seed, height);
         let mut wide = [0u8; 16];
         wide.copy_from_slice(&digest.0[..16]);
         // 128 bits reduced mod W < 2^62 leaves a bias below 2^-66: immaterial.
         let ticket = (u128::from_le_bytes(wide) % u128::from(self.total)) as u64;
-        let position = self.cumulative.partition_point(|&end| end <= ticket);
-        &self.members[position]
+        let first = self.cumulative.partition_point(|&end| end <= ticket);
+        let n = self.members.len();
+        let place = (self.rank[first] + view as usize % n) % n;
+        &self.members[self.rotation[place]]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
     use timecoin_primitives::Txid;
 
     fn key(seed: u8) -> PublicKey {
@@ -396,7 +418,7 @@ mod tests {
     }
 
     #[test]
-    fn leader_rotation_is_deterministic_and_weight_proportional() {
+    fn view_zero_leaders_are_deterministic_and_weight_proportional() {
         // Weights 100, 10, 1 … 1 (×10): W = 120.
         let mut weights = vec![100, 10];
         weights.extend([1; 10]);
@@ -404,12 +426,10 @@ mod tests {
         let again = committee.clone();
         let mut counts: BTreeMap<PublicKey, u64> = BTreeMap::new();
         let rounds = 24_000u64;
-        for height in 0..rounds / 4 {
-            for view in 0..4 {
-                let leader = committee.leader(Height(height), view);
-                assert_eq!(leader, again.leader(Height(height), view));
-                *counts.entry(leader.node_key).or_default() += 1;
-            }
+        for height in 0..rounds {
+            let leader = committee.leader(Height(height), 0);
+            assert_eq!(leader, again.leader(Height(height), 0));
+            *counts.entry(leader.node_key).or_default() += 1;
         }
         // Expected 20,000 / 2,000 / 200 each; allow 5 standard deviations (binomial σ ≤ √n).
         for member in committee.members() {
@@ -431,6 +451,53 @@ mod tests {
         .unwrap();
         let differs = (0..50).any(|h| other.leader(Height(h), 0) != committee.leader(Height(h), 0));
         assert!(differs);
+    }
+
+    #[test]
+    fn later_views_pass_the_lead_to_every_member_in_turn() {
+        let committee = committee(&[100, 10, 1, 1, 1, 1, 1]);
+        let n = committee.members().len() as u32;
+        let mut orders = BTreeSet::new();
+        for height in 0..200 {
+            let height = Height(height);
+            let leaders: Vec<PublicKey> = (0..n)
+                .map(|view| committee.leader(height, view).node_key)
+                .collect();
+            let distinct: BTreeSet<PublicKey> = leaders.iter().copied().collect();
+            assert_eq!(distinct.len(), n as usize, "{height:?}: {leaders:?}");
+            // Past n views the turn comes round again, in the same order (and the view
+            // number's wrap-around stays in range).
+            for view in [n, 2 * n + 3, u32::MAX] {
+                assert_eq!(
+                    committee.leader(height, view),
+                    committee.leader(height, view % n)
+                );
+            }
+            // The order is the epoch's, whoever starts it.
+            let start = leaders.iter().min().copied().unwrap();
+            let from = leaders.iter().position(|k| *k == start).unwrap();
+            let mut order = leaders[from..].to_vec();
+            order.extend_from_slice(&leaders[..from]);
+            orders.insert(order);
+        }
+        assert_eq!(orders.len(), 1, "{orders:?}");
+        // A different seed or epoch gives a different order (7! orders: a match is 1 in 5,040).
+        let order = |epoch: u64, seed: u8| {
+            let other = Committee::new(
+                Network::Devnet,
+                Epoch(epoch),
+                Hash32([seed; 32]),
+                committee.members().to_vec(),
+            )
+            .unwrap();
+            other
+                .rotation
+                .iter()
+                .map(|&position| other.members[position].node_key)
+                .collect::<Vec<_>>()
+        };
+        assert_ne!(order(1, 9), order(1, 8));
+        assert_ne!(order(1, 9), order(2, 9));
     }
 
     #[test]

@@ -22,6 +22,7 @@ const TAG_LEADER_LOTTERY: u8 = 3;
 const TAG_VIEW_CHANGE_CLAIM: u8 = 4;
 const TAG_VOTE_LEAF: u8 = 5;
 const TAG_VOTE_NODE: u8 = 6;
+const TAG_LEADER_ROTATION: u8 = 7;
 
 /// Most transactions one signed finality vote covers (see [`vote_tree`]).
 pub const MAX_VOTE_TXIDS: usize = 512;
@@ -165,20 +166,35 @@ pub fn view_change_digest(prepared: Option<(u32, BlockHash)>) -> Hash32 {
     }
 }
 
-/// The lottery input of the leader of (`height`, `view`).
+/// The lottery input of the view-0 leader of `height`.
 pub(crate) fn leader_seed_digest(
     network: Network,
     epoch: Epoch,
     seed: &Hash32,
     height: Height,
-    view: u32,
 ) -> Hash32 {
     Domain::ConsensusVote.hash(&[
         &[TAG_LEADER_LOTTERY, network.id()],
         &epoch.0.to_le_bytes(),
         &seed.0,
         &height.0.to_le_bytes(),
-        &view.to_le_bytes(),
+    ])
+}
+
+/// The sort key of `node_key` in the leader rotation of `epoch`: views after 0 pass the lead
+/// along this order. The seed is fixed only at the end of the previous epoch, after keys are
+/// registered, so members cannot place themselves next to each other in it.
+pub(crate) fn leader_rotation_digest(
+    network: Network,
+    epoch: Epoch,
+    seed: &Hash32,
+    node_key: &PublicKey,
+) -> Hash32 {
+    Domain::ConsensusVote.hash(&[
+        &[TAG_LEADER_ROTATION, network.id()],
+        &epoch.0.to_le_bytes(),
+        &seed.0,
+        &node_key.0,
     ])
 }
 

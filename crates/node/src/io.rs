@@ -269,6 +269,9 @@ pub enum NodeEvent {
         height: Height,
         /// The new view.
         view: u32,
+        /// The member who leads it: a run of view changes naming the same key points at a
+        /// member that is down.
+        leader: PublicKey,
     },
     /// A masternode signed conflicting statements.
     Evidence(Box<Evidence>),

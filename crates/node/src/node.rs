@@ -1852,6 +1852,11 @@ impl<S: NodeStore> Node<S> {
             actions.push(Action::Event(NodeEvent::ViewChanged {
                 height: now_at.0,
                 view: now_at.1,
+                leader: self
+                    .finality
+                    .committee()
+                    .leader(now_at.0, now_at.1)
+                    .node_key,
             }));
         }
         self.last_view = now_at;

@@ -220,6 +220,9 @@ pub struct SimReport {
     pub penalties: u64,
     /// View changes seen.
     pub view_changes: u64,
+    /// The highest view any node entered at any height: how long the longest run of failed
+    /// views was.
+    pub max_view: u32,
     /// Evidence of equivocation reported.
     pub evidence: u64,
     /// Double-spend races run.
@@ -855,9 +858,8 @@ impl World {
     fn on_event(&mut self, index: usize, event: NodeEvent) -> Result<(), Violation> {
         if self.trace {
             let mut extra = String::new();
-            if let NodeEvent::ViewChanged { height, view } = &event {
-                let node = self.nodes[index].node.as_ref().expect("running");
-                let leader = node.finality().committee().leader(*height, *view).node_key;
+            if let NodeEvent::ViewChanged { leader, .. } = &event {
+                let leader = *leader;
                 let who: Vec<usize> = (0..self.nodes.len())
                     .filter(|i| {
                         self.nodes[*i].key.as_ref().map(SecretKey::public_key) == Some(leader)
@@ -917,7 +919,10 @@ impl World {
                     },
                 )?;
             }
-            NodeEvent::ViewChanged { .. } => self.report.view_changes += 1,
+            NodeEvent::ViewChanged { view, .. } => {
+                self.report.view_changes += 1;
+                self.report.max_view = self.report.max_view.max(view);
+            }
             NodeEvent::Evidence(_) => self.report.evidence += 1,
             _ => {}
         }

@@ -225,6 +225,26 @@ fn f_double_voters_are_tolerated() {
     assert!(report.certified <= 1, "{report:?}");
 }
 
+/// A member that is down for good leads its share of view 0s, and each of those costs a view
+/// change. The next view must go to a live member: a fresh lottery per view let 1 in 4^k heights
+/// wait through k dead views with doubling timeouts (30 s at k = 4), which stalled a devnet test.
+#[test]
+fn a_dead_member_costs_at_most_one_view_change_per_height() {
+    let mut config = scenario(vec![
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::Honest,
+        Behaviour::Silent,
+    ]);
+    config.safety_ms = 240_000;
+    let report = run(&config).unwrap();
+    println!("{report:?}");
+    // About a quarter of the heights had the silent member as view-0 leader.
+    assert!(report.height >= 100, "{report:?}");
+    assert!(report.view_changes >= 3 * 10, "{report:?}");
+    assert_eq!(report.max_view, 1, "{report:?}");
+}
+
 /// Node 0, cut off from the others, is handed two spends of one coin 400 ms apart and crashes
 /// (for 100 ms) in between: whether it votes for the second depends only on its persisted locks.
 fn isolated_double_spend_across_a_crash() -> Vec<(u64, Step)> {

@@ -374,5 +374,12 @@ impl Drop for Devnet {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // A failure message shows one node's log; a consensus stall is often only explained by
+        // the others', and CI keeps nothing but the output.
+        if std::thread::panicking() {
+            for i in 0..self.manifest.nodes.len() {
+                eprintln!("--- node {i}, last lines of its log ---\n{}", self.log(i));
+            }
+        }
     }
 }
