@@ -103,6 +103,10 @@ pub struct StorageConfig {
     /// skips a full repair scan (~0.5 s per GB of database) at the price of a second fsync on
     /// every commit (ADR 0005).
     pub quick_repair: bool,
+    /// Whether to keep the address index that `getaddressutxos`, `getaddressbalance` and
+    /// wallets list coins with. It is fixed when the data directory is created; it doubles the
+    /// work of writing the UTXO set, so masternodes that serve no wallet can leave it out.
+    pub address_index: bool,
 }
 
 /// `[consensus]`. The block interval itself is a chain parameter fixed by genesis (every node
@@ -226,6 +230,7 @@ impl Config {
                 utxo_cache_mb: 0,
                 prune_keep_blocks: 0,
                 quick_repair: false,
+                address_index: true,
             },
             consensus: ConsensusConfig {
                 round_timeout_ms: if devnet { 2000 } else { 4000 },
@@ -328,6 +333,10 @@ prune_keep_blocks = {prune}
 # Save redb's allocator state on every commit: a restart after a crash then skips a repair scan
 # (~0.5 s per GB of database), but every commit costs a second fsync.
 quick_repair = {quick_repair}
+# Keep the address index that getaddressutxos, getaddressbalance and wallets need. Fixed when the
+# data directory is created. Off halves the work of writing the UTXO set: fine for a masternode
+# that serves no wallet.
+address_index = {address_index}
 
 [consensus]
 # The first view-change timeout (doubled on each failure up to the max). The block interval is a
@@ -373,6 +382,7 @@ format = "human"
         cache = c.storage.utxo_cache_mb,
         prune = c.storage.prune_keep_blocks,
         quick_repair = c.storage.quick_repair,
+        address_index = c.storage.address_index,
         timeout = c.consensus.round_timeout_ms,
         max_timeout = c.consensus.max_round_timeout_ms,
         mempool_count = c.mempool.max_transactions,
@@ -732,9 +742,23 @@ mod tests {
     #[test]
     fn default_file_is_the_defaults() {
         for network in Network::ALL {
-            let config = parse(&default_file(network), "default", network, &[]).unwrap();
+            let text = default_file(network);
+            let config = parse(&text, "default", network, &[]).unwrap();
             assert_eq!(config, Config::default_for(network));
             assert_eq!(config.network(), network);
+            // Every setting is written out, so an operator sees it without reading the docs.
+            let written: toml::Table = text.parse().unwrap();
+            let defaults = toml::Table::try_from(Config::default_for(network)).unwrap();
+            for (section, keys) in &defaults {
+                let shown = written[section].as_table().unwrap();
+                let missing: Vec<&String> = keys
+                    .as_table()
+                    .unwrap()
+                    .keys()
+                    .filter(|key| !shown.contains_key(*key))
+                    .collect();
+                assert!(missing.is_empty(), "[{section}] leaves out {missing:?}");
+            }
         }
     }
 

@@ -145,6 +145,8 @@ pub struct RpcContext {
     pub metrics: Arc<Metrics>,
     /// The transactions that became final, for `waitforfinalized`.
     pub feed: Arc<FinalityFeed>,
+    /// Whether the store keeps the address index (`storage.address_index`).
+    pub address_index: bool,
 }
 
 /// Sizes the pool that checks signatures in parallel (rayon's global pool, used by the ledger).
@@ -258,6 +260,7 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         shutdown: shutdown_sender.clone(),
         metrics: metrics.clone(),
         feed: feed.clone(),
+        address_index: config.storage.address_index,
     });
     let rpc = if config.rpc.enabled {
         let auth = if config.rpc.user.is_empty() {
@@ -435,6 +438,7 @@ fn open_store(
     if config.storage.prune_keep_blocks > 0 {
         store_config.prune_keep_blocks = Some(config.storage.prune_keep_blocks);
     }
+    store_config.index_addresses = config.storage.address_index;
     let engine = RedbOptions {
         page_cache_bytes: store_config.page_cache_bytes,
         quick_repair: config.storage.quick_repair,

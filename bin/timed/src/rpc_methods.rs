@@ -264,6 +264,12 @@ fn addresses_param(ctx: &Ctx, params: Params) -> Result<Vec<Address>, RpcError> 
 }
 
 async fn address_utxos(ctx: &Ctx, addresses: Vec<Address>) -> Result<Vec<Value>, RpcError> {
+    if !ctx.address_index {
+        return Err(RpcError::misc(
+            "this node keeps no address index (storage.address_index = false); ask a node that \
+             keeps one, or enable it in the configuration of a new data directory",
+        ));
+    }
     let mut out = Vec::new();
     for address in addresses {
         let Reply::Utxos(utxos) = command(

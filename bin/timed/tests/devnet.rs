@@ -364,6 +364,8 @@ fn a_late_non_masternode_syncs_hundreds_of_blocks_and_follows() {
     println!("masternodes made 300 blocks in {:?}", start.elapsed());
 
     let late = net.add_node();
+    // Without the address index, as a node that serves no wallet would run.
+    net.edit_config(late, |c| c.storage.address_index = false);
     let tip = net.height(0);
     let started = Instant::now();
     net.restart(late);
@@ -389,6 +391,42 @@ fn a_late_non_masternode_syncs_hundreds_of_blocks_and_follows() {
     assert_eq!(info["in_committee"], json!(false));
     let up_to = net.height(late).min(net.height(0));
     assert_same_chain(&net, &[0, late], up_to);
+
+    // Address queries get a clear refusal, and the node carries on.
+    let error = net
+        .rpc(late, "getaddressbalance", json!([[recipient(11)]]))
+        .unwrap_err();
+    assert!(error.contains("no address index"), "{error}");
+    let error = net
+        .rpc(late, "getaddressutxos", json!([[recipient(11)]]))
+        .unwrap_err();
+    assert!(error.contains("no address index"), "{error}");
+    let height = net.height(late);
+    eventually(
+        "the late node still follows",
+        Duration::from_secs(30),
+        || net.height(late) > height,
+    );
+    // The setting is fixed with the data directory: turning it on later would leave the index
+    // incomplete, so the node refuses to start and says why, and its data is untouched.
+    let stopped_at = net.height(late);
+    assert_eq!(net.terminate(late, Duration::from_secs(10)), Some(0));
+    net.edit_config(late, |c| c.storage.address_index = true);
+    let mut child = net.spawn(late, &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{}", net.log(late));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let log = net.log(late);
+    assert!(log.contains("index settings"), "{log}");
+    net.edit_config(late, |c| c.storage.address_index = false);
+    net.restart(late);
+    assert!(net.height(late) >= stopped_at);
 }
 
 /// A libp2p peer of our own, holding the network key, for misbehaving.

@@ -22,6 +22,7 @@ use timecoin_primitives::{
 };
 use timecoin_storage::{
     BlockCommit, ChangeRecorder, ConsensusRecord, LogKey, LogOutcome, MAX_CONSENSUS_BATCH,
+    StorageError,
 };
 
 use crate::certified::{CertifiedEntry, CertifiedPool, CertifiedView, MAX_CERTIFIED_UNBLOCKED};
@@ -2330,7 +2331,20 @@ impl<S: NodeStore> Node<S> {
             Command::UtxosByAddress { address, limit } => {
                 let limit = limit.min(timecoin_storage::traits::MAX_ADDRESS_QUERY);
                 let mut utxos = Vec::new();
-                for outpoint in self.store.address_outpoints(&address, limit)? {
+                let outpoints = match self.store.address_outpoints(&address, limit) {
+                    Ok(outpoints) => outpoints,
+                    // A setting of this node, not a storage failure: the caller is told, and the
+                    // node carries on.
+                    Err(error @ StorageError::IndexDisabled { .. }) => {
+                        actions.push(Action::Reply {
+                            id,
+                            reply: Reply::Error(error.to_string()),
+                        });
+                        return Ok(());
+                    }
+                    Err(error) => return Err(error.into()),
+                };
+                for outpoint in outpoints {
                     if self.certified.spender_of(&outpoint).is_some() {
                         continue;
                     }
