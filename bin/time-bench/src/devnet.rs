@@ -27,27 +27,27 @@ impl Devnet {
     /// Creates (or reuses) the devnet at `options.dir` and starts its nodes with the `timed`
     /// executable `timed_exe`, as `timed devnet` would.
     ///
-    /// `peer_message_rate`, if given, replaces `messages_per_second_per_peer` in every node's
-    /// config (the limit counts the messages each peer publishes itself; ADR 0010).
+    /// `settings` replace keys of every node's `config.toml` (`("key", "value")`, the value as
+    /// TOML); keys are unique across the file's sections.
     pub fn start(
         options: &DevnetOptions,
         timed_exe: &Path,
-        peer_message_rate: Option<u32>,
+        settings: &[(&str, String)],
     ) -> Result<Devnet, String> {
         let (manifest, _) = layout::load_or_create(options)?;
         let mut children = Vec::new();
         for node in &manifest.nodes {
             let data_dir = options.dir.join(&node.dir);
-            if let Some(rate) = peer_message_rate {
+            if !settings.is_empty() {
                 let path = data_dir.join("config.toml");
                 let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
                 let text: Vec<String> = text
                     .lines()
-                    .map(|l| {
-                        if l.starts_with("messages_per_second_per_peer") {
-                            format!("messages_per_second_per_peer = {rate}")
-                        } else {
-                            l.to_owned()
+                    .map(|line| {
+                        let key = line.split('=').next().unwrap_or_default().trim();
+                        match settings.iter().find(|(k, _)| *k == key) {
+                            Some((k, value)) => format!("{k} = {value}"),
+                            None => line.to_owned(),
                         }
                     })
                     .collect();

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use timecoin_primitives::{Address, Network, OutPoint, SecretKey, Transaction, TxOut, Txid};
 
 use crate::devnet::Devnet;
+use crate::http::Client;
 use crate::txgen::{self, Sender};
 
 /// Outputs per second-stage fan-out transaction (about 45 kB each, well under the transaction
@@ -86,6 +87,44 @@ pub async fn wait_final(devnet: &Devnet, ids: &[Value], within: Duration) -> Res
     Ok(())
 }
 
+/// The development wallet's largest unspent coin from the genesis block, for nodes that keep no
+/// address index: shaped like a `getaddressutxos` entry.
+async fn genesis_coin(
+    client: &mut Client,
+    dev_addr: &Address,
+    network: Network,
+) -> Result<Value, String> {
+    let hash = client.call("getblockhash", json!([0])).await?;
+    let genesis = client.call("getblock", json!([hash, 2])).await?;
+    let address = dev_addr.encode(network);
+    let mut best: Option<Value> = None;
+    for tx in genesis["tx"].as_array().into_iter().flatten() {
+        for out in tx["vout"].as_array().into_iter().flatten() {
+            if out["address"] != json!(address) {
+                continue;
+            }
+            let unspent = client
+                .call("gettxout", json!([tx["txid"], out["n"]]))
+                .await?;
+            if unspent.is_null() || unspent["collateral"] == json!(true) {
+                continue;
+            }
+            let units = out["units"].as_u64().unwrap_or(0);
+            if best
+                .as_ref()
+                .is_none_or(|b| b["units"].as_u64().unwrap_or(0) < units)
+            {
+                best = Some(json!({"txid": tx["txid"], "vout": out["n"], "units": units}));
+            }
+        }
+    }
+    best.ok_or_else(|| {
+        "the development wallet's genesis coin is spent, and the nodes keep no address index to \
+         find another: use a fresh --dir"
+            .to_string()
+    })
+}
+
 /// Gives every sender `per_key` coins of `coin_units` on each of its two keys, paid from the
 /// development wallet's largest spendable coin.
 pub async fn fund(
@@ -99,20 +138,27 @@ pub async fn fund(
     let started = Instant::now();
     let dev_key: SecretKey = devnet.dev_key()?;
     let dev_addr = Address::from_public_key(&dev_key.public_key());
-    let utxos = devnet
-        .client(0)?
+    let mut client = devnet.client(0)?;
+    let source = match client
         .call(
             "getaddressutxos",
             json!([{"addresses": [dev_addr.encode(network)]}]),
         )
-        .await?;
-    let source = utxos
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|u| u["collateral"] != json!(true))
-        .max_by_key(|u| u["units"].as_u64().unwrap_or(0))
-        .ok_or("the development wallet has no spendable coin")?;
+        .await
+    {
+        Ok(utxos) => utxos
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|u| u["collateral"] != json!(true))
+            .max_by_key(|u| u["units"].as_u64().unwrap_or(0))
+            .cloned()
+            .ok_or("the development wallet has no spendable coin")?,
+        Err(e) if e.contains("no address index") => {
+            genesis_coin(&mut client, &dev_addr, network).await?
+        }
+        Err(e) => return Err(e),
+    };
     let source_units = source["units"].as_u64().unwrap_or(0);
     let source_out = OutPoint {
         txid: Txid::from_str(source["txid"].as_str().unwrap_or_default())

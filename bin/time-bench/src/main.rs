@@ -41,6 +41,12 @@ struct Args {
     /// so honest traffic stays inside the default limit; raise it only to study the limit.
     #[arg(long, default_value_t = 0)]
     peer_message_rate: u32,
+    /// For a devnet this bench creates: run the nodes without the address index
+    /// (`storage.address_index = false`), as masternodes that serve no wallet can. It halves the
+    /// work of writing the UTXO set. Needs a fresh `--dir`: the setting is fixed when a node's
+    /// data directory is created.
+    #[arg(long)]
+    no_address_index: bool,
     /// Leave the nodes this bench started running at the end.
     #[arg(long)]
     keep: bool,
@@ -130,6 +136,21 @@ fn main() {
     }
 }
 
+/// The config settings `args` asks of the nodes this bench starts.
+fn settings(args: &Args) -> Vec<(&'static str, String)> {
+    let mut settings = Vec::new();
+    if args.peer_message_rate > 0 {
+        settings.push((
+            "messages_per_second_per_peer",
+            args.peer_message_rate.to_string(),
+        ));
+    }
+    if args.no_address_index {
+        settings.push(("address_index", "false".to_string()));
+    }
+    settings
+}
+
 async fn bench(args: Args) -> Result<(), String> {
     let network = Network::Devnet;
     let mut devnet = match &args.attach {
@@ -144,6 +165,13 @@ async fn bench(args: Args) -> Result<(), String> {
                     .map_err(|e| e.to_string())?
                     .with_file_name("timed"),
             };
+            if args.no_address_index && dir.join(timed::devnet::MANIFEST_FILE).exists() {
+                return Err(format!(
+                    "--no-address-index needs a fresh --dir: the nodes in {} were created with \
+                     their own setting",
+                    dir.display()
+                ));
+            }
             eprintln!("starting {} masternodes in {}", args.nodes, dir.display());
             Devnet::start(
                 &timed::devnet::DevnetOptions {
@@ -153,7 +181,7 @@ async fn bench(args: Args) -> Result<(), String> {
                     block_interval_ms: args.block_interval_ms,
                 },
                 &exe,
-                (args.peer_message_rate > 0).then_some(args.peer_message_rate),
+                &settings(&args),
             )?
         }
     };
