@@ -2,7 +2,7 @@
 //!
 //! A masternode registers an Ed25519 public key on chain. Its libp2p identity is derived from the
 //! very same secret, so its `PeerId` is a function of the registered key: a message that claims
-//! to come from masternode X can be checked against the peer that signed or sent it, and nobody
+//! to come from masternode X can be checked against the peer that sent it, and nobody
 //! without X's secret can hold X's peer id (Noise proves possession of the key on every
 //! connection).
 

@@ -20,9 +20,10 @@
 //!   disconnected and forgotten; the node only hears of peers that passed identify.
 //! - **Identity binding.** The libp2p key pair is built from the same 32-byte Ed25519 secret as
 //!   the masternode key, and Ed25519 peer ids inline the public key, so peer id and registered key
-//!   map to each other without a lookup. Gossip is signed by its publisher (gossipsub strict
-//!   mode), and [`NetworkEvent::Gossip`] carries that `source`: a consensus message claiming to be
-//!   from masternode X must have `source == peer_id_from_public_key(X)`.
+//!   map to each other without a lookup. Every connection is authenticated by Noise. Gossip
+//!   names its publisher but is not signed by it (ADR 0025): [`NetworkEvent::Gossip`] carries
+//!   that `source` for rate accounting, and consensus messages and transactions carry their own
+//!   signatures, which the node checks.
 //! - **Discovery** is a small request-response protocol (`/timecoin/<network>/peers/1`) rather
 //!   than Kademlia: a new peer, and every `discovery_interval` a few peers, are asked for the
 //!   peers they know (at most [`MAX_EXCHANGED_PEERS`]), and we dial them while below our outbound
@@ -31,7 +32,7 @@
 //!   are dialled again.
 //! - **Limits.** Connection counts come from libp2p's connection-limits behaviour. Every peer has
 //!   one token bucket (`messages_per_second`, with a one-second burst) for what it originates:
-//!   gossip it published (charged to the signed `source`, whoever forwarded it) and direct
+//!   gossip it published (charged to the named `source`, whoever forwarded it) and direct
 //!   messages and requests on its connections. Gossip a peer only relays costs it nothing of
 //!   that allowance, just a ten-times larger relay allowance, so honest relaying under load
 //!   never gets a peer banned (ADR 0010). Excess is dropped (gossip is ignored: not delivered,

@@ -2,11 +2,11 @@
 //! argument, so the rules are unit-tested without sockets or sleeping.
 //!
 //! The rate policy (ADR 0010): every peer has one allowance of `messages_per_second` for the
-//! messages it *originates*: gossip it published and signed (charged to the gossip's `source`,
+//! messages it *originates*: gossip it published (charged to the gossip's named `source`,
 //! whoever forwarded it), and direct messages and requests on its own connections. Gossip a peer
 //! merely forwards is charged to its publisher, plus a much larger relay allowance of the
-//! forwarding connection, so that one connection cannot push unbounded gossip signed by throwaway
-//! keys. Over an allowance a message is dropped (gossip is ignored: not delivered, not relayed)
+//! forwarding connection, so that one connection cannot push unbounded gossip under throwaway
+//! names. Over an allowance a message is dropped (gossip is ignored: not delivered, not relayed)
 //! at no cost to the peer's score; only a peer that goes on sending at least twice its allowance
 //! for a whole [`RATE_WINDOW`], on its own connection, is scored down, so a sustained flood ends in
 //! a ban while a burst, or traffic someone else published, never does.
@@ -32,7 +32,7 @@ pub const MAX_TRACKED_PEERS: usize = 10_000;
 pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// A connection may forward gossip published by others at this many times the per-peer rate.
 /// Generous because a well-connected honest peer relays the traffic of many publishers; it only
-/// has to bound what one connection can push with messages signed by keys made up for the
+/// has to bound what one connection can push with messages naming publishers made up for the
 /// purpose.
 pub const RELAY_ALLOWANCE_FACTOR: u32 = 10;
 
@@ -502,7 +502,7 @@ mod tests {
         let now = Instant::now();
         let mut scores = PeerScores::new(10, now);
         let relay = PeerId::random();
-        // Every message signed by a fresh key: each publisher is within its rate, so only the
+        // Every message names a fresh publisher: each is within its rate, so only the
         // relay allowance stops it.
         let relay_capacity = 10 * RELAY_ALLOWANCE_FACTOR;
         let (admitted, penalised) = burst(&mut scores, 2 * relay_capacity, |s| {

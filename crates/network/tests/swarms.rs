@@ -165,7 +165,7 @@ async fn three_nodes_find_each_other_and_gossip_reaches_all() {
     assert!(stats.bytes_in > 0 && stats.bytes_out > 0);
     assert!(stats.gossip_received > 0);
 
-    // A gossip message's signed source is the publisher, so a node can tie it to a key.
+    // A gossip message names its publisher (for rate accounting; ADR 0025).
     c.handle
         .publish(Topic::Votes, b"signed-by-c".to_vec())
         .await
