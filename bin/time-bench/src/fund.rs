@@ -87,6 +87,42 @@ pub async fn wait_final(devnet: &Devnet, ids: &[Value], within: Duration) -> Res
     Ok(())
 }
 
+/// The development wallet's largest spendable coin: from the address index, or from the genesis
+/// block where the nodes keep none.
+async fn largest_coin(
+    devnet: &Devnet,
+    dev_addr: &Address,
+    network: Network,
+) -> Result<(OutPoint, u64), String> {
+    let mut client = devnet.client(0)?;
+    let source = match client
+        .call(
+            "getaddressutxos",
+            json!([{"addresses": [dev_addr.encode(network)]}]),
+        )
+        .await
+    {
+        Ok(utxos) => utxos
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|u| u["collateral"] != json!(true))
+            .max_by_key(|u| u["units"].as_u64().unwrap_or(0))
+            .cloned()
+            .ok_or("the development wallet has no spendable coin")?,
+        Err(e) if e.contains("no address index") => {
+            genesis_coin(&mut client, dev_addr, network).await?
+        }
+        Err(e) => return Err(e),
+    };
+    let outpoint = OutPoint {
+        txid: Txid::from_str(source["txid"].as_str().unwrap_or_default())
+            .map_err(|e| format!("bad txid for the wallet's coin: {e:?}"))?,
+        index: source["vout"].as_u64().unwrap_or(0) as u32,
+    };
+    Ok((outpoint, source["units"].as_u64().unwrap_or(0)))
+}
+
 /// The development wallet's largest unspent coin from the genesis block, for nodes that keep no
 /// address index: shaped like a `getaddressutxos` entry.
 async fn genesis_coin(
@@ -125,8 +161,18 @@ async fn genesis_coin(
     })
 }
 
-/// Gives every sender `per_key` coins of `coin_units` on each of its two keys, paid from the
-/// development wallet's largest spendable coin.
+/// The development wallet's coin that the next funding spends: its change from the last one.
+#[derive(Clone, Copy, Debug)]
+pub struct WalletCoin {
+    /// The coin.
+    pub outpoint: OutPoint,
+    /// Its units.
+    pub units: u64,
+}
+
+/// Gives every sender `per_key` coins of `coin_units` on each of its two keys, paid from
+/// `wallet` (the change of the previous funding), or the first time from the development
+/// wallet's largest spendable coin. Leaves this funding's change in `wallet`.
 pub async fn fund(
     devnet: &Devnet,
     senders: &[Sender],
@@ -134,36 +180,14 @@ pub async fn fund(
     coin_units: u64,
     fee_rate: u64,
     network: Network,
+    wallet: &mut Option<WalletCoin>,
 ) -> Result<Funding, String> {
     let started = Instant::now();
     let dev_key: SecretKey = devnet.dev_key()?;
     let dev_addr = Address::from_public_key(&dev_key.public_key());
-    let mut client = devnet.client(0)?;
-    let source = match client
-        .call(
-            "getaddressutxos",
-            json!([{"addresses": [dev_addr.encode(network)]}]),
-        )
-        .await
-    {
-        Ok(utxos) => utxos
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|u| u["collateral"] != json!(true))
-            .max_by_key(|u| u["units"].as_u64().unwrap_or(0))
-            .cloned()
-            .ok_or("the development wallet has no spendable coin")?,
-        Err(e) if e.contains("no address index") => {
-            genesis_coin(&mut client, &dev_addr, network).await?
-        }
-        Err(e) => return Err(e),
-    };
-    let source_units = source["units"].as_u64().unwrap_or(0);
-    let source_out = OutPoint {
-        txid: Txid::from_str(source["txid"].as_str().unwrap_or_default())
-            .map_err(|e| format!("bad txid from getaddressutxos: {e:?}"))?,
-        index: source["vout"].as_u64().unwrap_or(0) as u32,
+    let (source_out, source_units) = match *wallet {
+        Some(coin) => (coin.outpoint, coin.units),
+        None => largest_coin(devnet, &dev_addr, network).await?,
     };
 
     // Output g pays sender (g / 2) % K, key g % 2, coin g / 2K: round-robin so each fan-out
@@ -213,6 +237,13 @@ pub async fn fund(
     let stage1 = txgen::transfer(&[(source_out, &dev_key)], outputs, network);
     let stage1_id = stage1.txid();
     submit_and_wait(devnet, std::slice::from_ref(&stage1)).await?;
+    *wallet = Some(WalletCoin {
+        outpoint: OutPoint {
+            txid: stage1_id,
+            index: chunks as u32,
+        },
+        units: change,
+    });
 
     let stage2: Vec<Transaction> = (0..chunks)
         .map(|c| {

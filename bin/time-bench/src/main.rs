@@ -246,8 +246,10 @@ async fn measure(args: &Args, devnet: &Devnet, network: Network) -> Result<Repor
             .as_u64()
             .unwrap_or(1);
     let fee = txgen::payment_fee(fee_rate);
+    // Each funding spends the change of the one before, so no run needs the address index.
+    let mut wallet = None;
     if args.utxos > 0 {
-        report.utxo_set = Some(create_utxos(args, devnet, fee_rate, network).await?);
+        report.utxo_set = Some(create_utxos(args, devnet, fee_rate, network, &mut wallet).await?);
     }
     let mut steps: Vec<(f64, f64, bool)> = args
         .rate
@@ -281,7 +283,16 @@ async fn measure(args: &Args, devnet: &Devnet, network: Network) -> Result<Repor
         seed[8..16].copy_from_slice(&(timed::daemon::now_ms()).to_le_bytes());
         let senders = txgen::senders(args.senders, seed);
         let per_key = slots.len().div_ceil(args.senders);
-        let funding = fund::fund(devnet, &senders, per_key, COIN_UNITS, fee_rate, network).await?;
+        let funding = fund::fund(
+            devnet,
+            &senders,
+            per_key,
+            COIN_UNITS,
+            fee_rate,
+            network,
+            &mut wallet,
+        )
+        .await?;
         eprintln!(
             "  funded {} coins with {} fan-out transactions in {:.1} s",
             per_key * 2 * args.senders,
@@ -408,6 +419,7 @@ async fn create_utxos(
     devnet: &Devnet,
     fee_rate: u64,
     network: Network,
+    wallet: &mut Option<fund::WalletCoin>,
 ) -> Result<report::UtxoSet, String> {
     let started = Instant::now();
     let owners = txgen::senders(
@@ -417,7 +429,10 @@ async fn create_utxos(
     let per_key = args.utxos.div_ceil(2 * UTXO_OWNERS);
     let created = per_key * 2 * UTXO_OWNERS;
     eprintln!("creating {created} unspent outputs before the runs");
-    let funding = fund::fund(devnet, &owners, per_key, UTXO_UNITS, fee_rate, network).await?;
+    let funding = fund::fund(
+        devnet, &owners, per_key, UTXO_UNITS, fee_rate, network, wallet,
+    )
+    .await?;
     // Certified is not enough: the set under test is the one in blocks (and on disk).
     let deadline = Instant::now() + Duration::from_secs(600);
     for node in 0..devnet.len() {
