@@ -95,26 +95,27 @@ async fn largest_coin(
     network: Network,
 ) -> Result<(OutPoint, u64), String> {
     let mut client = devnet.client(0)?;
-    let source = match client
+    let coins = match client
         .call(
             "getaddressutxos",
             json!([{"addresses": [dev_addr.encode(network)]}]),
         )
         .await
     {
-        Ok(utxos) => utxos
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|u| u["collateral"] != json!(true))
-            .max_by_key(|u| u["units"].as_u64().unwrap_or(0))
-            .cloned()
-            .ok_or("the development wallet has no spendable coin")?,
+        Ok(utxos) => utxos.as_array().cloned().unwrap_or_default(),
         Err(e) if e.contains("no address index") => {
-            genesis_coin(&mut client, dev_addr, network).await?
+            genesis_coins(&mut client, dev_addr, network).await?
         }
         Err(e) => return Err(e),
     };
+    let source = coins
+        .iter()
+        .filter(|u| u["collateral"] != json!(true))
+        .max_by_key(|u| u["units"].as_u64().unwrap_or(0))
+        .ok_or(
+            "the development wallet has no spendable coin (nodes without the address index \
+             are searched for genesis coins only: use a fresh --dir)",
+        )?;
     let outpoint = OutPoint {
         txid: Txid::from_str(source["txid"].as_str().unwrap_or_default())
             .map_err(|e| format!("bad txid for the wallet's coin: {e:?}"))?,
@@ -123,42 +124,34 @@ async fn largest_coin(
     Ok((outpoint, source["units"].as_u64().unwrap_or(0)))
 }
 
-/// The development wallet's largest unspent coin from the genesis block, for nodes that keep no
-/// address index: shaped like a `getaddressutxos` entry.
-async fn genesis_coin(
+/// The development wallet's unspent coins from the genesis block, for nodes that keep no
+/// address index: `gettxout` answers, each with the `txid` and `vout` that `getaddressutxos`
+/// entries carry.
+async fn genesis_coins(
     client: &mut Client,
     dev_addr: &Address,
     network: Network,
-) -> Result<Value, String> {
+) -> Result<Vec<Value>, String> {
     let hash = client.call("getblockhash", json!([0])).await?;
     let genesis = client.call("getblock", json!([hash, 2])).await?;
-    let address = dev_addr.encode(network);
-    let mut best: Option<Value> = None;
+    let address = json!(dev_addr.encode(network));
+    let mut coins = Vec::new();
     for tx in genesis["tx"].as_array().into_iter().flatten() {
         for out in tx["vout"].as_array().into_iter().flatten() {
-            if out["address"] != json!(address) {
+            if out["address"] != address {
                 continue;
             }
-            let unspent = client
+            let mut coin = client
                 .call("gettxout", json!([tx["txid"], out["n"]]))
                 .await?;
-            if unspent.is_null() || unspent["collateral"] == json!(true) {
-                continue;
-            }
-            let units = out["units"].as_u64().unwrap_or(0);
-            if best
-                .as_ref()
-                .is_none_or(|b| b["units"].as_u64().unwrap_or(0) < units)
-            {
-                best = Some(json!({"txid": tx["txid"], "vout": out["n"], "units": units}));
+            if !coin.is_null() {
+                coin["txid"] = tx["txid"].clone();
+                coin["vout"] = out["n"].clone();
+                coins.push(coin);
             }
         }
     }
-    best.ok_or_else(|| {
-        "the development wallet's genesis coin is spent, and the nodes keep no address index to \
-         find another: use a fresh --dir"
-            .to_string()
-    })
+    Ok(coins)
 }
 
 /// The development wallet's coin that the next funding spends: its change from the last one.
