@@ -2328,41 +2328,7 @@ impl<S: NodeStore> Node<S> {
                 None => Reply::Block(None),
             },
             Command::TransactionStatus(txid) => Reply::TransactionStatus(self.status(&txid)?),
-            Command::UtxosByAddress { address, limit } => {
-                let limit = limit.min(timecoin_storage::traits::MAX_ADDRESS_QUERY);
-                let mut utxos = Vec::new();
-                let outpoints = match self.store.address_outpoints(&address, limit) {
-                    Ok(outpoints) => outpoints,
-                    // A setting of this node, not a storage failure: the caller is told, and the
-                    // node carries on.
-                    Err(error @ StorageError::IndexDisabled { .. }) => {
-                        actions.push(Action::Reply {
-                            id,
-                            reply: Reply::Error(error.to_string()),
-                        });
-                        return Ok(());
-                    }
-                    Err(error) => return Err(error.into()),
-                };
-                for outpoint in outpoints {
-                    if self.certified.spender_of(&outpoint).is_some() {
-                        continue;
-                    }
-                    if let Some(entry) = self.store.utxo(&outpoint)? {
-                        utxos.push((outpoint, entry));
-                    }
-                }
-                for (outpoint, entry) in self.certified.unspent_outputs() {
-                    if utxos.len() >= limit {
-                        break;
-                    }
-                    if entry.output.address == address {
-                        utxos.push((outpoint, entry));
-                    }
-                }
-                utxos.truncate(limit);
-                Reply::Utxos(utxos)
-            }
+            Command::UtxosByAddress { address, limit } => self.utxos_by_address(address, limit)?,
             Command::MempoolInfo => {
                 let info = self.mempool.info();
                 Reply::Mempool(MempoolSummary {
@@ -2394,6 +2360,45 @@ impl<S: NodeStore> Node<S> {
         };
         actions.push(Action::Reply { id, reply });
         Ok(())
+    }
+
+    /// The unspent outputs paying `address` (at most `limit`): those in blocks from the address
+    /// index, less the ones certified transactions spend, then certified outputs not yet in a
+    /// block.
+    fn utxos_by_address(
+        &self,
+        address: timecoin_primitives::Address,
+        limit: usize,
+    ) -> Result<Reply, NodeError> {
+        let limit = limit.min(timecoin_storage::traits::MAX_ADDRESS_QUERY);
+        let mut utxos = Vec::new();
+        let outpoints = match self.store.address_outpoints(&address, limit) {
+            Ok(outpoints) => outpoints,
+            // A setting of this node, not a storage failure: the caller is told, and the
+            // node carries on.
+            Err(error @ StorageError::IndexDisabled { .. }) => {
+                return Ok(Reply::Error(error.to_string()));
+            }
+            Err(error) => return Err(error.into()),
+        };
+        for outpoint in outpoints {
+            if self.certified.spender_of(&outpoint).is_some() {
+                continue;
+            }
+            if let Some(entry) = self.store.utxo(&outpoint)? {
+                utxos.push((outpoint, entry));
+            }
+        }
+        for (outpoint, entry) in self.certified.unspent_outputs() {
+            if utxos.len() >= limit {
+                break;
+            }
+            if entry.output.address == address {
+                utxos.push((outpoint, entry));
+            }
+        }
+        utxos.truncate(limit);
+        Ok(Reply::Utxos(utxos))
     }
 
     /// Where `txid` stands.

@@ -81,10 +81,23 @@ pub fn open_on(
     node_key: Option<SecretKey>,
     now_ms: u64,
 ) -> (TestNode, Vec<Action>) {
+    open_configured(disk, genesis, params, node_key, now_ms, |_| {})
+}
+
+/// [`open_on`], with `edit` applied to the store's configuration first.
+pub fn open_configured(
+    disk: MemoryBackend,
+    genesis: &Block,
+    params: &ChainParams,
+    node_key: Option<SecretKey>,
+    now_ms: u64,
+    edit: impl FnOnce(&mut StoreConfig),
+) -> (TestNode, Vec<Action>) {
     let mut config = StoreConfig::new(NETWORK, genesis.hash());
     config.cache_bytes = 1 << 20;
     // Flushing inline keeps node tests repeatable to the commit.
     config.background_flush = false;
+    edit(&mut config);
     let mut store = ChainDb::open(disk, config).expect("the memory disk opens");
     if store.tip().is_none() {
         init_store(&mut store, genesis, params).expect("genesis applies");

@@ -4,7 +4,7 @@
 
 use timecoin_node::testing::{
     FEE_UNITS, FUNDED_SEED, MASTERNODE_SEED, NETWORK, START_MS, TestNode, address, command,
-    genesis, genesis_coin, key, open_on, pay, reply, spend_genesis, submit,
+    genesis, genesis_coin, key, open_configured, open_on, pay, reply, spend_genesis, submit,
 };
 use timecoin_node::{
     Action, Command, Input, NodeEvent, NodeMessage, PeerId, Reply, SubmitOutcome, TxStatus,
@@ -391,4 +391,34 @@ fn a_payment_that_arrives_before_its_parent_is_final_as_soon_as_the_parent_is() 
             Reply::TransactionStatus(TxStatus::AwaitingInputs)
         );
     }
+}
+
+/// Without the address index, an address query is refused with the reason, and the node (which
+/// treats a storage error as fatal) carries on.
+#[test]
+fn a_node_without_the_address_index_refuses_address_queries_and_carries_on() {
+    let (genesis, params) = genesis(Some(4));
+    let (mut node, _) = open_configured(
+        MemoryBackend::new(),
+        &genesis,
+        &params,
+        Some(key(MASTERNODE_SEED)),
+        START_MS,
+        |config| config.index_addresses = false,
+    );
+    let Reply::Error(error) = command(
+        &mut node,
+        Command::UtxosByAddress {
+            address: address(&key(FUNDED_SEED)),
+            limit: 10,
+        },
+    ) else {
+        panic!("an address query must be refused")
+    };
+    assert!(error.contains("address index"), "{error}");
+    let payment = spend_genesis(&key(3), Amount::from_time(10).unwrap());
+    assert_eq!(
+        reply(&submit(&mut node, &payment)),
+        Reply::Submitted(SubmitOutcome::Accepted(payment.txid()))
+    );
 }
