@@ -128,6 +128,12 @@ pub struct MempoolConfig {
     pub max_transactions: u64,
     /// Most memory held by transactions, in MiB.
     pub max_mb: u64,
+    /// Refuse new client transactions (RPC error -50, "node busy") while more transactions are
+    /// waiting for finality than the network finalized in this many milliseconds of the last
+    /// second (ADR 0026); 0 turns it off.
+    pub busy_backlog_ms: u64,
+    /// ... but never while fewer than this many are waiting.
+    pub busy_min_backlog: u64,
 }
 
 /// `[masternode]`
@@ -239,6 +245,8 @@ impl Config {
             mempool: MempoolConfig {
                 max_transactions: 10_000,
                 max_mb: 300,
+                busy_backlog_ms: 250,
+                busy_min_backlog: 1_000,
             },
             masternode: MasternodeConfig {
                 enabled: false,
@@ -347,6 +355,12 @@ max_round_timeout_ms = {max_timeout}
 [mempool]
 max_transactions = {mempool_count}
 max_mb = {mempool_mb}
+# Refuse new client transactions ("node busy", RPC error -50) while more are waiting for finality
+# than the network finalized in busy_backlog_ms of the last second, but never while fewer than
+# busy_min_backlog are waiting. This keeps finality fast for the payments taken past the
+# network's capacity; 0 turns it off.
+busy_backlog_ms = {busy_ms}
+busy_min_backlog = {busy_min}
 
 [masternode]
 # Vote and propose as a masternode, with the node key in key_file (relative to the data directory).
@@ -387,6 +401,8 @@ format = "human"
         max_timeout = c.consensus.max_round_timeout_ms,
         mempool_count = c.mempool.max_transactions,
         mempool_mb = c.mempool.max_mb,
+        busy_ms = c.mempool.busy_backlog_ms,
+        busy_min = c.mempool.busy_min_backlog,
         mn_enabled = c.masternode.enabled,
         mn_key = c.masternode.key_file,
         rpc_enabled = c.rpc.enabled,
@@ -693,6 +709,16 @@ fn validate(config: &Config, source: &str) -> Result<(), ConfigError> {
             "mempool",
             "limits must be positive".into(),
             "the defaults are 10000 transactions and 300 MiB",
+        );
+    }
+    if config.mempool.busy_backlog_ms > 60_000 {
+        return fail(
+            "mempool.busy_backlog_ms",
+            format!(
+                "{} ms is longer than any payment should wait for finality",
+                config.mempool.busy_backlog_ms
+            ),
+            "the default is 250; 0 turns the limit off",
         );
     }
     if config.masternode.enabled && config.masternode.key_file.is_empty() {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use timecoin_network::{
@@ -127,6 +128,52 @@ impl PeerMap {
     }
 }
 
+/// Whether the node refuses clients' transactions as busy (ADR 0026), as of its last step. The
+/// RPC server answers such a client at once from it, instead of after the queue of work the node
+/// is too busy for; the node still decides for every transaction that reaches it.
+#[derive(Debug)]
+pub struct BusyGate {
+    pending: AtomicUsize,
+    /// `usize::MAX` when the limit is off.
+    limit: AtomicUsize,
+    refused: AtomicU64,
+}
+
+impl BusyGate {
+    fn new(node: &DaemonNode) -> BusyGate {
+        let gate = BusyGate {
+            pending: AtomicUsize::new(0),
+            limit: AtomicUsize::new(usize::MAX),
+            refused: AtomicU64::new(0),
+        };
+        gate.update(node);
+        gate
+    }
+
+    fn update(&self, node: &DaemonNode) {
+        let (pending, limit) = node.admission_state();
+        self.pending.store(pending, Ordering::Relaxed);
+        self.limit
+            .store(limit.unwrap_or(usize::MAX), Ordering::Relaxed);
+    }
+
+    /// `(pending, limit)` if a client's transaction is to be refused now; the refusal is
+    /// counted.
+    pub fn refuse(&self) -> Option<(usize, usize)> {
+        let pending = self.pending.load(Ordering::Relaxed);
+        let limit = self.limit.load(Ordering::Relaxed);
+        (pending >= limit).then(|| {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            (pending, limit)
+        })
+    }
+
+    /// Refusals made here, without the node (it counts its own).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
 /// Everything RPC methods share.
 pub struct RpcContext {
     /// The node task's queue.
@@ -147,6 +194,8 @@ pub struct RpcContext {
     pub feed: Arc<FinalityFeed>,
     /// Whether the store keeps the address index (`storage.address_index`).
     pub address_index: bool,
+    /// Whether clients' transactions are refused as the node is busy.
+    pub busy: Arc<BusyGate>,
 }
 
 /// Sizes the pool that checks signatures in parallel (rayon's global pool, used by the ledger).
@@ -221,6 +270,10 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
             .expect("validated"),
         max_bytes: NonZeroUsize::new((config.mempool.max_mb as usize) << 20).expect("validated"),
     };
+    node_config.admission = timecoin_node::AdmissionConfig {
+        backlog_ms: config.mempool.busy_backlog_ms,
+        min_backlog: usize::try_from(config.mempool.busy_min_backlog).unwrap_or(usize::MAX),
+    };
     let (mut node, initial_actions) =
         tokio::task::block_in_place(|| Node::open(store, node_config, now_ms()))
             .map_err(|e| format!("cannot open the node: {e}"))?;
@@ -249,6 +302,7 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         None
     };
 
+    let busy = Arc::new(BusyGate::new(&node));
     let (request_sender, mut requests) = mpsc::channel::<Request>(REQUEST_QUEUE);
     let feed = Arc::new(FinalityFeed::new(FEED_CAPACITY));
     let context = Arc::new(RpcContext {
@@ -261,6 +315,7 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         metrics: metrics.clone(),
         feed: feed.clone(),
         address_index: config.storage.address_index,
+        busy: busy.clone(),
     });
     let rpc = if config.rpc.enabled {
         let auth = if config.rpc.user.is_empty() {
@@ -354,6 +409,7 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
             metrics
                 .node_step_seconds
                 .observe(started.elapsed().as_secs_f64());
+            busy.update(&node);
             match result {
                 Ok(actions) => {
                     prompt = actions.iter().any(wants_prompt_sync);
@@ -385,7 +441,7 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         let behind = metrics::is_behind(status.height.get(), status.target_height.get());
         if last_metrics.elapsed() >= METRICS_REFRESH || behind != metrics.sync().behind {
             last_metrics = Instant::now();
-            refresh_metrics(&mut node, &net, &metrics, &readiness_sender, &state);
+            refresh_metrics(&mut node, &net, &metrics, &readiness_sender, &busy);
         }
     };
 
@@ -822,7 +878,7 @@ fn refresh_metrics(
     net: &NetworkHandle,
     metrics: &Metrics,
     readiness: &watch::Sender<Readiness>,
-    _state: &LoopState,
+    busy: &BusyGate,
 ) {
     let stats = net.stats();
     metrics.set_peers(stats.inbound_peers as i64, stats.outbound_peers as i64);
@@ -869,6 +925,17 @@ fn refresh_metrics(
                 metrics
                     .mempool_bytes
                     .set(i64::try_from(info.pending_bytes).unwrap_or(i64::MAX));
+                metrics.mempool_admission_limit.set(
+                    info.admission_limit
+                        .map_or(-1, |limit| i64::try_from(limit).unwrap_or(i64::MAX)),
+                );
+                // Refusals are counted by the node and by the RPC server's gate; the counter
+                // catches up to their sum.
+                let refused = info.refused_busy + busy.refused();
+                let counted = metrics.mempool_refused_busy.get();
+                if refused > counted {
+                    metrics.mempool_refused_busy.inc_by(refused - counted);
+                }
             }
         }
     }

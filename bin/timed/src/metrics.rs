@@ -55,6 +55,11 @@ pub struct Metrics {
     pub mempool_transactions: Gauge,
     /// Bytes of transactions in the mempool.
     pub mempool_bytes: Gauge,
+    /// How many transactions may be collecting votes for a client's to be taken (ADR 0026);
+    /// -1 when that limit is off.
+    pub mempool_admission_limit: Gauge,
+    /// Client transactions refused because the node was busy.
+    pub mempool_refused_busy: Counter,
     /// Height of the chain tip.
     pub chain_height: Gauge,
     /// Transactions that reached a finality certificate.
@@ -187,6 +192,8 @@ impl Metrics {
         let metrics = Metrics {
             mempool_transactions: Gauge::default(),
             mempool_bytes: Gauge::default(),
+            mempool_admission_limit: Gauge::default(),
+            mempool_refused_busy: Counter::default(),
             chain_height: Gauge::default(),
             finalized_transactions: Counter::default(),
             finality_latency_seconds: Histogram::new(latency_buckets()),
@@ -225,6 +232,16 @@ impl Metrics {
             "mempool_bytes",
             "Bytes of transactions in the mempool",
             metrics.mempool_bytes.clone(),
+        );
+        registry.register(
+            "mempool_admission_limit",
+            "Transactions that may be collecting votes for a client's to be taken; -1: no limit",
+            metrics.mempool_admission_limit.clone(),
+        );
+        registry.register(
+            "mempool_refused_busy",
+            "Client transactions refused because too many were waiting for finality",
+            metrics.mempool_refused_busy.clone(),
         );
         registry.register(
             "chain_height",

@@ -78,6 +78,17 @@ async fn read<T: Send + 'static>(
     receiver.await.map_err(|_| unavailable())?
 }
 
+/// The answer to a client whose transaction the node is too busy to take (ADR 0026).
+fn busy_error(pending: usize, limit: usize) -> RpcError {
+    RpcError::new(
+        codes::RPC_NODE_BUSY,
+        format!(
+            "node busy: {pending} transactions are waiting for finality (limit {limit}); send \
+             again shortly"
+        ),
+    )
+}
+
 /// A transaction from a committed block, found through the transaction index, with the block's
 /// hash and height.
 fn committed_transaction(
@@ -429,6 +440,9 @@ fn mempool_info_json(stats: &PoolStats, min_fee_rate_units_per_byte: u64) -> Val
         "minrelaytxfee": per_kilobyte(relay_per_kb),
         "certified": info.certified_transactions,
         "awaiting_inputs": info.awaiting_inputs,
+        "admission_limit": info.admission_limit,
+        "finalized_per_s": info.finalized_per_s,
+        "refused_busy": info.refused_busy,
         "min_fee_rate_units_per_byte": min_fee_rate_units_per_byte,
     })
 }
@@ -675,6 +689,9 @@ pub fn methods(ctx: Ctx) -> Methods {
         |c, p| {
             let text: String = p.bind(&["hexstring"])?.required(0)?;
             let tx = decode_transaction(&text)?;
+            if let Some((pending, limit)) = c.busy.refuse() {
+                return Err(busy_error(pending, limit));
+            }
             let Reply::Submitted(outcome) = command(&c, Command::SubmitTransaction(tx)).await?
             else {
                 return Err(RpcError::internal("unexpected reply"));
@@ -705,6 +722,7 @@ pub fn methods(ctx: Ctx) -> Methods {
                 SubmitOutcome::Rejected(reason) => {
                     Err(RpcError::new(codes::RPC_VERIFY_REJECTED, reason))
                 }
+                SubmitOutcome::Busy { pending, limit } => Err(busy_error(pending, limit)),
             }
         }
     );
@@ -795,8 +813,12 @@ pub fn methods(ctx: Ctx) -> Methods {
         |c, p| {
             p.bind(&[])?;
             let rate = c.params.min_fee_rate_units_per_byte;
+            let busy = c.busy.clone();
             read(&c, move |node| {
-                Ok(mempool_info_json(&node.pool_stats(), rate))
+                let mut stats = node.pool_stats();
+                // The RPC server's own refusals, which never reached the node.
+                stats.summary.refused_busy += busy.refused();
+                Ok(mempool_info_json(&stats, rate))
             })
             .await
         }
@@ -1300,6 +1322,9 @@ mod tests {
                 pending_bytes: 500,
                 certified_transactions: 3,
                 awaiting_inputs: 1,
+                admission_limit: Some(1_500),
+                finalized_per_s: 3_000,
+                refused_busy: 7,
             },
             pending_usage_bytes: 1_400,
             pending_fees: units(700),
@@ -1320,6 +1345,14 @@ mod tests {
         assert_eq!(
             (info["certified"].clone(), info["awaiting_inputs"].clone()),
             (json!(3), json!(1))
+        );
+        assert_eq!(
+            [
+                &info["admission_limit"],
+                &info["finalized_per_s"],
+                &info["refused_busy"]
+            ],
+            [&json!(1_500), &json!(3_000), &json!(7)]
         );
         // 1 unit per byte is 1,000 units per kB.
         assert_eq!(info["minrelaytxfee"], amount(units(1_000)));

@@ -364,8 +364,13 @@ fn a_late_non_masternode_syncs_hundreds_of_blocks_and_follows() {
     println!("masternodes made 300 blocks in {:?}", start.elapsed());
 
     let late = net.add_node();
-    // Without the address index, as a node that serves no wallet would run.
-    net.edit_config(late, |c| c.storage.address_index = false);
+    // Without the address index, as a node that serves no wallet would run; and busy whenever
+    // the network has lately finalized fewer than 1,000 payments a second (always, here).
+    net.edit_config(late, |c| {
+        c.storage.address_index = false;
+        c.mempool.busy_backlog_ms = 1;
+        c.mempool.busy_min_backlog = 0;
+    });
     let tip = net.height(0);
     let started = Instant::now();
     net.restart(late);
@@ -401,6 +406,24 @@ fn a_late_non_masternode_syncs_hundreds_of_blocks_and_follows() {
         .rpc(late, "getaddressutxos", json!([[recipient(11)]]))
         .unwrap_err();
     assert!(error.contains("no address index"), "{error}");
+    // A busy node refuses a client's payment at once, and takes the same payment from peers.
+    let payer = Payer::new(&net);
+    let send_to_late = |method: &str, params: Value| match method {
+        "sendrawtransaction" => net.rpc(late, method, params),
+        _ => net.rpc(0, method, params),
+    };
+    let error = payer.pay(&send_to_late, &recipient(12), "1").unwrap_err();
+    assert!(
+        error.contains("-50") && error.contains("node busy"),
+        "{error}"
+    );
+    let info = net.rpc(late, "getmempoolinfo", json!([])).unwrap();
+    assert_eq!(info["admission_limit"], json!(0), "{info}");
+    assert!(info["refused_busy"].as_u64() >= Some(1), "{info}");
+    let txid = payer
+        .pay(&|m, p| net.rpc(0, m, p), &recipient(12), "1")
+        .unwrap();
+    wait_final(&|m, p| net.rpc(late, m, p), &txid, Duration::from_secs(30)).unwrap();
     let height = net.height(late);
     eventually(
         "the late node still follows",

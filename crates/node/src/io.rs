@@ -89,6 +89,14 @@ pub enum SubmitOutcome {
     AwaitingInputs(Txid),
     /// Refused; the text says why.
     Rejected(String),
+    /// Not looked at: too many transactions are collecting votes for a new client's to be
+    /// final soon (ADR 0026). Nothing is wrong with it; submit it again shortly.
+    Busy {
+        /// Transactions collecting votes at this node.
+        pending: usize,
+        /// The most that may be, for a client's to enter.
+        limit: usize,
+    },
 }
 
 /// Where a transaction stands, from this node's point of view.
@@ -122,6 +130,13 @@ pub struct MempoolSummary {
     pub certified_transactions: usize,
     /// Transactions waiting for inputs.
     pub awaiting_inputs: usize,
+    /// The most transactions that may be collecting votes for a client's to enter (ADR 0026);
+    /// `None` when that limit is off.
+    pub admission_limit: Option<usize>,
+    /// Transactions this node saw finalized per second, over the last full second.
+    pub finalized_per_s: u64,
+    /// Client transactions refused since start because the node was busy.
+    pub refused_busy: u64,
 }
 
 /// The pools in detail, as `getmempoolinfo` reports them ([`crate::Node::pool_stats`]).

@@ -39,6 +39,7 @@
 //! at the end of the previous epoch (reconstructed by undoing later blocks after a restart),
 //! and turned into that epoch's immutable [`timecoin_consensus::Committee`].
 
+pub mod admission;
 pub mod certified;
 pub mod coalesce;
 pub mod error;
@@ -49,6 +50,7 @@ pub mod store;
 pub mod testing;
 mod waiting;
 
+pub use admission::AdmissionConfig;
 pub use certified::{CertifiedEntry, CertifiedPool, CertifiedView};
 pub use error::NodeError;
 pub use io::{

@@ -25,6 +25,7 @@ use timecoin_storage::{
     StorageError,
 };
 
+use crate::admission::{Admission, AdmissionConfig};
 use crate::certified::{CertifiedEntry, CertifiedPool, CertifiedView, MAX_CERTIFIED_UNBLOCKED};
 use crate::coalesce::coalesce;
 use crate::error::NodeError;
@@ -94,6 +95,8 @@ pub struct NodeConfig {
     pub sync_timeout_ms: u64,
     /// The pool's limits.
     pub mempool: MempoolConfig,
+    /// When client transactions are refused as the node is busy (ADR 0026).
+    pub admission: AdmissionConfig,
     /// TEST ONLY: forget this node's persisted input locks when it restarts. A deliberately
     /// broken node, so the simulator can show that its checkers catch a double vote.
     #[doc(hidden)]
@@ -117,6 +120,7 @@ impl NodeConfig {
             gossip_block_limit_bytes: RELAY_TARGET_BYTES,
             sync_timeout_ms: interval.max(500) * 3,
             mempool: MempoolConfig::default(),
+            admission: AdmissionConfig::default(),
             test_forget_locks_on_restart: false,
             test_skip_statement_persistence: false,
             params,
@@ -173,6 +177,8 @@ pub struct Node<S: NodeStore> {
     preverified: BTreeSet<Txid>,
     /// What was waiting at the last resend; see [`Node::resend`].
     resend_memory: ResendMemory,
+    /// Whether a client's transaction may enter now.
+    admission: Admission,
 }
 
 /// The transactions whose votes, bodies and certificates were waiting at the last resend.
@@ -307,6 +313,7 @@ impl<S: NodeStore> Node<S> {
             last_view: (Height(0), 0),
             preverified: BTreeSet::new(),
             resend_memory: ResendMemory::default(),
+            admission: Admission::new(config.admission, now_ms),
             now_ms,
             store,
             config,
@@ -682,6 +689,9 @@ impl<S: NodeStore> Node<S> {
         let mut batch: Vec<&Transaction> = Vec::new();
         let mut txids: Vec<Txid> = Vec::new();
         let mut seen = BTreeSet::new();
+        // Clients' transactions are left out while they would be refused as the node is busy:
+        // should the backlog fall within the step, the few then admitted are checked alone.
+        let refusing = self.admission.would_refuse(self.mempool.len());
         for step in steps {
             let transactions: &[Transaction] = match step {
                 Step::Message(_, NodeMessage::Transactions(transactions)) => transactions,
@@ -689,7 +699,7 @@ impl<S: NodeStore> Node<S> {
                 Step::Input(Input::Command {
                     command: Command::SubmitTransaction(transaction),
                     ..
-                }) => std::slice::from_ref(transaction),
+                }) if !refusing => std::slice::from_ref(transaction),
                 _ => continue,
             };
             for transaction in transactions {
@@ -1374,6 +1384,13 @@ impl<S: NodeStore> Node<S> {
                 "reward transactions are not relayed".into(),
             ));
         }
+        // Before any signature is checked: refusing is meant to save the work.
+        if from.is_none() && !self.admission.admits(self.mempool.len(), self.now_ms) {
+            return Ok(SubmitOutcome::Busy {
+                pending: self.mempool.len(),
+                limit: self.admission.limit().unwrap_or(usize::MAX),
+            });
+        }
         let network = self.config.params.network;
         let preverified = self.preverified.remove(&txid);
         if let Err(error) =
@@ -1637,6 +1654,7 @@ impl<S: NodeStore> Node<S> {
             .first_seen
             .remove(&txid)
             .map_or(0, |seen| self.now_ms.saturating_sub(seen));
+        self.admission.finalized(self.now_ms);
         actions.push(Action::Event(NodeEvent::TransactionFinalized {
             txid,
             latency_ms,
@@ -2336,6 +2354,9 @@ impl<S: NodeStore> Node<S> {
                     pending_bytes: info.bytes,
                     certified_transactions: self.certified.len(),
                     awaiting_inputs: self.awaiting_inputs.len(),
+                    admission_limit: self.admission.limit(),
+                    finalized_per_s: self.admission.rate_per_s(),
+                    refused_busy: self.admission.refused(),
                 })
             }
             Command::ConsensusInfo => {

@@ -81,28 +81,29 @@ pub fn open_on(
     node_key: Option<SecretKey>,
     now_ms: u64,
 ) -> (TestNode, Vec<Action>) {
-    open_configured(disk, genesis, params, node_key, now_ms, |_| {})
+    open_configured(disk, genesis, params, node_key, now_ms, |_, _| {})
 }
 
-/// [`open_on`], with `edit` applied to the store's configuration first.
+/// [`open_on`], with `edit` applied to the store's and the node's configurations first.
 pub fn open_configured(
     disk: MemoryBackend,
     genesis: &Block,
     params: &ChainParams,
     node_key: Option<SecretKey>,
     now_ms: u64,
-    edit: impl FnOnce(&mut StoreConfig),
+    edit: impl FnOnce(&mut StoreConfig, &mut NodeConfig),
 ) -> (TestNode, Vec<Action>) {
     let mut config = StoreConfig::new(NETWORK, genesis.hash());
     config.cache_bytes = 1 << 20;
     // Flushing inline keeps node tests repeatable to the commit.
     config.background_flush = false;
-    edit(&mut config);
+    let mut node_config = NodeConfig::new(params.clone(), node_key);
+    edit(&mut config, &mut node_config);
     let mut store = ChainDb::open(disk, config).expect("the memory disk opens");
     if store.tip().is_none() {
         init_store(&mut store, genesis, params).expect("genesis applies");
     }
-    Node::open(store, NodeConfig::new(params.clone(), node_key), now_ms).expect("the node opens")
+    Node::open(store, node_config, now_ms).expect("the node opens")
 }
 
 /// A signed one-input payment of `value` from `owner`'s `coin` (worth `amount`) to `to`, the

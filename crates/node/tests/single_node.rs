@@ -7,7 +7,8 @@ use timecoin_node::testing::{
     genesis, genesis_coin, key, open_configured, open_on, pay, reply, spend_genesis, submit,
 };
 use timecoin_node::{
-    Action, Command, Input, NodeEvent, NodeMessage, PeerId, Reply, SubmitOutcome, TxStatus,
+    Action, AdmissionConfig, Command, Input, NodeEvent, NodeMessage, PeerId, Reply, SubmitOutcome,
+    TxStatus,
 };
 use timecoin_primitives::{
     Amount, BoundedVec, Height, OutPoint, Transaction, TxBody, TxInput, TxKind, TxOut, Txid,
@@ -404,7 +405,7 @@ fn a_node_without_the_address_index_refuses_address_queries_and_carries_on() {
         &params,
         Some(key(MASTERNODE_SEED)),
         START_MS,
-        |config| config.index_addresses = false,
+        |config, _| config.index_addresses = false,
     );
     let Reply::Error(error) = command(
         &mut node,
@@ -420,5 +421,97 @@ fn a_node_without_the_address_index_refuses_address_queries_and_carries_on() {
     assert_eq!(
         reply(&submit(&mut node, &payment)),
         Reply::Submitted(SubmitOutcome::Accepted(payment.txid()))
+    );
+}
+
+/// With its backlog limit reached, a node refuses a client's transaction without looking at it,
+/// still takes transactions from peers, and takes clients again once finalizations show it
+/// has room. A floor of 0 makes an idle node (nothing finalized lately) refuse every client.
+#[test]
+fn a_busy_node_refuses_clients_but_not_peers_and_recovers_as_payments_finalize() {
+    let (genesis, params) = genesis(Some(4));
+    let mut now = START_MS;
+    let (mut node, _) = open_configured(
+        MemoryBackend::new(),
+        &genesis,
+        &params,
+        Some(key(MASTERNODE_SEED)),
+        now,
+        |_, config| {
+            config.admission = AdmissionConfig {
+                backlog_ms: 1_000,
+                min_backlog: 0,
+            }
+        },
+    );
+    let first = spend_genesis(&key(3), Amount::from_time(10).unwrap());
+    assert_eq!(
+        reply(&submit(&mut node, &first)),
+        Reply::Submitted(SubmitOutcome::Busy {
+            pending: 0,
+            limit: 0
+        })
+    );
+    // Refused unseen: the node does not know the transaction.
+    assert_eq!(
+        command(&mut node, Command::TransactionStatus(first.txid())),
+        Reply::TransactionStatus(TxStatus::Unknown)
+    );
+    let Reply::Mempool(summary) = command(&mut node, Command::MempoolInfo) else {
+        panic!("not a mempool reply")
+    };
+    assert_eq!(
+        (summary.admission_limit, summary.refused_busy),
+        (Some(0), 1)
+    );
+
+    // The same payment from a peer is taken, and final at once (quorum 1).
+    let actions = node
+        .handle(Input::PeerMessage {
+            peer: PeerId(5),
+            bytes: NodeMessage::Transactions(BoundedVec::new(vec![first.clone()]).unwrap())
+                .to_bytes(),
+        })
+        .unwrap();
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::Event(NodeEvent::TransactionFinalized { txid, .. }) if *txid == first.txid()
+        )),
+        "{actions:?}"
+    );
+    assert!(!actions.iter().any(|a| matches!(a, Action::Penalize { .. })));
+
+    // A second later the window closes with one finalization: room for one client payment.
+    now += 1_000;
+    node.handle(Input::Tick { now_ms: now }).unwrap();
+    let (change, change_value) = (
+        OutPoint {
+            txid: first.txid(),
+            index: 1,
+        },
+        first.body.outputs[1].amount,
+    );
+    let second = pay(
+        change,
+        change_value,
+        &key(FUNDED_SEED),
+        &key(4),
+        Amount::from_time(5).unwrap(),
+    );
+    assert_eq!(
+        reply(&submit(&mut node, &second)),
+        Reply::Submitted(SubmitOutcome::Accepted(second.txid()))
+    );
+    let Reply::Mempool(summary) = command(&mut node, Command::MempoolInfo) else {
+        panic!("not a mempool reply")
+    };
+    assert_eq!(
+        (
+            summary.admission_limit,
+            summary.finalized_per_s,
+            summary.refused_busy
+        ),
+        (Some(1), 1, 1)
     );
 }

@@ -55,6 +55,10 @@ pub mod codes {
     pub const RPC_WALLET_PASSPHRASE_INCORRECT: i32 = -14;
     /// The requested wallet does not exist or is not loaded.
     pub const RPC_WALLET_NOT_FOUND: i32 = -18;
+    /// TimeCoin's own (Core has no such code): the node refuses new transactions for now,
+    /// because more are waiting for finality than it can finalize soon. The transaction was
+    /// not looked at; send it again after a short wait (ADR 0026).
+    pub const RPC_NODE_BUSY: i32 = -50;
 }
 
 /// A JSON-RPC error object as it travels on the wire: `{"code": …, "message": …}`.

@@ -56,6 +56,7 @@ def value(samples, name, **labels):
 
 families, samples = scrape()
 for name, kind in [("timecoin_mempool_transactions", "gauge"), ("timecoin_mempool_bytes", "gauge"),
+                   ("timecoin_mempool_admission_limit", "gauge"), ("timecoin_mempool_refused_busy", "counter"),
                    ("timecoin_chain_height", "gauge"), ("timecoin_finalized_transactions", "counter"),
                    ("timecoin_finality_latency_seconds", "histogram"), ("timecoin_consensus_view", "gauge"),
                    ("timecoin_view_changes", "counter"), ("timecoin_peers", "gauge"),
@@ -91,7 +92,9 @@ while True:
     connections = rpc.getconnectioncount()
     pool = rpc.getmempoolinfo()
     if peers == connections and value(samples, "timecoin_mempool_transactions") == pool["size"] \
-            and value(samples, "timecoin_mempool_bytes") == pool["bytes"]:
+            and value(samples, "timecoin_mempool_bytes") == pool["bytes"] \
+            and value(samples, "timecoin_mempool_admission_limit") == pool["admission_limit"] \
+            and value(samples, "timecoin_mempool_refused_busy_total") == pool["refused_busy"]:
         break
     check(time.time() < deadline, f"peers {peers} vs getconnectioncount {connections}, mempool "
           f"{value(samples, 'timecoin_mempool_transactions')} vs {pool}")

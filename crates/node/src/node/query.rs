@@ -31,6 +31,13 @@ impl<S: NodeStore> Node<S> {
         }
     }
 
+    /// How many transactions are collecting votes, and how many may be for a client's new one
+    /// to be taken (`None`: no such limit). The node refuses clients while the first is at
+    /// least the second (ADR 0026).
+    pub fn admission_state(&self) -> (usize, Option<usize>) {
+        (self.mempool.len(), self.admission.limit())
+    }
+
     /// The pools' counts, sizes, fees and limits.
     pub fn pool_stats(&self) -> PoolStats {
         let info = self.mempool.info();
@@ -40,6 +47,9 @@ impl<S: NodeStore> Node<S> {
                 pending_bytes: info.bytes,
                 certified_transactions: self.certified.len(),
                 awaiting_inputs: self.awaiting_inputs.len(),
+                admission_limit: self.admission.limit(),
+                finalized_per_s: self.admission.rate_per_s(),
+                refused_busy: self.admission.refused(),
             },
             pending_usage_bytes: info.usage_bytes,
             // Valid pending transactions spend distinct coins, so their fees stay below the
