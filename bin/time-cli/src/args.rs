@@ -2,9 +2,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use timecoin_primitives::Network;
 use timed::config::{default_data_dir, default_ports};
+
+/// How long sendtoaddress keeps offering a payment to a busy node unless -busywait says.
+pub const DEFAULT_BUSY_WAIT: Duration = Duration::from_secs(30);
 
 /// What the options say.
 #[derive(Debug, Clone)]
@@ -18,6 +22,8 @@ pub struct Options {
     pub wallet: Option<PathBuf>,
     pub wallet_password_file: Option<PathBuf>,
     pub no_wait: bool,
+    /// How long sendtoaddress keeps offering a payment to a node that answers "busy".
+    pub busy_wait: Duration,
     pub help: bool,
 }
 
@@ -56,6 +62,7 @@ pub fn parse_args(argv: Vec<String>) -> Result<(Options, Vec<String>), String> {
         wallet: None,
         wallet_password_file: None,
         no_wait: false,
+        busy_wait: DEFAULT_BUSY_WAIT,
         help: false,
     };
     let mut rest = argv.into_iter().peekable();
@@ -91,6 +98,17 @@ pub fn parse_args(argv: Vec<String>) -> Result<(Options, Vec<String>), String> {
                 options.wallet_password_file = Some(PathBuf::from(need(value)?))
             }
             "nowait" => options.no_wait = true,
+            "busywait" => {
+                let text = need(value)?;
+                let seconds: f64 = text
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && (0.0..=3_600.0).contains(s))
+                    .ok_or_else(|| {
+                        format!("error: -busywait={text} is not a number of seconds (0 to 3600)")
+                    })?;
+                options.busy_wait = Duration::from_secs_f64(seconds);
+            }
             "help" | "h" | "?" => options.help = true,
             other => {
                 return Err(format!(

@@ -25,6 +25,8 @@ Options:
   -walletpasswordfile=<f> read the wallet password from a file (else $TIME_WALLET_PASSWORD, else
                           ask on the terminal)
   -nowait                 sendtoaddress: return after sending, without waiting for finality
+  -busywait=<seconds>     sendtoaddress: how long to keep offering the payment to a node that
+                          answers busy (error -50), with pauses of up to 2 s (default 30)
   -help                   this text
 
 Wallet commands (run here, using the node for coins and broadcast):
@@ -166,12 +168,22 @@ pub fn client(options: &Options) -> Result<RpcClient, Failure> {
 
 /// Calls `method` on the node.
 pub fn call(options: &Options, method: &str, params: Value) -> Result<Value, Failure> {
+    Ok(try_call(options, method, params)??)
+}
+
+/// Calls `method` on the node, and gives back the node's error as it came, for callers that
+/// act on its code; the outer error is a client that could not be set up.
+pub fn try_call(
+    options: &Options,
+    method: &str,
+    params: Value,
+) -> Result<Result<Value, RpcClientError>, Failure> {
     let client = client(options)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("error: cannot start: {e}"))?;
-    Ok(runtime.block_on(client.call(method, params))?)
+    Ok(runtime.block_on(client.call(method, params)))
 }
 
 fn run(argv: Vec<String>) -> Result<(), Failure> {

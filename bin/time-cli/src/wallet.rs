@@ -15,7 +15,8 @@ use timecoin_wallet::{
 use zeroize::Zeroizing;
 
 use crate::args::Options;
-use crate::{Failure, call};
+use crate::{Failure, call, try_call};
+use timecoin_rpc::{Error as RpcClientError, codes};
 
 /// How long `sendtoaddress` waits for a finality certificate before giving up waiting (the
 /// transaction may still finalize; `gettxfinality` tells).
@@ -24,6 +25,10 @@ const FINALITY_WAIT: Duration = Duration::from_secs(60);
 const FINALITY_POLL: Duration = Duration::from_millis(20);
 /// The longest one `waitforfinalized` call waits, so progress is shown at least this often.
 const FEED_WAIT: Duration = Duration::from_secs(1);
+/// The first pause before offering a payment to a busy node again; it doubles up to the next.
+const BUSY_FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between offers to a busy node.
+const BUSY_MAX_PAUSE: Duration = Duration::from_secs(2);
 
 /// Runs `method` if it is a wallet command; `None` if it is a plain RPC call.
 pub fn run(options: &Options, method: &str, params: &[String]) -> Result<Option<Value>, Failure> {
@@ -336,6 +341,31 @@ fn tier_collateral(options: &Options, tier: Tier) -> Result<Amount, Failure> {
         .ok_or_else(|| Failure::from("error: malformed getconsensusinfo reply".to_string()))
 }
 
+/// Sends the transaction, again and again with growing pauses while the node answers that it
+/// is busy (ADR 0026) and -busywait allows; any other answer is final.
+fn submit(options: &Options, hex: &str) -> Result<(), Failure> {
+    let started = Instant::now();
+    let mut pause = BUSY_FIRST_PAUSE;
+    loop {
+        match try_call(options, "sendrawtransaction", json!([hex]))? {
+            Ok(_) => return Ok(()),
+            Err(RpcClientError::Rpc(error))
+                if error.code == codes::RPC_NODE_BUSY
+                    && started.elapsed() + pause <= options.busy_wait =>
+            {
+                eprintln!(
+                    "{}; sending again in {} ms",
+                    error.message,
+                    pause.as_millis()
+                );
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(BUSY_MAX_PAUSE);
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
 /// Broadcasts, then (unless -nowait) waits for the finality certificate, showing progress.
 fn send(options: &Options, built: BuiltTransaction) -> Result<Value, Failure> {
     let txid = built.transaction.txid();
@@ -350,7 +380,7 @@ fn send(options: &Options, built: BuiltTransaction) -> Result<Value, Failure> {
             .and_then(|reply| reply["last"].as_u64())
     };
     let started = Instant::now();
-    call(options, "sendrawtransaction", json!([hex]))?;
+    submit(options, &hex)?;
     let mut result = json!({"txid": txid.to_string(), "fee": amount_json(built.fee)});
     if options.no_wait {
         return Ok(result);

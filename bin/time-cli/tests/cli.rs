@@ -20,6 +20,10 @@ struct FakeNode {
     /// (address text, outpoint, units, collateral)
     utxos: Vec<(String, OutPoint, u64, bool)>,
     received: Vec<Transaction>,
+    /// How many more submissions to answer "busy" (RPC error -50) before taking one.
+    busy_left: u32,
+    /// Submissions answered "busy" so far.
+    busy_answers: u32,
 }
 
 struct Harness {
@@ -75,6 +79,14 @@ fn start() -> Harness {
         timecoin_ledger::verify_transaction(&tx, 0, Network::Devnet)
             .map_err(|e| RpcError::new(-26, e.to_string()))?;
         let mut node = n.lock().unwrap();
+        if node.busy_left > 0 {
+            node.busy_left -= 1;
+            node.busy_answers += 1;
+            return Err(RpcError::new(
+                timecoin_rpc::codes::RPC_NODE_BUSY,
+                "node busy: 1000 transactions are waiting for finality (limit 1000); send again shortly",
+            ));
+        }
         let mut spent = 0u64;
         for input in tx.body.inputs.iter() {
             spent += units_of(&node, &input.prevout)
@@ -202,6 +214,51 @@ fn wallet_lifecycle_and_payment() {
     assert_eq!(
         tx.body.outputs[0].address.encode(Network::Devnet),
         recipient
+    );
+}
+
+/// A node that answers "busy" gets the payment again after a pause, as long as -busywait
+/// allows; then the CLI gives up with the node's answer, and nothing was taken.
+#[test]
+fn sendtoaddress_offers_a_payment_again_while_the_node_is_busy() {
+    let h = start();
+    assert!(h.cli(&["createwallet"]).status.success());
+    let address = stdout(&h.cli(&["getnewaddress"]));
+    h.fund(&address, 5 * 100_000_000, 1);
+    let recipient = Address::from_public_key(&SecretKey::from_bytes([42; 32]).public_key())
+        .encode(Network::Devnet);
+
+    h.node.lock().unwrap().busy_left = 2;
+    let sent = h.cli(&["sendtoaddress", &recipient, "1"]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    let result: Value = serde_json::from_str(&stdout(&sent)).unwrap();
+    assert_eq!(result["status"], "certified");
+    assert_eq!(
+        stderr(&sent).matches("node busy").count(),
+        2,
+        "{}",
+        stderr(&sent)
+    );
+    {
+        let node = h.node.lock().unwrap();
+        assert_eq!((node.busy_answers, node.received.len()), (2, 1));
+        assert_eq!(result["txid"], node.received[0].txid().to_string());
+    }
+
+    // Busy for longer than -busywait: the node's error, after a bounded number of offers.
+    h.node.lock().unwrap().busy_left = u32::MAX;
+    let refused = h.cli(&["-busywait=0.5", "sendtoaddress", &recipient, "1"]);
+    assert_fails(&refused, "error code: -50");
+    let node = h.node.lock().unwrap();
+    // Pauses of 100 and 200 ms fit in 0.5 s, the next one of 400 ms would not: at most three
+    // offers (fewer if the calls themselves were slow).
+    let offers = node.busy_answers - 2;
+    assert!((1..=3).contains(&offers), "{offers} offers");
+    assert_eq!(node.received.len(), 1);
+    drop(node);
+    assert_fails(
+        &h.cli(&["-busywait=soon", "sendtoaddress", &recipient, "1"]),
+        "-busywait=soon is not a number of seconds",
     );
 }
 
