@@ -47,6 +47,12 @@ struct Args {
     /// data directory is created.
     #[arg(long)]
     no_address_index: bool,
+    /// For a devnet this bench starts: `busy_backlog_ms` in each node's config (ADR 0026): a
+    /// node refuses clients as busy while more payments wait for finality than the network
+    /// finalized in this many ms of the last second. 0 turns the limit off; unset keeps the
+    /// file's (default 250).
+    #[arg(long)]
+    busy_backlog_ms: Option<u64>,
     /// Leave the nodes this bench started running at the end.
     #[arg(long)]
     keep: bool,
@@ -147,6 +153,9 @@ fn settings(args: &Args) -> Vec<(&'static str, String)> {
     }
     if args.no_address_index {
         settings.push(("address_index", "false".to_string()));
+    }
+    if let Some(ms) = args.busy_backlog_ms {
+        settings.push(("busy_backlog_ms", ms.to_string()));
     }
     settings
 }

@@ -348,6 +348,11 @@ pub fn table(report: &Report) -> String {
 /// What groups `error` with others of its kind: its first 80 characters with every txid, key
 /// or other long hexadecimal run replaced by `…`, since refusals name the transaction.
 fn error_kind(error: &str) -> String {
+    // A busy node's answer (ADR 0026) names its pool's length and limit, which change from one
+    // refusal to the next; it is one kind.
+    if let Some((busy @ "node busy", _)) = error.split_once(':') {
+        return format!("{busy}: too many payments waiting for finality");
+    }
     let mut kind = String::new();
     let mut hex = String::new();
     let flush = |hex: &mut String, kind: &mut String| {
@@ -389,5 +394,9 @@ mod tests {
             "fee rate 1000 below 2000"
         );
         assert_ne!(error_kind("transport: timed out"), error_kind(first));
+        assert_eq!(
+            error_kind("node busy: 1019 transactions are waiting for finality (limit 1000); …"),
+            error_kind("node busy: 2546 transactions are waiting for finality (limit 2037); …"),
+        );
     }
 }
