@@ -502,6 +502,20 @@ fn open_store(
     let mut store =
         tokio::task::block_in_place(|| RedbChainDb::open_path_with(&path, store_config, engine))
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    if let Some(switch) = store.stats().address_index_switch {
+        if switch.built {
+            info!(
+                entries = switch.entries,
+                seconds = switch.duration.as_secs_f64(),
+                "built the address index from the UTXO set (storage.address_index turned on)"
+            );
+        } else {
+            info!(
+                seconds = switch.duration.as_secs_f64(),
+                "dropped the address index (storage.address_index turned off)"
+            );
+        }
+    }
     let histogram = metrics::storage_commit_histogram();
     store.set_commit_observer(Box::new(move |took| histogram.observe(took.as_secs_f64())));
     if store.tip().is_none() {

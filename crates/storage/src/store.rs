@@ -400,6 +400,19 @@ pub struct StoreStats {
     pub cache_bytes: usize,
     /// Cached UTXO changes now, a layer being flushed included.
     pub cached_utxos: usize,
+    /// The address index built or dropped when the store was opened, if its setting changed.
+    pub address_index_switch: Option<AddressIndexSwitch>,
+}
+
+/// The address index built from the UTXO set, or dropped, at open (its setting had changed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressIndexSwitch {
+    /// Built (`true`) or dropped.
+    pub built: bool,
+    /// Index entries written: one per UTXO when built.
+    pub entries: u64,
+    /// How long it took, the flush before it included.
+    pub duration: Duration,
 }
 
 /// The chain store over a key-value backend. Implements [`ChainStore`], [`ConsensusLog`] and
@@ -487,6 +500,11 @@ fn address_key(address: &Address, outpoint: &OutPoint) -> [u8; 68] {
     key[32..].copy_from_slice(&outpoint_key(outpoint));
     key
 }
+
+/// The address index's bit in the stored index settings (the transaction index's is 1).
+const ADDRESS_INDEX_FLAG: u8 = 2;
+/// Entries read at a time while the address index is built or dropped.
+const SWITCH_SCAN_CHUNK: usize = 4_096;
 
 fn index_names(flags: u8) -> String {
     let names: Vec<&str> = [(1, "transactions"), (2, "addresses")]
@@ -601,10 +619,14 @@ impl<B: KvBackend> ChainDb<B> {
             stats: StoreStats::default(),
         };
         store.cache = Cache::with_budget(store.layer_budget(), store.config.index_transactions);
+        let index_addresses = store.config.index_addresses;
         if store.backend.is_blank()? {
             store.initialise()?;
         } else {
             store.load()?;
+            if store.config.index_addresses != index_addresses {
+                store.switch_address_index(index_addresses)?;
+            }
         }
         store.stats.open_duration = started.elapsed();
         store.refresh_stats();
@@ -740,8 +762,62 @@ impl<B: KvBackend> ChainDb<B> {
         (self.config.max_unflushed_blocks / u64::from(self.layers())).max(1)
     }
 
+    /// Builds the address index from the UTXO set (`on`), or drops it, for a store whose files
+    /// were built the other way: the setting changed while the node was stopped. Every cached
+    /// change is flushed first, so the UTXO file holds the whole set; then one transaction of
+    /// that file clears the index and, to build it, adds an entry per UTXO; only then does the
+    /// chain file record the new setting. A crash in between leaves the old setting recorded,
+    /// and the next open does it all again from the start, so no stale entry can survive.
+    fn switch_address_index(&mut self, on: bool) -> Result<()> {
+        let started = Instant::now();
+        if let Some(tip) = self.tip {
+            self.flush_to(tip.height)?;
+        }
+        let writer = self.backend.utxo_writer();
+        let backend = &self.backend;
+        let mut entries = 0u64;
+        writer.write(&mut |writer: &mut dyn TableWriter| {
+            backend.scan_all(Table::AddressIndex, SWITCH_SCAN_CHUNK, |key, _| {
+                writer.delete(Table::AddressIndex, key)
+            })?;
+            if on {
+                backend.scan_all(Table::Utxos, SWITCH_SCAN_CHUNK, |key, value| {
+                    let outpoint = outpoint_from_key(key)
+                        .ok_or_else(|| corrupt("a UTXO key is not an outpoint"))?;
+                    let entry: UtxoEntry = decode_stored(value, "a UTXO")?;
+                    entries += 1;
+                    writer.put(
+                        Table::AddressIndex,
+                        &address_key(&entry.output.address, &outpoint),
+                        &[],
+                    )
+                })?;
+            }
+            Ok(())
+        })?;
+        self.config.index_addresses = on;
+        let mut batch = WriteBatch::new();
+        batch.put(
+            Table::Meta,
+            meta::INDEXES.to_vec(),
+            encode(&self.index_flags()),
+        );
+        self.backend.commit(&batch)?;
+        self.stats.address_index_switch = Some(AddressIndexSwitch {
+            built: on,
+            entries,
+            duration: started.elapsed(),
+        });
+        Ok(())
+    }
+
     fn index_flags(&self) -> u8 {
-        u8::from(self.config.index_transactions) | (u8::from(self.config.index_addresses) << 1)
+        u8::from(self.config.index_transactions)
+            | if self.config.index_addresses {
+                ADDRESS_INDEX_FLAG
+            } else {
+                0
+            }
     }
 
     fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -774,11 +850,18 @@ impl<B: KvBackend> ChainDb<B> {
                 .ok_or_else(|| corrupt("the index settings are missing"))?,
             "the index settings",
         )?;
-        if indexes != self.index_flags() {
+        // The address index alone can be built from the UTXO set, or dropped: the store then
+        // loads as it was built and switches once loaded. The transaction index would need
+        // every block, which pruning may have removed.
+        let switch_addresses = indexes ^ self.index_flags() == ADDRESS_INDEX_FLAG;
+        if indexes != self.index_flags() && !switch_addresses {
             return Err(StorageError::IndexesDiffer {
                 stored: index_names(indexes),
                 configured: index_names(self.index_flags()),
             });
+        }
+        if switch_addresses {
+            self.config.index_addresses = !self.config.index_addresses;
         }
         self.tip = match self.meta(meta::TIP)? {
             Some(bytes) => Some(decode_stored(&bytes, "the tip")?),

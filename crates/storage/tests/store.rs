@@ -312,16 +312,17 @@ fn open_refuses_data_that_is_not_a_chain_database_and_leaves_it_alone() {
 }
 
 #[test]
-fn index_settings_are_fixed_at_creation_and_disabled_indexes_say_so() {
+fn the_address_index_is_built_or_dropped_at_open_and_the_transaction_index_is_fixed() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("chain.redb");
     let mut chain = TestChain::new(12, 50, 3);
-    let mut config = chain.config(SMALL_CACHE);
-    config.index_addresses = false;
+    let mut without = chain.config(SMALL_CACHE);
+    without.index_addresses = false;
+    let mut blocks = Vec::new();
     {
-        let mut store = RedbChainDb::open_path(&path, config.clone()).unwrap();
+        let mut store = RedbChainDb::open_path(&path, without.clone()).unwrap();
         store.commit_block(chain.genesis.commit()).unwrap();
-        let blocks = build(&mut chain, 5, 5);
+        blocks.extend(build(&mut chain, 5, 5));
         commit_all(&mut store, &blocks);
         let error = store
             .address_outpoints(&chain.addresses[0], 10)
@@ -333,9 +334,45 @@ fn index_settings_are_fixed_at_creation_and_disabled_indexes_say_so() {
         let txid = blocks[0].block.transactions[0].txid();
         assert!(store.transaction_location(&txid).unwrap().is_some());
         store.verify_utxo_set().unwrap();
+        // Some blocks stay unflushed: the switch must count them too.
+        assert!(store.stats().cached_utxos > 0);
     }
-    // Turning the index on later would leave it incomplete, so opening refuses.
-    let error = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap_err();
+    // Turned on: built from the UTXO set, the blocks not yet flushed included.
+    {
+        let mut store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+        let switch = store.stats().address_index_switch.expect("built at open");
+        assert!(switch.built);
+        assert_eq!(switch.entries as usize, chain.utxos.len());
+        check_against_model(&store, &chain, &blocks);
+        // And kept from then on.
+        let more = build(&mut chain, 3, 5);
+        commit_all(&mut store, &more);
+        blocks.extend(more);
+        check_against_model(&store, &chain, &blocks);
+    }
+    let store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+    assert_eq!(store.stats().address_index_switch, None, "no switch needed");
+    check_against_model(&store, &chain, &blocks);
+    drop(store);
+    // Turned off: dropped; and on again after more blocks, no entry of a spent output is left.
+    {
+        let mut store = RedbChainDb::open_path(&path, without.clone()).unwrap();
+        let switch = store.stats().address_index_switch.expect("dropped at open");
+        assert_eq!((switch.built, switch.entries), (false, 0));
+        assert!(store.address_outpoints(&chain.addresses[0], 10).is_err());
+        let more = build(&mut chain, 3, 5);
+        commit_all(&mut store, &more);
+        blocks.extend(more);
+    }
+    let store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+    check_against_model(&store, &chain, &blocks);
+    drop(store);
+
+    // The transaction index would need every block (pruning may have dropped some): a
+    // changed setting is refused, and the data is left as it was.
+    let mut no_transactions = chain.config(SMALL_CACHE);
+    no_transactions.index_transactions = false;
+    let error = RedbChainDb::open_path(&path, no_transactions).unwrap_err();
     assert!(
         matches!(error, StorageError::IndexesDiffer { .. }),
         "{error}"
@@ -346,8 +383,43 @@ fn index_settings_are_fixed_at_creation_and_disabled_indexes_say_so() {
             .contains("hint: use the same index settings"),
         "{error}"
     );
-    let store = RedbChainDb::open_path(&path, config).unwrap();
-    assert_eq!(store.tip().unwrap().hash, chain.tip.1);
+    let store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+    check_against_model(&store, &chain, &blocks);
+}
+
+/// A failure between building the index and recording the setting leaves the old setting (and
+/// the entries). If the node then runs without the index, blocks spend outputs those entries
+/// list; turning the index on later must not keep them, so a build clears the table first.
+#[test]
+fn an_address_index_build_cut_short_leaves_nothing_stale_behind() {
+    let mut chain = TestChain::new(14, 50, 3);
+    let disk = MemoryBackend::new();
+    let mut without = chain.config(SMALL_CACHE);
+    without.index_addresses = false;
+    let mut blocks = Vec::new();
+    {
+        let mut store = ChainDb::open(disk.clone(), without.clone()).unwrap();
+        store.commit_block(chain.genesis.commit()).unwrap();
+        blocks.extend(build(&mut chain, 4, 5));
+        commit_all(&mut store, &blocks);
+        store.flush().unwrap();
+    }
+    // The build commits to the UTXO file; recording the setting in the chain file then fails.
+    disk.fail_commit_after(1, Fault::DiskFull, false);
+    let Err(error) = ChainDb::open(disk.clone(), chain.config(SMALL_CACHE)) else {
+        panic!("the open must fail")
+    };
+    assert!(matches!(error, StorageError::DiskFull { .. }), "{error}");
+    {
+        let mut store = ChainDb::open(disk.clone(), without).unwrap();
+        assert_eq!(store.stats().address_index_switch, None);
+        let more = build(&mut chain, 4, 5);
+        commit_all(&mut store, &more);
+        blocks.extend(more);
+        store.flush().unwrap();
+    }
+    let store = ChainDb::open(disk, chain.config(SMALL_CACHE)).unwrap();
+    check_against_model(&store, &chain, &blocks);
 }
 
 #[test]
