@@ -41,10 +41,10 @@ struct Args {
     /// so honest traffic stays inside the default limit; raise it only to study the limit.
     #[arg(long, default_value_t = 0)]
     peer_message_rate: u32,
-    /// For a devnet this bench creates: run the nodes without the address index
+    /// For a devnet this bench starts: run the nodes without the address index
     /// (`storage.address_index = false`), as masternodes that serve no wallet can. It halves the
-    /// work of writing the UTXO set. Needs a fresh `--dir`: the setting is fixed when a node's
-    /// data directory is created.
+    /// work of writing the UTXO set. Nodes of an existing `--dir` that kept the index drop it
+    /// when they start (the setting then stays in their config files).
     #[arg(long)]
     no_address_index: bool,
     /// For a devnet this bench starts: `busy_backlog_ms` in each node's config (ADR 0026): a
@@ -174,13 +174,6 @@ async fn bench(args: Args) -> Result<(), String> {
                     .map_err(|e| e.to_string())?
                     .with_file_name("timed"),
             };
-            if args.no_address_index && dir.join(timed::devnet::MANIFEST_FILE).exists() {
-                return Err(format!(
-                    "--no-address-index needs a fresh --dir: the nodes in {} were created with \
-                     their own setting",
-                    dir.display()
-                ));
-            }
             eprintln!("starting {} masternodes in {}", args.nodes, dir.display());
             Devnet::start(
                 &timed::devnet::DevnetOptions {
