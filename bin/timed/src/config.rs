@@ -356,10 +356,10 @@ max_round_timeout_ms = {max_timeout}
 [mempool]
 max_transactions = {mempool_count}
 max_mb = {mempool_mb}
-# Refuse new client transactions ("node busy", RPC error -50) while more are waiting for finality
-# than the network finalized in busy_backlog_ms of the last second, but never while fewer than
-# busy_min_backlog are waiting. This keeps finality fast for the payments taken past the
-# network's capacity; 0 turns it off.
+# Refuse new client transactions ("node busy", RPC error -50) once, for half a second, more have
+# been waiting for finality than the network finalized in busy_backlog_ms of the last second, and
+# never while fewer than busy_min_backlog are waiting. This keeps finality fast for the payments
+# taken past the network's capacity; 0 turns it off.
 busy_backlog_ms = {busy_ms}
 busy_min_backlog = {busy_min}
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use timecoin_network::{
@@ -131,40 +131,33 @@ impl PeerMap {
 /// Whether the node refuses clients' transactions as busy (ADR 0026), as of its last step. The
 /// RPC server answers such a client at once from it, instead of after the queue of work the node
 /// is too busy for; the node still decides for every transaction that reaches it.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct BusyGate {
+    refusing: AtomicBool,
     pending: AtomicUsize,
-    /// `usize::MAX` when the limit is off.
     limit: AtomicUsize,
     refused: AtomicU64,
 }
 
 impl BusyGate {
-    fn new(node: &DaemonNode) -> BusyGate {
-        let gate = BusyGate {
-            pending: AtomicUsize::new(0),
-            limit: AtomicUsize::new(usize::MAX),
-            refused: AtomicU64::new(0),
-        };
-        gate.update(node);
-        gate
-    }
-
     fn update(&self, node: &DaemonNode) {
-        let (pending, limit) = node.admission_state();
-        self.pending.store(pending, Ordering::Relaxed);
-        self.limit
-            .store(limit.unwrap_or(usize::MAX), Ordering::Relaxed);
+        let refusing = node.refusing_clients();
+        if let Some((pending, limit)) = refusing {
+            self.pending.store(pending, Ordering::Relaxed);
+            self.limit.store(limit, Ordering::Relaxed);
+        }
+        self.refusing.store(refusing.is_some(), Ordering::Relaxed);
     }
 
     /// `(pending, limit)` if a client's transaction is to be refused now; the refusal is
     /// counted.
     pub fn refuse(&self) -> Option<(usize, usize)> {
-        let pending = self.pending.load(Ordering::Relaxed);
-        let limit = self.limit.load(Ordering::Relaxed);
-        (pending >= limit).then(|| {
+        self.refusing.load(Ordering::Relaxed).then(|| {
             self.refused.fetch_add(1, Ordering::Relaxed);
-            (pending, limit)
+            (
+                self.pending.load(Ordering::Relaxed),
+                self.limit.load(Ordering::Relaxed),
+            )
         })
     }
 
@@ -273,6 +266,7 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
     node_config.admission = timecoin_node::AdmissionConfig {
         backlog_ms: config.mempool.busy_backlog_ms,
         min_backlog: usize::try_from(config.mempool.busy_min_backlog).unwrap_or(usize::MAX),
+        ..timecoin_node::AdmissionConfig::default()
     };
     let (mut node, initial_actions) =
         tokio::task::block_in_place(|| Node::open(store, node_config, now_ms()))
@@ -302,7 +296,8 @@ pub async fn run(options: RunOptions) -> Result<(), String> {
         None
     };
 
-    let busy = Arc::new(BusyGate::new(&node));
+    let busy = Arc::new(BusyGate::default());
+    busy.update(&node);
     let (request_sender, mut requests) = mpsc::channel::<Request>(REQUEST_QUEUE);
     let feed = Arc::new(FinalityFeed::new(FEED_CAPACITY));
     let context = Arc::new(RpcContext {

@@ -675,6 +675,7 @@ impl<S: NodeStore> Node<S> {
         // step's sync, before any action leaves.
         let effects = self.finality.sign_votes();
         self.run_finality(effects, &mut actions)?;
+        self.admission.observe(self.mempool.len(), self.now_ms);
         self.schedule(&mut actions);
         if cfg!(debug_assertions) {
             self.check_invariants();
@@ -691,7 +692,7 @@ impl<S: NodeStore> Node<S> {
         let mut seen = BTreeSet::new();
         // Clients' transactions are left out while they would be refused as the node is busy:
         // should the backlog fall within the step, the few then admitted are checked alone.
-        let refusing = self.admission.would_refuse(self.mempool.len());
+        let refusing = self.admission.refusing();
         for step in steps {
             let transactions: &[Transaction] = match step {
                 Step::Message(_, NodeMessage::Transactions(transactions)) => transactions,

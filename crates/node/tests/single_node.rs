@@ -441,6 +441,7 @@ fn a_busy_node_refuses_clients_but_not_peers_and_recovers_as_payments_finalize()
             config.admission = AdmissionConfig {
                 backlog_ms: 1_000,
                 min_backlog: 0,
+                standing_ms: 0,
             }
         },
     );

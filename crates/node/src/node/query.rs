@@ -31,11 +31,15 @@ impl<S: NodeStore> Node<S> {
         }
     }
 
-    /// How many transactions are collecting votes, and how many may be for a client's new one
-    /// to be taken (`None`: no such limit). The node refuses clients while the first is at
-    /// least the second (ADR 0026).
-    pub fn admission_state(&self) -> (usize, Option<usize>) {
-        (self.mempool.len(), self.admission.limit())
+    /// While the node refuses clients' new transactions as busy (ADR 0026): how many
+    /// transactions are collecting votes, and the limit they have stood over.
+    pub fn refusing_clients(&self) -> Option<(usize, usize)> {
+        self.admission.refusing().then(|| {
+            (
+                self.mempool.len(),
+                self.admission.limit().unwrap_or(usize::MAX),
+            )
+        })
     }
 
     /// The pools' counts, sizes, fees and limits.
