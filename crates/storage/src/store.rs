@@ -149,12 +149,17 @@ impl CacheSlot {
     }
 }
 
+/// The hash map of the caches on the hot path. std's default SipHash was a few per cent of a
+/// node's CPU under load (hashing outpoints on every lookup); foldhash, seeded per process as
+/// std's is, keeps lookups of attacker-chosen txids from colliding predictably.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Changes since a flush, as one layer of the write-back cache.
 #[derive(Default)]
 struct Cache {
     /// UTXO changes, each with the address-index change it implies.
-    utxos: HashMap<OutPoint, CacheSlot>,
-    tx_index: HashMap<Txid, TxLocation>,
+    utxos: FastMap<OutPoint, CacheSlot>,
+    tx_index: FastMap<Txid, TxLocation>,
     /// Address-index keys to delete at the flush that the UTXO slots no longer name: an
     /// outpoint spent and then created again for another address (impossible with unique
     /// txids, handled anyway). Applied before the slots' own changes.
@@ -442,7 +447,7 @@ pub struct ChainDb<B: KvBackend> {
     /// UTXOs read from the UTXO file, ahead ([`ChainDb::prefetch_utxos`]) or by a lookup that
     /// missed the cache. An entry goes when a committed block changes its outpoint, so what is
     /// left always matches the file under the cache layers.
-    prefetched: std::sync::Mutex<HashMap<OutPoint, Option<UtxoEntry>>>,
+    prefetched: std::sync::Mutex<FastMap<OutPoint, Option<UtxoEntry>>>,
     /// Set by the first failed write; every later write is refused.
     halted: Option<String>,
     stats: StoreStats,
@@ -542,7 +547,7 @@ fn table_bytes(capacity: usize, slot: usize) -> usize {
 
 /// Bytes `map` will occupy at the peak of inserting `additional` entries, counting the old and
 /// new tables that coexist while it grows.
-fn peak_after<K, V>(map: &HashMap<K, V>, additional: usize) -> usize {
+fn peak_after<K, V, S>(map: &HashMap<K, V, S>, additional: usize) -> usize {
     let slot = std::mem::size_of::<(K, V)>();
     let now = table_bytes(map.capacity(), slot);
     let needed = map.len().saturating_add(additional);
@@ -554,18 +559,18 @@ fn peak_after<K, V>(map: &HashMap<K, V>, additional: usize) -> usize {
 }
 
 /// An empty map whose table, allocated now, takes at most `bytes`.
-fn with_budget<K, V>(bytes: usize) -> HashMap<K, V> {
+fn with_budget<K, V>(bytes: usize) -> FastMap<K, V> {
     let slot = std::mem::size_of::<(K, V)>() + 1;
     let fitting = bytes / slot;
     if fitting < 16 {
-        return HashMap::new();
+        return FastMap::default();
     }
     // The largest power of two at most `fitting`; hashbrown keeps tables at most 7/8 full.
     let buckets = 1usize << (usize::BITS - 1 - fitting.leading_zeros());
-    HashMap::with_capacity(buckets / 8 * 7)
+    FastMap::with_capacity_and_hasher(buckets / 8 * 7, Default::default())
 }
 
-fn bytes_of<K, V>(map: &HashMap<K, V>) -> usize {
+fn bytes_of<K, V, S>(map: &HashMap<K, V, S>) -> usize {
     table_bytes(map.capacity(), std::mem::size_of::<(K, V)>())
 }
 
@@ -610,7 +615,7 @@ impl<B: KvBackend> ChainDb<B> {
             active_from: 0,
             frozen: None,
             job: None,
-            prefetched: std::sync::Mutex::new(HashMap::new()),
+            prefetched: std::sync::Mutex::new(FastMap::default()),
             halted: None,
             deferred: false,
             commit_observer: None,
@@ -1540,7 +1545,7 @@ impl<B: KvBackend> ChainDb<B> {
 
     /// The UTXOs kept from reads of the UTXO file. A thread that panicked holding the lock
     /// left a map of whole entries (each insert or removal is one call), so it is used as is.
-    fn kept_reads(&self) -> std::sync::MutexGuard<'_, HashMap<OutPoint, Option<UtxoEntry>>> {
+    fn kept_reads(&self) -> std::sync::MutexGuard<'_, FastMap<OutPoint, Option<UtxoEntry>>> {
         self.prefetched
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -2111,7 +2116,7 @@ mod tests {
     #[test]
     fn presized_tables_fit_their_budget_and_do_not_grow_while_filling() {
         for budget in [64 << 10, 1 << 20, 5 << 20, 40 << 20] {
-            let mut map: HashMap<OutPoint, CacheSlot> = with_budget(budget);
+            let mut map: FastMap<OutPoint, CacheSlot> = with_budget(budget);
             let bytes = bytes_of(&map);
             assert!(bytes <= budget, "{bytes} > {budget}");
             assert!(

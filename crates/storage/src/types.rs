@@ -65,7 +65,7 @@ enum Recorded {
 #[derive(Debug)]
 pub struct ChangeRecorder<V> {
     base: V,
-    changes: HashMap<OutPoint, Recorded>,
+    changes: HashMap<OutPoint, Recorded, foldhash::fast::RandomState>,
 }
 
 impl<V: UtxoView> ChangeRecorder<V> {
@@ -73,7 +73,7 @@ impl<V: UtxoView> ChangeRecorder<V> {
     pub fn new(base: V) -> Self {
         ChangeRecorder {
             base,
-            changes: HashMap::new(),
+            changes: HashMap::default(),
         }
     }
 
