@@ -544,17 +544,36 @@ pub fn parse(
             })?
             .insert(key.to_string(), value);
     }
-    let merged = merge(defaults, table);
+    let merged = merge(defaults.clone(), table.clone());
     let config: Config = merged.try_into().map_err(|e: toml::de::Error| {
+        // The merged table has lost the file's positions, so the error does not say which
+        // setting is wrong: find it by trying each given one alone over the defaults.
+        let key = wrong_setting(&defaults, &table);
         error(
             source,
-            None,
+            key.as_deref(),
             e.message().to_string(),
             "see the commented defaults: delete the file to have them written again",
         )
     })?;
     validate(&config, source)?;
     Ok(config)
+}
+
+/// The first setting of `given` (file and command line) that makes the defaults fail to
+/// deserialise on its own, as `section.key`.
+fn wrong_setting(defaults: &toml::Table, given: &toml::Table) -> Option<String> {
+    given.iter().find_map(|(section, keys)| {
+        keys.as_table()?.iter().find_map(|(key, value)| {
+            let mut one = toml::Table::new();
+            one.insert(
+                section.clone(),
+                toml::Value::Table(toml::Table::from_iter([(key.clone(), value.clone())])),
+            );
+            let trial: Result<Config, _> = merge(defaults.clone(), one).try_into();
+            trial.is_err().then(|| format!("{section}.{key}"))
+        })
+    })
 }
 
 fn parse_value(text: &str) -> toml::Value {
@@ -813,6 +832,7 @@ mod tests {
             e.message.contains("invalid type") || e.message.contains("expected"),
             "{e}"
         );
+        assert_eq!(e.key.as_deref(), Some("node.max_peers"), "{e}");
         let e = parse_err("[rpc]\nbind = \"localhost\"\n", &[]);
         assert!(
             e.message.contains("socket address") || e.message.contains("invalid"),
@@ -833,6 +853,16 @@ mod tests {
             parse_ok("[node]\nverify_threads = 2\n").node.verify_threads,
             2
         );
+        let e = parse_err("[mempool]\nbusy_backlog_ms = 600000\n", &[]);
+        assert_eq!(e.key.as_deref(), Some("mempool.busy_backlog_ms"));
+        assert!(e.hint.contains("0 turns the limit off"), "{e}");
+        // A value of the wrong type is named, from the file or the command line.
+        let e = parse_err("", &["mempool.busy_min_backlog=-1"]);
+        assert_eq!(e.key.as_deref(), Some("mempool.busy_min_backlog"), "{e}");
+        let e = parse_err("[mempool]\nmax_mb = 300\nbusy_backlog_ms = \"fast\"\n", &[]);
+        assert_eq!(e.key.as_deref(), Some("mempool.busy_backlog_ms"), "{e}");
+        let off = parse_ok("[mempool]\nbusy_backlog_ms = 0\nbusy_min_backlog = 0\n").mempool;
+        assert_eq!((off.busy_backlog_ms, off.busy_min_backlog), (0, 0));
     }
 
     #[test]
