@@ -512,7 +512,7 @@ const ADDRESS_INDEX_FLAG: u8 = 2;
 const SWITCH_SCAN_CHUNK: usize = 4_096;
 
 fn index_names(flags: u8) -> String {
-    let names: Vec<&str> = [(1, "transactions"), (2, "addresses")]
+    let names: Vec<&str> = [(1, "transactions"), (ADDRESS_INDEX_FLAG, "addresses")]
         .into_iter()
         .filter(|(bit, _)| flags & bit != 0)
         .map(|(_, name)| name)
@@ -779,21 +779,18 @@ impl<B: KvBackend> ChainDb<B> {
             self.flush_to(tip.height)?;
         }
         let writer = self.backend.utxo_writer();
-        let backend = &self.backend;
         let mut entries = 0u64;
         writer.write(&mut |writer: &mut dyn TableWriter| {
-            backend.scan_all(Table::AddressIndex, SWITCH_SCAN_CHUNK, |key, _| {
-                writer.delete(Table::AddressIndex, key)
-            })?;
+            self.backend
+                .scan_all(Table::AddressIndex, SWITCH_SCAN_CHUNK, |key, _| {
+                    writer.delete(Table::AddressIndex, key)
+                })?;
             if on {
-                backend.scan_all(Table::Utxos, SWITCH_SCAN_CHUNK, |key, value| {
-                    let outpoint = outpoint_from_key(key)
-                        .ok_or_else(|| corrupt("a UTXO key is not an outpoint"))?;
-                    let entry: UtxoEntry = decode_stored(value, "a UTXO")?;
+                self.try_for_each_utxo(|outpoint, entry| {
                     entries += 1;
                     writer.put(
                         Table::AddressIndex,
-                        &address_key(&entry.output.address, &outpoint),
+                        &address_key(&entry.output.address, outpoint),
                         &[],
                     )
                 })?;
@@ -1630,15 +1627,26 @@ impl<B: KvBackend> ChainDb<B> {
 
     /// Calls `visit` for every UTXO (database merged with cache), in no particular order.
     pub fn for_each_utxo(&self, mut visit: impl FnMut(&OutPoint, &UtxoEntry)) -> Result<()> {
+        self.try_for_each_utxo(|outpoint, entry| {
+            visit(outpoint, entry);
+            Ok(())
+        })
+    }
+
+    /// [`ChainDb::for_each_utxo`] with a visitor that can fail; the first failure stops it.
+    fn try_for_each_utxo(
+        &self,
+        mut visit: impl FnMut(&OutPoint, &UtxoEntry) -> Result<()>,
+    ) -> Result<()> {
         const CHUNK: usize = 4096;
         self.backend.scan_all(Table::Utxos, CHUNK, |key, value| {
             let outpoint =
                 outpoint_from_key(key).ok_or_else(|| corrupt("a UTXO key has the wrong length"))?;
-            if !self.is_cached(&outpoint) {
-                let entry: UtxoEntry = decode_stored(value, "a UTXO")?;
-                visit(&outpoint, &entry);
+            if self.is_cached(&outpoint) {
+                return Ok(());
             }
-            Ok(())
+            let entry: UtxoEntry = decode_stored(value, "a UTXO")?;
+            visit(&outpoint, &entry)
         })?;
         if let Some(frozen) = &self.frozen {
             for (outpoint, slot) in &frozen.cache.utxos {
@@ -1646,13 +1654,13 @@ impl<B: KvBackend> ChainDb<B> {
                     continue;
                 }
                 if let Some(entry) = slot.unspent() {
-                    visit(outpoint, &entry);
+                    visit(outpoint, &entry)?;
                 }
             }
         }
         for (outpoint, slot) in &self.cache.utxos {
             if let Some(entry) = slot.unspent() {
-                visit(outpoint, &entry);
+                visit(outpoint, &entry)?;
             }
         }
         Ok(())
