@@ -30,8 +30,7 @@ use crate::certified::{CertifiedEntry, CertifiedPool, CertifiedView, MAX_CERTIFI
 use crate::coalesce::coalesce;
 use crate::error::NodeError;
 use crate::io::{
-    Action, Command, ConsensusSummary, Input, MempoolSummary, NodeEvent, Reply, RequestId,
-    SubmitOutcome, TxStatus,
+    Action, Command, ConsensusSummary, Input, NodeEvent, Reply, RequestId, SubmitOutcome, TxStatus,
 };
 use crate::message::{
     CertifiedBlock, CertifiedTransaction, CompactProposal, MAX_RELAY_CERTIFIED,
@@ -2348,18 +2347,7 @@ impl<S: NodeStore> Node<S> {
             },
             Command::TransactionStatus(txid) => Reply::TransactionStatus(self.status(&txid)?),
             Command::UtxosByAddress { address, limit } => self.utxos_by_address(address, limit)?,
-            Command::MempoolInfo => {
-                let info = self.mempool.info();
-                Reply::Mempool(MempoolSummary {
-                    pending_transactions: info.transactions,
-                    pending_bytes: info.bytes,
-                    certified_transactions: self.certified.len(),
-                    awaiting_inputs: self.awaiting_inputs.len(),
-                    admission_limit: self.admission.limit(),
-                    finalized_per_s: self.admission.rate_per_s(),
-                    refused_busy: self.admission.refused(),
-                })
-            }
+            Command::MempoolInfo => Reply::Mempool(self.mempool_summary(&self.mempool.info())),
             Command::ConsensusInfo => {
                 let committee = self.finality.committee();
                 let height = self.bft.height();

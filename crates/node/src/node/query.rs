@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use timecoin_mempool::MempoolInfo;
 use timecoin_primitives::{Amount, Height, Transaction, Txid};
 
 use super::Node;
@@ -42,19 +43,24 @@ impl<S: NodeStore> Node<S> {
         })
     }
 
+    /// The counts [`crate::Command::MempoolInfo`] answers, with `info` the pool's own.
+    pub(crate) fn mempool_summary(&self, info: &MempoolInfo) -> MempoolSummary {
+        MempoolSummary {
+            pending_transactions: info.transactions,
+            pending_bytes: info.bytes,
+            certified_transactions: self.certified.len(),
+            awaiting_inputs: self.awaiting_inputs.len(),
+            admission_limit: self.admission.limit(),
+            finalized_per_s: self.admission.rate_per_s(),
+            refused_busy: self.admission.refused(),
+        }
+    }
+
     /// The pools' counts, sizes, fees and limits.
     pub fn pool_stats(&self) -> PoolStats {
         let info = self.mempool.info();
         PoolStats {
-            summary: MempoolSummary {
-                pending_transactions: info.transactions,
-                pending_bytes: info.bytes,
-                certified_transactions: self.certified.len(),
-                awaiting_inputs: self.awaiting_inputs.len(),
-                admission_limit: self.admission.limit(),
-                finalized_per_s: self.admission.rate_per_s(),
-                refused_busy: self.admission.refused(),
-            },
+            summary: self.mempool_summary(&info),
             pending_usage_bytes: info.usage_bytes,
             // Valid pending transactions spend distinct coins, so their fees stay below the
             // supply; saturate rather than rely on it here.
