@@ -60,11 +60,8 @@ fn body(inputs: &[(OutPoint, &SecretKey)], outputs: Vec<TxOut>) -> TxBody {
 /// fixed size, so this is exact before signing).
 pub fn signed_size(inputs: &[(OutPoint, &SecretKey)], outputs: Vec<TxOut>) -> usize {
     let body = body(inputs, outputs);
-    Transaction {
-        signatures: BoundedVec::new(vec![Signature([0; 64]); body.inputs.len()]).expect("few"),
-        body,
-    }
-    .encoded_size()
+    let signatures = BoundedVec::new(vec![Signature([0; 64]); body.inputs.len()]).expect("few");
+    Transaction::new(body, signatures).encoded_size()
 }
 
 /// Signs a transfer.

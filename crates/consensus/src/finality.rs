@@ -15,14 +15,15 @@
 //! [`FinalityInput::LockPersisted`]. The runtime can therefore batch many lock writes into one
 //! fsync (group commit) without ever sending a vote whose lock could be lost in a crash.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use timecoin_primitives::block::MAX_COMMITTEE_SIZE;
 use timecoin_primitives::transaction::MAX_INPUTS;
 use timecoin_primitives::{
-    BoundedVec, Epoch, Hash32, Network, OutPoint, PublicKey, SecretKey, Signature, Txid,
+    BoundedVec, Epoch, FastMap, FastSet, Hash32, Network, OutPoint, PublicKey, SecretKey,
+    Signature, Txid,
 };
 
 use timecoin_primitives::keys::BatchVerifier;
@@ -290,16 +291,16 @@ pub struct FinalityEngine {
     key: Option<SecretKey>,
     committee: Committee,
     /// Inputs this node locked this epoch, and for which transaction.
-    locks: BTreeMap<OutPoint, Txid>,
-    own_locks: BTreeMap<Txid, OwnLock>,
-    tallies: BTreeMap<Txid, Tally>,
+    locks: FastMap<OutPoint, Txid>,
+    own_locks: FastMap<Txid, OwnLock>,
+    tallies: FastMap<Txid, Tally>,
     unknown_tallies: usize,
-    unknown_votes: BTreeMap<PublicKey, usize>,
+    unknown_votes: FastMap<PublicKey, usize>,
     vote_records: usize,
     /// (input, voter) → the vote that voter cast for a transaction spending it.
-    spends: BTreeMap<(OutPoint, PublicKey), (Txid, VoteRef)>,
-    reported: BTreeSet<(PublicKey, OutPoint)>,
-    settled: BTreeSet<Txid>,
+    spends: FastMap<(OutPoint, PublicKey), (Txid, VoteRef)>,
+    reported: FastSet<(PublicKey, OutPoint)>,
+    settled: FastSet<Txid>,
     settled_order: VecDeque<Txid>,
     /// Own locks made durable since the last [`FinalityEngine::sign_votes`].
     unsigned: Vec<Txid>,
@@ -312,15 +313,15 @@ impl FinalityEngine {
         FinalityEngine {
             key,
             committee,
-            locks: BTreeMap::new(),
-            own_locks: BTreeMap::new(),
-            tallies: BTreeMap::new(),
+            locks: FastMap::default(),
+            own_locks: FastMap::default(),
+            tallies: FastMap::default(),
             unknown_tallies: 0,
-            unknown_votes: BTreeMap::new(),
+            unknown_votes: FastMap::default(),
             vote_records: 0,
-            spends: BTreeMap::new(),
-            reported: BTreeSet::new(),
-            settled: BTreeSet::new(),
+            spends: FastMap::default(),
+            reported: FastSet::default(),
+            settled: FastSet::default(),
             settled_order: VecDeque::new(),
             unsigned: Vec::new(),
         }
@@ -616,7 +617,7 @@ impl FinalityEngine {
         if batch.txids.is_empty() {
             return Err(ConsensusError::EmptyVote(batch.voter));
         }
-        let mut named = BTreeSet::new();
+        let mut named = FastSet::default();
         // Checked before the signature: a duplicate costs a map lookup, not a verification.
         Ok((0..batch.txids.len())
             .filter(|&index| {
@@ -642,7 +643,7 @@ impl FinalityEngine {
         while pending.peek().is_some() {
             // (batch, its tree, the message signed, the positions that count)
             let mut fresh = Vec::new();
-            let mut counted = BTreeSet::new();
+            let mut counted = FastSet::default();
             for batch in pending.by_ref().take(MAX_VOTE_BATCH) {
                 let positions = match self.precheck_votes(&batch) {
                     Err(error) => {
@@ -739,8 +740,7 @@ impl FinalityEngine {
                         limit: MAX_UNKNOWN_VOTES_PER_VOTER,
                     });
                 }
-                if let std::collections::btree_map::Entry::Vacant(entry) = self.tallies.entry(txid)
-                {
+                if let std::collections::hash_map::Entry::Vacant(entry) = self.tallies.entry(txid) {
                     entry.insert(Tally::default());
                     self.unknown_tallies += 1;
                 }
@@ -961,7 +961,7 @@ impl FinalityEngine {
         }
         let mut unknown = 0;
         let mut records = 0;
-        let mut unknown_votes: BTreeMap<PublicKey, usize> = BTreeMap::new();
+        let mut unknown_votes: FastMap<PublicKey, usize> = FastMap::default();
         for (txid, tally) in &self.tallies {
             let weight: u64 = tally
                 .votes
@@ -1011,7 +1011,7 @@ impl FinalityEngine {
     }
 }
 
-fn decrement(counts: &mut BTreeMap<PublicKey, usize>, key: &PublicKey) {
+fn decrement(counts: &mut FastMap<PublicKey, usize>, key: &PublicKey) {
     if let Some(count) = counts.get_mut(key) {
         *count -= 1;
         if *count == 0 {

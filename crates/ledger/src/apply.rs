@@ -5,14 +5,12 @@
 //! untouched. Only when every rule holds, including the header's UTXO commitment, are the changes
 //! written to the store.
 
-use std::collections::HashMap;
-
 use borsh::{BorshDeserialize, BorshSerialize};
 use timecoin_primitives::block::BLOCK_VERSION;
 use timecoin_primitives::merkle::merkle_root;
 use timecoin_primitives::{
-    Amount, Block, BlockHeader, BoundedVec, CommitCertificate, Hash32, Height, OutPoint, PublicKey,
-    Timestamp, Transaction, TxBody, TxKind, TxOut, Txid,
+    Amount, Block, BlockHeader, BoundedVec, CommitCertificate, FastMap, Hash32, Height, OutPoint,
+    PublicKey, Timestamp, Transaction, TxBody, TxKind, TxOut, Txid,
 };
 
 use crate::check::{CheckedBlock, check_block, check_header};
@@ -78,7 +76,7 @@ impl BlockOutcome {
 
 /// A block validated against a UTXO view but not yet written.
 pub(crate) struct StagedBlock {
-    pub(crate) changes: HashMap<OutPoint, Option<UtxoEntry>>,
+    pub(crate) changes: FastMap<OutPoint, Option<UtxoEntry>>,
     pub(crate) commitment: UtxoCommitment,
     pub(crate) outcome: BlockOutcome,
 }
@@ -259,7 +257,7 @@ pub(crate) fn stage_block<V: UtxoView, M: MasternodeView>(
 /// ([`UtxoStore::insert_new_utxo`]).
 pub(crate) fn write_changes<S: UtxoStore>(
     store: &mut S,
-    changes: HashMap<OutPoint, Option<UtxoEntry>>,
+    changes: FastMap<OutPoint, Option<UtxoEntry>>,
     new_outputs: impl Fn(&Txid) -> bool,
 ) -> Result<(), BackendError> {
     let mut changes: Vec<_> = changes.into_iter().collect();
@@ -415,14 +413,14 @@ pub struct BlockTemplate {
 /// The reward transaction of the block at `height`.
 pub fn reward_transaction(height: Height, outputs: Vec<TxOut>) -> Result<Transaction, LedgerError> {
     let outputs = BoundedVec::new(outputs).map_err(|_| LedgerError::OutputsOverflow)?;
-    Ok(Transaction {
-        body: TxBody {
+    Ok(Transaction::new(
+        TxBody {
             kind: TxKind::Reward { height },
             inputs: BoundedVec::empty(),
             outputs,
         },
-        signatures: BoundedVec::empty(),
-    })
+        BoundedVec::empty(),
+    ))
 }
 
 fn assemble(

@@ -25,8 +25,9 @@ use timecoin_primitives::keys::ParsePublicKeyError;
 use timecoin_primitives::merkle::merkle_root;
 use timecoin_primitives::transaction::MAX_NETWORK_ADDRESS_LEN;
 use timecoin_primitives::{
-    Address, Amount, Block, BlockHash, BlockHeader, BoundedString, BoundedVec, Epoch, Hash32,
-    Height, Network, OutPoint, PublicKey, Tier, Timestamp, Transaction, TxBody, TxKind, TxOut,
+    Address, Amount, Block, BlockHash, BlockHeader, BoundedString, BoundedVec, Epoch, FastMap,
+    Hash32, Height, Network, OutPoint, PublicKey, Tier, Timestamp, Transaction, TxBody, TxKind,
+    TxOut,
 };
 
 use crate::apply::{
@@ -184,14 +185,14 @@ pub fn build_genesis(spec: &GenesisSpec) -> Result<(Block, ChainParams), LedgerE
     }
     let outputs = BoundedVec::new(allocations)
         .map_err(|error| invalid(format!("too many allocations: {error}")))?;
-    let mut transactions = vec![Transaction {
-        body: TxBody {
+    let mut transactions = vec![Transaction::new(
+        TxBody {
             kind: TxKind::Reward { height: Height(0) },
             inputs: BoundedVec::empty(),
             outputs,
         },
-        signatures: BoundedVec::empty(),
-    }];
+        BoundedVec::empty(),
+    )];
 
     for (index, masternode) in spec.masternodes.iter().enumerate() {
         let context = |error: String| invalid(format!("masternode {index}: {error}"));
@@ -209,8 +210,8 @@ pub fn build_genesis(spec: &GenesisSpec) -> Result<(Block, ChainParams), LedgerE
             amount: params.tier(tier).collateral,
             address: owner,
         };
-        transactions.push(Transaction {
-            body: TxBody {
+        transactions.push(Transaction::new(
+            TxBody {
                 kind: TxKind::RegisterMasternode {
                     collateral_output: 0,
                     node_key,
@@ -220,8 +221,8 @@ pub fn build_genesis(spec: &GenesisSpec) -> Result<(Block, ChainParams), LedgerE
                 inputs: BoundedVec::empty(),
                 outputs: BoundedVec::new(vec![collateral]).expect("one output fits"),
             },
-            signatures: BoundedVec::empty(),
-        });
+            BoundedVec::empty(),
+        ));
     }
 
     let transactions = BoundedVec::new(transactions)
@@ -250,7 +251,7 @@ pub fn build_genesis(spec: &GenesisSpec) -> Result<(Block, ChainParams), LedgerE
 }
 
 type StagedGenesis = (
-    HashMap<OutPoint, Option<UtxoEntry>>,
+    FastMap<OutPoint, Option<UtxoEntry>>,
     UtxoCommitment,
     BlockOutcome,
 );

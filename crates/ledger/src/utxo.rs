@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use timecoin_primitives::{Height, OutPoint, TxOut};
+use timecoin_primitives::{FastMap, Height, OutPoint, TxOut};
 
 /// An unspent output and what the rules need to know about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize)]
@@ -101,7 +101,7 @@ impl UtxoStore for HashMap<OutPoint, UtxoEntry> {
 pub struct UtxoCache<V> {
     base: V,
     /// `Some` for an output created (or re-created) here, `None` for one spent here.
-    changes: HashMap<OutPoint, Option<UtxoEntry>>,
+    changes: FastMap<OutPoint, Option<UtxoEntry>>,
 }
 
 impl<V: UtxoView> UtxoCache<V> {
@@ -109,7 +109,7 @@ impl<V: UtxoView> UtxoCache<V> {
     pub fn new(base: V) -> Self {
         UtxoCache {
             base,
-            changes: HashMap::new(),
+            changes: FastMap::default(),
         }
     }
 
@@ -124,7 +124,7 @@ impl<V: UtxoView> UtxoCache<V> {
     }
 
     /// The changes (`None` = spent), for writing into the base; the base itself is returned too.
-    pub fn into_changes(self) -> (V, HashMap<OutPoint, Option<UtxoEntry>>) {
+    pub fn into_changes(self) -> (V, FastMap<OutPoint, Option<UtxoEntry>>) {
         (self.base, self.changes)
     }
 }

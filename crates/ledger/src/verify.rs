@@ -242,10 +242,10 @@ mod tests {
     ) -> Transaction {
         let mut signatures = transaction.signatures.clone().into_inner();
         edit(&mut signatures);
-        Transaction {
-            body: transaction.body.clone(),
-            signatures: BoundedVec::new(signatures).expect("same count"),
-        }
+        Transaction::new(
+            transaction.body.clone(),
+            BoundedVec::new(signatures).expect("same count"),
+        )
     }
 
     #[test]

@@ -207,7 +207,7 @@ fn tampered_genesis_blocks_are_rejected() {
     let mut transactions = bad.transactions.clone().into_inner();
     let mut outputs = transactions[1].body.outputs.clone().into_inner();
     outputs[0].amount = time(1_001);
-    transactions[1].body.outputs = BoundedVec::new(outputs).unwrap();
+    transactions[1].body_mut().outputs = BoundedVec::new(outputs).unwrap();
     bad.transactions = BoundedVec::new(transactions).unwrap();
     bad.header.transactions_root = bad.compute_transactions_root();
     assert!(matches!(

@@ -180,7 +180,7 @@ fn reward_shape_is_checked() {
         "a reward may pay nothing"
     );
     let mut with_inputs = valid_transfer(&chain, time(1));
-    with_inputs.body.kind = TxKind::Reward { height: Height(1) };
+    with_inputs.body_mut().kind = TxKind::Reward { height: Height(1) };
     assert_eq!(
         check_transaction(&with_inputs, &chain.params),
         Err(LedgerError::RewardHasInputs)
@@ -813,7 +813,7 @@ fn block_needs_exactly_one_reward_first() {
 
     let mut wrong_height = block.clone();
     let mut transactions = block.transactions.clone().into_inner();
-    transactions[0].body.kind = TxKind::Reward { height: Height(7) };
+    transactions[0].body_mut().kind = TxKind::Reward { height: Height(7) };
     wrong_height.transactions = BoundedVec::new(transactions).unwrap();
     assert_eq!(
         apply(&mut chain, &reroot(wrong_height)).unwrap_err(),
@@ -826,7 +826,7 @@ fn block_needs_exactly_one_reward_first() {
     let mut two_rewards = block.clone();
     let mut transactions = block.transactions.clone().into_inner();
     let mut second = transactions[0].clone();
-    second.body.outputs = BoundedVec::new(vec![TxOut {
+    second.body_mut().outputs = BoundedVec::new(vec![TxOut {
         amount: time(1),
         address: address(&key(3)),
     }])
@@ -851,7 +851,7 @@ fn reward_is_limited_to_subsidy_plus_fees() {
 
     let mut greedy = block.clone();
     let mut transactions = block.transactions.clone().into_inner();
-    transactions[0].body.outputs = BoundedVec::new(vec![TxOut {
+    transactions[0].body_mut().outputs = BoundedVec::new(vec![TxOut {
         amount: allowed.checked_add(Amount::ONE_UNIT).unwrap(),
         address: address(&miner()),
     }])
@@ -873,7 +873,7 @@ fn reward_is_limited_to_subsidy_plus_fees() {
         .build(vec![valid_transfer(&chain3, time(5))])
         .map(|mut block| {
             let mut transactions = block.transactions.clone().into_inner();
-            transactions[0].body.outputs = BoundedVec::new(vec![TxOut {
+            transactions[0].body_mut().outputs = BoundedVec::new(vec![TxOut {
                 amount: time(1),
                 address: address(&miner()),
             }])

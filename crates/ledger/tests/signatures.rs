@@ -96,7 +96,7 @@ fn invalid_public_key_is_reported() {
     let mut inputs = txs[42].body.inputs.clone().into_inner();
     inputs[0].public_key.0 = [0; 32];
     inputs[0].public_key.0[0] = 2; // y = 2 is not on the curve
-    txs[42].body.inputs = BoundedVec::new(inputs).unwrap();
+    txs[42].body_mut().inputs = BoundedVec::new(inputs).unwrap();
     let txid = txs[42].txid();
     assert_eq!(
         verify_transactions(&txs, NETWORK),

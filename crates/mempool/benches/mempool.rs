@@ -33,10 +33,7 @@ fn payment(prevout: OutPoint, nonce: u64) -> Transaction {
         )
         .unwrap(),
     };
-    Transaction {
-        body,
-        signatures: BoundedVec::new(vec![Signature([0; 64])]).unwrap(),
-    }
+    Transaction::new(body, BoundedVec::new(vec![Signature([0; 64])]).unwrap())
 }
 
 fn confirmed(n: u64) -> OutPoint {

@@ -1,12 +1,12 @@
 //! The pool itself.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::mem::size_of;
 use std::num::NonZeroUsize;
 
 use timecoin_primitives::{
-    Amount, Block, OutPoint, Signature, Transaction, TxInput, TxKind, TxOut, Txid,
+    Amount, Block, FastMap, FastSet, OutPoint, Signature, Transaction, TxInput, TxKind, TxOut, Txid,
 };
 
 use crate::error::MempoolError;
@@ -217,7 +217,7 @@ pub struct Mempool {
     config: MempoolConfig,
     /// Every pooled transaction, for O(1) lookup by txid. Never iterated where order matters:
     /// its order is random.
-    entries: HashMap<Txid, MempoolEntry>,
+    entries: FastMap<Txid, MempoolEntry>,
     /// The same transactions in priority order, lowest first: the eviction order, and (reversed)
     /// the selection order.
     by_priority: BTreeSet<PriorityKey>,
@@ -234,7 +234,7 @@ impl Mempool {
     pub fn new(config: MempoolConfig) -> Mempool {
         Mempool {
             config,
-            entries: HashMap::new(),
+            entries: FastMap::default(),
             by_priority: BTreeSet::new(),
             spent_by: BTreeMap::new(),
             total_bytes: 0,
@@ -343,7 +343,8 @@ impl Mempool {
         if self.entries.contains_key(&txid) {
             return Err(MempoolError::AlreadyInPool { txid });
         }
-        let mut spent = HashSet::with_capacity(transaction.body.inputs.len());
+        let mut spent =
+            FastSet::with_capacity_and_hasher(transaction.body.inputs.len(), Default::default());
         for input in &transaction.body.inputs {
             if !spent.insert(input.prevout) {
                 return Err(MempoolError::DuplicateInput {
@@ -381,7 +382,7 @@ impl Mempool {
                     min_fee_rate,
                 });
             }
-            let victims: HashSet<Txid> = plan.victims.iter().map(|(victim, _)| *victim).collect();
+            let victims: FastSet<Txid> = plan.victims.iter().map(|(victim, _)| *victim).collect();
             if let Some(parent) = transaction
                 .body
                 .inputs
@@ -484,9 +485,9 @@ impl Mempool {
         max_bytes: usize,
     ) -> Vec<&MempoolEntry> {
         let mut selected = Vec::new();
-        let mut taken: HashSet<Txid> = HashSet::new();
+        let mut taken: FastSet<Txid> = FastSet::default();
         // Passed over by the priority walk because a parent was not yet taken.
-        let mut waiting: HashSet<Txid> = HashSet::new();
+        let mut waiting: FastSet<Txid> = FastSet::default();
         // Waiting transactions whose parents have since all been taken.
         let mut ready: BinaryHeap<PriorityKey> = BinaryHeap::new();
         let mut walk = self.by_priority.iter().rev().peekable();
@@ -548,7 +549,7 @@ impl Mempool {
         let mut bytes = 0;
         let mut usage_bytes = 0;
         let mut inputs = 0;
-        let mut sequences = HashSet::new();
+        let mut sequences = FastSet::default();
         for (txid, entry) in &self.entries {
             assert_eq!(*txid, entry.txid, "entry filed under another txid");
             assert_eq!(
@@ -606,7 +607,7 @@ impl Mempool {
             victims: Vec::new(),
             highest_evicted_rate: None,
         };
-        let mut planned: HashSet<Txid> = HashSet::new();
+        let mut planned: FastSet<Txid> = FastSet::default();
         let mut count = self.len();
         let mut bytes = self.total_bytes;
         let mut lowest_first = self.by_priority.iter();
@@ -635,8 +636,8 @@ impl Mempool {
 
     /// `root` and its pooled descendants not in `exclude`, each once, `root` first and every
     /// other one after one of its parents.
-    fn descendants_of(&self, root: Txid, exclude: &HashSet<Txid>) -> Vec<Txid> {
-        let mut seen = HashSet::from([root]);
+    fn descendants_of(&self, root: Txid, exclude: &FastSet<Txid>) -> Vec<Txid> {
+        let mut seen = FastSet::from_iter([root]);
         let mut found = vec![root];
         let mut next = 0;
         while let Some(txid) = found.get(next).copied() {
@@ -657,7 +658,7 @@ impl Mempool {
         removed: &mut Vec<Removed>,
     ) {
         for (position, txid) in self
-            .descendants_of(root, &HashSet::new())
+            .descendants_of(root, &FastSet::default())
             .into_iter()
             .enumerate()
         {
@@ -689,7 +690,7 @@ impl Mempool {
             .map(|(_, spender)| *spender)
     }
 
-    fn parents_taken(&self, txid: &Txid, taken: &HashSet<Txid>) -> bool {
+    fn parents_taken(&self, txid: &Txid, taken: &FastSet<Txid>) -> bool {
         self.entries[txid].spent_outpoints().all(|outpoint| {
             !self.entries.contains_key(&outpoint.txid) || taken.contains(&outpoint.txid)
         })

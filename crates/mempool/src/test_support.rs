@@ -46,13 +46,13 @@ pub fn transfer(inputs: &[OutPoint], outputs: usize, nonce: u64) -> Transaction 
         .unwrap(),
     };
     let signatures = BoundedVec::new(vec![Signature([0; 64]); inputs.len()]).unwrap();
-    Transaction { body, signatures }
+    Transaction::new(body, signatures)
 }
 
 /// A reward transaction for `height`.
 pub fn reward(height: u64) -> Transaction {
-    Transaction {
-        body: TxBody {
+    Transaction::new(
+        TxBody {
             kind: TxKind::Reward {
                 height: Height(height),
             },
@@ -63,8 +63,8 @@ pub fn reward(height: u64) -> Transaction {
             }])
             .unwrap(),
         },
-        signatures: BoundedVec::empty(),
-    }
+        BoundedVec::empty(),
+    )
 }
 
 /// A block holding a reward and then `transactions`; the header is a placeholder, since the

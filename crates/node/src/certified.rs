@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use timecoin_consensus::FinalityCertificate;
 use timecoin_ledger::{BackendError, UtxoEntry, UtxoView};
-use timecoin_primitives::{Amount, Height, OutPoint, Transaction, TxKind, Txid};
+use timecoin_primitives::{Amount, FastMap, Height, OutPoint, Transaction, TxKind, Txid};
 
 /// Most certified transactions waiting for a block. Leaders include them at every block, so
 /// reaching this means blocks have stalled; further certificates wait for a block.
@@ -33,8 +33,8 @@ pub struct CertifiedPool {
     /// Each entry with its sequence number and the height its outputs are recorded at. The
     /// outputs are read from the transaction itself: an index of them cost 120 bytes per
     /// output, 100 MB on a node that certified a burst of large fan-outs.
-    entries: BTreeMap<Txid, (u64, Height, CertifiedEntry)>,
-    spent: BTreeMap<OutPoint, Txid>,
+    entries: FastMap<Txid, (u64, Height, CertifiedEntry)>,
+    spent: FastMap<OutPoint, Txid>,
 }
 
 impl CertifiedPool {

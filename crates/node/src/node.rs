@@ -17,8 +17,8 @@ use timecoin_ledger::{
 };
 use timecoin_mempool::{Mempool, MempoolConfig, MempoolError};
 use timecoin_primitives::{
-    Block, BlockHash, BoundedVec, CommitCertificate, Epoch, Height, OutPoint, SecretKey, Timestamp,
-    Transaction, TxKind, Txid, decode, encode, encoded_len,
+    Block, BlockHash, BoundedVec, CommitCertificate, Epoch, FastMap, FastSet, Height, OutPoint,
+    SecretKey, Timestamp, Transaction, TxKind, Txid, decode, encode, encoded_len,
 };
 use timecoin_storage::{
     BlockCommit, ChangeRecorder, ConsensusRecord, LogKey, LogOutcome, MAX_CONSENSUS_BATCH,
@@ -153,7 +153,7 @@ pub struct Node<S: NodeStore> {
     awaiting_inputs: Waiting<Transaction>,
     /// Certificates whose transaction does not validate against our view yet.
     awaiting_certified: Waiting<(Transaction, FinalityCertificate)>,
-    first_seen: BTreeMap<Txid, u64>,
+    first_seen: FastMap<Txid, u64>,
     committees: BTreeMap<Epoch, Committee>,
     finality: FinalityEngine,
     bft: BftEngine,
@@ -173,7 +173,7 @@ pub struct Node<S: NodeStore> {
     /// The (height, view) last reported, to report view changes.
     last_view: (Height, u32),
     /// Transactions of the current step whose signatures were verified together up front.
-    preverified: BTreeSet<Txid>,
+    preverified: FastSet<Txid>,
     /// What was waiting at the last resend; see [`Node::resend`].
     resend_memory: ResendMemory,
     /// Whether a client's transaction may enter now.
@@ -183,19 +183,19 @@ pub struct Node<S: NodeStore> {
 /// The transactions whose votes, bodies and certificates were waiting at the last resend.
 #[derive(Default)]
 struct ResendMemory {
-    votes: BTreeSet<Txid>,
-    pending: BTreeSet<Txid>,
-    certified: BTreeSet<Txid>,
+    votes: FastSet<Txid>,
+    pending: FastSet<Txid>,
+    certified: FastSet<Txid>,
 }
 
 /// The first `limit` items of `current` that were also there at the last resend (as
 /// `previous` remembers), in order; `previous` becomes the txids of the first `limit` now.
 fn still_waiting<T>(
-    previous: &mut BTreeSet<Txid>,
+    previous: &mut FastSet<Txid>,
     current: impl Iterator<Item = (Txid, T)>,
     limit: usize,
 ) -> Vec<T> {
-    let mut now = BTreeSet::new();
+    let mut now = FastSet::default();
     let mut again = Vec::new();
     for (txid, item) in current.take(limit) {
         if previous.contains(&txid) {
@@ -297,7 +297,7 @@ impl<S: NodeStore> Node<S> {
             certified: CertifiedPool::default(),
             awaiting_inputs: Waiting::new(MAX_AWAITING_INPUTS),
             awaiting_certified: Waiting::new(MAX_AWAITING_CERTIFIED),
-            first_seen: BTreeMap::new(),
+            first_seen: FastMap::default(),
             committees: BTreeMap::new(),
             finality: FinalityEngine::new(placeholder, None),
             bft,
@@ -310,7 +310,7 @@ impl<S: NodeStore> Node<S> {
             next_heartbeat_ms: now_ms,
             bft_tick_ms: None,
             last_view: (Height(0), 0),
-            preverified: BTreeSet::new(),
+            preverified: FastSet::default(),
             resend_memory: ResendMemory::default(),
             admission: Admission::new(config.admission, now_ms),
             now_ms,

@@ -7,10 +7,10 @@
 //! transactions spending outputs that do not exist (they pay no fee, as they never confirm),
 //! and a node with 1,000 of them took about 20 times as long per payment.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use timecoin_consensus::FinalityCertificate;
-use timecoin_primitives::{Transaction, Txid};
+use timecoin_primitives::{FastMap, FastSet, Transaction, Txid};
 
 /// A held value names the transaction whose inputs it waits for.
 pub(crate) trait Spends {
@@ -38,9 +38,9 @@ struct Held<V> {
 /// At most `limit` held values by txid, in arrival order, with the reverse index from each
 /// parent (a transaction whose output an entry spends) to the entries spending it.
 pub(crate) struct Waiting<V> {
-    entries: BTreeMap<Txid, Held<V>>,
+    entries: FastMap<Txid, Held<V>>,
     order: BTreeMap<u64, Txid>,
-    children: BTreeMap<Txid, BTreeSet<Txid>>,
+    children: FastMap<Txid, FastSet<Txid>>,
     next_sequence: u64,
     limit: usize,
 }
@@ -57,9 +57,9 @@ pub(crate) enum WhenFull {
 impl<V: Spends> Waiting<V> {
     pub(crate) fn new(limit: usize) -> Waiting<V> {
         Waiting {
-            entries: BTreeMap::new(),
+            entries: FastMap::default(),
             order: BTreeMap::new(),
-            children: BTreeMap::new(),
+            children: FastMap::default(),
             next_sequence: 0,
             limit,
         }
@@ -157,7 +157,7 @@ impl<V: Spends> Waiting<V> {
     pub(crate) fn check_invariants(&self) {
         assert!(self.entries.len() <= self.limit);
         assert_eq!(self.entries.len(), self.order.len());
-        let indexed: usize = self.children.values().map(BTreeSet::len).sum();
+        let indexed: usize = self.children.values().map(FastSet::len).sum();
         let expected: usize = self.entries.values().map(|held| held.parents.len()).sum();
         assert_eq!(indexed, expected);
         for (parent, children) in &self.children {

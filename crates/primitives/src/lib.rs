@@ -8,6 +8,7 @@ pub mod address;
 pub mod amount;
 pub mod block;
 pub mod codec;
+pub mod fast;
 pub mod hash;
 pub mod keys;
 pub mod merkle;
@@ -21,6 +22,7 @@ pub use block::{Block, BlockHeader, CommitCertificate, CommitVote};
 pub use codec::{
     BoundedBytes, BoundedString, BoundedVec, DecodeError, decode, encode, encoded_len,
 };
+pub use fast::{FastMap, FastSet};
 pub use hash::{BlockHash, Hash32, Txid};
 pub use keys::{PublicKey, SecretKey, Signature, SignatureError};
 pub use network::Network;

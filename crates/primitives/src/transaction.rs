@@ -135,14 +135,45 @@ pub struct TxBody {
 }
 
 /// A signed transaction.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize)]
+#[derive(Clone, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize)]
 pub struct Transaction {
-    /// What it says.
+    /// What it says. Change it through [`Transaction::body_mut`]: the txid is kept once
+    /// computed (debug builds check that it still matches).
     pub body: TxBody,
     /// One signature per input, in order, by the input's key over
     /// [`Transaction::signing_message`]; a registration adds the node key's signature over
     /// [`Transaction::node_key_message`] last.
     pub signatures: BoundedVec<Signature, MAX_SIGNATURES>,
+    #[borsh(skip)]
+    txid: TxidCache,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("body", &self.body)
+            .field("signatures", &self.signatures)
+            .finish()
+    }
+}
+
+/// A transaction's txid, kept once computed. A node asked for the txid of each transaction
+/// about fifteen times on its way from the network to a block (pool, votes, certificate, block
+/// checks, storage), each time encoding the body and hashing it: several per cent of its CPU
+/// under load. Clones carry it; it takes no part in equality, hashing or the encoding.
+#[derive(Clone, Default)]
+struct TxidCache(std::sync::OnceLock<Txid>);
+
+impl PartialEq for TxidCache {
+    fn eq(&self, _: &TxidCache) -> bool {
+        true
+    }
+}
+
+impl Eq for TxidCache {}
+
+impl std::hash::Hash for TxidCache {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
 }
 
 /// Why a transaction could not be signed.
@@ -177,9 +208,30 @@ impl TxBody {
 }
 
 impl Transaction {
-    /// The txid.
+    /// A transaction of `body` with `signatures`.
+    pub fn new(body: TxBody, signatures: BoundedVec<Signature, MAX_SIGNATURES>) -> Transaction {
+        Transaction {
+            body,
+            signatures,
+            txid: TxidCache::default(),
+        }
+    }
+
+    /// The body, to change it: the txid kept so far is dropped.
+    pub fn body_mut(&mut self) -> &mut TxBody {
+        self.txid = TxidCache::default();
+        &mut self.body
+    }
+
+    /// The txid, computed the first time it is asked for.
     pub fn txid(&self) -> Txid {
-        self.body.txid()
+        let txid = *self.txid.0.get_or_init(|| self.body.txid());
+        debug_assert_eq!(
+            txid,
+            self.body.txid(),
+            "a transaction's body changed after its txid was computed"
+        );
+        txid
     }
 
     /// The size of the canonical encoding in bytes, the basis of the fee rate.
@@ -247,7 +299,7 @@ impl Transaction {
             signatures.push(node_key.sign(&Self::node_key_message(&txid, network)));
         }
         let signatures = BoundedVec::new(signatures).expect("one signature per bounded input");
-        Ok(Transaction { body, signatures })
+        Ok(Transaction::new(body, signatures))
     }
 }
 
@@ -301,6 +353,25 @@ mod tests {
             message,
             Transaction::node_key_message(&txid, Network::Testnet)
         );
+    }
+
+    #[test]
+    fn the_kept_txid_follows_the_body_and_stays_out_of_equality_and_encoding() {
+        let (a, b) = (key(1), key(2));
+        let mut tx = Transaction::sign(transfer(&[&a]), &[&a], None, Network::Devnet).unwrap();
+        let fresh = tx.clone();
+        let txid = tx.txid();
+        assert_eq!(txid, tx.body.txid());
+        // One with its txid kept and one without are the same transaction, byte for byte.
+        assert_eq!(tx, fresh);
+        assert_eq!(encode(&tx), encode(&fresh));
+        let decoded: Transaction = crate::decode(&encode(&tx)).unwrap();
+        assert_eq!(decoded.txid(), txid);
+        // A clone carries the kept txid; changing the body through body_mut drops it.
+        assert_eq!(tx.clone().txid(), txid);
+        tx.body_mut().inputs = transfer(&[&b]).inputs;
+        assert_ne!(tx.txid(), txid);
+        assert_eq!(tx.txid(), tx.body.txid());
     }
 
     #[test]

@@ -65,13 +65,15 @@ fn transaction() -> impl Strategy<Value = Transaction> {
         prop::collection::vec(output, 0..4),
         prop::collection::vec(signature(), 0..5),
     )
-        .prop_map(|(kind, inputs, outputs, signatures)| Transaction {
-            body: TxBody {
-                kind,
-                inputs: BoundedVec::new(inputs).unwrap(),
-                outputs: BoundedVec::new(outputs).unwrap(),
-            },
-            signatures: BoundedVec::new(signatures).unwrap(),
+        .prop_map(|(kind, inputs, outputs, signatures)| {
+            Transaction::new(
+                TxBody {
+                    kind,
+                    inputs: BoundedVec::new(inputs).unwrap(),
+                    outputs: BoundedVec::new(outputs).unwrap(),
+                },
+                BoundedVec::new(signatures).unwrap(),
+            )
         })
 }
 

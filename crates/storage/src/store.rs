@@ -22,8 +22,8 @@ use timecoin_ledger::{
 };
 use timecoin_primitives::block::MAX_BLOCK_TRANSACTIONS;
 use timecoin_primitives::{
-    Address, Block, BlockHash, BlockHeader, BoundedVec, CommitCertificate, Epoch, Hash32, Height,
-    Network, OutPoint, PublicKey, Transaction, TxOut, Txid, decode, encode,
+    Address, Block, BlockHash, BlockHeader, BoundedVec, CommitCertificate, Epoch, FastMap, Hash32,
+    Height, Network, OutPoint, PublicKey, Transaction, TxOut, Txid, decode, encode,
 };
 
 use crate::backend::{KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch};
@@ -148,11 +148,6 @@ impl CacheSlot {
         (self.state() != SlotState::Spent).then(|| self.entry())
     }
 }
-
-/// The hash map of the caches on the hot path. std's default SipHash was a few per cent of a
-/// node's CPU under load (hashing outpoints on every lookup); foldhash, seeded per process as
-/// std's is, keeps lookups of attacker-chosen txids from colliding predictably.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Changes since a flush, as one layer of the write-back cache.
 #[derive(Default)]

@@ -147,8 +147,8 @@ impl TestChain {
             let count = remaining.min(MAX_REWARD_OUTPUTS);
             remaining -= count;
             let outputs: Vec<TxOut> = (0..count).map(|_| chain.output()).collect();
-            transactions.push(Transaction {
-                body: TxBody {
+            transactions.push(Transaction::new(
+                TxBody {
                     // Distinct heights make the reward bodies, and so their txids, distinct.
                     kind: TxKind::Reward {
                         height: Height(u64::MAX - nonce),
@@ -156,8 +156,8 @@ impl TestChain {
                     inputs: BoundedVec::empty(),
                     outputs: BoundedVec::new(outputs).expect("bounded"),
                 },
-                signatures: BoundedVec::empty(),
-            });
+                BoundedVec::empty(),
+            ));
             nonce += 1;
         }
         chain.genesis = chain.make_block(Height(0), BlockHash::default(), transactions);
@@ -264,14 +264,14 @@ impl TestChain {
     /// spending two random UTXOs into two new ones (fewer if the set runs dry).
     pub fn next_block(&mut self, transfers: usize) -> TestBlock {
         let height = self.tip.0.checked_next().expect("height");
-        let mut transactions = vec![Transaction {
-            body: TxBody {
+        let mut transactions = vec![Transaction::new(
+            TxBody {
                 kind: TxKind::Reward { height },
                 inputs: BoundedVec::empty(),
                 outputs: BoundedVec::new(vec![self.output()]).expect("bounded"),
             },
-            signatures: BoundedVec::empty(),
-        }];
+            BoundedVec::empty(),
+        )];
         for _ in 0..transfers {
             let (Some(first), Some(second)) = (self.take_spendable(), self.take_spendable()) else {
                 break;
@@ -282,14 +282,14 @@ impl TestChain {
                     public_key: PublicKey::default(),
                 })
                 .to_vec();
-            transactions.push(Transaction {
-                body: TxBody {
+            transactions.push(Transaction::new(
+                TxBody {
                     kind: TxKind::Transfer,
                     inputs: BoundedVec::new(inputs).expect("bounded"),
                     outputs: BoundedVec::new(vec![self.output(), self.output()]).expect("bounded"),
                 },
-                signatures: BoundedVec::empty(),
-            });
+                BoundedVec::empty(),
+            ));
         }
         let block = self.make_block(height, self.tip.1, transactions);
         self.tip = (height, block.block.hash());

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use borsh::{BorshDeserialize, BorshSerialize};
 use timecoin_ledger::{BackendError, UtxoEntry, UtxoStore, UtxoView};
 use timecoin_primitives::{
-    Block, BlockHash, BoundedBytes, BoundedVec, CommitCertificate, Epoch, Height, OutPoint,
+    Block, BlockHash, BoundedBytes, BoundedVec, CommitCertificate, Epoch, FastMap, Height, OutPoint,
 };
 
 /// Most UTXO changes one block can make: every input and output of a full block.
@@ -65,7 +65,7 @@ enum Recorded {
 #[derive(Debug)]
 pub struct ChangeRecorder<V> {
     base: V,
-    changes: HashMap<OutPoint, Recorded, foldhash::fast::RandomState>,
+    changes: FastMap<OutPoint, Recorded>,
 }
 
 impl<V: UtxoView> ChangeRecorder<V> {

@@ -49,11 +49,7 @@ fn fee_for(size: usize, fee_rate: u64) -> Result<Amount, WalletError> {
 /// so this is exact before the amounts are known.
 fn signed_size(body: &TxBody) -> usize {
     let signatures = vec![Signature([0; 64]); body.expected_signatures()];
-    Transaction {
-        body: body.clone(),
-        signatures: BoundedVec::new(signatures).expect("bounded"),
-    }
-    .encoded_size()
+    Transaction::new(body.clone(), BoundedVec::new(signatures).expect("bounded")).encoded_size()
 }
 
 fn sum(amounts: impl IntoIterator<Item = Amount>) -> Result<Amount, WalletError> {
