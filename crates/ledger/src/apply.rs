@@ -9,8 +9,8 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use timecoin_primitives::block::BLOCK_VERSION;
 use timecoin_primitives::merkle::merkle_root;
 use timecoin_primitives::{
-    Amount, Block, BlockHeader, BoundedVec, CommitCertificate, FastMap, Hash32, Height, OutPoint,
-    PublicKey, Timestamp, Transaction, TxBody, TxKind, TxOut, Txid,
+    Amount, Block, BlockHash, BlockHeader, BoundedVec, CommitCertificate, FastMap, Hash32, Height,
+    OutPoint, PublicKey, Timestamp, Transaction, TxBody, TxKind, TxOut, Txid,
 };
 
 use crate::check::{CheckedBlock, check_block, check_header};
@@ -328,6 +328,80 @@ pub fn apply_block<S: UtxoStore, M: MasternodeView>(
     params: &ChainParams,
 ) -> Result<BlockOutcome, LedgerError> {
     let staged = stage_and_check(block, parent, &*store, commitment, masternodes, params)?;
+    write_staged(staged, store, commitment)
+}
+
+/// A block that passed every rule of [`apply_block`] on top of one parent state, kept with the
+/// changes it makes: what [`validate_block_for_apply`] returns, so that applying the block
+/// once it is decided need not run the rules, look its inputs up and expand the commitment's
+/// elements a second time.
+pub struct ValidatedBlock {
+    block: BlockHash,
+    parent: BlockHash,
+    /// The digest of the UTXO commitment the block was validated on.
+    base: Hash32,
+    staged: StagedBlock,
+}
+
+impl ValidatedBlock {
+    /// What the block does, as [`validate_block`] reports it.
+    pub fn outcome(&self) -> &BlockOutcome {
+        &self.staged.outcome
+    }
+
+    /// Whether this is `block` validated on `parent` with the UTXO set at `commitment`: only
+    /// then may its changes be written in place of applying the block.
+    pub fn fits(&self, block: &Block, parent: &BlockHeader, commitment: &UtxoCommitment) -> bool {
+        self.block == block.hash()
+            && self.parent == parent.hash()
+            && self.base == commitment.digest()
+    }
+}
+
+/// [`validate_block`], keeping the changes for [`apply_validated_block`].
+pub fn validate_block_for_apply<V: UtxoView, M: MasternodeView>(
+    block: &Block,
+    parent: &BlockHeader,
+    view: &V,
+    commitment: &UtxoCommitment,
+    masternodes: &M,
+    params: &ChainParams,
+) -> Result<ValidatedBlock, LedgerError> {
+    let staged = stage_and_check(block, parent, view, commitment, masternodes, params)?;
+    Ok(ValidatedBlock {
+        block: block.hash(),
+        parent: parent.hash(),
+        base: commitment.digest(),
+        staged,
+    })
+}
+
+/// [`apply_block`], writing the changes `validated` kept if it [`fits`](ValidatedBlock::fits)
+/// this block, parent and UTXO set (the state it was validated on: nothing else was applied
+/// since), and running every rule again otherwise. Either way the store ends up the same.
+pub fn apply_validated_block<S: UtxoStore, M: MasternodeView>(
+    validated: Option<ValidatedBlock>,
+    block: &Block,
+    parent: &BlockHeader,
+    store: &mut S,
+    commitment: &mut UtxoCommitment,
+    masternodes: &M,
+    params: &ChainParams,
+) -> Result<BlockOutcome, LedgerError> {
+    match validated {
+        Some(validated) if validated.fits(block, parent, commitment) => {
+            write_staged(validated.staged, store, commitment)
+        }
+        _ => apply_block(block, parent, store, commitment, masternodes, params),
+    }
+}
+
+/// Writes a staged block's changes into `store` and moves `commitment` to the block's.
+fn write_staged<S: UtxoStore>(
+    staged: StagedBlock,
+    store: &mut S,
+    commitment: &mut UtxoCommitment,
+) -> Result<BlockOutcome, LedgerError> {
     // A transaction's undo lists one spent output per input; only the reward has none.
     let without_inputs: Vec<Txid> = staged
         .outcome

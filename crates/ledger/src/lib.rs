@@ -28,8 +28,9 @@ pub mod validate;
 pub mod verify;
 
 pub use apply::{
-    BlockOutcome, BlockTemplate, BlockUndo, TxUndo, apply_block, build_block, connect_block,
-    outputs_are_new, reward_transaction, undo_block, validate_block,
+    BlockOutcome, BlockTemplate, BlockUndo, TxUndo, ValidatedBlock, apply_block,
+    apply_validated_block, build_block, connect_block, outputs_are_new, reward_transaction,
+    undo_block, validate_block, validate_block_for_apply,
 };
 pub use check::{
     CheckedBlock, check_block, check_header, check_network_address, check_parent_commit,

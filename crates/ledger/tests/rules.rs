@@ -1304,3 +1304,67 @@ fn reward_split_is_checked_output_by_output() {
     let error = check_reward_split(&block, allowed, &[]).unwrap_err();
     assert!(!error.is_peer_fault());
 }
+
+#[test]
+fn a_validated_block_applies_as_the_block_itself_and_only_on_the_state_it_was_validated_on() {
+    let mut chain = Chain::new(&[100, 50]);
+    let block = chain.build(vec![valid_transfer(&chain, time(10))]).unwrap();
+    let validated = timecoin_ledger::validate_block_for_apply(
+        &block,
+        &chain.tip,
+        &chain.utxos,
+        &chain.commitment,
+        &chain.registry,
+        &chain.params,
+    )
+    .unwrap();
+    assert!(validated.fits(&block, &chain.tip, &chain.commitment));
+
+    // Applied from what validation kept, or by the rules again: the same UTXO set, the same
+    // commitment and the same outcome.
+    let (mut kept_utxos, mut kept_commitment) = (chain.utxos.clone(), chain.commitment.clone());
+    let kept = timecoin_ledger::apply_validated_block(
+        Some(validated),
+        &block,
+        &chain.tip,
+        &mut kept_utxos,
+        &mut kept_commitment,
+        &chain.registry,
+        &chain.params,
+    )
+    .unwrap();
+    let direct = chain.apply(&block).unwrap();
+    assert_eq!(kept_utxos, chain.utxos);
+    assert_eq!(kept_commitment, chain.commitment);
+    assert_eq!(kept.utxo_commitment, direct.utxo_commitment);
+    assert_eq!(kept.undo, direct.undo);
+
+    // Validated on one state, it does not fit another: the next block validated on the tip
+    // before a block was applied on top of it is checked again, and refused there.
+    let stale_parent = chain.tip.clone();
+    let next = chain.build(vec![]).unwrap();
+    let validated = timecoin_ledger::validate_block_for_apply(
+        &next,
+        &stale_parent,
+        &chain.utxos,
+        &chain.commitment,
+        &chain.registry,
+        &chain.params,
+    )
+    .unwrap();
+    chain.mine(vec![]);
+    assert!(!validated.fits(&next, &chain.tip, &chain.commitment));
+    let (mut utxos, mut commitment) = (chain.utxos.clone(), chain.commitment.clone());
+    let again = timecoin_ledger::apply_validated_block(
+        Some(validated),
+        &next,
+        &chain.tip,
+        &mut utxos,
+        &mut commitment,
+        &chain.registry,
+        &chain.params,
+    );
+    assert!(again.is_err(), "a block for a replaced tip must be refused");
+    assert_eq!(utxos, chain.utxos);
+    assert_eq!(commitment, chain.commitment);
+}

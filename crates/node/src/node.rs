@@ -11,9 +11,9 @@ use timecoin_consensus::{
 };
 use timecoin_ledger::{
     BlockTemplate, ChainParams, LedgerError, MasternodeEvent, MasternodeRegistration,
-    MasternodeRegistry, UtxoCache, UtxoEntry, UtxoStore, apply_block, build_block,
-    check_transaction, validate_block, validate_transaction, verify_transaction,
-    verify_transactions,
+    MasternodeRegistry, UtxoCache, UtxoEntry, UtxoStore, ValidatedBlock, apply_validated_block,
+    build_block, check_transaction, validate_block_for_apply, validate_transaction,
+    verify_transaction, verify_transactions,
 };
 use timecoin_mempool::{Mempool, MempoolConfig, MempoolError};
 use timecoin_primitives::{
@@ -172,6 +172,9 @@ pub struct Node<S: NodeStore> {
     bft_tick_ms: Option<u64>,
     /// The (height, view) last reported, to report view changes.
     last_view: (Height, u32),
+    /// The last proposal judged valid, with the changes it makes, so that applying it once
+    /// decided need not validate it again (nothing is applied in between: it extends our tip).
+    validated: Option<ValidatedBlock>,
     /// Transactions of the current step whose signatures were verified together up front.
     preverified: FastSet<Txid>,
     /// What was waiting at the last resend; see [`Node::resend`].
@@ -310,6 +313,7 @@ impl<S: NodeStore> Node<S> {
             next_heartbeat_ms: now_ms,
             bft_tick_ms: None,
             last_view: (Height(0), 0),
+            validated: None,
             preverified: FastSet::default(),
             resend_memory: ResendMemory::default(),
             admission: Admission::new(config.admission, now_ms),
@@ -2038,7 +2042,7 @@ impl<S: NodeStore> Node<S> {
             Ok(shares) => shares,
             Err(error) => return Ok(Err(error.to_string())),
         };
-        let verdict = validate_block(
+        let verdict = validate_block_for_apply(
             block,
             &parent,
             &self.store,
@@ -2046,11 +2050,19 @@ impl<S: NodeStore> Node<S> {
             &self.store,
             &self.config.params,
         )
-        .and_then(|outcome| {
-            timecoin_ledger::check_reward_split(block, outcome.allowed_reward(), &shares)
+        .and_then(|validated| {
+            timecoin_ledger::check_reward_split(
+                block,
+                validated.outcome().allowed_reward(),
+                &shares,
+            )
+            .map(|()| validated)
         });
         match verdict {
-            Ok(()) => Ok(Ok(())),
+            Ok(validated) => {
+                self.validated = Some(validated);
+                Ok(Ok(()))
+            }
             Err(LedgerError::Backend(error)) => Err(error.into()),
             Err(error) => Ok(Err(error.to_string())),
         }
@@ -2183,9 +2195,11 @@ impl<S: NodeStore> Node<S> {
             return Ok(Err(error));
         }
         let mut commitment = self.store.utxo_commitment().clone();
+        let validated = self.validated.take();
         let (outcome, changes) = {
             let mut recorder = ChangeRecorder::new(&self.store);
-            let outcome = match apply_block(
+            let outcome = match apply_validated_block(
+                validated,
                 block,
                 &parent,
                 &mut recorder,
