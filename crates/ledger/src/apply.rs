@@ -337,7 +337,6 @@ pub fn apply_block<S: UtxoStore, M: MasternodeView>(
 /// elements a second time.
 pub struct ValidatedBlock {
     block: BlockHash,
-    parent: BlockHash,
     /// The digest of the UTXO commitment the block was validated on.
     base: Hash32,
     staged: StagedBlock,
@@ -350,10 +349,11 @@ impl ValidatedBlock {
     }
 
     /// Whether this is `block` validated on `parent` with the UTXO set at `commitment`: only
-    /// then may its changes be written in place of applying the block.
+    /// then may its changes be written in place of applying the block. Validation checked
+    /// that the block extends the parent it was given, so its header names that parent.
     pub fn fits(&self, block: &Block, parent: &BlockHeader, commitment: &UtxoCommitment) -> bool {
         self.block == block.hash()
-            && self.parent == parent.hash()
+            && block.header.previous_hash == parent.hash()
             && self.base == commitment.digest()
     }
 }
@@ -370,7 +370,6 @@ pub fn validate_block_for_apply<V: UtxoView, M: MasternodeView>(
     let staged = stage_and_check(block, parent, view, commitment, masternodes, params)?;
     Ok(ValidatedBlock {
         block: block.hash(),
-        parent: parent.hash(),
         base: commitment.digest(),
         staged,
     })
