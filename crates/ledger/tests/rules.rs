@@ -6,13 +6,13 @@ mod common;
 use common::*;
 use timecoin_ledger::{
     Fault, LedgerError, MasternodeEvent, MasternodeView, UtxoCommitment, UtxoStore, UtxoView,
-    apply_block, apply_genesis, check_block, check_header, check_network_address,
+    ValidatedBlock, apply_block, apply_genesis, check_block, check_header, check_network_address,
     check_transaction, reward_transaction, validate_transaction,
 };
 use timecoin_primitives::merkle::merkle_root;
 use timecoin_primitives::{
-    Amount, Block, BoundedVec, Epoch, Hash32, Height, OutPoint, Signature, Tier, Timestamp,
-    Transaction, TxKind, TxOut, Txid,
+    Amount, Block, BlockHeader, BoundedVec, Epoch, Hash32, Height, OutPoint, Signature, Tier,
+    Timestamp, Transaction, TxKind, TxOut, Txid,
 };
 
 fn first_coin(chain: &Chain, seed: u8) -> (OutPoint, Amount) {
@@ -1305,34 +1305,54 @@ fn reward_split_is_checked_output_by_output() {
     assert!(!error.is_peer_fault());
 }
 
-#[test]
-fn a_validated_block_applies_as_the_block_itself_and_only_on_the_state_it_was_validated_on() {
-    let mut chain = Chain::new(&[100, 50]);
-    let block = chain.build(vec![valid_transfer(&chain, time(10))]).unwrap();
-    let validated = timecoin_ledger::validate_block_for_apply(
-        &block,
-        &chain.tip,
+/// `block` validated on `parent` with the chain's current UTXO set and registry.
+fn validate_on(chain: &Chain, block: &Block, parent: &BlockHeader) -> ValidatedBlock {
+    timecoin_ledger::validate_block_for_apply(
+        block,
+        parent,
         &chain.utxos,
         &chain.commitment,
         &chain.registry,
         &chain.params,
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Applies `block` on the chain's tip through `validated`, to copies of its UTXO set and
+/// commitment, which are returned with the outcome.
+fn apply_on_copies(
+    chain: &Chain,
+    validated: ValidatedBlock,
+    block: &Block,
+) -> (
+    Result<timecoin_ledger::BlockOutcome, LedgerError>,
+    std::collections::HashMap<OutPoint, timecoin_ledger::UtxoEntry>,
+    UtxoCommitment,
+) {
+    let (mut utxos, mut commitment) = (chain.utxos.clone(), chain.commitment.clone());
+    let outcome = timecoin_ledger::apply_validated_block(
+        Some(validated),
+        block,
+        &chain.tip,
+        &mut utxos,
+        &mut commitment,
+        &chain.registry,
+        &chain.params,
+    );
+    (outcome, utxos, commitment)
+}
+
+#[test]
+fn a_validated_block_applies_as_the_block_itself_and_only_on_the_state_it_was_validated_on() {
+    let mut chain = Chain::new(&[100, 50]);
+    let block = chain.build(vec![valid_transfer(&chain, time(10))]).unwrap();
+    let validated = validate_on(&chain, &block, &chain.tip);
     assert!(validated.fits(&block, &chain.tip, &chain.commitment));
 
     // Applied from what validation kept, or by the rules again: the same UTXO set, the same
     // commitment and the same outcome.
-    let (mut kept_utxos, mut kept_commitment) = (chain.utxos.clone(), chain.commitment.clone());
-    let kept = timecoin_ledger::apply_validated_block(
-        Some(validated),
-        &block,
-        &chain.tip,
-        &mut kept_utxos,
-        &mut kept_commitment,
-        &chain.registry,
-        &chain.params,
-    )
-    .unwrap();
+    let (kept, kept_utxos, kept_commitment) = apply_on_copies(&chain, validated, &block);
+    let kept = kept.unwrap();
     let direct = chain.apply(&block).unwrap();
     assert_eq!(kept_utxos, chain.utxos);
     assert_eq!(kept_commitment, chain.commitment);
@@ -1343,27 +1363,10 @@ fn a_validated_block_applies_as_the_block_itself_and_only_on_the_state_it_was_va
     // before a block was applied on top of it is checked again, and refused there.
     let stale_parent = chain.tip.clone();
     let next = chain.build(vec![]).unwrap();
-    let validated = timecoin_ledger::validate_block_for_apply(
-        &next,
-        &stale_parent,
-        &chain.utxos,
-        &chain.commitment,
-        &chain.registry,
-        &chain.params,
-    )
-    .unwrap();
+    let validated = validate_on(&chain, &next, &stale_parent);
     chain.mine(vec![]);
     assert!(!validated.fits(&next, &chain.tip, &chain.commitment));
-    let (mut utxos, mut commitment) = (chain.utxos.clone(), chain.commitment.clone());
-    let again = timecoin_ledger::apply_validated_block(
-        Some(validated),
-        &next,
-        &chain.tip,
-        &mut utxos,
-        &mut commitment,
-        &chain.registry,
-        &chain.params,
-    );
+    let (again, utxos, commitment) = apply_on_copies(&chain, validated, &next);
     assert!(again.is_err(), "a block for a replaced tip must be refused");
     assert_eq!(utxos, chain.utxos);
     assert_eq!(commitment, chain.commitment);
