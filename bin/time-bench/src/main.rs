@@ -127,6 +127,9 @@ const UTXO_UNITS: u64 = 1_000;
 const COIN_UNITS: u64 = 1_000_000;
 const PAY_UNITS: u64 = 100_000;
 
+/// Longest wait for the nodes' UTXO flushes before a run (the run starts anyway after it).
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
+
 fn main() {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -332,6 +335,17 @@ async fn measure(args: &Args, devnet: &Devnet, network: Network) -> Result<Repor
         );
         let dues_ms: Vec<f64> = slots.iter().map(|s| s.due.as_secs_f64() * 1e3).collect();
 
+        // Funding creates hundreds of thousands of outputs in a few seconds, which a node's
+        // UTXO cache writes out on a background thread for several seconds more. That is the
+        // setup's cost, not the load's: the run starts once no node is flushing.
+        let settle = settle_flushes(devnet, SETTLE_LIMIT).await;
+        if settle > Duration::from_millis(100) {
+            eprintln!(
+                "  waited {:.1} s for the nodes to write the funding's outputs",
+                settle.as_secs_f64()
+            );
+        }
+
         // The peak so far covers the funding burst; the run's own peak starts now.
         let funded = node_readings(devnet).await;
         for pid in devnet.pids.iter().flatten() {
@@ -361,6 +375,7 @@ async fn measure(args: &Args, devnet: &Devnet, network: Network) -> Result<Repor
         let mut run =
             RunReport::from_records(rate, duration.as_secs_f64(), &result.records, &dues_ms);
         run.funding_s = funding.elapsed.as_secs_f64();
+        run.settle_s = settle.as_secs_f64();
         run.bench_cpu_pct = ticks_pct(bench_before.cpu_ticks, bench_after.cpu_ticks, wall);
         run.node_stats = (0..devnet.len())
             .map(|i| {
@@ -482,6 +497,22 @@ async fn create_utxos(
 
 fn ticks_pct(before: u64, after: u64, wall: f64) -> f64 {
     after.saturating_sub(before) as f64 / procfs::CLOCK_TICKS_PER_SEC / wall * 100.0
+}
+
+/// Waits until no node runs its UTXO flush thread (named `utxo-flush`), at most `limit`;
+/// returns how long it waited. Nodes whose process is unknown are not waited for.
+async fn settle_flushes(devnet: &Devnet, limit: Duration) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < limit
+        && devnet
+            .pids
+            .iter()
+            .flatten()
+            .any(|pid| procfs::has_thread_named(*pid, "utxo-flush"))
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    started.elapsed()
 }
 
 /// Each node's process reading and P2P bytes sent so far.

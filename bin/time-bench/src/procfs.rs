@@ -79,6 +79,18 @@ pub fn find_by_datadir(data_dir: &Path) -> Option<u32> {
         })
 }
 
+/// Whether process `pid` has a thread named `name` (`/proc/<pid>/task/*/comm`); `false` if the
+/// process is gone.
+pub fn has_thread_named(pid: u32, name: &str) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|task| {
+        std::fs::read_to_string(task.path().join("comm"))
+            .is_ok_and(|comm| comm.trim_end_matches('\n') == name)
+    })
+}
+
 /// The system load averages line (`/proc/loadavg`), to record how busy the machine was.
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -101,6 +113,36 @@ pub fn cpu_model() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_named_thread_is_found_while_it_runs_and_not_after() {
+        let pid = std::process::id();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (ready, started) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::Builder::new()
+            .name("bench-probe".to_string())
+            .spawn(move || {
+                // The name is set by the new thread itself, before this runs.
+                ready.send(()).unwrap();
+                stopped.recv()
+            })
+            .unwrap();
+        started.recv().unwrap();
+        assert!(has_thread_named(pid, "bench-probe"));
+        assert!(!has_thread_named(pid, "bench-prob"));
+        assert!(!has_thread_named(pid, "no-such-thread"));
+        stop.send(()).unwrap();
+        worker.join().unwrap().unwrap();
+        // The kernel drops an exited thread's entry soon after, not necessarily at the join.
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            !has_thread_named(pid, "bench-probe")
+        });
+        assert!(
+            gone,
+            "the thread's entry is still listed a second after it ended"
+        );
+    }
 
     #[test]
     fn a_reset_peak_starts_again_from_the_current_size() {

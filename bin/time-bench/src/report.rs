@@ -109,6 +109,10 @@ pub struct RunReport {
     pub ceiling_ratio: Option<f64>,
     /// Seconds spent funding senders for this run (not part of the measurement).
     pub funding_s: f64,
+    /// Seconds waited after funding and signing for the nodes' UTXO flushes to finish (not
+    /// part of the measurement).
+    #[serde(default)]
+    pub settle_s: f64,
 }
 
 /// Blocks committed during a run.
