@@ -1,0 +1,228 @@
+//! What a UTXO flush and a UTXO read cost per operation in redb, against a hash-indexed
+//! append-only log, in the same run: the evidence for the next UTXO store (#3, ADR 0005).
+//!
+//! Both hold 1,000,000 entries of a 36-byte key (an outpoint) and a 50-byte value (an entry).
+//! A "flush" deletes 100,000 of them and inserts 100,000 new ones, in key order for redb (as the
+//! store's flush does), then makes it durable; "reads" look up 100,000 keys, most present.
+//!
+//! The log is a sketch, not a store: records are appended, an in-memory map from a keyed 64-bit
+//! hash of the key to the record's offset finds them, and every lookup reads the record back
+//! (`pread`) to check its key, as a real one must (the hash is only 64 bits). It has no
+//! compaction, which would add about one record copied per operation once half the file is
+//! dead, and no crash handling.
+//!
+//! Run: `cargo run --release -p timecoin-storage --example utxo_engines`.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::hash::BuildHasher;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+const ENTRIES: u64 = 1_000_000;
+const OPERATIONS: u64 = 100_000;
+const VALUE: [u8; 50] = [7; 50];
+/// A log record: a tag, the key, the value.
+const RECORD: usize = 1 + 36 + 50;
+const UTXOS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("utxos");
+
+/// A pseudo-random 36-byte key: `salt` 1 for the stored entries, 2 for the new ones.
+fn key(number: u64, salt: u64) -> [u8; 36] {
+    let mut key = [0u8; 36];
+    for (part, chunk) in key.chunks_mut(8).enumerate() {
+        let seed = salt.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ part as u64;
+        let word = foldhash::quality::FixedState::with_seed(seed).hash_one(number);
+        chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
+    }
+    key
+}
+
+/// Per-operation microseconds.
+fn per_op(elapsed: Duration, operations: u64) -> f64 {
+    elapsed.as_secs_f64() * 1e6 / operations as f64
+}
+
+struct Figures {
+    flush_us: f64,
+    durable_flush_us: f64,
+    read_us: f64,
+    found: u64,
+}
+
+fn redb(directory: &Path) -> Figures {
+    let path = directory.join("utxos.redb");
+    // Each round starts from an empty file.
+    let _ = std::fs::remove_file(&path);
+    // The store's default page cache for the UTXO file: three quarters of 16 MiB.
+    let database = Database::builder()
+        .set_cache_size(12 << 20)
+        .create(&path)
+        .expect("create");
+    let mut stored: Vec<[u8; 36]> = (0..ENTRIES).map(|number| key(number, 1)).collect();
+    stored.sort_unstable();
+    let load = database.begin_write().expect("begin");
+    {
+        let mut table = load.open_table(UTXOS).expect("table");
+        for key in &stored {
+            table
+                .insert(key.as_slice(), VALUE.as_slice())
+                .expect("insert");
+        }
+    }
+    load.commit().expect("commit");
+
+    let mut deleted: Vec<[u8; 36]> = (0..OPERATIONS)
+        .map(|number| key(number * 7 % ENTRIES, 1))
+        .collect();
+    deleted.sort_unstable();
+    let mut inserted: Vec<[u8; 36]> = (0..OPERATIONS).map(|number| key(number, 2)).collect();
+    inserted.sort_unstable();
+    let started = Instant::now();
+    let flush = database.begin_write().expect("begin");
+    {
+        let mut table = flush.open_table(UTXOS).expect("table");
+        for key in &deleted {
+            table.remove(key.as_slice()).expect("remove");
+        }
+        for key in &inserted {
+            table
+                .insert(key.as_slice(), VALUE.as_slice())
+                .expect("insert");
+        }
+    }
+    let written = started.elapsed();
+    flush.commit().expect("commit");
+    let durable = started.elapsed();
+
+    let started = Instant::now();
+    let reader = database.begin_read().expect("read");
+    let table = reader.open_table(UTXOS).expect("table");
+    let mut found = 0;
+    for number in 0..OPERATIONS {
+        let wanted = key(number * 13 % ENTRIES, 1);
+        if table.get(wanted.as_slice()).expect("get").is_some() {
+            found += 1;
+        }
+    }
+    Figures {
+        flush_us: per_op(written, 2 * OPERATIONS),
+        durable_flush_us: per_op(durable, 2 * OPERATIONS),
+        read_us: per_op(started.elapsed(), OPERATIONS),
+        found,
+    }
+}
+
+/// Whether the record at `offset` holds `key`.
+fn holds(file: &File, offset: u64, key: &[u8; 36]) -> bool {
+    let mut record = [0u8; RECORD];
+    file.read_exact_at(&mut record, offset).expect("read");
+    record[1..37] == key[..]
+}
+
+fn log(directory: &Path) -> Figures {
+    let path = directory.join("utxos.log");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("create");
+    let hasher = foldhash::quality::RandomState::default();
+    let mut index: HashMap<u64, u64, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(
+            ENTRIES as usize + 2 * OPERATIONS as usize,
+            <_>::default(),
+        );
+    let mut end = 0u64;
+    {
+        let mut writer = BufWriter::with_capacity(1 << 20, &file);
+        for number in 0..ENTRIES {
+            let key = key(number, 1);
+            let mut record = [0u8; RECORD];
+            record[0] = 1;
+            record[1..37].copy_from_slice(&key);
+            record[37..].copy_from_slice(&VALUE);
+            writer.write_all(&record).expect("write");
+            index.insert(hasher.hash_one(key), end);
+            end += RECORD as u64;
+        }
+        writer.flush().expect("flush");
+    }
+    file.sync_data().expect("sync");
+
+    let deleted: Vec<[u8; 36]> = (0..OPERATIONS)
+        .map(|number| key(number * 7 % ENTRIES, 1))
+        .collect();
+    let inserted: Vec<[u8; 36]> = (0..OPERATIONS).map(|number| key(number, 2)).collect();
+    let started = Instant::now();
+    {
+        let mut appender = &file;
+        appender.seek(SeekFrom::Start(end)).expect("seek");
+        let mut writer = BufWriter::with_capacity(1 << 20, appender);
+        for key in &deleted {
+            let hash = hasher.hash_one(key);
+            let offset = index[&hash];
+            assert!(holds(&file, offset, key), "a 64-bit hash collided");
+            index.remove(&hash);
+            // A tombstone: the tag and the key.
+            let mut tombstone = [0u8; 37];
+            tombstone[0] = 2;
+            tombstone[1..].copy_from_slice(key);
+            writer.write_all(&tombstone).expect("write");
+            end += tombstone.len() as u64;
+        }
+        for key in &inserted {
+            let hash = hasher.hash_one(key);
+            assert!(!index.contains_key(&hash), "a 64-bit hash collided");
+            let mut record = [0u8; RECORD];
+            record[0] = 1;
+            record[1..37].copy_from_slice(key);
+            record[37..].copy_from_slice(&VALUE);
+            writer.write_all(&record).expect("write");
+            index.insert(hash, end);
+            end += RECORD as u64;
+        }
+        writer.flush().expect("flush");
+    }
+    let written = started.elapsed();
+    file.sync_data().expect("sync");
+    let durable = started.elapsed();
+
+    let started = Instant::now();
+    let mut found = 0;
+    for number in 0..OPERATIONS {
+        let wanted = key(number * 13 % ENTRIES, 1);
+        if let Some(&offset) = index.get(&hasher.hash_one(wanted))
+            && holds(&file, offset, &wanted)
+        {
+            found += 1;
+        }
+    }
+    Figures {
+        flush_us: per_op(written, 2 * OPERATIONS),
+        durable_flush_us: per_op(durable, 2 * OPERATIONS),
+        read_us: per_op(started.elapsed(), OPERATIONS),
+        found,
+    }
+}
+
+fn main() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    for round in 1..=2 {
+        for (engine, figures) in [
+            ("redb", redb(directory.path())),
+            ("log", log(directory.path())),
+        ] {
+            println!(
+                "round {round} {engine:>4}: flush {:.2} µs/op ({:.2} with the commit or fdatasync), \
+                 reads {:.2} µs/op ({} of {OPERATIONS} found)",
+                figures.flush_us, figures.durable_flush_us, figures.read_us, figures.found
+            );
+        }
+    }
+}
