@@ -53,6 +53,27 @@ struct Figures {
     found: u64,
 }
 
+impl Figures {
+    /// The figures of a flush whose writes took `written` and that was durable after
+    /// `durable`, and of the reads that `present` answers.
+    fn measure(
+        written: Duration,
+        durable: Duration,
+        mut present: impl FnMut(&[u8; 36]) -> bool,
+    ) -> Figures {
+        let started = Instant::now();
+        let found = (0..OPERATIONS)
+            .filter(|number| present(&key(number * 13 % ENTRIES, 1)))
+            .count() as u64;
+        Figures {
+            flush_us: per_op(written, 2 * OPERATIONS),
+            durable_flush_us: per_op(durable, 2 * OPERATIONS),
+            read_us: per_op(started.elapsed(), OPERATIONS),
+            found,
+        }
+    }
+}
+
 fn redb(directory: &Path) -> Figures {
     let path = directory.join("utxos.redb");
     // Each round starts from an empty file.
@@ -98,22 +119,11 @@ fn redb(directory: &Path) -> Figures {
     flush.commit().expect("commit");
     let durable = started.elapsed();
 
-    let started = Instant::now();
     let reader = database.begin_read().expect("read");
     let table = reader.open_table(UTXOS).expect("table");
-    let mut found = 0;
-    for number in 0..OPERATIONS {
-        let wanted = key(number * 13 % ENTRIES, 1);
-        if table.get(wanted.as_slice()).expect("get").is_some() {
-            found += 1;
-        }
-    }
-    Figures {
-        flush_us: per_op(written, 2 * OPERATIONS),
-        durable_flush_us: per_op(durable, 2 * OPERATIONS),
-        read_us: per_op(started.elapsed(), OPERATIONS),
-        found,
-    }
+    Figures::measure(written, durable, |wanted| {
+        table.get(wanted.as_slice()).expect("get").is_some()
+    })
 }
 
 /// Whether the record at `offset` holds `key`.
@@ -193,22 +203,11 @@ fn log(directory: &Path) -> Figures {
     file.sync_data().expect("sync");
     let durable = started.elapsed();
 
-    let started = Instant::now();
-    let mut found = 0;
-    for number in 0..OPERATIONS {
-        let wanted = key(number * 13 % ENTRIES, 1);
-        if let Some(&offset) = index.get(&hasher.hash_one(wanted))
-            && holds(&file, offset, &wanted)
-        {
-            found += 1;
-        }
-    }
-    Figures {
-        flush_us: per_op(written, 2 * OPERATIONS),
-        durable_flush_us: per_op(durable, 2 * OPERATIONS),
-        read_us: per_op(started.elapsed(), OPERATIONS),
-        found,
-    }
+    Figures::measure(written, durable, |wanted| {
+        index
+            .get(&hasher.hash_one(wanted))
+            .is_some_and(|&offset| holds(&file, offset, wanted))
+    })
 }
 
 fn main() {
