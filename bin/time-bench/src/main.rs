@@ -499,8 +499,8 @@ fn ticks_pct(before: u64, after: u64, wall: f64) -> f64 {
     after.saturating_sub(before) as f64 / procfs::CLOCK_TICKS_PER_SEC / wall * 100.0
 }
 
-/// Waits until no node runs its UTXO flush thread (named `utxo-flush`), at most `limit`;
-/// returns how long it waited. Nodes whose process is unknown are not waited for.
+/// Waits until no node runs its UTXO flush thread ([`timecoin_storage::FLUSH_THREAD_NAME`]), at
+/// most `limit`; returns how long it waited. Nodes whose process is unknown are not waited for.
 async fn settle_flushes(devnet: &Devnet, limit: Duration) -> Duration {
     let started = Instant::now();
     while started.elapsed() < limit
@@ -508,7 +508,7 @@ async fn settle_flushes(devnet: &Devnet, limit: Duration) -> Duration {
             .pids
             .iter()
             .flatten()
-            .any(|pid| procfs::has_thread_named(*pid, "utxo-flush"))
+            .any(|pid| procfs::has_thread_named(*pid, timecoin_storage::FLUSH_THREAD_NAME))
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

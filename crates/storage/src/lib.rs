@@ -34,8 +34,8 @@ pub use error::{Result, StorageError};
 pub use memory::{Fault, MemoryBackend};
 pub use redb_backend::{RedbBackend, RedbOptions, RedbUtxoWriter};
 pub use store::{
-    AddressIndexSwitch, ChainDb, CommitObserver, MAX_NODE_STATE_BYTES, MAX_PREFETCH, RedbChainDb,
-    SCHEMA_VERSION, StoreStats,
+    AddressIndexSwitch, ChainDb, CommitObserver, FLUSH_THREAD_NAME, MAX_NODE_STATE_BYTES,
+    MAX_PREFETCH, RedbChainDb, SCHEMA_VERSION, StoreStats,
 };
 pub use traits::{ChainStore, ConsensusLog};
 pub use types::{

@@ -79,6 +79,10 @@ mod utxo_meta {
 /// its prepared certificate, with room to spare.
 pub const MAX_NODE_STATE_BYTES: usize = 20 << 20;
 
+/// The name of the thread that writes a background flush (ADR 0019). Tools that watch a node
+/// from outside (`time-bench` waits for it to end) find the flush by it.
+pub const FLUSH_THREAD_NAME: &str = "utxo-flush";
+
 /// Node-state slots live in the meta table under a prefix no store key uses.
 fn node_state_key(name: &str) -> Vec<u8> {
     let mut key = b"node_state/".to_vec();
@@ -1036,7 +1040,7 @@ impl<B: KvBackend> ChainDb<B> {
         };
         let worker = if background {
             let spawned = std::thread::Builder::new()
-                .name("utxo-flush".to_string())
+                .name(FLUSH_THREAD_NAME.to_string())
                 .spawn(job)
                 .map_err(|error| StorageError::from_io("starting the flush thread", &error));
             match spawned {
