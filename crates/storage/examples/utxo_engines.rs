@@ -41,6 +41,24 @@ fn key(number: u64, salt: u64) -> [u8; 36] {
     key
 }
 
+/// The keys a flush deletes (stored ones) and inserts (new ones), in no particular order.
+fn flush_keys() -> (Vec<[u8; 36]>, Vec<[u8; 36]>) {
+    let deleted = (0..OPERATIONS)
+        .map(|number| key(number * 7 % ENTRIES, 1))
+        .collect();
+    let inserted = (0..OPERATIONS).map(|number| key(number, 2)).collect();
+    (deleted, inserted)
+}
+
+/// A log record holding `key` and the value.
+fn record(key: &[u8; 36]) -> [u8; RECORD] {
+    let mut record = [0u8; RECORD];
+    record[0] = 1;
+    record[1..37].copy_from_slice(key);
+    record[37..].copy_from_slice(&VALUE);
+    record
+}
+
 /// Per-operation microseconds.
 fn per_op(elapsed: Duration, operations: u64) -> f64 {
     elapsed.as_secs_f64() * 1e6 / operations as f64
@@ -96,11 +114,8 @@ fn redb(directory: &Path) -> Figures {
     }
     load.commit().expect("commit");
 
-    let mut deleted: Vec<[u8; 36]> = (0..OPERATIONS)
-        .map(|number| key(number * 7 % ENTRIES, 1))
-        .collect();
+    let (mut deleted, mut inserted) = flush_keys();
     deleted.sort_unstable();
-    let mut inserted: Vec<[u8; 36]> = (0..OPERATIONS).map(|number| key(number, 2)).collect();
     inserted.sort_unstable();
     let started = Instant::now();
     let flush = database.begin_write().expect("begin");
@@ -153,11 +168,7 @@ fn log(directory: &Path) -> Figures {
         let mut writer = BufWriter::with_capacity(1 << 20, &file);
         for number in 0..ENTRIES {
             let key = key(number, 1);
-            let mut record = [0u8; RECORD];
-            record[0] = 1;
-            record[1..37].copy_from_slice(&key);
-            record[37..].copy_from_slice(&VALUE);
-            writer.write_all(&record).expect("write");
+            writer.write_all(&record(&key)).expect("write");
             index.insert(hasher.hash_one(key), end);
             end += RECORD as u64;
         }
@@ -165,10 +176,7 @@ fn log(directory: &Path) -> Figures {
     }
     file.sync_data().expect("sync");
 
-    let deleted: Vec<[u8; 36]> = (0..OPERATIONS)
-        .map(|number| key(number * 7 % ENTRIES, 1))
-        .collect();
-    let inserted: Vec<[u8; 36]> = (0..OPERATIONS).map(|number| key(number, 2)).collect();
+    let (deleted, inserted) = flush_keys();
     let started = Instant::now();
     {
         let mut appender = &file;
@@ -189,11 +197,7 @@ fn log(directory: &Path) -> Figures {
         for key in &inserted {
             let hash = hasher.hash_one(key);
             assert!(!index.contains_key(&hash), "a 64-bit hash collided");
-            let mut record = [0u8; RECORD];
-            record[0] = 1;
-            record[1..37].copy_from_slice(key);
-            record[37..].copy_from_slice(&VALUE);
-            writer.write_all(&record).expect("write");
+            writer.write_all(&record(key)).expect("write");
             index.insert(hash, end);
             end += RECORD as u64;
         }
