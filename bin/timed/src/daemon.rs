@@ -493,6 +493,7 @@ fn open_store(
     let engine = RedbOptions {
         page_cache_bytes: store_config.page_cache_bytes,
         quick_repair: config.storage.quick_repair,
+        ..RedbOptions::default()
     };
     let mut store =
         tokio::task::block_in_place(|| RedbChainDb::open_path_with(&path, store_config, engine))

@@ -63,6 +63,7 @@ fn open(directory: &Path, genesis: BlockHash) -> RedbChainDb {
     let options = RedbOptions {
         page_cache_bytes: knob("BENCH_PAGE_CACHE_BYTES", config.page_cache_bytes),
         quick_repair: knob("BENCH_QUICK_REPAIR", 1) == 1,
+        ..RedbOptions::default()
     };
     RedbChainDb::open_path_with(&directory.join("chain.redb"), config, options).unwrap()
 }

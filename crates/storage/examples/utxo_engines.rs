@@ -1,33 +1,27 @@
 //! What a UTXO flush and a UTXO read cost per operation in redb, against a hash-indexed
-//! append-only log, in the same run: the evidence for the next UTXO store (#3, ADR 0005).
+//! append-only log, in the same run: the evidence behind the UTXO log (ADR 0029).
 //!
 //! Both hold 1,000,000 entries of a 36-byte key (an outpoint) and a 50-byte value (an entry).
 //! A "flush" deletes 100,000 of them and inserts 100,000 new ones, in key order for redb (as the
 //! store's flush does), then makes it durable; "reads" look up 100,000 keys, most present.
 //!
-//! The log is a sketch, not a store: records are appended, an in-memory map from a keyed 64-bit
-//! hash of the key to the record's offset finds them, and every lookup reads the record back
-//! (`pread`) to check its key, as a real one must (the hash is only 64 bits). It has no
-//! compaction, which would add about one record copied per operation once half the file is
-//! dead, and no crash handling.
+//! The log is the store's own (`timecoin_storage::utxo_log`, ADR 0029): records appended in
+//! checksummed frames, an in-memory map from a keyed 64-bit hash to each record's place, every
+//! lookup reading the record back (`pread`) to check its key. Its flush is measured up to its
+//! durable end; the redb commit that records the log's extent in the store is not included.
 //!
 //! Run: `cargo run --release -p timecoin-storage --example utxo_engines`.
 
-use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
 use std::hash::BuildHasher;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, TableDefinition};
+use timecoin_storage::utxo_log::{LogState, SEGMENT_BYTES, UtxoLog};
 
 const ENTRIES: u64 = 1_000_000;
 const OPERATIONS: u64 = 100_000;
 const VALUE: [u8; 50] = [7; 50];
-/// A log record: a tag, the key, the value.
-const RECORD: usize = 1 + 36 + 50;
 const UTXOS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("utxos");
 
 /// A pseudo-random 36-byte key: `salt` 1 for the stored entries, 2 for the new ones.
@@ -48,15 +42,6 @@ fn flush_keys() -> (Vec<[u8; 36]>, Vec<[u8; 36]>) {
         .collect();
     let inserted = (0..OPERATIONS).map(|number| key(number, 2)).collect();
     (deleted, inserted)
-}
-
-/// A log record holding `key` and the value.
-fn record(key: &[u8; 36]) -> [u8; RECORD] {
-    let mut record = [0u8; RECORD];
-    record[0] = 1;
-    record[1..37].copy_from_slice(key);
-    record[37..].copy_from_slice(&VALUE);
-    record
 }
 
 /// Per-operation microseconds.
@@ -141,76 +126,40 @@ fn redb(directory: &Path) -> Figures {
     })
 }
 
-/// Whether the record at `offset` holds `key`.
-fn holds(file: &File, offset: u64, key: &[u8; 36]) -> bool {
-    let mut record = [0u8; RECORD];
-    file.read_exact_at(&mut record, offset).expect("read");
-    record[1..37] == key[..]
-}
-
 fn log(directory: &Path) -> Figures {
-    let path = directory.join("utxos.log");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .expect("create");
-    let hasher = foldhash::quality::RandomState::default();
-    let mut index: HashMap<u64, u64, foldhash::fast::RandomState> =
-        HashMap::with_capacity_and_hasher(
-            ENTRIES as usize + 2 * OPERATIONS as usize,
-            <_>::default(),
-        );
-    let mut end = 0u64;
-    {
-        let mut writer = BufWriter::with_capacity(1 << 20, &file);
-        for number in 0..ENTRIES {
-            let key = key(number, 1);
-            writer.write_all(&record(&key)).expect("write");
-            index.insert(hasher.hash_one(key), end);
-            end += RECORD as u64;
+    let prefix = directory.join("utxos-");
+    // Each round starts from an empty log.
+    for entry in std::fs::read_dir(directory).expect("list") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|extension| extension == "log") {
+            std::fs::remove_file(path).expect("remove");
         }
-        writer.flush().expect("flush");
     }
-    file.sync_data().expect("sync");
+    let log = UtxoLog::open(prefix, LogState::EMPTY, SEGMENT_BYTES).expect("open");
+    let mut load = log.batch().expect("batch");
+    for number in 0..ENTRIES {
+        load.put(&key(number, 1), &VALUE).expect("put");
+    }
+    load.finish().expect("finish");
+    load.committed();
 
     let (deleted, inserted) = flush_keys();
     let started = Instant::now();
-    {
-        let mut appender = &file;
-        appender.seek(SeekFrom::Start(end)).expect("seek");
-        let mut writer = BufWriter::with_capacity(1 << 20, appender);
-        for key in &deleted {
-            let hash = hasher.hash_one(key);
-            let offset = index[&hash];
-            assert!(holds(&file, offset, key), "a 64-bit hash collided");
-            index.remove(&hash);
-            // A tombstone: the tag and the key.
-            let mut tombstone = [0u8; 37];
-            tombstone[0] = 2;
-            tombstone[1..].copy_from_slice(key);
-            writer.write_all(&tombstone).expect("write");
-            end += tombstone.len() as u64;
-        }
-        for key in &inserted {
-            let hash = hasher.hash_one(key);
-            assert!(!index.contains_key(&hash), "a 64-bit hash collided");
-            writer.write_all(&record(key)).expect("write");
-            index.insert(hash, end);
-            end += RECORD as u64;
-        }
-        writer.flush().expect("flush");
+    let mut flush = log.batch().expect("batch");
+    for key in &deleted {
+        flush.delete(key).expect("delete");
+    }
+    for key in &inserted {
+        flush.put(key, &VALUE).expect("put");
     }
     let written = started.elapsed();
-    file.sync_data().expect("sync");
+    // The whole durable part of a flush: the last frame, compaction if due, the syncs.
+    flush.finish().expect("finish");
+    flush.committed();
     let durable = started.elapsed();
 
     Figures::measure(written, durable, |wanted| {
-        index
-            .get(&hasher.hash_one(wanted))
-            .is_some_and(|&offset| holds(&file, offset, wanted))
+        log.get(wanted).expect("get").is_some()
     })
 }
 

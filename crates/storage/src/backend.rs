@@ -120,6 +120,12 @@ impl Table {
     }
 }
 
+/// What a whole-table visit calls with each key and value; an error stops the visit.
+pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
+/// Entries read at once when a table is visited whole in no particular order.
+const UNORDERED_CHUNK: usize = 4096;
+
 /// One write in a batch: `Some` puts the value, `None` deletes the key.
 pub type WriteOp = (Table, Vec<u8>, Option<Vec<u8>>);
 
@@ -255,6 +261,16 @@ pub trait KvBackend {
                 _ => return Ok(()),
             }
         }
+    }
+
+    /// Calls `visit` with every entry of `table` in no particular order, which lets an engine
+    /// that keeps no key order (the redb backend's UTXO log) read in file order. Stops at the
+    /// first error.
+    fn for_each_unordered(&self, table: Table, visit: &mut Visit<'_>) -> Result<()>
+    where
+        Self: Sized,
+    {
+        self.scan_all(table, UNORDERED_CHUNK, |key, value| visit(key, value))
     }
 
     /// Runs `writes` inside one atomic transaction of the chain file (only its tables,

@@ -9,7 +9,8 @@
 //! Durability follows Bitcoin Core (ADR 0005): each block is one small atomic commit carrying
 //! its own UTXO changes, the UTXO set and indexes live in a bounded write-back cache flushed in
 //! large sorted batches, and opening replays the blocks committed since the last flush. The
-//! flushes write a file of their own on a background thread (ADR 0019).
+//! flushes write a file of their own on a background thread (ADR 0019); on disk the flushed UTXO
+//! set itself is an append-only log with an in-memory hash index ([`utxo_log`], ADR 0029).
 //!
 //! The caller runs the ledger rules: it applies a block through a [`ChangeRecorder`] over the
 //! store, then hands the block, its [`BlockChanges`] and the new commitment to
@@ -27,6 +28,7 @@ pub mod store;
 pub mod testing;
 pub mod traits;
 pub mod types;
+pub mod utxo_log;
 
 pub use backend::{KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch};
 pub use config::{StoreConfig, default_cache_bytes};

@@ -1,5 +1,6 @@
 //! The on-disk backend: two redb files (the chain file and the UTXO file, ADR 0019), every
-//! table `&[u8] → &[u8]`.
+//! table `&[u8] → &[u8]`, except the UTXO set itself, which is an append-only log beside them
+//! ([`crate::utxo_log`], ADR 0029) whose extent each commit of the UTXO file records.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -10,8 +11,13 @@ use redb::{
     Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableDefinition,
 };
 
-use crate::backend::{KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch, WriteFn};
+use crate::backend::{KvBackend, Table, TableWriter, UtxoFileWriter, Visit, WriteBatch, WriteFn};
 use crate::error::{Result, StorageError};
+use crate::utxo_log::{LogBatch, LogState, UtxoLog};
+
+/// The key of [`Table::UtxoMeta`] under which each commit of the UTXO file records how far the
+/// UTXO log goes.
+const LOG_STATE: &[u8] = b"utxo_log_state";
 
 type Bytes = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
@@ -53,6 +59,9 @@ pub struct RedbOptions {
     /// Whether each commit also saves the allocator state, so that reopening after a crash
     /// needs no full repair scan. It costs a few pages per commit.
     pub quick_repair: bool,
+    /// Size at which the UTXO log starts a new segment file; compaction copies one segment
+    /// at a time. Tests make it small to compact often.
+    pub utxo_log_segment_bytes: u64,
 }
 
 impl Default for RedbOptions {
@@ -60,6 +69,7 @@ impl Default for RedbOptions {
         RedbOptions {
             page_cache_bytes: 16 << 20,
             quick_repair: true,
+            utxo_log_segment_bytes: crate::utxo_log::SEGMENT_BYTES,
         }
     }
 }
@@ -237,10 +247,11 @@ impl File {
     }
 }
 
-/// The redb backend: the chain file, and the UTXO file beside it.
+/// The redb backend: the chain file, and the UTXO file and UTXO log beside it.
 pub struct RedbBackend {
     chain: File,
     utxo: Arc<File>,
+    log: Arc<UtxoLog>,
     options: RedbOptions,
     /// Deferred writes (`None` deletes), newest per key, that the next durable commit writes
     /// first. Reads look here before the file. A redb commit, even one without fsync, flushes
@@ -261,13 +272,48 @@ impl std::fmt::Debug for RedbBackend {
 /// Writes the UTXO file of a [`RedbBackend`] from another thread.
 pub struct RedbUtxoWriter {
     file: Arc<File>,
+    log: Arc<UtxoLog>,
     quick_repair: bool,
+}
+
+/// Sends the UTXO set's writes to the log and the rest to the UTXO file's transaction.
+struct SplitWriter<'a, 'b> {
+    file: &'a mut dyn TableWriter,
+    log: &'a mut LogBatch<'b>,
+}
+
+impl TableWriter for SplitWriter<'_, '_> {
+    fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        match table {
+            Table::Utxos => self.log.put(key, value),
+            _ => self.file.put(table, key, value),
+        }
+    }
+
+    fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
+        match table {
+            Table::Utxos => self.log.delete(key),
+            _ => self.file.delete(table, key),
+        }
+    }
 }
 
 impl UtxoFileWriter for RedbUtxoWriter {
     fn write(&self, writes: &mut WriteFn<'_>) -> Result<()> {
+        // The log is synced first and the transaction then records its new extent: a crash
+        // between the two leaves log bytes that no commit covers, which the next open ignores.
+        let mut batch = self.log.batch()?;
         self.file
-            .write(&Table::UTXO_FILE, self.quick_repair, writes)
+            .write(&Table::UTXO_FILE, self.quick_repair, &mut |file| {
+                writes(&mut SplitWriter {
+                    file: &mut *file,
+                    log: &mut batch,
+                })?;
+                let state = batch.finish()?;
+                file.put(Table::UtxoMeta, LOG_STATE, &state.encode())
+            })?;
+        batch.committed();
+        Ok(())
     }
 }
 
@@ -289,12 +335,39 @@ impl RedbBackend {
             &Self::utxo_path(path),
             options.page_cache_bytes - chain_cache,
         )?;
+        let state = utxo.with_table(Table::UtxoMeta, |opened| {
+            let Some(opened) = opened else {
+                return Ok(None);
+            };
+            let value = opened
+                .get(LOG_STATE)
+                .map_err(|error| engine_error("reading", error))?;
+            value
+                .map(|guard| LogState::decode(guard.value()))
+                .transpose()
+        })?;
+        let log = UtxoLog::open(
+            Self::utxo_log_prefix(path),
+            state.unwrap_or(LogState::EMPTY),
+            options.utxo_log_segment_bytes,
+        )?;
         Ok(RedbBackend {
             chain,
             utxo: Arc::new(utxo),
+            log: Arc::new(log),
             options,
             pending: BTreeMap::new(),
         })
+    }
+
+    /// What the UTXO log's segment files beside the chain file at `path` start with:
+    /// `chain.redb` has `chain-utxos-00000001.log` and on.
+    pub fn utxo_log_prefix(path: &Path) -> PathBuf {
+        let stem = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        path.with_file_name(format!("{stem}-utxos-"))
     }
 
     /// The UTXO file that goes with the chain file at `path`: `chain.redb` has
@@ -315,7 +388,7 @@ impl RedbBackend {
     /// file in large steps and keeps freed pages for reuse instead of shrinking it. Waits for
     /// a flush in progress.
     pub fn allocated_bytes(&self) -> Result<u64> {
-        Ok(self.chain.allocated_bytes()? + self.utxo.allocated_bytes()?)
+        Ok(self.chain.allocated_bytes()? + self.utxo.allocated_bytes()? + self.log.live_bytes())
     }
 
     /// The chain file.
@@ -339,15 +412,19 @@ impl RedbBackend {
         keys: &[Vec<u8>],
         threads: usize,
     ) -> Result<Vec<Option<Vec<u8>>>> {
-        // Lookups that miss the page cache wait on the disk; with one read snapshot per thread
-        // they overlap.
+        // Lookups that miss the page cache wait on the disk; on several threads they overlap.
         let chunk = keys.len().div_ceil(threads);
         let database = &self.file(table).database;
+        let log = &self.log;
         let results: Vec<Result<Vec<Option<Vec<u8>>>>> = std::thread::scope(|scope| {
             let workers: Vec<_> = keys
                 .chunks(chunk)
                 .map(|part| {
                     scope.spawn(move || {
+                        if table == Table::Utxos {
+                            return part.iter().map(|key| log.get(key)).collect();
+                        }
+                        // One read snapshot per thread.
                         let transaction = database
                             .begin_read()
                             .map_err(|error| engine_error("starting a read", error))?;
@@ -409,6 +486,7 @@ impl KvBackend for RedbBackend {
     fn utxo_writer(&self) -> RedbUtxoWriter {
         RedbUtxoWriter {
             file: Arc::clone(&self.utxo),
+            log: Arc::clone(&self.log),
             quick_repair: self.options.quick_repair,
         }
     }
@@ -416,6 +494,9 @@ impl KvBackend for RedbBackend {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(value) = self.pending_value(table, key) {
             return Ok(value);
+        }
+        if table == Table::Utxos {
+            return self.log.get(key);
         }
         self.file(table).with_table(table, |opened| {
             let Some(opened) = opened else {
@@ -455,6 +536,9 @@ impl KvBackend for RedbBackend {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if table == Table::Utxos {
+            return self.log.scan(start, end, limit);
+        }
         // Deferred deletes can hide at most as many file entries as there are deferred writes
         // in the range, so reading that many more from the file is always enough.
         let overlay = self.pending_range(table, start, end);
@@ -549,6 +633,16 @@ impl KvBackend for RedbBackend {
     }
 
     fn size_on_disk(&self) -> u64 {
-        self.chain.size_on_disk() + self.utxo.size_on_disk()
+        self.chain.size_on_disk() + self.utxo.size_on_disk() + self.log.bytes_on_disk()
+    }
+
+    fn for_each_unordered(&self, table: Table, visit: &mut Visit<'_>) -> Result<()> {
+        if table == Table::Utxos {
+            return self.log.for_each(visit);
+        }
+        self.scan_all(table, UNORDERED_CHUNK, |key, value| visit(key, value))
     }
 }
+
+/// Entries read at once when a table is visited whole.
+const UNORDERED_CHUNK: usize = 4096;

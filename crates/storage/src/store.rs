@@ -52,8 +52,9 @@ const KEPT_READS: usize = 32_768;
 /// version 2 stores blocks that carry their parent's commit certificate (ADR 0009), which
 /// version 1 bodies cannot be decoded as; version 3 stores finality certificates whose votes
 /// sign Merkle roots over batches of transactions (ADR 0014); version 4 keeps the UTXO set and
-/// its indexes in a file of their own (ADR 0019).
-pub const SCHEMA_VERSION: u32 = 4;
+/// its indexes in a file of their own (ADR 0019); version 5 keeps the flushed UTXO set in an
+/// append-only log beside that file (ADR 0029).
+pub const SCHEMA_VERSION: u32 = 5;
 
 mod meta {
     pub const SCHEMA_VERSION: &[u8] = b"schema_version";
@@ -578,7 +579,7 @@ impl RedbChainDb {
     pub fn open_path(path: &Path, config: StoreConfig) -> Result<RedbChainDb> {
         let options = RedbOptions {
             page_cache_bytes: config.page_cache_bytes,
-            quick_repair: true,
+            ..RedbOptions::default()
         };
         Self::open_path_with(path, config, options)
     }
@@ -1637,16 +1638,16 @@ impl<B: KvBackend> ChainDb<B> {
         &self,
         mut visit: impl FnMut(&OutPoint, &UtxoEntry) -> Result<()>,
     ) -> Result<()> {
-        const CHUNK: usize = 4096;
-        self.backend.scan_all(Table::Utxos, CHUNK, |key, value| {
-            let outpoint =
-                outpoint_from_key(key).ok_or_else(|| corrupt("a UTXO key has the wrong length"))?;
-            if self.is_cached(&outpoint) {
-                return Ok(());
-            }
-            let entry: UtxoEntry = decode_stored(value, "a UTXO")?;
-            visit(&outpoint, &entry)
-        })?;
+        self.backend
+            .for_each_unordered(Table::Utxos, &mut |key, value| {
+                let outpoint = outpoint_from_key(key)
+                    .ok_or_else(|| corrupt("a UTXO key has the wrong length"))?;
+                if self.is_cached(&outpoint) {
+                    return Ok(());
+                }
+                let entry: UtxoEntry = decode_stored(value, "a UTXO")?;
+                visit(&outpoint, &entry)
+            })?;
         if let Some(frozen) = &self.frozen {
             for (outpoint, slot) in &frozen.cache.utxos {
                 if self.cache.utxos.contains_key(outpoint) {

@@ -61,8 +61,10 @@ fn crash_child() {
     let mut chain = chain();
     let path = std::path::Path::new(&directory).join("chain.redb");
     let quick_repair = std::env::var(CHILD_QUICK_REPAIR).is_ok_and(|value| value == "true");
+    // Small UTXO log segments, so that crashes also land in compactions.
     let engine = RedbOptions {
         quick_repair,
+        utxo_log_segment_bytes: 64 << 10,
         ..RedbOptions::default()
     };
     let mut store = RedbChainDb::open_path_with(&path, config(&chain), engine).expect("open");
@@ -256,5 +258,10 @@ fn crash_test_survives_sigkill() {
         highest_applied.unwrap_or(0),
         durable_votes.len(),
         started.elapsed()
+    );
+    let compacted = !directory.path().join("chain-utxos-00000001.log").exists();
+    assert!(
+        compacted,
+        "the UTXO log's first segment was compacted away during the rounds"
     );
 }

@@ -1126,6 +1126,59 @@ fn utxo_path(path: &std::path::Path) -> std::path::PathBuf {
     timecoin_storage::RedbBackend::utxo_path(path)
 }
 
+/// The UTXO file of the chain file at `path` and the UTXO log's segments beside it, as pairs
+/// of where each is and its name with `to`'s prefix instead.
+fn utxo_files(
+    path: &std::path::Path,
+    to: &std::path::Path,
+) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
+    let prefix = RedbBackend::utxo_log_prefix(path);
+    let name = prefix.file_name().unwrap().to_string_lossy().into_owned();
+    let to_prefix = RedbBackend::utxo_log_prefix(to);
+    let mut files = vec![(utxo_path(path), utxo_path(to))];
+    for entry in std::fs::read_dir(path.parent().unwrap()).unwrap() {
+        let file = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if let Some(rest) = file.strip_prefix(&name) {
+            let mut target = to_prefix.as_os_str().to_owned();
+            target.push(rest);
+            files.push((prefix.with_file_name(&file), target.into()));
+        }
+    }
+    files
+}
+
+#[test]
+fn the_utxo_log_sits_beside_the_utxo_file_and_holds_the_flushed_set() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let chain = redb_with_chain(&path);
+    {
+        let mut store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+        store.flush().unwrap();
+    }
+    let files = utxo_files(&path, &path);
+    assert!(
+        files
+            .iter()
+            .any(|(file, _)| file == &directory.path().join("chain-utxos-00000001.log")),
+        "{files:?}"
+    );
+    let backend = RedbBackend::open(&path, RedbOptions::default()).unwrap();
+    let mut flushed = 0;
+    backend
+        .for_each_unordered(Table::Utxos, &mut |_, _| {
+            flushed += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert!(flushed > 0, "the flush wrote the UTXO set to the log");
+    let first = backend.scan(Table::Utxos, &[], None, 1).unwrap();
+    assert_eq!(
+        backend.get(Table::Utxos, &first[0].0).unwrap(),
+        Some(first[0].1.clone())
+    );
+}
+
 #[test]
 fn the_utxo_set_lives_in_its_own_file_beside_the_chain_file() {
     let directory = tempfile::tempdir().unwrap();
@@ -1173,15 +1226,28 @@ fn open_refuses_a_utxo_file_of_another_chain_or_without_its_chain_file() {
         store.flush().unwrap();
     }
     assert_ne!(other.genesis.block.hash(), chain.genesis.block.hash());
-    let saved = directory.path().join("saved-utxos.redb");
-    std::fs::rename(utxo_path(&path), &saved).unwrap();
-    std::fs::copy(utxo_path(&other_path), utxo_path(&path)).unwrap();
+    let saved = directory.path().join("saved.redb");
+    for (file, target) in utxo_files(&path, &saved) {
+        std::fs::rename(file, target).unwrap();
+    }
+    for (file, target) in utxo_files(&other_path, &path) {
+        std::fs::copy(file, target).unwrap();
+    }
     let error = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap_err();
     assert!(
         matches!(error, StorageError::WrongNetwork { .. }),
         "{error}"
     );
-    std::fs::rename(&saved, utxo_path(&path)).unwrap();
+    for (file, _) in utxo_files(&path, &path) {
+        std::fs::remove_file(file).unwrap();
+    }
+    for (file, target) in utxo_files(&saved, &path) {
+        std::fs::rename(file, target).unwrap();
+    }
+    RedbChainDb::open_path(&path, chain.config(SMALL_CACHE))
+        .unwrap()
+        .verify_utxo_set()
+        .unwrap();
 
     // A UTXO file whose chain file is gone is not started over.
     std::fs::remove_file(&other_path).unwrap();

@@ -1,0 +1,1343 @@
+//! The flushed UTXO set on disk: an append-only log of records with an in-memory hash index
+//! (ADR 0029).
+//!
+//! A B-tree pays for every insert and delete with a walk down the tree and a rewrite of its
+//! pages; at the rates a node flushes, that was most of the flush (`BENCHMARKS.md`). Here a
+//! flush appends its records (a put, or a tombstone for a delete) to the newest segment file in
+//! one sequential write, and the index, a map from a keyed 64-bit hash of the key to where its
+//! record is, finds them again. The hash is not trusted: every lookup reads the record and
+//! compares its key, and the rare key whose hash another key already holds goes to a small
+//! overflow map.
+//!
+//! Durability comes from the redb transaction of the UTXO file that each batch rides in: the
+//! log is synced first, and the transaction then records how far the log goes ([`LogState`]).
+//! A crash before that commit leaves bytes past the recorded end; they are ignored on open and
+//! cut off before the next append. Records are written in frames of up to 1 MiB, each with a
+//! checksum, so a damaged file is reported instead of read as data.
+//!
+//! Space is reclaimed by compaction: when the dead bytes (overwritten or deleted records and
+//! tombstones) outgrow the live ones, the next batch copies the live records of the oldest
+//! segment to the head, and the segment file is deleted once that batch has committed. Only the
+//! oldest segment is ever compacted, so its tombstones can be dropped: no older record is left
+//! for them to hide.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::hash::BuildHasher;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use timecoin_primitives::FastMap;
+
+use crate::backend::Visit;
+use crate::error::{Result, StorageError};
+
+/// The default size at which a segment takes no more appends. Compaction rewrites a segment at
+/// a time, so this also bounds what one flush may have to copy.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// Records are written to the file in frames of about this much.
+const FRAME_BYTES: usize = 1 << 20;
+/// A frame's header: the payload's length (`u32`) and the first 8 bytes of its BLAKE3 hash.
+const FRAME_HEADER: usize = 12;
+/// A record's header: the key's length (`u8`) and the value's (`u16`, [`TOMBSTONE`] for none).
+const RECORD_HEADER: usize = 3;
+/// The value length that marks a tombstone.
+const TOMBSTONE: u16 = u16::MAX;
+/// Bytes read at once when visiting the live records of a segment.
+const VISIT_WINDOW: usize = 4 << 20;
+
+const LEN_BITS: u32 = 12;
+const OFFSET_BITS: u32 = 28;
+const SEGMENT_BITS: u32 = 24;
+
+/// The largest record (header, key and value) the log stores.
+pub const MAX_RECORD: usize = (1 << LEN_BITS) - 1;
+
+/// Where a record is: segment, offset and length packed into 8 bytes, so that the index costs
+/// about 17 bytes per entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Loc(u64);
+
+impl Loc {
+    fn new(segment: u32, offset: u64, len: usize) -> Result<Loc> {
+        if u64::from(segment) >= 1 << SEGMENT_BITS || offset >= 1 << OFFSET_BITS || len > MAX_RECORD
+        {
+            return Err(StorageError::Io {
+                context: "appending to the UTXO log".to_string(),
+                message: format!(
+                    "segment {segment}, offset {offset} or record length {len} is out of range \
+                     (a bug)"
+                ),
+            });
+        }
+        Ok(Loc((u64::from(segment) << (OFFSET_BITS + LEN_BITS))
+            | (offset << LEN_BITS)
+            | len as u64))
+    }
+
+    fn segment(self) -> u32 {
+        (self.0 >> (OFFSET_BITS + LEN_BITS)) as u32
+    }
+
+    fn offset(self) -> u64 {
+        (self.0 >> LEN_BITS) & ((1 << OFFSET_BITS) - 1)
+    }
+
+    fn len(self) -> usize {
+        (self.0 & ((1 << LEN_BITS) - 1)) as usize
+    }
+}
+
+/// How far the log goes, as the UTXO file's last commit recorded it: segments `first..=last`,
+/// the last of them `last_len` bytes long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogState {
+    /// The oldest segment still in use.
+    pub first: u32,
+    /// The segment appended to.
+    pub last: u32,
+    /// The committed length of the last segment.
+    pub last_len: u64,
+}
+
+impl LogState {
+    /// A log that holds nothing yet.
+    pub const EMPTY: LogState = LogState {
+        first: 1,
+        last: 1,
+        last_len: 0,
+    };
+
+    const VERSION: u8 = 1;
+
+    /// The state as stored: a version byte, then `first`, `last` and `last_len` little-endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![Self::VERSION];
+        bytes.extend_from_slice(&self.first.to_le_bytes());
+        bytes.extend_from_slice(&self.last.to_le_bytes());
+        bytes.extend_from_slice(&self.last_len.to_le_bytes());
+        bytes
+    }
+
+    /// Reads a stored state.
+    pub fn decode(bytes: &[u8]) -> Result<LogState> {
+        let bad = || corrupt("the UTXO log's recorded state is malformed".to_string());
+        if bytes.len() != 17 || bytes[0] != Self::VERSION {
+            return Err(bad());
+        }
+        let state = LogState {
+            first: u32::from_le_bytes(bytes[1..5].try_into().map_err(|_| bad())?),
+            last: u32::from_le_bytes(bytes[5..9].try_into().map_err(|_| bad())?),
+            last_len: u64::from_le_bytes(bytes[9..17].try_into().map_err(|_| bad())?),
+        };
+        if state.first == 0 || state.first > state.last {
+            return Err(bad());
+        }
+        Ok(state)
+    }
+}
+
+fn corrupt(what: String) -> StorageError {
+    StorageError::Corrupt { what }
+}
+
+fn io_error(context: String, error: &std::io::Error) -> StorageError {
+    StorageError::from_io(&context, error)
+}
+
+/// What a record says about its key.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    /// The key's value from here on.
+    Value(&'a [u8]),
+    /// The key is deleted. `killed` is where its record was when the tombstone was written, so
+    /// that rebuilding the index can tell, without reading that record back, whether the slot
+    /// it finds still holds it: a slot can only hold another key that shares the hash.
+    Tombstone { killed: Loc },
+}
+
+/// One record, decoded.
+struct Record<'a> {
+    key: &'a [u8],
+    body: Body<'a>,
+}
+
+impl Record<'_> {
+    fn value(&self) -> Option<&[u8]> {
+        match self.body {
+            Body::Value(value) => Some(value),
+            Body::Tombstone { .. } => None,
+        }
+    }
+}
+
+fn encode_record(key: &[u8], body: Body<'_>) -> Result<Vec<u8>> {
+    let body_len = match body {
+        Body::Value(value) => value.len(),
+        Body::Tombstone { .. } => 8,
+    };
+    let len = RECORD_HEADER + key.len() + body_len;
+    if key.len() > usize::from(u8::MAX) || len > MAX_RECORD {
+        return Err(StorageError::Io {
+            context: "appending to the UTXO log".to_string(),
+            message: format!(
+                "a record of {len} bytes (key {} bytes) is larger than the log stores (a bug)",
+                key.len()
+            ),
+        });
+    }
+    let mut record = Vec::with_capacity(len);
+    record.push(key.len() as u8);
+    match body {
+        Body::Value(value) => {
+            record.extend_from_slice(&(value.len() as u16).to_le_bytes());
+            record.extend_from_slice(key);
+            record.extend_from_slice(value);
+        }
+        Body::Tombstone { killed } => {
+            record.extend_from_slice(&TOMBSTONE.to_le_bytes());
+            record.extend_from_slice(key);
+            record.extend_from_slice(&killed.0.to_le_bytes());
+        }
+    }
+    Ok(record)
+}
+
+/// Decodes the record at the start of `bytes`, with its length.
+fn decode_record(bytes: &[u8]) -> Option<(Record<'_>, usize)> {
+    let header = bytes.get(..RECORD_HEADER)?;
+    let key_len = usize::from(header[0]);
+    let value_len = u16::from_le_bytes([header[1], header[2]]);
+    let key = bytes.get(RECORD_HEADER..RECORD_HEADER + key_len)?;
+    let start = RECORD_HEADER + key_len;
+    if value_len == TOMBSTONE {
+        let killed = u64::from_le_bytes(bytes.get(start..start + 8)?.try_into().ok()?);
+        let body = Body::Tombstone {
+            killed: Loc(killed),
+        };
+        return Some((Record { key, body }, start + 8));
+    }
+    let end = start + usize::from(value_len);
+    let body = Body::Value(bytes.get(start..end)?);
+    Some((Record { key, body }, end))
+}
+
+fn checksum(payload: &[u8]) -> [u8; 8] {
+    blake3::hash(payload).as_bytes()[..8]
+        .try_into()
+        .expect("8 bytes")
+}
+
+/// A segment file and what the index knows of it.
+struct Segment {
+    /// `None` only for a last segment that nothing was appended to yet.
+    file: Option<Arc<File>>,
+    /// Bytes written to the file (for the last segment, the frames not yet written sit in
+    /// [`Index::tail`]).
+    len: u64,
+    /// Bytes of the records in it that the index points to.
+    live: u64,
+}
+
+/// Which map holds a key's location.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Main,
+    Overflow,
+}
+
+/// Where to read a record from, taken under the lock and read after it is released.
+enum Source {
+    Bytes(Vec<u8>),
+    File(Arc<File>, Loc),
+}
+
+impl Source {
+    fn read(self, path: impl FnOnce() -> PathBuf) -> Result<Vec<u8>> {
+        match self {
+            Source::Bytes(bytes) => Ok(bytes),
+            Source::File(file, loc) => {
+                let mut bytes = vec![0; loc.len()];
+                file.read_exact_at(&mut bytes, loc.offset())
+                    .map_err(|error| {
+                        io_error(
+                            format!("reading the UTXO log file {}", path().display()),
+                            &error,
+                        )
+                    })?;
+                Ok(bytes)
+            }
+        }
+    }
+}
+
+/// The index and the segments, shared by readers and the one writer.
+struct Index {
+    hasher: foldhash::quality::RandomState,
+    /// Bits dropped from every hash: 0, except in tests that make keys collide.
+    shift: u32,
+    main: FastMap<u64, Loc>,
+    /// Keys whose hash another key holds in `main`.
+    overflow: FastMap<Box<[u8]>, Loc>,
+    segments: BTreeMap<u32, Segment>,
+    /// The next frame of the last segment: a header to fill in, then records not yet written.
+    tail: Vec<u8>,
+}
+
+impl Index {
+    fn new(shift: u32) -> Index {
+        let mut tail = Vec::with_capacity(FRAME_HEADER + FRAME_BYTES);
+        tail.resize(FRAME_HEADER, 0);
+        Index {
+            hasher: foldhash::quality::RandomState::default(),
+            shift,
+            main: FastMap::default(),
+            overflow: FastMap::default(),
+            segments: BTreeMap::new(),
+            tail,
+        }
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key) >> self.shift
+    }
+
+    fn last(&self) -> u32 {
+        *self
+            .segments
+            .keys()
+            .next_back()
+            .expect("the log has a segment")
+    }
+
+    fn source(&self, loc: Loc) -> Result<Source> {
+        let segment = self
+            .segments
+            .get(&loc.segment())
+            .ok_or_else(|| corrupt(format!("UTXO log segment {} is gone", loc.segment())))?;
+        if loc.offset() >= segment.len {
+            let start = (loc.offset() - segment.len) as usize;
+            let bytes = self
+                .tail
+                .get(start..start + loc.len())
+                .ok_or_else(|| corrupt("a UTXO log location points past its end".to_string()))?;
+            return Ok(Source::Bytes(bytes.to_vec()));
+        }
+        let file = segment
+            .file
+            .clone()
+            .ok_or_else(|| corrupt("a UTXO log location points into no file".to_string()))?;
+        Ok(Source::File(file, loc))
+    }
+
+    /// Where `key`'s record is, reading the candidate in `main` to check its key.
+    fn find(&self, log: &UtxoLog, key: &[u8], hash: u64) -> Result<Option<(Slot, Loc)>> {
+        if let Some(loc) = self.overflow.get(key) {
+            return Ok(Some((Slot::Overflow, *loc)));
+        }
+        let Some(loc) = self.main.get(&hash) else {
+            return Ok(None);
+        };
+        let bytes = self
+            .source(*loc)?
+            .read(|| log.segment_path(loc.segment()))?;
+        match decode_record(&bytes) {
+            Some((record, _)) if record.key == key => Ok(Some((Slot::Main, *loc))),
+            Some(_) => Ok(None),
+            None => Err(corrupt(format!(
+                "a UTXO log record in segment {} cannot be decoded",
+                loc.segment()
+            ))),
+        }
+    }
+
+    /// Counts the record at `loc` as dead.
+    fn forget(&mut self, loc: Loc) {
+        if let Some(segment) = self.segments.get_mut(&loc.segment()) {
+            segment.live -= loc.len() as u64;
+        }
+    }
+
+    /// Points `key` at `loc`, a live record, in place of `previous`.
+    fn point(&mut self, key: &[u8], hash: u64, loc: Loc, previous: Option<(Slot, Loc)>) {
+        match previous {
+            Some((Slot::Main, old)) => {
+                self.main.insert(hash, loc);
+                self.forget(old);
+            }
+            Some((Slot::Overflow, old)) => {
+                self.overflow.insert(key.into(), loc);
+                self.forget(old);
+            }
+            None if self.main.contains_key(&hash) => {
+                self.overflow.insert(key.into(), loc);
+            }
+            None => {
+                self.main.insert(hash, loc);
+            }
+        }
+        if let Some(segment) = self.segments.get_mut(&loc.segment()) {
+            segment.live += loc.len() as u64;
+        }
+    }
+
+    /// Removes `key`, found at `previous`.
+    fn unpoint(&mut self, key: &[u8], hash: u64, previous: (Slot, Loc)) {
+        match previous.0 {
+            Slot::Main => {
+                self.main.remove(&hash);
+            }
+            Slot::Overflow => {
+                self.overflow.remove(key);
+            }
+        }
+        self.forget(previous.1);
+    }
+
+    fn live_bytes(&self) -> u64 {
+        self.segments.values().map(|segment| segment.live).sum()
+    }
+
+    fn total_bytes(&self) -> u64 {
+        self.segments
+            .values()
+            .map(|segment| segment.len)
+            .sum::<u64>()
+            + (self.tail.len() - FRAME_HEADER) as u64
+    }
+}
+
+/// What only the writer touches.
+struct WriterState {
+    /// The state the UTXO file's last commit recorded.
+    committed: LogState,
+    /// Whether files the committed state does not cover were removed and the last segment cut
+    /// to its committed length: done before the first append after opening.
+    prepared: bool,
+    /// Set when a batch did not commit: the index may then point past the committed state, so
+    /// no further batch is allowed until the log is opened again.
+    failed: bool,
+}
+
+/// The UTXO log of one data directory.
+pub struct UtxoLog {
+    /// Segment `n` is `{prefix}{n:08}.log`.
+    prefix: PathBuf,
+    /// A segment takes no more appends once it is this long.
+    segment_bytes: u64,
+    index: RwLock<Index>,
+    writer: Mutex<WriterState>,
+}
+
+impl std::fmt::Debug for UtxoLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UtxoLog")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UtxoLog {
+    /// Opens the log whose segments are named `{prefix}00000001.log` and on, as `state`
+    /// records it, and builds the index by reading it. Nothing on disk is changed: files past
+    /// the committed state are dealt with before the first append. New segments are started
+    /// once the last reaches `segment_bytes` (64 KiB to 192 MiB: a record's offset has 28 bits,
+    /// and a segment may pass the limit by a frame).
+    pub fn open(prefix: PathBuf, state: LogState, segment_bytes: u64) -> Result<UtxoLog> {
+        Self::open_with(prefix, state, segment_bytes, 0)
+    }
+
+    /// [`UtxoLog::open`] with `shift` bits dropped from every hash, so that tests can make
+    /// keys collide.
+    fn open_with(
+        prefix: PathBuf,
+        state: LogState,
+        segment_bytes: u64,
+        shift: u32,
+    ) -> Result<UtxoLog> {
+        let segment_bytes = segment_bytes.clamp(64 << 10, 192 << 20);
+        let log = UtxoLog {
+            prefix,
+            segment_bytes,
+            index: RwLock::new(Index::new(shift)),
+            writer: Mutex::new(WriterState {
+                committed: state,
+                prepared: false,
+                failed: false,
+            }),
+        };
+        for id in state.first..=state.last {
+            let path = log.segment_path(id);
+            let last = id == state.last;
+            let file = match File::open(&path) {
+                Ok(file) => Some(Arc::new(file)),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound && last => {
+                    if state.last_len > 0 {
+                        return Err(corrupt(format!(
+                            "the UTXO log file {} is missing",
+                            path.display()
+                        )));
+                    }
+                    None
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(corrupt(format!(
+                        "the UTXO log file {} is missing",
+                        path.display()
+                    )));
+                }
+                Err(error) => {
+                    return Err(io_error(format!("opening {}", path.display()), &error));
+                }
+            };
+            let on_disk = match &file {
+                Some(file) => file
+                    .metadata()
+                    .map_err(|error| io_error(format!("reading {}", path.display()), &error))?
+                    .len(),
+                None => 0,
+            };
+            let len = if last { state.last_len } else { on_disk };
+            if on_disk < len {
+                return Err(corrupt(format!(
+                    "the UTXO log file {} is {on_disk} bytes long, shorter than the {len} its \
+                     last commit recorded",
+                    path.display()
+                )));
+            }
+            log.write_index().segments.insert(
+                id,
+                Segment {
+                    file: file.clone(),
+                    len,
+                    live: 0,
+                },
+            );
+            if let Some(file) = file {
+                log.load_segment(id, &file, len)?;
+            }
+        }
+        Ok(log)
+    }
+
+    /// The path of segment `id`.
+    pub fn segment_path(&self, id: u32) -> PathBuf {
+        let mut name = self.prefix.as_os_str().to_owned();
+        name.push(format!("{id:08}.log"));
+        PathBuf::from(name)
+    }
+
+    fn read_index(&self) -> RwLockReadGuard<'_, Index> {
+        self.index
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write_index(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Reads the first `len` bytes of segment `id` into the index, checking every frame.
+    fn load_segment(&self, id: u32, file: &File, len: u64) -> Result<()> {
+        let path = self.segment_path(id);
+        let damaged = |offset: u64, what: &str| {
+            corrupt(format!(
+                "the UTXO log file {} is damaged at byte {offset}: {what}",
+                path.display()
+            ))
+        };
+        let mut offset = 0u64;
+        let mut payload = Vec::new();
+        while offset < len {
+            let mut header = [0u8; FRAME_HEADER];
+            if len - offset < FRAME_HEADER as u64 {
+                return Err(damaged(offset, "a frame header is cut off"));
+            }
+            file.read_exact_at(&mut header, offset)
+                .map_err(|error| io_error(format!("reading {}", path.display()), &error))?;
+            let payload_len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as u64;
+            let start = offset + FRAME_HEADER as u64;
+            if payload_len == 0 || payload_len > len - start {
+                return Err(damaged(offset, "a frame's length runs past the end"));
+            }
+            payload.resize(payload_len as usize, 0);
+            file.read_exact_at(&mut payload, start)
+                .map_err(|error| io_error(format!("reading {}", path.display()), &error))?;
+            if checksum(&payload) != header[4..] {
+                return Err(damaged(offset, "a frame fails its checksum"));
+            }
+            let mut at = 0usize;
+            let mut index = self.write_index();
+            while at < payload.len() {
+                let (record, record_len) = decode_record(&payload[at..])
+                    .ok_or_else(|| damaged(start + at as u64, "a record cannot be decoded"))?;
+                let loc = Loc::new(id, start + at as u64, record_len)?;
+                let hash = index.hash(record.key);
+                match record.body {
+                    Body::Value(_) => {
+                        let previous = index.find(self, record.key, hash)?;
+                        index.point(record.key, hash, loc, previous);
+                    }
+                    Body::Tombstone { killed } => {
+                        // What the tombstone killed is still indexed unless a compaction
+                        // dropped it; any other record in the slot belongs to another key.
+                        if index.main.get(&hash) == Some(&killed) {
+                            index.unpoint(record.key, hash, (Slot::Main, killed));
+                        } else if index.overflow.get(record.key) == Some(&killed) {
+                            index.unpoint(record.key, hash, (Slot::Overflow, killed));
+                        }
+                    }
+                }
+                at += record_len;
+            }
+            offset = start + payload_len;
+        }
+        Ok(())
+    }
+
+    /// The value stored at `key`.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        // The overflow map holds whole keys, so a key found there is the answer; a key found
+        // by its hash alone is the answer only if the record says so.
+        let (loc, source) = {
+            let index = self.read_index();
+            let hash = index.hash(key);
+            let Some(loc) = index
+                .overflow
+                .get(key)
+                .or_else(|| index.main.get(&hash))
+                .copied()
+            else {
+                return Ok(None);
+            };
+            (loc, index.source(loc)?)
+        };
+        let bytes = source.read(|| self.segment_path(loc.segment()))?;
+        let (record, _) = decode_record(&bytes).ok_or_else(|| {
+            corrupt(format!(
+                "a UTXO log record in {} cannot be decoded",
+                self.segment_path(loc.segment()).display()
+            ))
+        })?;
+        Ok(if record.key == key {
+            record.value().map(<[u8]>::to_vec)
+        } else {
+            None
+        })
+    }
+
+    /// Calls `visit` with every live key and value, in no particular order. A snapshot of the
+    /// index is taken first, so a concurrent batch changes nothing of what is visited, except
+    /// that a record it moves may be read from its old place (the same bytes).
+    pub fn for_each(&self, visit: &mut Visit<'_>) -> Result<()> {
+        let (mut locs, files, tail, tail_base) = {
+            let index = self.read_index();
+            let locs: Vec<Loc> = index
+                .main
+                .values()
+                .chain(index.overflow.values())
+                .copied()
+                .collect();
+            // With their lengths as written: a file may be longer (a batch that never committed),
+            // and the first batch after opening cuts that part off, maybe while this reads.
+            let files: BTreeMap<u32, (Option<Arc<File>>, u64)> = index
+                .segments
+                .iter()
+                .map(|(id, segment)| (*id, (segment.file.clone(), segment.len)))
+                .collect();
+            let last = index.last();
+            let tail_base = (last, index.segments[&last].len);
+            (locs, files, index.tail.clone(), tail_base)
+        };
+        locs.sort_unstable();
+        let mut window: Vec<u8> = Vec::new();
+        let mut window_at = (0u32, 0u64);
+        for loc in locs {
+            let bytes: &[u8] = if loc.segment() == tail_base.0 && loc.offset() >= tail_base.1 {
+                let start = (loc.offset() - tail_base.1) as usize;
+                tail.get(start..start + loc.len())
+                    .ok_or_else(|| corrupt("a UTXO log location points past its end".to_string()))?
+            } else {
+                let (segment, base) = window_at;
+                let inside = segment == loc.segment()
+                    && loc.offset() >= base
+                    && loc.offset() + loc.len() as u64 <= base + window.len() as u64;
+                if !inside {
+                    let (file, size) = match files.get(&loc.segment()) {
+                        Some((Some(file), size)) => (file, *size),
+                        _ => {
+                            return Err(corrupt(format!(
+                                "UTXO log segment {} is gone",
+                                loc.segment()
+                            )));
+                        }
+                    };
+                    let path = self.segment_path(loc.segment());
+                    let end = size.min(loc.offset() + VISIT_WINDOW as u64);
+                    window.resize(end.saturating_sub(loc.offset()) as usize, 0);
+                    file.read_exact_at(&mut window, loc.offset())
+                        .map_err(|error| io_error(format!("reading {}", path.display()), &error))?;
+                    window_at = (loc.segment(), loc.offset());
+                }
+                let start = (loc.offset() - window_at.1) as usize;
+                window.get(start..start + loc.len()).ok_or_else(|| {
+                    corrupt("a UTXO log location points past its file's end".to_string())
+                })?
+            };
+            let (record, _) = decode_record(bytes)
+                .ok_or_else(|| corrupt("a UTXO log record cannot be decoded".to_string()))?;
+            if let Some(value) = record.value() {
+                visit(record.key, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` entries with `start <= key < end`, in key order. Costs a pass over the
+    /// whole log: the index keeps no order (a node never asks for this; tests and tools do).
+    pub fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut entries = Vec::new();
+        self.for_each(&mut |key, value| {
+            if key >= start && end.is_none_or(|end| key < end) {
+                entries.push((key.to_vec(), value.to_vec()));
+            }
+            Ok(())
+        })?;
+        entries.sort_unstable();
+        entries.truncate(limit);
+        Ok(entries)
+    }
+
+    /// How many keys the log holds.
+    pub fn len(&self) -> usize {
+        let index = self.read_index();
+        index.main.len() + index.overflow.len()
+    }
+
+    /// Whether the log holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes of the segment files, live records and dead ones.
+    pub fn bytes_on_disk(&self) -> u64 {
+        self.read_index().total_bytes()
+    }
+
+    /// The bytes of the live records.
+    pub fn live_bytes(&self) -> u64 {
+        self.read_index().live_bytes()
+    }
+
+    /// Starts the next batch. One batch at a time: a second caller waits.
+    pub fn batch(&self) -> Result<LogBatch<'_>> {
+        let mut writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if writer.failed {
+            return Err(StorageError::Io {
+                context: "appending to the UTXO log".to_string(),
+                message: "an earlier write to it failed; restart the node to recover from the \
+                          last commit"
+                    .to_string(),
+            });
+        }
+        if !writer.prepared {
+            self.prepare(writer.committed)?;
+            writer.prepared = true;
+        }
+        let start_last = self.read_index().last();
+        Ok(LogBatch {
+            log: self,
+            writer,
+            start_last,
+            obsolete: Vec::new(),
+            finished: None,
+            done: false,
+        })
+    }
+
+    /// Removes the files the committed state does not cover (left by a crash before a commit,
+    /// or compacted away before a crash) and cuts the last segment to its committed length.
+    fn prepare(&self, state: LogState) -> Result<()> {
+        let directory = self
+            .prefix
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let stem = self
+            .prefix
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let entries = std::fs::read_dir(directory)
+            .map_err(|error| io_error(format!("listing {}", directory.display()), &error))?;
+        for entry in entries {
+            let entry = entry
+                .map_err(|error| io_error(format!("listing {}", directory.display()), &error))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_prefix(&stem)
+                .and_then(|rest| rest.strip_suffix(".log"))
+                .filter(|digits| digits.len() == 8)
+                .and_then(|digits| digits.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if id < state.first || id > state.last {
+                std::fs::remove_file(entry.path()).map_err(|error| {
+                    io_error(format!("removing {}", entry.path().display()), &error)
+                })?;
+            }
+        }
+        let path = self.segment_path(state.last);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|error| io_error(format!("opening {}", path.display()), &error))?;
+        file.set_len(state.last_len)
+            .map_err(|error| io_error(format!("truncating {}", path.display()), &error))?;
+        let mut index = self.write_index();
+        let segment = index
+            .segments
+            .get_mut(&state.last)
+            .expect("the last segment is loaded");
+        segment.file = Some(Arc::new(file));
+        Ok(())
+    }
+}
+
+/// One batch of appends: the writes of one flush. [`LogBatch::finish`] makes it durable and
+/// says what to record in the commit that completes it; [`LogBatch::committed`] is called once
+/// that commit succeeded. A batch dropped without both leaves the log refusing later batches.
+pub struct LogBatch<'a> {
+    log: &'a UtxoLog,
+    writer: MutexGuard<'a, WriterState>,
+    /// The last segment when the batch began: it and every later one are synced at the end.
+    start_last: u32,
+    /// Segments compacted away, deleted once the batch has committed.
+    obsolete: Vec<u32>,
+    finished: Option<LogState>,
+    /// Set by [`LogBatch::committed`]; a batch dropped without it fails the log.
+    done: bool,
+}
+
+impl LogBatch<'_> {
+    /// Puts `value` at `key`.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let record = encode_record(key, Body::Value(value))?;
+        let mut index = self.log.write_index();
+        let hash = index.hash(key);
+        let previous = index.find(self.log, key, hash)?;
+        let loc = self.append(&mut index, &record)?;
+        index.point(key, hash, loc, previous);
+        Ok(())
+    }
+
+    /// Deletes `key` if present.
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        let mut index = self.log.write_index();
+        let hash = index.hash(key);
+        let Some(previous) = index.find(self.log, key, hash)? else {
+            return Ok(());
+        };
+        let record = encode_record(key, Body::Tombstone { killed: previous.1 })?;
+        self.append(&mut index, &record)?;
+        index.unpoint(key, hash, previous);
+        Ok(())
+    }
+
+    /// Adds `record` to the tail, writing the tail out first if it is full.
+    fn append(&mut self, index: &mut Index, record: &[u8]) -> Result<Loc> {
+        if index.tail.len() + record.len() > FRAME_HEADER + FRAME_BYTES {
+            self.write_frame(index)?;
+        }
+        let last = index.last();
+        let offset = index.segments[&last].len + index.tail.len() as u64;
+        let loc = Loc::new(last, offset, record.len())?;
+        index.tail.extend_from_slice(record);
+        Ok(loc)
+    }
+
+    /// Writes the tail to the last segment as one frame, and starts a new segment when the
+    /// last one is full. The sync waits for [`LogBatch::finish`].
+    fn write_frame(&mut self, index: &mut Index) -> Result<()> {
+        let payload_len = index.tail.len() - FRAME_HEADER;
+        if payload_len == 0 {
+            return Ok(());
+        }
+        let sum = checksum(&index.tail[FRAME_HEADER..]);
+        index.tail[..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        index.tail[4..FRAME_HEADER].copy_from_slice(&sum);
+        let last = index.last();
+        let path = self.log.segment_path(last);
+        let segment = index.segments.get_mut(&last).expect("the last segment");
+        let file = segment
+            .file
+            .as_ref()
+            .expect("prepared before the first append");
+        file.write_all_at(&index.tail, segment.len)
+            .map_err(|error| io_error(format!("writing {}", path.display()), &error))?;
+        segment.len += index.tail.len() as u64;
+        let full = segment.len >= self.log.segment_bytes;
+        index.tail.truncate(FRAME_HEADER);
+        if full {
+            let next = last + 1;
+            let path = self.log.segment_path(next);
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|error| io_error(format!("creating {}", path.display()), &error))?;
+            index.segments.insert(
+                next,
+                Segment {
+                    file: Some(Arc::new(file)),
+                    len: 0,
+                    live: 0,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Copies the live records of the oldest segment to the head while dead bytes outweigh
+    /// live ones, so the log stays within about twice its live size. A log with less than a
+    /// segment of dead bytes is left alone.
+    fn compact(&mut self) -> Result<()> {
+        loop {
+            let (oldest, file, len) = {
+                let index = self.log.read_index();
+                let live = index.live_bytes();
+                let dead = index.total_bytes() - live;
+                let oldest = *index.segments.keys().next().expect("a segment");
+                if oldest == index.last() || dead <= live.max(self.log.segment_bytes) {
+                    return Ok(());
+                }
+                let segment = &index.segments[&oldest];
+                match &segment.file {
+                    Some(file) => (oldest, Arc::clone(file), segment.len),
+                    None => return Ok(()),
+                }
+            };
+            self.move_live_records(oldest, &file, len)?;
+            self.log.write_index().segments.remove(&oldest);
+            self.obsolete.push(oldest);
+        }
+    }
+
+    /// Appends a copy of every record of segment `id` that the index still points to.
+    fn move_live_records(&mut self, id: u32, file: &File, len: u64) -> Result<()> {
+        let path = self.log.segment_path(id);
+        let read = |buffer: &mut [u8], offset: u64| {
+            file.read_exact_at(buffer, offset)
+                .map_err(|error| io_error(format!("reading {}", path.display()), &error))
+        };
+        let mut offset = 0u64;
+        let mut payload = Vec::new();
+        while offset < len {
+            let mut header = [0u8; FRAME_HEADER];
+            read(&mut header, offset)?;
+            let payload_len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as u64;
+            let start = offset + FRAME_HEADER as u64;
+            if payload_len == 0 || payload_len > len - start {
+                return Err(corrupt(format!(
+                    "the UTXO log file {} is damaged at byte {offset}",
+                    path.display()
+                )));
+            }
+            payload.resize(payload_len as usize, 0);
+            read(&mut payload, start)?;
+            let mut at = 0usize;
+            let mut index = self.log.write_index();
+            while at < payload.len() {
+                let (record, record_len) = decode_record(&payload[at..]).ok_or_else(|| {
+                    corrupt(format!(
+                        "the UTXO log file {} has a record that cannot be decoded",
+                        path.display()
+                    ))
+                })?;
+                let loc = Loc::new(id, start + at as u64, record_len)?;
+                at += record_len;
+                if record.value().is_none() {
+                    continue;
+                }
+                let hash = index.hash(record.key);
+                let slot = if index.main.get(&hash) == Some(&loc) {
+                    Slot::Main
+                } else if index.overflow.get(record.key) == Some(&loc) {
+                    Slot::Overflow
+                } else {
+                    continue;
+                };
+                let copy = payload[at - record_len..at].to_vec();
+                let moved = self.append(&mut index, &copy)?;
+                index.point(record.key, hash, moved, Some((slot, loc)));
+            }
+            offset = start + payload_len;
+        }
+        Ok(())
+    }
+
+    /// Compacts if due, writes what is left of the tail, and syncs every segment the batch
+    /// wrote (and the directory, if it made or will remove files). Returns the state that the
+    /// completing commit must record.
+    pub fn finish(&mut self) -> Result<LogState> {
+        self.compact()?;
+        let (files, state) = {
+            let mut index = self.log.write_index();
+            self.write_frame(&mut index)?;
+            let first = *index.segments.keys().next().expect("a segment");
+            let last = index.last();
+            let files: Vec<(u32, Arc<File>)> = index
+                .segments
+                .range(self.start_last..)
+                .filter_map(|(id, segment)| segment.file.clone().map(|file| (*id, file)))
+                .collect();
+            let state = LogState {
+                first,
+                last,
+                last_len: index.segments[&last].len,
+            };
+            (files, state)
+        };
+        // Synced outside the lock: readers go on meanwhile, from the page cache.
+        for (id, file) in files {
+            file.sync_data().map_err(|error| {
+                io_error(
+                    format!("syncing {}", self.log.segment_path(id).display()),
+                    &error,
+                )
+            })?;
+        }
+        if state.last != self.writer.committed.last || state.first != self.writer.committed.first {
+            self.sync_directory()?;
+        }
+        self.finished = Some(state);
+        Ok(state)
+    }
+
+    fn sync_directory(&self) -> Result<()> {
+        let directory = self
+            .log
+            .prefix
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        File::open(directory)
+            .and_then(|directory| directory.sync_all())
+            .map_err(|error| io_error(format!("syncing {}", directory.display()), &error))
+    }
+
+    /// Records that the commit carrying [`LogBatch::finish`]'s state succeeded, and deletes
+    /// the segments compacted away. A failure to delete one is left for the next open.
+    pub fn committed(mut self) {
+        let Some(state) = self.finished.take() else {
+            return;
+        };
+        self.writer.committed = state;
+        for id in std::mem::take(&mut self.obsolete) {
+            let _ = std::fs::remove_file(self.log.segment_path(id));
+        }
+        self.done = true;
+    }
+}
+
+impl Drop for LogBatch<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.writer.failed = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(number: u32) -> Vec<u8> {
+        let mut key = blake3::hash(&number.to_le_bytes()).as_bytes().to_vec();
+        key.extend_from_slice(&number.to_le_bytes());
+        key
+    }
+
+    fn value(number: u32, round: u32) -> Vec<u8> {
+        let mut value = vec![(number % 251) as u8; 45];
+        value.extend_from_slice(&round.to_le_bytes());
+        value
+    }
+
+    fn commit(log: &UtxoLog, writes: impl FnOnce(&mut LogBatch<'_>)) -> LogState {
+        let mut batch = log.batch().unwrap();
+        writes(&mut batch);
+        let state = batch.finish().unwrap();
+        batch.committed();
+        state
+    }
+
+    #[test]
+    fn puts_deletes_and_overwrites_survive_a_reopen() {
+        let directory = tempfile::tempdir().unwrap();
+        let prefix = directory.path().join("chain-utxos-");
+        let log = UtxoLog::open(prefix.clone(), LogState::EMPTY, SEGMENT_BYTES).unwrap();
+        assert_eq!(log.get(&key(1)).unwrap(), None);
+        commit(&log, |batch| {
+            for number in 0..1000 {
+                batch.put(&key(number), &value(number, 0)).unwrap();
+            }
+        });
+        let state = commit(&log, |batch| {
+            for number in 0..500 {
+                batch.delete(&key(number)).unwrap();
+            }
+            for number in 500..600 {
+                batch.put(&key(number), &value(number, 1)).unwrap();
+            }
+            batch.delete(&key(5000)).unwrap();
+        });
+        let check = |log: &UtxoLog| {
+            assert_eq!(log.len(), 500);
+            assert_eq!(log.get(&key(3)).unwrap(), None);
+            assert_eq!(log.get(&key(550)).unwrap(), Some(value(550, 1)));
+            assert_eq!(log.get(&key(700)).unwrap(), Some(value(700, 0)));
+            let mut seen = 0;
+            log.for_each(&mut |key, value| {
+                let number = u32::from_le_bytes(key[32..].try_into().unwrap());
+                let round = u32::from(number < 600);
+                assert_eq!(value, self::value(number, round).as_slice());
+                seen += 1;
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(seen, 500);
+        };
+        check(&log);
+        drop(log);
+        let reopened = UtxoLog::open(prefix, state, SEGMENT_BYTES).unwrap();
+        check(&reopened);
+        let scanned = reopened.scan(&key(0)[..0], None, 3).unwrap();
+        assert_eq!(scanned.len(), 3);
+        assert!(scanned[0].0 < scanned[1].0 && scanned[1].0 < scanned[2].0);
+    }
+
+    #[test]
+    fn an_uncommitted_batch_is_cut_off_on_reopen() {
+        let directory = tempfile::tempdir().unwrap();
+        let prefix = directory.path().join("u-");
+        let log = UtxoLog::open(prefix.clone(), LogState::EMPTY, SEGMENT_BYTES).unwrap();
+        let state = commit(&log, |batch| batch.put(&key(1), &value(1, 0)).unwrap());
+        {
+            let mut batch = log.batch().unwrap();
+            batch.put(&key(2), &value(2, 0)).unwrap();
+            batch.delete(&key(1)).unwrap();
+            batch.finish().unwrap();
+            // Dropped: its commit never happened.
+        }
+        assert!(log.batch().is_err(), "a failed batch stops later ones");
+        drop(log);
+        let reopened = UtxoLog::open(prefix.clone(), state, SEGMENT_BYTES).unwrap();
+        assert_eq!(reopened.get(&key(1)).unwrap(), Some(value(1, 0)));
+        assert_eq!(reopened.get(&key(2)).unwrap(), None);
+        let next = commit(&reopened, |batch| batch.put(&key(3), &value(3, 0)).unwrap());
+        drop(reopened);
+        let again = UtxoLog::open(prefix, next, SEGMENT_BYTES).unwrap();
+        assert_eq!(again.len(), 2);
+        assert_eq!(again.get(&key(2)).unwrap(), None);
+        assert_eq!(again.get(&key(3)).unwrap(), Some(value(3, 0)));
+    }
+
+    #[test]
+    fn a_damaged_frame_is_reported_as_corruption() {
+        let directory = tempfile::tempdir().unwrap();
+        let prefix = directory.path().join("u-");
+        let log = UtxoLog::open(prefix.clone(), LogState::EMPTY, SEGMENT_BYTES).unwrap();
+        let state = commit(&log, |batch| {
+            for number in 0..100 {
+                batch.put(&key(number), &value(number, 0)).unwrap();
+            }
+        });
+        let path = log.segment_path(1);
+        drop(log);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[200] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let error = UtxoLog::open(prefix.clone(), state, SEGMENT_BYTES).unwrap_err();
+        assert!(matches!(error, StorageError::Corrupt { .. }), "{error}");
+        assert!(error.to_string().contains("checksum"), "{error}");
+        std::fs::remove_file(&path).unwrap();
+        let error = UtxoLog::open(prefix, state, SEGMENT_BYTES).unwrap_err();
+        assert!(error.to_string().contains("missing"), "{error}");
+    }
+
+    #[test]
+    fn keys_sharing_a_hash_are_kept_apart() {
+        let directory = tempfile::tempdir().unwrap();
+        let log =
+            UtxoLog::open(directory.path().join("u-"), LogState::EMPTY, SEGMENT_BYTES).unwrap();
+        // Two keys forced into the same main slot: the second must go to the overflow map.
+        let mut batch = log.batch().unwrap();
+        batch.put(&key(1), &value(1, 0)).unwrap();
+        {
+            let mut index = log.write_index();
+            let hash = index.hash(key(2).as_slice());
+            let first = index.hash(key(1).as_slice());
+            let loc = index.main.remove(&first).unwrap();
+            index.main.insert(hash, loc);
+        }
+        // Key 1 now sits in key 2's slot: a lookup of key 2 reads it and must answer "absent".
+        assert_eq!(log.get(&key(2)).unwrap(), None);
+        batch.put(&key(2), &value(2, 0)).unwrap();
+        assert_eq!(log.get(&key(2)).unwrap(), Some(value(2, 0)));
+        batch.delete(&key(2)).unwrap();
+        assert_eq!(log.get(&key(2)).unwrap(), None);
+        batch.finish().unwrap();
+        batch.committed();
+    }
+
+    #[test]
+    fn compaction_keeps_the_log_near_its_live_size_across_reopens() {
+        let directory = tempfile::tempdir().unwrap();
+        let prefix = directory.path().join("u-");
+        const SEGMENT: u64 = 512 << 10;
+        let open = |state| UtxoLog::open(prefix.clone(), state, SEGMENT).unwrap();
+        let mut log = open(LogState::EMPTY);
+        let mut state = LogState::EMPTY;
+        // 5,000 live keys (~440 KB) rewritten 40 times: ~18 MB written in all, so segments
+        // fill and the oldest are compacted away.
+        let keys = 5_000u32;
+        let rounds = 40u32;
+        for round in 0..rounds {
+            // A quarter of the keys keep their first record, which compaction must move.
+            state = commit(&log, |batch| {
+                for number in (0..keys).filter(|number| round == 0 || !number.is_multiple_of(4)) {
+                    batch.put(&key(number), &value(number, round)).unwrap();
+                }
+            });
+            if round % 15 == 14 {
+                drop(log);
+                log = open(state);
+            }
+        }
+        assert!(
+            state.first > 1,
+            "compaction removed old segments: {state:?}"
+        );
+        assert!(!log.segment_path(1).exists(), "segment 1 was deleted");
+        let live = log.live_bytes();
+        let total = log.bytes_on_disk();
+        assert!(
+            total <= live.max(SEGMENT) * 2 + SEGMENT + FRAME_BYTES as u64,
+            "{total} bytes on disk for {live} live"
+        );
+        assert_eq!(log.len(), keys as usize);
+        let expected = |number: u32| {
+            value(
+                number,
+                if number.is_multiple_of(4) {
+                    0
+                } else {
+                    rounds - 1
+                },
+            )
+        };
+        for number in 0..keys {
+            assert_eq!(log.get(&key(number)).unwrap(), Some(expected(number)));
+        }
+        drop(log);
+        let reopened = open(state);
+        assert_eq!(reopened.len(), keys as usize);
+        let mut seen = 0;
+        reopened
+            .for_each(&mut |key, value| {
+                let number = u32::from_le_bytes(key[32..].try_into().unwrap());
+                assert_eq!(value, expected(number).as_slice());
+                seen += 1;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, keys);
+    }
+
+    /// Random puts and deletes checked against a model map, with reopens and compaction, for
+    /// keys hashed with `shift` bits dropped (60: sixteen slots, so nearly every key collides).
+    fn churn_matches_a_model(shift: u32) {
+        let directory = tempfile::tempdir().unwrap();
+        let prefix = directory.path().join("u-");
+        let open = |state| UtxoLog::open_with(prefix.clone(), state, 64 << 10, shift).unwrap();
+        let mut log = open(LogState::EMPTY);
+        let mut state = LogState::EMPTY;
+        let mut model = std::collections::BTreeMap::new();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..30u32 {
+            state = commit(&log, |batch| {
+                for _ in 0..1_500 {
+                    let roll = next();
+                    let number = (roll % 3_000) as u32;
+                    if roll >> 32 & 3 == 0 {
+                        batch.delete(&key(number)).unwrap();
+                        model.remove(&number);
+                    } else {
+                        batch.put(&key(number), &value(number, round)).unwrap();
+                        model.insert(number, round);
+                    }
+                }
+            });
+            if round % 7 == 6 {
+                drop(log);
+                log = open(state);
+            }
+            for number in 0..3_000u32 {
+                let expected = model.get(&number).map(|round| value(number, *round));
+                assert_eq!(log.get(&key(number)).unwrap(), expected, "round {round}");
+            }
+        }
+        assert!(state.first > 1, "compaction ran: {state:?}");
+        drop(log);
+        let reopened = open(state);
+        let mut seen = std::collections::BTreeMap::new();
+        reopened
+            .for_each(&mut |key, value| {
+                seen.insert(
+                    u32::from_le_bytes(key[32..].try_into().unwrap()),
+                    value.to_vec(),
+                );
+                Ok(())
+            })
+            .unwrap();
+        let expected: std::collections::BTreeMap<u32, Vec<u8>> = model
+            .iter()
+            .map(|(number, round)| (*number, value(*number, *round)))
+            .collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn random_puts_and_deletes_match_a_model_across_reopens_and_compactions() {
+        churn_matches_a_model(0);
+    }
+
+    #[test]
+    fn colliding_hashes_give_the_same_answers() {
+        churn_matches_a_model(60);
+    }
+}
