@@ -895,6 +895,9 @@ fn refresh_metrics(
     metrics.banned_peers.set(stats.banned_peers as i64);
     metrics.set_network_totals(&stats);
     let (flushes, seconds, waited) = metrics.set_storage_totals(node.store().stats());
+    metrics
+        .storage_disk_bytes
+        .set(i64::try_from(node.store().size_on_disk()).unwrap_or(i64::MAX));
     if flushes > 0 {
         // Flushes run beside the node (ADR 0019); the wait is what stalled it, and under load
         // a long one shows as a pause in finality and can cost a view change.

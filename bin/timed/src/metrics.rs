@@ -115,6 +115,9 @@ pub struct Metrics {
     pub storage_flush_wait_seconds: Counter<f64, AtomicU64>,
     /// UTXO changes waiting in the write-back cache.
     pub storage_cached_utxos: Gauge,
+    /// Bytes the chain database's files take on disk: the chain file, the UTXO file and the
+    /// UTXO log's segments (ADR 0029), dead records not yet compacted included.
+    pub storage_disk_bytes: Gauge,
     /// The sync tracker and its latest figures, for RPC (the gauges above export them). Kept
     /// here because the metrics are what both the node task and RPC hold.
     sync: Mutex<(SyncTracker, SyncReport)>,
@@ -219,6 +222,7 @@ impl Metrics {
             storage_flush_seconds: Counter::default(),
             storage_flush_wait_seconds: Counter::default(),
             storage_cached_utxos: Gauge::default(),
+            storage_disk_bytes: Gauge::default(),
             sync: Mutex::new(Default::default()),
             created: Instant::now(),
             registry: Registry::default(),
@@ -367,6 +371,11 @@ impl Metrics {
             "storage_cached_utxos",
             "UTXO changes waiting in the write-back cache",
             metrics.storage_cached_utxos.clone(),
+        );
+        registry.register(
+            "storage_disk_bytes",
+            "Bytes the chain database's files take on disk (chain file, UTXO file, UTXO log)",
+            metrics.storage_disk_bytes.clone(),
         );
         Metrics {
             registry,

@@ -142,6 +142,11 @@ fn a_late_joiner_reports_its_sync_progress_then_caught_up() {
     );
     let (_, text) = http_get(metrics, "/metrics");
     let commits = sample(&text, "timecoin_storage_commit_seconds_count").unwrap();
+    let disk = sample(&text, "timecoin_storage_disk_bytes").unwrap();
+    assert!(
+        disk > 0.0,
+        "the database's size on disk is reported: {disk}"
+    );
     assert!(
         commits >= tip as f64,
         "every synced block is a durable commit: {commits} observed for {tip} blocks"
