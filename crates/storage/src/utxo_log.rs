@@ -229,6 +229,73 @@ fn checksum(payload: &[u8]) -> [u8; 8] {
         .expect("8 bytes")
 }
 
+/// Calls `visit` with each frame's payload (and where it starts) in the first `len` bytes of
+/// the segment file `file`, at `path`, once its length and checksum are checked.
+fn each_frame(
+    file: &File,
+    path: &Path,
+    len: u64,
+    mut visit: impl FnMut(u64, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let damaged = |offset: u64, what: &str| {
+        corrupt(format!(
+            "the UTXO log file {} is damaged at byte {offset}: {what}",
+            path.display()
+        ))
+    };
+    let read = |buffer: &mut [u8], offset: u64| {
+        file.read_exact_at(buffer, offset)
+            .map_err(|error| io_error(format!("reading {}", path.display()), &error))
+    };
+    let mut offset = 0u64;
+    let mut payload = Vec::new();
+    while offset < len {
+        if len - offset < FRAME_HEADER as u64 {
+            return Err(damaged(offset, "a frame header is cut off"));
+        }
+        let mut header = [0u8; FRAME_HEADER];
+        read(&mut header, offset)?;
+        let payload_len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as u64;
+        let start = offset + FRAME_HEADER as u64;
+        if payload_len == 0 || payload_len > len - start {
+            return Err(damaged(offset, "a frame's length runs past the end"));
+        }
+        payload.resize(payload_len as usize, 0);
+        read(&mut payload, start)?;
+        if checksum(&payload) != header[4..] {
+            return Err(damaged(offset, "a frame fails its checksum"));
+        }
+        visit(start, &payload)?;
+        offset = start + payload_len;
+    }
+    Ok(())
+}
+
+/// Calls `visit` with each record of a frame's `payload`, which starts at `start` in segment
+/// `id`, with its place and its bytes.
+fn each_record(
+    payload: &[u8],
+    id: u32,
+    start: u64,
+    path: &Path,
+    mut visit: impl FnMut(Record<'_>, Loc, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut at = 0usize;
+    while at < payload.len() {
+        let (record, record_len) = decode_record(&payload[at..]).ok_or_else(|| {
+            corrupt(format!(
+                "the UTXO log file {} is damaged at byte {}: a record cannot be decoded",
+                path.display(),
+                start + at as u64
+            ))
+        })?;
+        let loc = Loc::new(id, start + at as u64, record_len)?;
+        visit(record, loc, &payload[at..at + record_len])?;
+        at += record_len;
+    }
+    Ok(())
+}
+
 /// A segment file and what the index knows of it.
 struct Segment {
     /// `None` only for a last segment that nothing was appended to yet.
@@ -543,38 +610,9 @@ impl UtxoLog {
     /// Reads the first `len` bytes of segment `id` into the index, checking every frame.
     fn load_segment(&self, id: u32, file: &File, len: u64) -> Result<()> {
         let path = self.segment_path(id);
-        let damaged = |offset: u64, what: &str| {
-            corrupt(format!(
-                "the UTXO log file {} is damaged at byte {offset}: {what}",
-                path.display()
-            ))
-        };
-        let mut offset = 0u64;
-        let mut payload = Vec::new();
-        while offset < len {
-            let mut header = [0u8; FRAME_HEADER];
-            if len - offset < FRAME_HEADER as u64 {
-                return Err(damaged(offset, "a frame header is cut off"));
-            }
-            file.read_exact_at(&mut header, offset)
-                .map_err(|error| io_error(format!("reading {}", path.display()), &error))?;
-            let payload_len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as u64;
-            let start = offset + FRAME_HEADER as u64;
-            if payload_len == 0 || payload_len > len - start {
-                return Err(damaged(offset, "a frame's length runs past the end"));
-            }
-            payload.resize(payload_len as usize, 0);
-            file.read_exact_at(&mut payload, start)
-                .map_err(|error| io_error(format!("reading {}", path.display()), &error))?;
-            if checksum(&payload) != header[4..] {
-                return Err(damaged(offset, "a frame fails its checksum"));
-            }
-            let mut at = 0usize;
+        each_frame(file, &path, len, |start, payload| {
             let mut index = self.write_index();
-            while at < payload.len() {
-                let (record, record_len) = decode_record(&payload[at..])
-                    .ok_or_else(|| damaged(start + at as u64, "a record cannot be decoded"))?;
-                let loc = Loc::new(id, start + at as u64, record_len)?;
+            each_record(payload, id, start, &path, |record, loc, _| {
                 let hash = index.hash(record.key);
                 match record.body {
                     Body::Value(_) => {
@@ -591,11 +629,9 @@ impl UtxoLog {
                         }
                     }
                 }
-                at += record_len;
-            }
-            offset = start + payload_len;
-        }
-        Ok(())
+                Ok(())
+            })
+        })
     }
 
     /// The value stored at `key`.
@@ -942,39 +978,13 @@ impl LogBatch<'_> {
 
     /// Appends a copy of every record of segment `id` that the index still points to.
     fn move_live_records(&mut self, id: u32, file: &File, len: u64) -> Result<()> {
-        let path = self.log.segment_path(id);
-        let read = |buffer: &mut [u8], offset: u64| {
-            file.read_exact_at(buffer, offset)
-                .map_err(|error| io_error(format!("reading {}", path.display()), &error))
-        };
-        let mut offset = 0u64;
-        let mut payload = Vec::new();
-        while offset < len {
-            let mut header = [0u8; FRAME_HEADER];
-            read(&mut header, offset)?;
-            let payload_len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as u64;
-            let start = offset + FRAME_HEADER as u64;
-            if payload_len == 0 || payload_len > len - start {
-                return Err(corrupt(format!(
-                    "the UTXO log file {} is damaged at byte {offset}",
-                    path.display()
-                )));
-            }
-            payload.resize(payload_len as usize, 0);
-            read(&mut payload, start)?;
-            let mut at = 0usize;
-            let mut index = self.log.write_index();
-            while at < payload.len() {
-                let (record, record_len) = decode_record(&payload[at..]).ok_or_else(|| {
-                    corrupt(format!(
-                        "the UTXO log file {} has a record that cannot be decoded",
-                        path.display()
-                    ))
-                })?;
-                let loc = Loc::new(id, start + at as u64, record_len)?;
-                at += record_len;
+        let log = self.log;
+        let path = log.segment_path(id);
+        each_frame(file, &path, len, |start, payload| {
+            let mut index = log.write_index();
+            each_record(payload, id, start, &path, |record, loc, bytes| {
                 if record.value().is_none() {
-                    continue;
+                    return Ok(());
                 }
                 let hash = index.hash(record.key);
                 let slot = if index.main.get(&hash) == Some(&loc) {
@@ -982,15 +992,13 @@ impl LogBatch<'_> {
                 } else if index.overflow.get(record.key) == Some(&loc) {
                     Slot::Overflow
                 } else {
-                    continue;
+                    return Ok(());
                 };
-                let copy = payload[at - record_len..at].to_vec();
-                let moved = self.append(&mut index, &copy)?;
+                let moved = self.append(&mut index, bytes)?;
                 index.point(record.key, hash, moved, Some((slot, loc)));
-            }
-            offset = start + payload_len;
-        }
-        Ok(())
+                Ok(())
+            })
+        })
     }
 
     /// Compacts if due, writes what is left of the tail, and syncs every segment the batch
