@@ -124,7 +124,7 @@ impl Table {
 pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
 
 /// Entries read at once when a table is visited whole in no particular order.
-const UNORDERED_CHUNK: usize = 4096;
+pub(crate) const UNORDERED_CHUNK: usize = 4096;
 
 /// One write in a batch: `Some` puts the value, `None` deletes the key.
 pub type WriteOp = (Table, Vec<u8>, Option<Vec<u8>>);

@@ -11,7 +11,9 @@ use redb::{
     Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableDefinition,
 };
 
-use crate::backend::{KvBackend, Table, TableWriter, UtxoFileWriter, Visit, WriteBatch, WriteFn};
+use crate::backend::{
+    KvBackend, Table, TableWriter, UNORDERED_CHUNK, UtxoFileWriter, Visit, WriteBatch, WriteFn,
+};
 use crate::error::{Result, StorageError};
 use crate::utxo_log::{LogBatch, LogState, UtxoLog};
 
@@ -363,23 +365,25 @@ impl RedbBackend {
     /// What the UTXO log's segment files beside the chain file at `path` start with:
     /// `chain.redb` has `chain-utxos-00000001.log` and on.
     pub fn utxo_log_prefix(path: &Path) -> PathBuf {
+        path.with_file_name(format!("{}-", Self::utxo_stem(path)))
+    }
+
+    /// What the UTXO files' names start with: `chain.redb` gives `chain-utxos`.
+    fn utxo_stem(path: &Path) -> String {
         let stem = path
             .file_stem()
             .map(|stem| stem.to_string_lossy().into_owned())
             .unwrap_or_default();
-        path.with_file_name(format!("{stem}-utxos-"))
+        format!("{stem}-utxos")
     }
 
     /// The UTXO file that goes with the chain file at `path`: `chain.redb` has
     /// `chain-utxos.redb` beside it.
     pub fn utxo_path(path: &Path) -> PathBuf {
-        let stem = path
-            .file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let stem = Self::utxo_stem(path);
         let name = match path.extension() {
-            Some(extension) => format!("{stem}-utxos.{}", extension.to_string_lossy()),
-            None => format!("{stem}-utxos"),
+            Some(extension) => format!("{stem}.{}", extension.to_string_lossy()),
+            None => stem,
         };
         path.with_file_name(name)
     }
@@ -643,6 +647,3 @@ impl KvBackend for RedbBackend {
         self.scan_all(table, UNORDERED_CHUNK, |key, value| visit(key, value))
     }
 }
-
-/// Entries read at once when a table is visited whole.
-const UNORDERED_CHUNK: usize = 4096;

@@ -296,6 +296,31 @@ fn each_record(
     Ok(())
 }
 
+/// The bytes at `loc` within `tail`, the unwritten frame of a segment whose file ends at `base`.
+fn tail_slice(tail: &[u8], base: u64, loc: Loc) -> Result<&[u8]> {
+    let start = (loc.offset() - base) as usize;
+    tail.get(start..start + loc.len())
+        .ok_or_else(|| corrupt("a UTXO log location points past its end".to_string()))
+}
+
+/// Reads the record at `loc` from `source` and hands it, decoded, to `then`.
+fn with_record<T>(
+    log: &UtxoLog,
+    loc: Loc,
+    source: Source,
+    then: impl FnOnce(Record<'_>) -> T,
+) -> Result<T> {
+    let path = || log.segment_path(loc.segment());
+    let bytes = source.read(path)?;
+    let (record, _) = decode_record(&bytes).ok_or_else(|| {
+        corrupt(format!(
+            "a UTXO log record in {} cannot be decoded",
+            path().display()
+        ))
+    })?;
+    Ok(then(record))
+}
+
 /// A segment file and what the index knows of it.
 struct Segment {
     /// `None` only for a last segment that nothing was appended to yet.
@@ -384,12 +409,9 @@ impl Index {
             .get(&loc.segment())
             .ok_or_else(|| corrupt(format!("UTXO log segment {} is gone", loc.segment())))?;
         if loc.offset() >= segment.len {
-            let start = (loc.offset() - segment.len) as usize;
-            let bytes = self
-                .tail
-                .get(start..start + loc.len())
-                .ok_or_else(|| corrupt("a UTXO log location points past its end".to_string()))?;
-            return Ok(Source::Bytes(bytes.to_vec()));
+            return Ok(Source::Bytes(
+                tail_slice(&self.tail, segment.len, loc)?.to_vec(),
+            ));
         }
         let file = segment
             .file
@@ -403,20 +425,11 @@ impl Index {
         if let Some(loc) = self.overflow.get(key) {
             return Ok(Some((Slot::Overflow, *loc)));
         }
-        let Some(loc) = self.main.get(&hash) else {
+        let Some(&loc) = self.main.get(&hash) else {
             return Ok(None);
         };
-        let bytes = self
-            .source(*loc)?
-            .read(|| log.segment_path(loc.segment()))?;
-        match decode_record(&bytes) {
-            Some((record, _)) if record.key == key => Ok(Some((Slot::Main, *loc))),
-            Some(_) => Ok(None),
-            None => Err(corrupt(format!(
-                "a UTXO log record in segment {} cannot be decoded",
-                loc.segment()
-            ))),
-        }
+        let same = with_record(log, loc, self.source(loc)?, |record| record.key == key)?;
+        Ok(same.then_some((Slot::Main, loc)))
     }
 
     /// Counts the record at `loc` as dead.
@@ -539,20 +552,16 @@ impl UtxoLog {
             let last = id == state.last;
             let file = match File::open(&path) {
                 Ok(file) => Some(Arc::new(file)),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound && last => {
-                    if state.last_len > 0 {
+                // Only a last segment that nothing was committed to may not exist yet.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    if last && state.last_len == 0 {
+                        None
+                    } else {
                         return Err(corrupt(format!(
                             "the UTXO log file {} is missing",
                             path.display()
                         )));
                     }
-                    None
-                }
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(corrupt(format!(
-                        "the UTXO log file {} is missing",
-                        path.display()
-                    )));
                 }
                 Err(error) => {
                     return Err(io_error(format!("opening {}", path.display()), &error));
@@ -593,6 +602,29 @@ impl UtxoLog {
         let mut name = self.prefix.as_os_str().to_owned();
         name.push(format!("{id:08}.log"));
         PathBuf::from(name)
+    }
+
+    /// The directory the segments are in.
+    fn directory(&self) -> &Path {
+        self.prefix
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    }
+
+    /// Opens segment `id` for appends, creating it if need be, cut to `len` bytes.
+    fn open_for_appends(&self, id: u32, len: u64) -> Result<File> {
+        let path = self.segment_path(id);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|error| io_error(format!("opening {}", path.display()), &error))?;
+        file.set_len(len)
+            .map_err(|error| io_error(format!("truncating {}", path.display()), &error))?;
+        Ok(file)
     }
 
     fn read_index(&self) -> RwLockReadGuard<'_, Index> {
@@ -651,17 +683,11 @@ impl UtxoLog {
             };
             (loc, index.source(loc)?)
         };
-        let bytes = source.read(|| self.segment_path(loc.segment()))?;
-        let (record, _) = decode_record(&bytes).ok_or_else(|| {
-            corrupt(format!(
-                "a UTXO log record in {} cannot be decoded",
-                self.segment_path(loc.segment()).display()
-            ))
-        })?;
-        Ok(if record.key == key {
-            record.value().map(<[u8]>::to_vec)
-        } else {
-            None
+        with_record(self, loc, source, |record| {
+            record
+                .value()
+                .filter(|_| record.key == key)
+                .map(<[u8]>::to_vec)
         })
     }
 
@@ -693,9 +719,7 @@ impl UtxoLog {
         let mut window_at = (0u32, 0u64);
         for loc in locs {
             let bytes: &[u8] = if loc.segment() == tail_base.0 && loc.offset() >= tail_base.1 {
-                let start = (loc.offset() - tail_base.1) as usize;
-                tail.get(start..start + loc.len())
-                    .ok_or_else(|| corrupt("a UTXO log location points past its end".to_string()))?
+                tail_slice(&tail, tail_base.1, loc)?
             } else {
                 let (segment, base) = window_at;
                 let inside = segment == loc.segment()
@@ -805,11 +829,7 @@ impl UtxoLog {
     /// Removes the files the committed state does not cover (left by a crash before a commit,
     /// or compacted away before a crash) and cuts the last segment to its committed length.
     fn prepare(&self, state: LogState) -> Result<()> {
-        let directory = self
-            .prefix
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let directory = self.directory();
         let stem = self
             .prefix
             .file_name()
@@ -835,16 +855,7 @@ impl UtxoLog {
                 })?;
             }
         }
-        let path = self.segment_path(state.last);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|error| io_error(format!("opening {}", path.display()), &error))?;
-        file.set_len(state.last_len)
-            .map_err(|error| io_error(format!("truncating {}", path.display()), &error))?;
+        let file = self.open_for_appends(state.last, state.last_len)?;
         let mut index = self.write_index();
         let segment = index
             .segments
@@ -931,14 +942,7 @@ impl LogBatch<'_> {
         index.tail.truncate(FRAME_HEADER);
         if full {
             let next = last + 1;
-            let path = self.log.segment_path(next);
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-                .map_err(|error| io_error(format!("creating {}", path.display()), &error))?;
+            let file = self.log.open_for_appends(next, 0)?;
             index.segments.insert(
                 next,
                 Segment {
@@ -1040,12 +1044,7 @@ impl LogBatch<'_> {
     }
 
     fn sync_directory(&self) -> Result<()> {
-        let directory = self
-            .log
-            .prefix
-            .parent()
-            .filter(|parent| !parent.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let directory = self.log.directory();
         File::open(directory)
             .and_then(|directory| directory.sync_all())
             .map_err(|error| io_error(format!("syncing {}", directory.display()), &error))
