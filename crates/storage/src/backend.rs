@@ -204,7 +204,9 @@ pub type WriteFn<'a> = dyn FnMut(&mut dyn TableWriter) -> Result<()> + 'a;
 pub trait UtxoFileWriter: Send + 'static {
     /// Runs `writes` inside one atomic, durable transaction of the UTXO file; only its tables
     /// ([`Table::UTXO_FILE`]) may be written. When this returns `Ok` every write survives a
-    /// crash and later reads see it; when it returns `Err`, none was applied.
+    /// crash, and reads see it once the owner of the backend has called
+    /// [`KvBackend::publish_utxo_writes`] (until then they may see the state before it); when
+    /// it returns `Err`, none was applied.
     fn write(&self, writes: &mut WriteFn<'_>) -> Result<()>;
 }
 
@@ -217,6 +219,13 @@ pub trait KvBackend {
 
     /// A writer of the UTXO file that can be moved to another thread.
     fn utxo_writer(&self) -> Self::UtxoWriter;
+
+    /// Makes the last successful write of a [`KvBackend::utxo_writer`] visible to reads. A
+    /// backend may keep that write's effect out of sight until now, so that the writing
+    /// thread, maybe a background flush at the lowest CPU priority, never holds a lock that
+    /// readers wait for (the redb backend's UTXO log, ADR 0029). Called from the thread that
+    /// reads; it may briefly block other readers. Does nothing by default.
+    fn publish_utxo_writes(&self) {}
 
     /// The value at `key`.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;

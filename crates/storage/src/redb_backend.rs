@@ -495,6 +495,10 @@ impl KvBackend for RedbBackend {
         }
     }
 
+    fn publish_utxo_writes(&self) {
+        self.log.publish();
+    }
+
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(value) = self.pending_value(table, key) {
             return Ok(value);

@@ -682,7 +682,9 @@ impl<B: KvBackend> ChainDb<B> {
                 writer.put(Table::UtxoMeta, key, value)?;
             }
             Ok(())
-        })
+        })?;
+        self.backend.publish_utxo_writes();
+        Ok(())
     }
 
     /// Checks the network and genesis hash recorded in `table` (the chain file's metadata or
@@ -797,6 +799,7 @@ impl<B: KvBackend> ChainDb<B> {
             }
             Ok(())
         })?;
+        self.backend.publish_utxo_writes();
         self.config.index_addresses = on;
         let mut batch = WriteBatch::new();
         batch.put(
@@ -1109,6 +1112,10 @@ impl<B: KvBackend> ChainDb<B> {
         }
         match result {
             Ok(took) => {
+                // Published here, on the node's thread, not by the flush thread: publishing
+                // holds the index's write lock, which a flush at the lowest priority could
+                // keep for a long time. Reads go on to see the layer until this returns.
+                self.backend.publish_utxo_writes();
                 let frozen = self.frozen.take().expect("a flush writes a frozen layer");
                 self.flushed = Some(frozen.up_to);
                 self.stats.flushes += 1;

@@ -15,6 +15,11 @@
 //! cut off before the next append. Records are written in frames of up to 1 MiB, each with a
 //! checksum, so a damaged file is reported instead of read as data.
 //!
+//! Readers never wait for a batch: it only reads the shared index, and keeps its changes to it
+//! until [`UtxoLog::publish`], which the store calls from the node's own thread once the batch
+//! has committed. A batch on the background flush thread, at the lowest CPU priority, could
+//! otherwise hold the lock that the node's reads need while the scheduler keeps it waiting.
+//!
 //! Space is reclaimed by compaction: when the dead bytes (overwritten or deleted records and
 //! tombstones) outgrow the live ones, the next batch copies the live records of the oldest
 //! segment to the head, and the segment file is deleted once that batch has committed. Only the
@@ -322,11 +327,12 @@ fn with_record<T>(
 }
 
 /// A segment file and what the index knows of it.
+#[derive(Clone)]
 struct Segment {
     /// `None` only for a last segment that nothing was appended to yet.
     file: Option<Arc<File>>,
-    /// Bytes written to the file (for the last segment, the frames not yet written sit in
-    /// [`Index::tail`]).
+    /// Bytes written to the file (for a batch's last segment, the frame not yet written sits
+    /// in [`Staged::tail`]).
     len: u64,
     /// Bytes of the records in it that the index points to.
     live: u64,
@@ -364,35 +370,129 @@ impl Source {
     }
 }
 
-/// The index and the segments, shared by readers and the one writer.
-struct Index {
+/// How keys are hashed for the index: fixed when the log is opened.
+struct Keys {
     hasher: foldhash::quality::RandomState,
     /// Bits dropped from every hash: 0, except in tests that make keys collide.
     shift: u32,
+}
+
+impl Keys {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key) >> self.shift
+    }
+}
+
+/// The index readers see: the log as the last published batch left it. Every location in it
+/// is in a segment's written, committed bytes.
+#[derive(Default)]
+struct Index {
     main: FastMap<u64, Loc>,
     /// Keys whose hash another key holds in `main`.
     overflow: FastMap<Box<[u8]>, Loc>,
     segments: BTreeMap<u32, Segment>,
-    /// The next frame of the last segment: a header to fill in, then records not yet written.
-    tail: Vec<u8>,
 }
 
 impl Index {
-    fn new(shift: u32) -> Index {
+    fn source(&self, loc: Loc) -> Result<Source> {
+        let segment = self
+            .segments
+            .get(&loc.segment())
+            .ok_or_else(|| corrupt(format!("UTXO log segment {} is gone", loc.segment())))?;
+        let file = segment
+            .file
+            .clone()
+            .filter(|_| loc.offset() + loc.len() as u64 <= segment.len)
+            .ok_or_else(|| corrupt("a UTXO log location points past its end".to_string()))?;
+        Ok(Source::File(file, loc))
+    }
+
+    fn live_bytes(&self) -> u64 {
+        self.segments.values().map(|segment| segment.live).sum()
+    }
+
+    fn total_bytes(&self) -> u64 {
+        self.segments.values().map(|segment| segment.len).sum()
+    }
+
+    /// Makes `staged` what readers see.
+    fn publish(&mut self, staged: Staged) {
+        if self.main.is_empty() && self.overflow.is_empty() {
+            // Opening: the staged maps are the whole index (with nothing to remove, as
+            // `Staged::unpoint` drops what the shared index does not hold), so they are taken
+            // as they are instead of copied.
+            self.main = staged.main;
+            self.overflow = staged.overflow;
+            self.main.retain(|_, loc| *loc != GONE);
+            self.overflow.retain(|_, loc| *loc != GONE);
+        } else {
+            for (hash, loc) in staged.main {
+                if loc == GONE {
+                    self.main.remove(&hash);
+                } else {
+                    self.main.insert(hash, loc);
+                }
+            }
+            for (key, loc) in staged.overflow {
+                if loc == GONE {
+                    self.overflow.remove(&key);
+                } else {
+                    self.overflow.insert(key, loc);
+                }
+            }
+        }
+        self.segments = staged.segments;
+    }
+}
+
+/// In a batch's maps, a key the batch removed. No record is at segment 0: segments are numbered
+/// from 1.
+const GONE: Loc = Loc(0);
+
+/// What a batch (or the rebuild at open) changes, kept apart from the shared index until it is
+/// published: readers never wait for the writer, which may be the background flush at the
+/// lowest CPU priority. Holding the shared index's lock there, a flush that the scheduler put
+/// aside for a while stalled every reader of the node's main thread with it (up to 216 ms, over
+/// a second in all per minute of load).
+struct Staged {
+    /// Changes to the shared `main` map: a location, or [`GONE`].
+    main: FastMap<u64, Loc>,
+    /// Changes to the shared `overflow` map, likewise.
+    overflow: FastMap<Box<[u8]>, Loc>,
+    /// Every segment as the batch leaves it.
+    segments: BTreeMap<u32, Segment>,
+    /// The next frame of the last segment: a header to fill in, then records not yet written.
+    tail: Vec<u8>,
+    /// Segments compacted away, deleted once the batch is published.
+    obsolete: Vec<u32>,
+}
+
+impl Staged {
+    fn new(segments: BTreeMap<u32, Segment>) -> Staged {
         let mut tail = Vec::with_capacity(FRAME_HEADER + FRAME_BYTES);
         tail.resize(FRAME_HEADER, 0);
-        Index {
-            hasher: foldhash::quality::RandomState::default(),
-            shift,
+        Staged {
             main: FastMap::default(),
             overflow: FastMap::default(),
-            segments: BTreeMap::new(),
+            segments,
             tail,
+            obsolete: Vec::new(),
         }
     }
 
-    fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key) >> self.shift
+    /// Whether publishing would change anything.
+    fn is_empty(&self, shared: &Index) -> bool {
+        self.main.is_empty()
+            && self.overflow.is_empty()
+            && self.obsolete.is_empty()
+            && self.segments.len() == shared.segments.len()
+            && self.segments.iter().all(|(id, segment)| {
+                shared.segments.get(id).is_some_and(|before| {
+                    before.len == segment.len
+                        && before.live == segment.live
+                        && before.file.is_some() == segment.file.is_some()
+                })
+            })
     }
 
     fn last(&self) -> u32 {
@@ -401,6 +501,22 @@ impl Index {
             .keys()
             .next_back()
             .expect("the log has a segment")
+    }
+
+    /// The location in `main` at `hash`, with this batch's changes.
+    fn main_loc(&self, shared: &Index, hash: u64) -> Option<Loc> {
+        match self.main.get(&hash) {
+            Some(&loc) => (loc != GONE).then_some(loc),
+            None => shared.main.get(&hash).copied(),
+        }
+    }
+
+    /// The location in `overflow` of `key`, with this batch's changes.
+    fn overflow_loc(&self, shared: &Index, key: &[u8]) -> Option<Loc> {
+        match self.overflow.get(key) {
+            Some(&loc) => (loc != GONE).then_some(loc),
+            None => shared.overflow.get(key).copied(),
+        }
     }
 
     fn source(&self, loc: Loc) -> Result<Source> {
@@ -421,11 +537,17 @@ impl Index {
     }
 
     /// Where `key`'s record is, reading the candidate in `main` to check its key.
-    fn find(&self, log: &UtxoLog, key: &[u8], hash: u64) -> Result<Option<(Slot, Loc)>> {
-        if let Some(loc) = self.overflow.get(key) {
-            return Ok(Some((Slot::Overflow, *loc)));
+    fn find(
+        &self,
+        log: &UtxoLog,
+        shared: &Index,
+        key: &[u8],
+        hash: u64,
+    ) -> Result<Option<(Slot, Loc)>> {
+        if let Some(loc) = self.overflow_loc(shared, key) {
+            return Ok(Some((Slot::Overflow, loc)));
         }
-        let Some(&loc) = self.main.get(&hash) else {
+        let Some(loc) = self.main_loc(shared, hash) else {
             return Ok(None);
         };
         let same = with_record(log, loc, self.source(loc)?, |record| record.key == key)?;
@@ -440,7 +562,14 @@ impl Index {
     }
 
     /// Points `key` at `loc`, a live record, in place of `previous`.
-    fn point(&mut self, key: &[u8], hash: u64, loc: Loc, previous: Option<(Slot, Loc)>) {
+    fn point(
+        &mut self,
+        shared: &Index,
+        key: &[u8],
+        hash: u64,
+        loc: Loc,
+        previous: Option<(Slot, Loc)>,
+    ) {
         match previous {
             Some((Slot::Main, old)) => {
                 self.main.insert(hash, loc);
@@ -450,7 +579,7 @@ impl Index {
                 self.overflow.insert(key.into(), loc);
                 self.forget(old);
             }
-            None if self.main.contains_key(&hash) => {
+            None if self.main_loc(shared, hash).is_some() => {
                 self.overflow.insert(key.into(), loc);
             }
             None => {
@@ -462,17 +591,53 @@ impl Index {
         }
     }
 
-    /// Removes `key`, found at `previous`.
-    fn unpoint(&mut self, key: &[u8], hash: u64, previous: (Slot, Loc)) {
+    /// Removes `key`, found at `previous`. A key the shared index does not hold is simply
+    /// dropped from the batch's changes.
+    fn unpoint(&mut self, shared: &Index, key: &[u8], hash: u64, previous: (Slot, Loc)) {
         match previous.0 {
             Slot::Main => {
-                self.main.remove(&hash);
+                if shared.main.contains_key(&hash) {
+                    self.main.insert(hash, GONE);
+                } else {
+                    self.main.remove(&hash);
+                }
             }
             Slot::Overflow => {
-                self.overflow.remove(key);
+                if shared.overflow.contains_key(key) {
+                    self.overflow.insert(key.into(), GONE);
+                } else {
+                    self.overflow.remove(key);
+                }
             }
         }
         self.forget(previous.1);
+    }
+
+    /// Applies the record at `loc` while rebuilding the index at open.
+    fn replay(
+        &mut self,
+        log: &UtxoLog,
+        shared: &Index,
+        record: Record<'_>,
+        loc: Loc,
+    ) -> Result<()> {
+        let hash = log.keys.hash(record.key);
+        match record.body {
+            Body::Value(_) => {
+                let previous = self.find(log, shared, record.key, hash)?;
+                self.point(shared, record.key, hash, loc, previous);
+            }
+            Body::Tombstone { killed } => {
+                // What the tombstone killed is still indexed unless a compaction dropped it;
+                // any other record in the slot belongs to another key.
+                if self.main_loc(shared, hash) == Some(killed) {
+                    self.unpoint(shared, record.key, hash, (Slot::Main, killed));
+                } else if self.overflow_loc(shared, record.key) == Some(killed) {
+                    self.unpoint(shared, record.key, hash, (Slot::Overflow, killed));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn live_bytes(&self) -> u64 {
@@ -485,6 +650,55 @@ impl Index {
             .map(|segment| segment.len)
             .sum::<u64>()
             + (self.tail.len() - FRAME_HEADER) as u64
+    }
+
+    /// Adds `record` to the tail, writing the tail out first if it is full.
+    fn append(&mut self, log: &UtxoLog, record: &[u8]) -> Result<Loc> {
+        if self.tail.len() + record.len() > FRAME_HEADER + FRAME_BYTES {
+            self.write_frame(log)?;
+        }
+        let last = self.last();
+        let offset = self.segments[&last].len + self.tail.len() as u64;
+        let loc = Loc::new(last, offset, record.len())?;
+        self.tail.extend_from_slice(record);
+        Ok(loc)
+    }
+
+    /// Writes the tail to the last segment as one frame, and starts a new segment when the
+    /// last one is full. The sync waits for [`LogBatch::finish`].
+    fn write_frame(&mut self, log: &UtxoLog) -> Result<()> {
+        let payload_len = self.tail.len() - FRAME_HEADER;
+        if payload_len == 0 {
+            return Ok(());
+        }
+        let sum = checksum(&self.tail[FRAME_HEADER..]);
+        self.tail[..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        self.tail[4..FRAME_HEADER].copy_from_slice(&sum);
+        let last = self.last();
+        let path = log.segment_path(last);
+        let segment = self.segments.get_mut(&last).expect("the last segment");
+        let file = segment
+            .file
+            .as_ref()
+            .expect("prepared before the first append");
+        file.write_all_at(&self.tail, segment.len)
+            .map_err(|error| io_error(format!("writing {}", path.display()), &error))?;
+        segment.len += self.tail.len() as u64;
+        let full = segment.len >= log.segment_bytes;
+        self.tail.truncate(FRAME_HEADER);
+        if full {
+            let next = last + 1;
+            let file = log.open_for_appends(next, 0)?;
+            self.segments.insert(
+                next,
+                Segment {
+                    file: Some(Arc::new(file)),
+                    len: 0,
+                    live: 0,
+                },
+            );
+        }
+        Ok(())
     }
 }
 
@@ -506,8 +720,11 @@ pub struct UtxoLog {
     prefix: PathBuf,
     /// A segment takes no more appends once it is this long.
     segment_bytes: u64,
+    keys: Keys,
     index: RwLock<Index>,
     writer: Mutex<WriterState>,
+    /// A batch that committed and is not yet published.
+    pending: Mutex<Option<Staged>>,
 }
 
 impl std::fmt::Debug for UtxoLog {
@@ -540,13 +757,20 @@ impl UtxoLog {
         let log = UtxoLog {
             prefix,
             segment_bytes,
-            index: RwLock::new(Index::new(shift)),
+            keys: Keys {
+                hasher: foldhash::quality::RandomState::default(),
+                shift,
+            },
+            index: RwLock::new(Index::default()),
             writer: Mutex::new(WriterState {
                 committed: state,
                 prepared: false,
                 failed: false,
             }),
+            pending: Mutex::new(None),
         };
+        let empty = Index::default();
+        let mut staged = Staged::new(BTreeMap::new());
         for id in state.first..=state.last {
             let path = log.segment_path(id);
             let last = id == state.last;
@@ -582,7 +806,7 @@ impl UtxoLog {
                     path.display()
                 )));
             }
-            log.write_index().segments.insert(
+            staged.segments.insert(
                 id,
                 Segment {
                     file: file.clone(),
@@ -591,9 +815,14 @@ impl UtxoLog {
                 },
             );
             if let Some(file) = file {
-                log.load_segment(id, &file, len)?;
+                each_frame(&file, &path, len, |start, payload| {
+                    each_record(payload, id, start, &path, |record, loc, _| {
+                        staged.replay(&log, &empty, record, loc)
+                    })
+                })?;
             }
         }
+        log.write_index().publish(staged);
         Ok(log)
     }
 
@@ -639,31 +868,27 @@ impl UtxoLog {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Reads the first `len` bytes of segment `id` into the index, checking every frame.
-    fn load_segment(&self, id: u32, file: &File, len: u64) -> Result<()> {
-        let path = self.segment_path(id);
-        each_frame(file, &path, len, |start, payload| {
-            let mut index = self.write_index();
-            each_record(payload, id, start, &path, |record, loc, _| {
-                let hash = index.hash(record.key);
-                match record.body {
-                    Body::Value(_) => {
-                        let previous = index.find(self, record.key, hash)?;
-                        index.point(record.key, hash, loc, previous);
-                    }
-                    Body::Tombstone { killed } => {
-                        // What the tombstone killed is still indexed unless a compaction
-                        // dropped it; any other record in the slot belongs to another key.
-                        if index.main.get(&hash) == Some(&killed) {
-                            index.unpoint(record.key, hash, (Slot::Main, killed));
-                        } else if index.overflow.get(record.key) == Some(&killed) {
-                            index.unpoint(record.key, hash, (Slot::Overflow, killed));
-                        }
-                    }
-                }
-                Ok(())
-            })
-        })
+    fn pending(&self) -> MutexGuard<'_, Option<Staged>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes the last committed batch visible to readers, and deletes the segments it
+    /// compacted away. Until then readers see the log as it was before that batch. Call it
+    /// from a thread that readers do not wait for anyway (the node's own): it holds the index's
+    /// write lock while it applies the batch's changes.
+    pub fn publish(&self) {
+        let Some(staged) = self.pending().take() else {
+            return;
+        };
+        let obsolete = staged.obsolete.clone();
+        self.write_index().publish(staged);
+        // A reader may still hold one of these files open; it reads on until it lets go.
+        // A failure to delete one is left for the next open.
+        for id in obsolete {
+            let _ = std::fs::remove_file(self.segment_path(id));
+        }
     }
 
     /// The value stored at `key`.
@@ -672,7 +897,7 @@ impl UtxoLog {
         // by its hash alone is the answer only if the record says so.
         let (loc, source) = {
             let index = self.read_index();
-            let hash = index.hash(key);
+            let hash = self.keys.hash(key);
             let Some(loc) = index
                 .overflow
                 .get(key)
@@ -692,10 +917,9 @@ impl UtxoLog {
     }
 
     /// Calls `visit` with every live key and value, in no particular order. A snapshot of the
-    /// index is taken first, so a concurrent batch changes nothing of what is visited, except
-    /// that a record it moves may be read from its old place (the same bytes).
+    /// index is taken first, so a concurrent batch changes nothing of what is visited.
     pub fn for_each(&self, visit: &mut Visit<'_>) -> Result<()> {
-        let (mut locs, files, tail, tail_base) = {
+        let (mut locs, files) = {
             let index = self.read_index();
             let locs: Vec<Loc> = index
                 .main
@@ -703,50 +927,44 @@ impl UtxoLog {
                 .chain(index.overflow.values())
                 .copied()
                 .collect();
-            // With their lengths as written: a file may be longer (a batch that never committed),
-            // and the first batch after opening cuts that part off, maybe while this reads.
+            // With their lengths as committed: a file may be longer (a batch that never
+            // committed, or one not yet published).
             let files: BTreeMap<u32, (Option<Arc<File>>, u64)> = index
                 .segments
                 .iter()
                 .map(|(id, segment)| (*id, (segment.file.clone(), segment.len)))
                 .collect();
-            let last = index.last();
-            let tail_base = (last, index.segments[&last].len);
-            (locs, files, index.tail.clone(), tail_base)
+            (locs, files)
         };
         locs.sort_unstable();
         let mut window: Vec<u8> = Vec::new();
         let mut window_at = (0u32, 0u64);
         for loc in locs {
-            let bytes: &[u8] = if loc.segment() == tail_base.0 && loc.offset() >= tail_base.1 {
-                tail_slice(&tail, tail_base.1, loc)?
-            } else {
-                let (segment, base) = window_at;
-                let inside = segment == loc.segment()
-                    && loc.offset() >= base
-                    && loc.offset() + loc.len() as u64 <= base + window.len() as u64;
-                if !inside {
-                    let (file, size) = match files.get(&loc.segment()) {
-                        Some((Some(file), size)) => (file, *size),
-                        _ => {
-                            return Err(corrupt(format!(
-                                "UTXO log segment {} is gone",
-                                loc.segment()
-                            )));
-                        }
-                    };
-                    let path = self.segment_path(loc.segment());
-                    let end = size.min(loc.offset() + VISIT_WINDOW as u64);
-                    window.resize(end.saturating_sub(loc.offset()) as usize, 0);
-                    file.read_exact_at(&mut window, loc.offset())
-                        .map_err(|error| io_error(format!("reading {}", path.display()), &error))?;
-                    window_at = (loc.segment(), loc.offset());
-                }
-                let start = (loc.offset() - window_at.1) as usize;
-                window.get(start..start + loc.len()).ok_or_else(|| {
-                    corrupt("a UTXO log location points past its file's end".to_string())
-                })?
-            };
+            let (segment, base) = window_at;
+            let inside = segment == loc.segment()
+                && loc.offset() >= base
+                && loc.offset() + loc.len() as u64 <= base + window.len() as u64;
+            if !inside {
+                let (file, size) = match files.get(&loc.segment()) {
+                    Some((Some(file), size)) => (file, *size),
+                    _ => {
+                        return Err(corrupt(format!(
+                            "UTXO log segment {} is gone",
+                            loc.segment()
+                        )));
+                    }
+                };
+                let path = self.segment_path(loc.segment());
+                let end = size.min(loc.offset() + VISIT_WINDOW as u64);
+                window.resize(end.saturating_sub(loc.offset()) as usize, 0);
+                file.read_exact_at(&mut window, loc.offset())
+                    .map_err(|error| io_error(format!("reading {}", path.display()), &error))?;
+                window_at = (loc.segment(), loc.offset());
+            }
+            let start = (loc.offset() - window_at.1) as usize;
+            let bytes = window.get(start..start + loc.len()).ok_or_else(|| {
+                corrupt("a UTXO log location points past its file's end".to_string())
+            })?;
             let (record, _) = decode_record(bytes)
                 .ok_or_else(|| corrupt("a UTXO log record cannot be decoded".to_string()))?;
             if let Some(value) = record.value() {
@@ -797,7 +1015,8 @@ impl UtxoLog {
         self.read_index().live_bytes()
     }
 
-    /// Starts the next batch. One batch at a time: a second caller waits.
+    /// Starts the next batch, publishing the last one first if nobody did. One batch at a
+    /// time: a second caller waits.
     pub fn batch(&self) -> Result<LogBatch<'_>> {
         let mut writer = self
             .writer
@@ -811,16 +1030,18 @@ impl UtxoLog {
                     .to_string(),
             });
         }
+        self.publish();
         if !writer.prepared {
             self.prepare(writer.committed)?;
             writer.prepared = true;
         }
-        let start_last = self.read_index().last();
+        let segments = self.read_index().segments.clone();
+        let staged = Staged::new(segments);
         Ok(LogBatch {
             log: self,
             writer,
-            start_last,
-            obsolete: Vec::new(),
+            start_last: staged.last(),
+            staged: Some(staged),
             finished: None,
             done: false,
         })
@@ -868,90 +1089,55 @@ impl UtxoLog {
 
 /// One batch of appends: the writes of one flush. [`LogBatch::finish`] makes it durable and
 /// says what to record in the commit that completes it; [`LogBatch::committed`] is called once
-/// that commit succeeded. A batch dropped without both leaves the log refusing later batches.
+/// that commit succeeded, and [`UtxoLog::publish`] then shows the batch to readers. A batch
+/// dropped before it committed leaves the log refusing later batches.
+///
+/// The batch only reads the shared index: its changes, its new records and the frame it has not
+/// written yet are its own until published.
 pub struct LogBatch<'a> {
     log: &'a UtxoLog,
     writer: MutexGuard<'a, WriterState>,
     /// The last segment when the batch began: it and every later one are synced at the end.
     start_last: u32,
-    /// Segments compacted away, deleted once the batch has committed.
-    obsolete: Vec<u32>,
+    /// Taken by [`LogBatch::committed`].
+    staged: Option<Staged>,
     finished: Option<LogState>,
     /// Set by [`LogBatch::committed`]; a batch dropped without it fails the log.
     done: bool,
 }
 
 impl LogBatch<'_> {
+    fn staged(&mut self) -> &mut Staged {
+        self.staged
+            .as_mut()
+            .expect("a batch's changes until it commits")
+    }
+
     /// Puts `value` at `key`.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let log = self.log;
         let record = encode_record(key, Body::Value(value))?;
-        let mut index = self.log.write_index();
-        let hash = index.hash(key);
-        let previous = index.find(self.log, key, hash)?;
-        let loc = self.append(&mut index, &record)?;
-        index.point(key, hash, loc, previous);
+        let hash = log.keys.hash(key);
+        let shared = log.read_index();
+        let staged = self.staged();
+        let previous = staged.find(log, &shared, key, hash)?;
+        let loc = staged.append(log, &record)?;
+        staged.point(&shared, key, hash, loc, previous);
         Ok(())
     }
 
     /// Deletes `key` if present.
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {
-        let mut index = self.log.write_index();
-        let hash = index.hash(key);
-        let Some(previous) = index.find(self.log, key, hash)? else {
+        let log = self.log;
+        let hash = log.keys.hash(key);
+        let shared = log.read_index();
+        let staged = self.staged();
+        let Some(previous) = staged.find(log, &shared, key, hash)? else {
             return Ok(());
         };
         let record = encode_record(key, Body::Tombstone { killed: previous.1 })?;
-        self.append(&mut index, &record)?;
-        index.unpoint(key, hash, previous);
-        Ok(())
-    }
-
-    /// Adds `record` to the tail, writing the tail out first if it is full.
-    fn append(&mut self, index: &mut Index, record: &[u8]) -> Result<Loc> {
-        if index.tail.len() + record.len() > FRAME_HEADER + FRAME_BYTES {
-            self.write_frame(index)?;
-        }
-        let last = index.last();
-        let offset = index.segments[&last].len + index.tail.len() as u64;
-        let loc = Loc::new(last, offset, record.len())?;
-        index.tail.extend_from_slice(record);
-        Ok(loc)
-    }
-
-    /// Writes the tail to the last segment as one frame, and starts a new segment when the
-    /// last one is full. The sync waits for [`LogBatch::finish`].
-    fn write_frame(&mut self, index: &mut Index) -> Result<()> {
-        let payload_len = index.tail.len() - FRAME_HEADER;
-        if payload_len == 0 {
-            return Ok(());
-        }
-        let sum = checksum(&index.tail[FRAME_HEADER..]);
-        index.tail[..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
-        index.tail[4..FRAME_HEADER].copy_from_slice(&sum);
-        let last = index.last();
-        let path = self.log.segment_path(last);
-        let segment = index.segments.get_mut(&last).expect("the last segment");
-        let file = segment
-            .file
-            .as_ref()
-            .expect("prepared before the first append");
-        file.write_all_at(&index.tail, segment.len)
-            .map_err(|error| io_error(format!("writing {}", path.display()), &error))?;
-        segment.len += index.tail.len() as u64;
-        let full = segment.len >= self.log.segment_bytes;
-        index.tail.truncate(FRAME_HEADER);
-        if full {
-            let next = last + 1;
-            let file = self.log.open_for_appends(next, 0)?;
-            index.segments.insert(
-                next,
-                Segment {
-                    file: Some(Arc::new(file)),
-                    len: 0,
-                    live: 0,
-                },
-            );
-        }
+        staged.append(log, &record)?;
+        staged.unpoint(&shared, key, hash, previous);
         Ok(())
     }
 
@@ -959,24 +1145,24 @@ impl LogBatch<'_> {
     /// live ones, so the log stays within about twice its live size. A log with less than a
     /// segment of dead bytes is left alone.
     fn compact(&mut self) -> Result<()> {
+        let log = self.log;
         loop {
-            let (oldest, file, len) = {
-                let index = self.log.read_index();
-                let live = index.live_bytes();
-                let dead = index.total_bytes() - live;
-                let oldest = *index.segments.keys().next().expect("a segment");
-                if oldest == index.last() || dead <= live.max(self.log.segment_bytes) {
-                    return Ok(());
-                }
-                let segment = &index.segments[&oldest];
-                match &segment.file {
-                    Some(file) => (oldest, Arc::clone(file), segment.len),
-                    None => return Ok(()),
-                }
+            let staged = self.staged();
+            let live = staged.live_bytes();
+            let dead = staged.total_bytes() - live;
+            let oldest = *staged.segments.keys().next().expect("a segment");
+            if oldest == staged.last() || dead <= live.max(log.segment_bytes) {
+                return Ok(());
+            }
+            let segment = &staged.segments[&oldest];
+            let Some(file) = segment.file.clone() else {
+                return Ok(());
             };
+            let len = segment.len;
             self.move_live_records(oldest, &file, len)?;
-            self.log.write_index().segments.remove(&oldest);
-            self.obsolete.push(oldest);
+            let staged = self.staged();
+            staged.segments.remove(&oldest);
+            staged.obsolete.push(oldest);
         }
     }
 
@@ -984,22 +1170,23 @@ impl LogBatch<'_> {
     fn move_live_records(&mut self, id: u32, file: &File, len: u64) -> Result<()> {
         let log = self.log;
         let path = log.segment_path(id);
+        let shared = log.read_index();
+        let staged = self.staged();
         each_frame(file, &path, len, |start, payload| {
-            let mut index = log.write_index();
             each_record(payload, id, start, &path, |record, loc, bytes| {
                 if record.value().is_none() {
                     return Ok(());
                 }
-                let hash = index.hash(record.key);
-                let slot = if index.main.get(&hash) == Some(&loc) {
+                let hash = log.keys.hash(record.key);
+                let slot = if staged.main_loc(&shared, hash) == Some(loc) {
                     Slot::Main
-                } else if index.overflow.get(record.key) == Some(&loc) {
+                } else if staged.overflow_loc(&shared, record.key) == Some(loc) {
                     Slot::Overflow
                 } else {
                     return Ok(());
                 };
-                let moved = self.append(&mut index, bytes)?;
-                index.point(record.key, hash, moved, Some((slot, loc)));
+                let moved = staged.append(log, bytes)?;
+                staged.point(&shared, record.key, hash, moved, Some((slot, loc)));
                 Ok(())
             })
         })
@@ -1010,31 +1197,26 @@ impl LogBatch<'_> {
     /// completing commit must record.
     pub fn finish(&mut self) -> Result<LogState> {
         self.compact()?;
-        let (files, state) = {
-            let mut index = self.log.write_index();
-            self.write_frame(&mut index)?;
-            let first = *index.segments.keys().next().expect("a segment");
-            let last = index.last();
-            let files: Vec<(u32, Arc<File>)> = index
-                .segments
-                .range(self.start_last..)
-                .filter_map(|(id, segment)| segment.file.clone().map(|file| (*id, file)))
-                .collect();
-            let state = LogState {
-                first,
-                last,
-                last_len: index.segments[&last].len,
-            };
-            (files, state)
+        let log = self.log;
+        let start_last = self.start_last;
+        let staged = self.staged();
+        staged.write_frame(log)?;
+        let first = *staged.segments.keys().next().expect("a segment");
+        let last = staged.last();
+        let state = LogState {
+            first,
+            last,
+            last_len: staged.segments[&last].len,
         };
-        // Synced outside the lock: readers go on meanwhile, from the page cache.
-        for (id, file) in files {
-            file.sync_data().map_err(|error| {
-                io_error(
-                    format!("syncing {}", self.log.segment_path(id).display()),
-                    &error,
-                )
-            })?;
+        for (id, segment) in staged.segments.range(start_last..) {
+            if let Some(file) = &segment.file {
+                file.sync_data().map_err(|error| {
+                    io_error(
+                        format!("syncing {}", log.segment_path(*id).display()),
+                        &error,
+                    )
+                })?;
+            }
         }
         if state.last != self.writer.committed.last || state.first != self.writer.committed.first {
             self.sync_directory()?;
@@ -1050,15 +1232,16 @@ impl LogBatch<'_> {
             .map_err(|error| io_error(format!("syncing {}", directory.display()), &error))
     }
 
-    /// Records that the commit carrying [`LogBatch::finish`]'s state succeeded, and deletes
-    /// the segments compacted away. A failure to delete one is left for the next open.
+    /// Records that the commit carrying [`LogBatch::finish`]'s state succeeded. The batch
+    /// waits for [`UtxoLog::publish`] (or the next batch) to be seen by readers.
     pub fn committed(mut self) {
         let Some(state) = self.finished.take() else {
             return;
         };
         self.writer.committed = state;
-        for id in std::mem::take(&mut self.obsolete) {
-            let _ = std::fs::remove_file(self.log.segment_path(id));
+        let staged = self.staged.take().expect("a batch commits once");
+        if !staged.is_empty(&self.log.read_index()) {
+            *self.log.pending() = Some(staged);
         }
         self.done = true;
     }
@@ -1075,6 +1258,7 @@ impl Drop for LogBatch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn key(number: u32) -> Vec<u8> {
         let mut key = blake3::hash(&number.to_le_bytes()).as_bytes().to_vec();
@@ -1093,6 +1277,7 @@ mod tests {
         writes(&mut batch);
         let state = batch.finish().unwrap();
         batch.committed();
+        log.publish();
         state
     }
 
@@ -1196,23 +1381,104 @@ mod tests {
         let log =
             UtxoLog::open(directory.path().join("u-"), LogState::EMPTY, SEGMENT_BYTES).unwrap();
         // Two keys forced into the same main slot: the second must go to the overflow map.
-        let mut batch = log.batch().unwrap();
-        batch.put(&key(1), &value(1, 0)).unwrap();
+        commit(&log, |batch| batch.put(&key(1), &value(1, 0)).unwrap());
         {
             let mut index = log.write_index();
-            let hash = index.hash(key(2).as_slice());
-            let first = index.hash(key(1).as_slice());
+            let hash = log.keys.hash(key(2).as_slice());
+            let first = log.keys.hash(key(1).as_slice());
             let loc = index.main.remove(&first).unwrap();
             index.main.insert(hash, loc);
         }
         // Key 1 now sits in key 2's slot: a lookup of key 2 reads it and must answer "absent".
         assert_eq!(log.get(&key(2)).unwrap(), None);
-        batch.put(&key(2), &value(2, 0)).unwrap();
+        commit(&log, |batch| batch.put(&key(2), &value(2, 0)).unwrap());
+        assert_eq!(log.read_index().overflow.len(), 1);
         assert_eq!(log.get(&key(2)).unwrap(), Some(value(2, 0)));
-        batch.delete(&key(2)).unwrap();
+        commit(&log, |batch| batch.delete(&key(2)).unwrap());
         assert_eq!(log.get(&key(2)).unwrap(), None);
+        assert!(log.read_index().overflow.is_empty());
+    }
+
+    #[test]
+    fn readers_see_a_batch_once_it_is_published() {
+        let directory = tempfile::tempdir().unwrap();
+        let log =
+            UtxoLog::open(directory.path().join("u-"), LogState::EMPTY, SEGMENT_BYTES).unwrap();
+        commit(&log, |batch| {
+            for number in 0..100 {
+                batch.put(&key(number), &value(number, 0)).unwrap();
+            }
+        });
+        let mut batch = log.batch().unwrap();
+        batch.delete(&key(0)).unwrap();
+        batch.put(&key(1), &value(1, 1)).unwrap();
+        batch.put(&key(100), &value(100, 1)).unwrap();
+        // The batch sees its own changes; readers do not, written out and synced or not.
+        batch.put(&key(1), &value(1, 2)).unwrap();
         batch.finish().unwrap();
+        let unchanged = |log: &UtxoLog| {
+            assert_eq!(log.get(&key(0)).unwrap(), Some(value(0, 0)));
+            assert_eq!(log.get(&key(1)).unwrap(), Some(value(1, 0)));
+            assert_eq!(log.get(&key(100)).unwrap(), None);
+            assert_eq!(log.len(), 100);
+        };
+        unchanged(&log);
         batch.committed();
+        unchanged(&log);
+        log.publish();
+        assert_eq!(log.get(&key(0)).unwrap(), None);
+        assert_eq!(log.get(&key(1)).unwrap(), Some(value(1, 2)));
+        assert_eq!(log.get(&key(100)).unwrap(), Some(value(100, 1)));
+        assert_eq!(log.len(), 100);
+        // A batch that is never published is published by the next one.
+        commit(&log, |batch| batch.delete(&key(1)).unwrap());
+        let batch = log.batch().unwrap();
+        assert_eq!(log.get(&key(1)).unwrap(), None);
+        drop(batch);
+    }
+
+    #[test]
+    fn a_batch_never_waits_for_readers_nor_they_for_it() {
+        let directory = tempfile::tempdir().unwrap();
+        let log = Arc::new(
+            UtxoLog::open(directory.path().join("u-"), LogState::EMPTY, 64 << 10).unwrap(),
+        );
+        // The first batch after opening prepares the files, under the write lock.
+        commit(&log, |batch| batch.put(&key(0), &value(0, 0)).unwrap());
+        // A reader holds the index for as long as the whole batch takes. A batch that took the
+        // write lock at any point (puts, deletes, a frame written, a new segment, compaction,
+        // the sync) would wait here forever.
+        let reading = log.read_index();
+        let (done, finished) = std::sync::mpsc::channel();
+        let writer = Arc::clone(&log);
+        let batch = std::thread::spawn(move || {
+            let mut batch = writer.batch().unwrap();
+            for round in 0..20 {
+                for number in 0..1_000 {
+                    batch.put(&key(number), &value(number, round)).unwrap();
+                }
+            }
+            for number in 0..500 {
+                batch.delete(&key(number)).unwrap();
+            }
+            let state = batch.finish().unwrap();
+            batch.committed();
+            done.send(state).unwrap();
+        });
+        let state = finished
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the batch finished while a reader held the index");
+        batch.join().unwrap();
+        assert!(state.last > 2, "the batch filled segments: {state:?}");
+        assert!(state.first > 1, "and compacted the oldest: {state:?}");
+        // The reader saw nothing of it meanwhile.
+        assert_eq!(reading.main.len(), 1);
+        drop(reading);
+        assert_eq!(log.get(&key(999)).unwrap(), None);
+        log.publish();
+        assert_eq!(log.get(&key(999)).unwrap(), Some(value(999, 19)));
+        assert_eq!(log.get(&key(1)).unwrap(), None);
+        assert_eq!(log.len(), 500);
     }
 
     #[test]
