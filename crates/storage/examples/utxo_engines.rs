@@ -153,9 +153,11 @@ fn log(directory: &Path) -> Figures {
         flush.put(key, &VALUE).expect("put");
     }
     let written = started.elapsed();
-    // The whole durable part of a flush: the last frame, compaction if due, the syncs.
+    // The whole durable part of a flush: the last frame, compaction if due, the syncs, and
+    // publishing it to readers (which the node's thread does).
     flush.finish().expect("finish");
     flush.committed();
+    log.publish();
     let durable = started.elapsed();
 
     Figures::measure(written, durable, |wanted| {

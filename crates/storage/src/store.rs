@@ -1748,9 +1748,9 @@ impl<B: KvBackend> Drop for ChainDb<B> {
 
 impl<B: KvBackend> UtxoView for ChainDb<B> {
     fn utxo(&self, outpoint: &OutPoint) -> Result<Option<UtxoEntry>, BackendError> {
-        // Kept reads first: the map is small and stays in the CPU's caches, where a probe of
-        // a cache layer, a table sized for its whole budget, is a miss to memory. Both orders
-        // answer the same, since no outpoint is in both (`prefetch_utxos`,
+        // Kept reads first: the map is far smaller than a cache layer's table, which is sized
+        // for the layer's whole budget, so a probe misses the CPU's caches less often. Both
+        // orders answer the same, since no outpoint is in both (`prefetch_utxos`,
         // `forget_changed_reads`).
         if let Some(entry) = self.kept_reads().get(outpoint) {
             return Ok(*entry);
