@@ -480,21 +480,6 @@ impl Staged {
         }
     }
 
-    /// Whether publishing would change anything.
-    fn is_empty(&self, shared: &Index) -> bool {
-        self.main.is_empty()
-            && self.overflow.is_empty()
-            && self.obsolete.is_empty()
-            && self.segments.len() == shared.segments.len()
-            && self.segments.iter().all(|(id, segment)| {
-                shared.segments.get(id).is_some_and(|before| {
-                    before.len == segment.len
-                        && before.live == segment.live
-                        && before.file.is_some() == segment.file.is_some()
-                })
-            })
-    }
-
     fn last(&self) -> u32 {
         *self
             .segments
@@ -709,8 +694,10 @@ struct WriterState {
     /// Whether files the committed state does not cover were removed and the last segment cut
     /// to its committed length: done before the first append after opening.
     prepared: bool,
-    /// Set when a batch did not commit: the index may then point past the committed state, so
-    /// no further batch is allowed until the log is opened again.
+    /// Set when a batch did not commit. Readers never saw it (it was not published), but its
+    /// frames and segments may lie past the committed state after a write error, so no further
+    /// batch is allowed until the log is opened again and cuts them off (the store halts
+    /// anyway).
     failed: bool,
 }
 
@@ -879,10 +866,10 @@ impl UtxoLog {
     /// from a thread that readers do not wait for anyway (the node's own): it holds the index's
     /// write lock while it applies the batch's changes.
     pub fn publish(&self) {
-        let Some(staged) = self.pending().take() else {
+        let Some(mut staged) = self.pending().take() else {
             return;
         };
-        let obsolete = staged.obsolete.clone();
+        let obsolete = std::mem::take(&mut staged.obsolete);
         self.write_index().publish(staged);
         // A reader may still hold one of these files open; it reads on until it lets go.
         // A failure to delete one is left for the next open.
@@ -1239,10 +1226,8 @@ impl LogBatch<'_> {
             return;
         };
         self.writer.committed = state;
-        let staged = self.staged.take().expect("a batch commits once");
-        if !staged.is_empty(&self.log.read_index()) {
-            *self.log.pending() = Some(staged);
-        }
+        // `batch` published the one before, so nothing is pending that this could replace.
+        *self.log.pending() = self.staged.take();
         self.done = true;
     }
 }
