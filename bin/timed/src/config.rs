@@ -104,9 +104,10 @@ pub struct StorageConfig {
     /// every commit (ADR 0005).
     pub quick_repair: bool,
     /// Whether to keep the address index that `getaddressutxos`, `getaddressbalance` and
-    /// wallets list coins with. It doubles the work of writing the UTXO set, so masternodes
-    /// that serve no wallet can leave it out. Changed while the node is stopped, the index is
-    /// built from the UTXO set (or dropped) when the node next starts.
+    /// wallets list coins with. It is kept in memory, derived from the UTXO set (16 bytes per
+    /// UTXO, ADR 0030), so masternodes that serve no wallet can leave it out to save that
+    /// memory. Changed while the node is stopped, the index is built from the UTXO set (or
+    /// dropped) when the node next starts.
     pub address_index: bool,
 }
 
@@ -342,9 +343,9 @@ prune_keep_blocks = {prune}
 # Save redb's allocator state on every commit: a restart after a crash then skips a repair scan
 # (~0.5 s per GB of database), but every commit costs a second fsync.
 quick_repair = {quick_repair}
-# Keep the address index that getaddressutxos, getaddressbalance and wallets need. Off halves the
-# work of writing the UTXO set: fine for a masternode that serves no wallet. Changed while the
-# node is stopped, the index is built from the UTXO set (or dropped) at the next start.
+# Keep the address index that getaddressutxos, getaddressbalance and wallets need. It lives in
+# memory (16 bytes per UTXO); off saves that, fine for a masternode that serves no wallet.
+# Changed while the node is stopped, the index is built (or dropped) at the next start.
 address_index = {address_index}
 
 [consensus]

@@ -31,7 +31,8 @@ pub enum Table {
     Utxos,
     /// Txid → height and position, as of the last flush.
     TxIndex,
-    /// Address ‖ outpoint → nothing, as of the last flush.
+    /// Address ‖ outpoint → nothing, as of the last flush. A backend may derive it from
+    /// [`Table::Utxos`] instead of storing it ([`KvBackend::derives_address_index`]).
     AddressIndex,
     /// The UTXO file's own metadata: its identity (schema, network, genesis) and the height it
     /// is flushed to. Kept in the UTXO file so that a flush records its height atomically with
@@ -119,6 +120,10 @@ impl Table {
         }
     }
 }
+
+/// Finds the address in a stored UTXO value (the [`Table::Utxos`] encoding is the store's), for
+/// a backend that derives the address index: `None` for a value it cannot read.
+pub type AddressOf = fn(&[u8]) -> Option<&[u8]>;
 
 /// What a whole-table visit calls with each key and value; an error stops the visit.
 pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
@@ -226,6 +231,25 @@ pub trait KvBackend {
     /// readers wait for (the redb backend's UTXO log, ADR 0029). Called from the thread that
     /// reads; it may briefly block other readers. Does nothing by default.
     fn publish_utxo_writes(&self) {}
+
+    /// Whether the backend answers reads of [`Table::AddressIndex`] from [`Table::Utxos`]
+    /// itself once [`KvBackend::derive_address_index`] was called, so that nothing may be
+    /// written to that table: every flushed UTXO is then indexed by the address in its value,
+    /// with no write of its own (ADR 0030).
+    fn derives_address_index(&self) -> bool {
+        false
+    }
+
+    /// Starts deriving [`Table::AddressIndex`] from the UTXO set, `address_of` finding the
+    /// address in each value, and returns how many UTXOs it indexes. Only for a backend that
+    /// [`KvBackend::derives_address_index`].
+    fn derive_address_index(&mut self, address_of: AddressOf) -> Result<u64> {
+        let _ = address_of;
+        Err(crate::error::StorageError::Io {
+            context: "deriving the address index".to_string(),
+            message: "this backend stores the address index (a bug)".to_string(),
+        })
+    }
 
     /// The value at `key`.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;

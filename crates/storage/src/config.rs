@@ -36,8 +36,9 @@ pub struct StoreConfig {
     /// database is created.
     pub index_transactions: bool,
     /// Whether to keep the address index (address → outpoints) that wallets list coins with.
-    /// Fixed when the database is created. Masternodes without a wallet can turn it off: it
-    /// doubles the work of each flush.
+    /// Changed while the node is stopped, it is built or dropped at the next open (ADR 0027).
+    /// On disk (the redb backend) it is derived from the UTXO log in memory, 16 bytes per UTXO
+    /// (ADR 0030); in memory it doubles the work of each flush.
     pub index_addresses: bool,
     /// Whether flushes write the UTXO file on a background thread while the node goes on
     /// (ADR 0019). The cache is then split in two layers of half the budget each: one fills

@@ -30,7 +30,7 @@ pub mod traits;
 pub mod types;
 pub mod utxo_log;
 
-pub use backend::{KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch};
+pub use backend::{AddressOf, KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch};
 pub use config::{StoreConfig, default_cache_bytes};
 pub use error::{Result, StorageError};
 pub use memory::{Fault, MemoryBackend};

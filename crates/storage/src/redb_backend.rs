@@ -1,6 +1,7 @@
 //! The on-disk backend: two redb files (the chain file and the UTXO file, ADR 0019), every
 //! table `&[u8] → &[u8]`, except the UTXO set itself, which is an append-only log beside them
-//! ([`crate::utxo_log`], ADR 0029) whose extent each commit of the UTXO file records.
+//! ([`crate::utxo_log`], ADR 0029) whose extent each commit of the UTXO file records, and the
+//! address index, which that log derives in memory (ADR 0030).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -8,11 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use redb::{
-    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, TableDefinition,
+    Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTableMetadata,
+    TableDefinition,
 };
 
 use crate::backend::{
-    KvBackend, Table, TableWriter, UNORDERED_CHUNK, UtxoFileWriter, Visit, WriteBatch, WriteFn,
+    AddressOf, KvBackend, Table, TableWriter, UNORDERED_CHUNK, UtxoFileWriter, Visit, WriteBatch,
+    WriteFn,
 };
 use crate::error::{Result, StorageError};
 use crate::utxo_log::{LogBatch, LogState, UtxoLog};
@@ -22,6 +25,24 @@ use crate::utxo_log::{LogBatch, LogState, UtxoLog};
 const LOG_STATE: &[u8] = b"utxo_log_state";
 
 type Bytes = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+/// The length of an address, which starts every key of [`Table::AddressIndex`].
+const ADDRESS_LEN: usize = std::mem::size_of::<timecoin_primitives::Address>();
+
+/// The least key above every key that starts with `prefix`, if there is one.
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let position = prefix.iter().rposition(|byte| *byte != 0xff)?;
+    let mut end = prefix[..=position].to_vec();
+    end[position] += 1;
+    Some(end)
+}
+
+fn not_derived() -> StorageError {
+    StorageError::Io {
+        context: "reading the address index".to_string(),
+        message: "the address index is not derived on this store (a bug)".to_string(),
+    }
+}
 
 fn definition(table: Table) -> Bytes {
     TableDefinition::new(table.name())
@@ -260,6 +281,8 @@ pub struct RedbBackend {
     /// pages, checksums and opens every table: a node stepping hundreds of times a second spent
     /// a tenth of its CPU on those small commits, so a whole step now costs one commit.
     pending: BTreeMap<Table, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Set once the log indexes the UTXOs by address ([`KvBackend::derive_address_index`]).
+    address_of: Option<AddressOf>,
 }
 
 impl std::fmt::Debug for RedbBackend {
@@ -278,6 +301,13 @@ pub struct RedbUtxoWriter {
     quick_repair: bool,
 }
 
+fn derived_written() -> StorageError {
+    StorageError::Io {
+        context: "writing the UTXO file".to_string(),
+        message: "the address index is derived from the UTXO set, not written (a bug)".to_string(),
+    }
+}
+
 /// Sends the UTXO set's writes to the log and the rest to the UTXO file's transaction.
 struct SplitWriter<'a, 'b> {
     file: &'a mut dyn TableWriter,
@@ -288,6 +318,7 @@ impl TableWriter for SplitWriter<'_, '_> {
     fn put(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
         match table {
             Table::Utxos => self.log.put(key, value),
+            Table::AddressIndex => Err(derived_written()),
             _ => self.file.put(table, key, value),
         }
     }
@@ -295,6 +326,7 @@ impl TableWriter for SplitWriter<'_, '_> {
     fn delete(&mut self, table: Table, key: &[u8]) -> Result<()> {
         match table {
             Table::Utxos => self.log.delete(key),
+            Table::AddressIndex => Err(derived_written()),
             _ => self.file.delete(table, key),
         }
     }
@@ -353,13 +385,79 @@ impl RedbBackend {
             state.unwrap_or(LogState::EMPTY),
             options.utxo_log_segment_bytes,
         )?;
+        Self::drop_stored_address_index(&utxo)?;
         Ok(RedbBackend {
             chain,
             utxo: Arc::new(utxo),
             log: Arc::new(log),
             options,
             pending: BTreeMap::new(),
+            address_of: None,
         })
+    }
+
+    /// Empties the address-index table of the UTXO file, which builds before ADR 0030 filled:
+    /// the index is derived from the UTXO set now, and entries left there would only go stale.
+    /// One write, once: the table stays empty from then on.
+    fn drop_stored_address_index(utxo: &File) -> Result<()> {
+        let stored = utxo.with_table(Table::AddressIndex, |opened| match opened {
+            Some(opened) => Ok(!opened
+                .is_empty()
+                .map_err(|error| engine_error("reading the address index", error))?),
+            None => Ok(false),
+        })?;
+        if !stored {
+            return Ok(());
+        }
+        let transaction = utxo
+            .database
+            .begin_write()
+            .map_err(|error| engine_error("starting a write", error))?;
+        transaction
+            .delete_table(definition(Table::AddressIndex))
+            .map_err(|error| engine_error("dropping the stored address index", error))?;
+        utxo.renew_reader();
+        transaction
+            .commit()
+            .map_err(|error| engine_error("committing", error))?;
+        utxo.renew_reader();
+        Ok(())
+    }
+
+    /// The derived address index's keys (address ‖ outpoint key) with `start <= key < end`,
+    /// in key order, at most `limit`. A range within one address reads that address's UTXOs
+    /// alone; any other range costs a pass over the whole UTXO set (the store never asks one).
+    fn scan_address_index(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let address_of = self.address_of.ok_or_else(not_derived)?;
+        let one_address = start.len() >= ADDRESS_LEN
+            && match (prefix_end(&start[..ADDRESS_LEN]), end) {
+                (Some(address_end), Some(end)) => end <= address_end.as_slice(),
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        if one_address {
+            let address = &start[..ADDRESS_LEN];
+            for (key, _) in self.log.group(address)?.ok_or_else(not_derived)? {
+                keys.push([address, &key].concat());
+            }
+        } else {
+            self.log.for_each(&mut |key, value| {
+                if let Some(address) = address_of(value) {
+                    keys.push([address, key].concat());
+                }
+                Ok(())
+            })?;
+        }
+        keys.retain(|key| key.as_slice() >= start && end.is_none_or(|end| key.as_slice() < end));
+        keys.sort_unstable();
+        keys.truncate(limit);
+        Ok(keys.into_iter().map(|key| (key, Vec::new())).collect())
     }
 
     /// What the UTXO log's segment files beside the chain file at `path` start with:
@@ -499,12 +597,32 @@ impl KvBackend for RedbBackend {
         self.log.publish();
     }
 
+    fn derives_address_index(&self) -> bool {
+        true
+    }
+
+    fn derive_address_index(&mut self, address_of: AddressOf) -> Result<u64> {
+        let indexed = self.log.build_groups(address_of)?;
+        self.address_of = Some(address_of);
+        Ok(indexed as u64)
+    }
+
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(value) = self.pending_value(table, key) {
             return Ok(value);
         }
-        if table == Table::Utxos {
-            return self.log.get(key);
+        match table {
+            Table::Utxos => return self.log.get(key),
+            Table::AddressIndex => {
+                let address_of = self.address_of.ok_or_else(not_derived)?;
+                let Some((address, outpoint)) = key.split_at_checked(ADDRESS_LEN) else {
+                    return Ok(None);
+                };
+                let value = self.log.get(outpoint)?;
+                let pays = value.is_some_and(|value| address_of(&value) == Some(address));
+                return Ok(pays.then(Vec::new));
+            }
+            _ => {}
         }
         self.file(table).with_table(table, |opened| {
             let Some(opened) = opened else {
@@ -523,7 +641,7 @@ impl KvBackend for RedbBackend {
         let threads = std::thread::available_parallelism()
             .map_or(1, |count| count.get())
             .min(4);
-        if keys.len() < PARALLEL_FROM || threads < 2 {
+        if keys.len() < PARALLEL_FROM || threads < 2 || table == Table::AddressIndex {
             return keys.iter().map(|key| self.get(table, key)).collect();
         }
         let mut values = self.get_many_from_file(table, keys, threads)?;
@@ -544,8 +662,10 @@ impl KvBackend for RedbBackend {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        if table == Table::Utxos {
-            return self.log.scan(start, end, limit);
+        match table {
+            Table::Utxos => return self.log.scan(start, end, limit),
+            Table::AddressIndex => return self.scan_address_index(start, end, limit),
+            _ => {}
         }
         // Deferred deletes can hide at most as many file entries as there are deferred writes
         // in the range, so reading that many more from the file is always enough.
@@ -645,8 +765,15 @@ impl KvBackend for RedbBackend {
     }
 
     fn for_each_unordered(&self, table: Table, visit: &mut Visit<'_>) -> Result<()> {
-        if table == Table::Utxos {
-            return self.log.for_each(visit);
+        match table {
+            Table::Utxos => return self.log.for_each(visit),
+            Table::AddressIndex => {
+                for (key, value) in self.scan_address_index(&[], None, usize::MAX)? {
+                    visit(&key, &value)?;
+                }
+                return Ok(());
+            }
+            _ => {}
         }
         self.scan_all(table, UNORDERED_CHUNK, |key, value| visit(key, value))
     }

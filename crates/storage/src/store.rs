@@ -499,6 +499,16 @@ fn outpoint_from_key(key: &[u8]) -> Option<OutPoint> {
     })
 }
 
+/// Where the address is in a UTXO as the UTXO set stores it (`encode(&UtxoEntry)`: the output's
+/// 8-byte amount, then its address), for a backend that derives the address index from the set
+/// (ADR 0030).
+const ADDRESS_IN_UTXO: std::ops::Range<usize> = 8..8 + std::mem::size_of::<Address>();
+
+/// The address a stored UTXO pays.
+fn utxo_address(value: &[u8]) -> Option<&[u8]> {
+    value.get(ADDRESS_IN_UTXO)
+}
+
 fn address_key(address: &Address, outpoint: &OutPoint) -> [u8; 68] {
     let mut key = [0u8; 68];
     key[..32].copy_from_slice(&address.0.0);
@@ -629,9 +639,11 @@ impl<B: KvBackend> ChainDb<B> {
             store.initialise()?;
         } else {
             store.load()?;
-            if store.config.index_addresses != index_addresses {
-                store.switch_address_index(index_addresses)?;
-            }
+        }
+        if store.config.index_addresses != index_addresses {
+            store.switch_address_index(index_addresses)?;
+        } else if index_addresses && store.backend.derives_address_index() {
+            store.backend.derive_address_index(utxo_address)?;
         }
         store.stats.open_duration = started.elapsed();
         store.refresh_stats();
@@ -775,10 +787,21 @@ impl<B: KvBackend> ChainDb<B> {
     /// that file clears the index and, to build it, adds an entry per UTXO; only then does the
     /// chain file record the new setting. A crash in between leaves the old setting recorded,
     /// and the next open does it all again from the start, so no stale entry can survive.
+    ///
+    /// A backend that derives the index from the UTXO set (ADR 0030) builds it in memory
+    /// instead, after the same flush, and only the setting is written.
     fn switch_address_index(&mut self, on: bool) -> Result<()> {
         let started = Instant::now();
         if let Some(tip) = self.tip {
             self.flush_to(tip.height)?;
+        }
+        if self.backend.derives_address_index() {
+            let entries = if on {
+                self.backend.derive_address_index(utxo_address)?
+            } else {
+                0
+            };
+            return self.record_address_index(on, entries, started);
         }
         let writer = self.backend.utxo_writer();
         let mut entries = 0u64;
@@ -800,6 +823,12 @@ impl<B: KvBackend> ChainDb<B> {
             Ok(())
         })?;
         self.backend.publish_utxo_writes();
+        self.record_address_index(on, entries, started)
+    }
+
+    /// Records the address-index setting `on` in the chain file, once the index was built
+    /// (`entries` of them since `started`) or dropped.
+    fn record_address_index(&mut self, on: bool, entries: u64, started: Instant) -> Result<()> {
         self.config.index_addresses = on;
         let mut batch = WriteBatch::new();
         batch.put(
@@ -1023,7 +1052,7 @@ impl<B: KvBackend> ChainDb<B> {
             up_to,
         });
         let writer = self.backend.utxo_writer();
-        let index_addresses = self.config.index_addresses;
+        let index_addresses = self.config.index_addresses && !self.backend.derives_address_index();
         let (report, outcome) = mpsc::channel();
         let priority = Arc::new(FlushPriority::default());
         let job_priority = Arc::clone(&priority);
@@ -2164,6 +2193,24 @@ mod tests {
                 "one more entry would exceed the budget"
             );
         }
+    }
+
+    #[test]
+    fn the_address_of_a_stored_utxo_is_where_the_derived_index_looks() {
+        let address = Address(Hash32([7; 32]));
+        let max = timecoin_primitives::Amount::MAX;
+        for (amount, height, is_collateral) in [(0, 0, false), (max.units(), u64::MAX, true)] {
+            let entry = UtxoEntry {
+                output: TxOut {
+                    amount: timecoin_primitives::Amount::from_units(amount).unwrap(),
+                    address,
+                },
+                height: Height(height),
+                is_collateral,
+            };
+            assert_eq!(utxo_address(&encode(&entry)), Some(&[7u8; 32][..]));
+        }
+        assert_eq!(utxo_address(&[0; 39]), None, "a value too short has none");
     }
 
     #[test]

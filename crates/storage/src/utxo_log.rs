@@ -25,6 +25,13 @@
 //! segment to the head, and the segment file is deleted once that batch has committed. Only the
 //! oldest segment is ever compacted, so its tombstones can be dropped: no older record is left
 //! for them to hide.
+//!
+//! The log can also index its records by a group key that their values carry (the address a
+//! UTXO pays, for the store's address index, ADR 0030): a sorted array of (keyed hash of the
+//! group key, location), 16 bytes per record, built from the records at open and kept by every
+//! batch. A batch collects its additions and removals and sorts them before it commits, off the
+//! node's thread; publishing merges them into the array in place. As with the main index the
+//! hash is not trusted: a lookup reads each record and keeps those whose group key matches.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -345,6 +352,83 @@ enum Slot {
     Overflow,
 }
 
+/// Finds a record's group key in its value (for [`UtxoLog::group`]): `None` for a value in no
+/// group.
+pub type Grouper = fn(&[u8]) -> Option<&[u8]>;
+
+/// Keys and values, as [`UtxoLog::group`] returns them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The records by group: what readers see.
+struct Groups {
+    of: Grouper,
+    /// (keyed hash of the group key, location) of every live record in a group, sorted.
+    members: Vec<(u64, Loc)>,
+}
+
+/// What a batch changes in the groups: sorted, and with every record that the batch both added
+/// and removed left out of both (compaction can move a record written earlier in the batch),
+/// once [`LogBatch::finish`] has prepared them.
+struct Grouping {
+    of: Grouper,
+    added: Vec<(u64, Loc)>,
+    removed: Vec<(u64, Loc)>,
+}
+
+impl Grouping {
+    /// Sorts the changes and drops the pairs that cancel out, so that publishing has only a
+    /// merge left to do.
+    fn prepare(&mut self) {
+        self.added.sort_unstable();
+        self.removed.sort_unstable();
+        let mut removals = std::mem::take(&mut self.removed).into_iter().peekable();
+        let mut removed = Vec::with_capacity(removals.len());
+        self.added.retain(|member| {
+            while let Some(removal) = removals.next_if(|removal| removal < member) {
+                removed.push(removal);
+            }
+            removals.next_if_eq(member).is_none()
+        });
+        removed.extend(removals);
+        self.removed = removed;
+    }
+
+    /// Applies the prepared changes to `members` in place: the array is the index's largest
+    /// after the main map (16 bytes per UTXO), and a merged copy beside it would double that at
+    /// every flush.
+    fn apply(self, members: &mut Vec<(u64, Loc)>) {
+        if !self.removed.is_empty() {
+            let mut removals = self.removed.iter().peekable();
+            members.retain(|member| {
+                while removals.next_if(|removal| *removal < member).is_some() {}
+                removals.next_if_eq(&member).is_none()
+            });
+        }
+        // Merged from the back, into the room made at the end.
+        let old_len = members.len();
+        members.resize(old_len + self.added.len(), (0, GONE));
+        let (mut from, mut to) = (old_len, members.len());
+        for addition in self.added.into_iter().rev() {
+            while from > 0 && members[from - 1] > addition {
+                members[to - 1] = members[from - 1];
+                from -= 1;
+                to -= 1;
+            }
+            members[to - 1] = addition;
+            to -= 1;
+        }
+    }
+}
+
+/// A key's record, as a batch finds it.
+#[derive(Clone, Copy)]
+struct Found {
+    slot: Slot,
+    loc: Loc,
+    /// The hashed group key of its value, when the log keeps groups.
+    group: Option<u64>,
+}
+
 /// Where to read a record from, taken under the lock and read after it is released.
 enum Source {
     Bytes(Vec<u8>),
@@ -391,6 +475,8 @@ struct Index {
     /// Keys whose hash another key holds in `main`.
     overflow: FastMap<Box<[u8]>, Loc>,
     segments: BTreeMap<u32, Segment>,
+    /// The records by group, once [`UtxoLog::build_groups`] was called.
+    groups: Option<Groups>,
 }
 
 impl Index {
@@ -442,6 +528,9 @@ impl Index {
             }
         }
         self.segments = staged.segments;
+        if let (Some(groups), Some(grouping)) = (&mut self.groups, staged.grouping) {
+            grouping.apply(&mut groups.members);
+        }
     }
 }
 
@@ -465,6 +554,8 @@ struct Staged {
     tail: Vec<u8>,
     /// Segments compacted away, deleted once the batch is published.
     obsolete: Vec<u32>,
+    /// What the batch changes in the groups, when the log keeps them.
+    grouping: Option<Grouping>,
 }
 
 impl Staged {
@@ -477,6 +568,27 @@ impl Staged {
             segments,
             tail,
             obsolete: Vec::new(),
+            grouping: None,
+        }
+    }
+
+    /// The hashed group key of `value`, when the log keeps groups and the value is in one.
+    fn group_of(&self, log: &UtxoLog, value: Option<&[u8]>) -> Option<u64> {
+        let grouping = self.grouping.as_ref()?;
+        (grouping.of)(value?).map(|group| log.keys.hash(group))
+    }
+
+    /// Records that the record at `loc`, in `group`, is live from now on.
+    fn group_add(&mut self, group: Option<u64>, loc: Loc) {
+        if let (Some(grouping), Some(group)) = (&mut self.grouping, group) {
+            grouping.added.push((group, loc));
+        }
+    }
+
+    /// Records that the record `found` is live no longer.
+    fn group_remove(&mut self, found: Found) {
+        if let (Some(grouping), Some(group)) = (&mut self.grouping, found.group) {
+            grouping.removed.push((group, found.loc));
         }
     }
 
@@ -521,22 +633,33 @@ impl Staged {
         Ok(Source::File(file, loc))
     }
 
-    /// Where `key`'s record is, reading the candidate in `main` to check its key.
-    fn find(
-        &self,
-        log: &UtxoLog,
-        shared: &Index,
-        key: &[u8],
-        hash: u64,
-    ) -> Result<Option<(Slot, Loc)>> {
+    /// Where `key`'s record is, reading the candidate in `main` to check its key (and, when
+    /// the log keeps groups, to learn the record's group).
+    fn find(&self, log: &UtxoLog, shared: &Index, key: &[u8], hash: u64) -> Result<Option<Found>> {
         if let Some(loc) = self.overflow_loc(shared, key) {
-            return Ok(Some((Slot::Overflow, loc)));
+            let group = match self.grouping {
+                Some(_) => with_record(log, loc, self.source(loc)?, |record| {
+                    self.group_of(log, record.value())
+                })?,
+                None => None,
+            };
+            return Ok(Some(Found {
+                slot: Slot::Overflow,
+                loc,
+                group,
+            }));
         }
         let Some(loc) = self.main_loc(shared, hash) else {
             return Ok(None);
         };
-        let same = with_record(log, loc, self.source(loc)?, |record| record.key == key)?;
-        Ok(same.then_some((Slot::Main, loc)))
+        let found = with_record(log, loc, self.source(loc)?, |record| {
+            (record.key == key).then(|| self.group_of(log, record.value()))
+        })?;
+        Ok(found.map(|group| Found {
+            slot: Slot::Main,
+            loc,
+            group,
+        }))
     }
 
     /// Counts the record at `loc` as dead.
@@ -610,6 +733,7 @@ impl Staged {
         match record.body {
             Body::Value(_) => {
                 let previous = self.find(log, shared, record.key, hash)?;
+                let previous = previous.map(|found| (found.slot, found.loc));
                 self.point(shared, record.key, hash, loc, previous);
             }
             Body::Tombstone { killed } => {
@@ -906,6 +1030,14 @@ impl UtxoLog {
     /// Calls `visit` with every live key and value, in no particular order. A snapshot of the
     /// index is taken first, so a concurrent batch changes nothing of what is visited.
     pub fn for_each(&self, visit: &mut Visit<'_>) -> Result<()> {
+        self.for_each_record(|_, record| match record.value() {
+            Some(value) => visit(record.key, value),
+            None => Ok(()),
+        })
+    }
+
+    /// Calls `visit` with every record the index points to, and where it is, in file order.
+    fn for_each_record(&self, mut visit: impl FnMut(Loc, Record<'_>) -> Result<()>) -> Result<()> {
         let (mut locs, files) = {
             let index = self.read_index();
             let locs: Vec<Loc> = index
@@ -954,11 +1086,69 @@ impl UtxoLog {
             })?;
             let (record, _) = decode_record(bytes)
                 .ok_or_else(|| corrupt("a UTXO log record cannot be decoded".to_string()))?;
-            if let Some(value) = record.value() {
-                visit(record.key, value)?;
-            }
+            visit(loc, record)?;
         }
         Ok(())
+    }
+
+    /// Starts keeping the records by the group key that `of` finds in their values, from the
+    /// records as they are now: every later batch keeps the groups up to date. Returns how many
+    /// records are in a group.
+    pub fn build_groups(&self, of: Grouper) -> Result<usize> {
+        // No batch may run meanwhile: it would not know of the groups.
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.publish();
+        let mut members = Vec::with_capacity(self.len());
+        self.for_each_record(|loc, record| {
+            if let Some(group) = record.value().and_then(of) {
+                members.push((self.keys.hash(group), loc));
+            }
+            Ok(())
+        })?;
+        members.sort_unstable();
+        let count = members.len();
+        self.write_index().groups = Some(Groups { of, members });
+        Ok(count)
+    }
+
+    /// Every live key and value whose group key is `group`, in no particular order; `None` if
+    /// the log keeps no groups ([`UtxoLog::build_groups`]).
+    pub fn group(&self, group: &[u8]) -> Result<Option<Entries>> {
+        let (of, sources) = {
+            let index = self.read_index();
+            let Some(groups) = &index.groups else {
+                return Ok(None);
+            };
+            let hash = self.keys.hash(group);
+            let start = groups.members.partition_point(|(member, _)| *member < hash);
+            let sources = groups.members[start..]
+                .iter()
+                .take_while(|(member, _)| *member == hash)
+                .map(|(_, loc)| Ok((*loc, index.source(*loc)?)))
+                .collect::<Result<Vec<_>>>()?;
+            (groups.of, sources)
+        };
+        let mut entries = Vec::new();
+        for (loc, source) in sources {
+            // Another group key may share the hash: the record decides.
+            let entry = with_record(self, loc, source, |record| {
+                let value = record.value()?;
+                (of(value) == Some(group)).then(|| (record.key.to_vec(), value.to_vec()))
+            })?;
+            entries.extend(entry);
+        }
+        Ok(Some(entries))
+    }
+
+    /// How many live records are in a group (0 if the log keeps no groups).
+    pub fn grouped(&self) -> usize {
+        self.read_index()
+            .groups
+            .as_ref()
+            .map_or(0, |groups| groups.members.len())
     }
 
     /// Up to `limit` entries with `start <= key < end`, in key order. Costs a pass over the
@@ -1022,8 +1212,17 @@ impl UtxoLog {
             self.prepare(writer.committed)?;
             writer.prepared = true;
         }
-        let segments = self.read_index().segments.clone();
-        let staged = Staged::new(segments);
+        let (segments, grouper) = {
+            let index = self.read_index();
+            let grouper = index.groups.as_ref().map(|groups| groups.of);
+            (index.segments.clone(), grouper)
+        };
+        let mut staged = Staged::new(segments);
+        staged.grouping = grouper.map(|of| Grouping {
+            of,
+            added: Vec::new(),
+            removed: Vec::new(),
+        });
         Ok(LogBatch {
             log: self,
             writer,
@@ -1109,6 +1308,12 @@ impl LogBatch<'_> {
         let staged = self.staged();
         let previous = staged.find(log, &shared, key, hash)?;
         let loc = staged.append(log, &record)?;
+        if let Some(found) = previous {
+            staged.group_remove(found);
+        }
+        let group = staged.group_of(log, Some(value));
+        staged.group_add(group, loc);
+        let previous = previous.map(|found| (found.slot, found.loc));
         staged.point(&shared, key, hash, loc, previous);
         Ok(())
     }
@@ -1122,9 +1327,15 @@ impl LogBatch<'_> {
         let Some(previous) = staged.find(log, &shared, key, hash)? else {
             return Ok(());
         };
-        let record = encode_record(key, Body::Tombstone { killed: previous.1 })?;
+        let record = encode_record(
+            key,
+            Body::Tombstone {
+                killed: previous.loc,
+            },
+        )?;
         staged.append(log, &record)?;
-        staged.unpoint(&shared, key, hash, previous);
+        staged.group_remove(previous);
+        staged.unpoint(&shared, key, hash, (previous.slot, previous.loc));
         Ok(())
     }
 
@@ -1173,6 +1384,9 @@ impl LogBatch<'_> {
                     return Ok(());
                 };
                 let moved = staged.append(log, bytes)?;
+                let group = staged.group_of(log, record.value());
+                staged.group_remove(Found { slot, loc, group });
+                staged.group_add(group, moved);
                 staged.point(&shared, record.key, hash, moved, Some((slot, loc)));
                 Ok(())
             })
@@ -1188,6 +1402,10 @@ impl LogBatch<'_> {
         let start_last = self.start_last;
         let staged = self.staged();
         staged.write_frame(log)?;
+        if let Some(grouping) = &mut staged.grouping {
+            // Sorted here, on the writer's thread: publishing, on the node's, only merges.
+            grouping.prepare();
+        }
         let first = *staged.segments.keys().next().expect("a segment");
         let last = staged.last();
         let state = LogState {
@@ -1530,12 +1748,50 @@ mod tests {
         assert_eq!(seen, keys);
     }
 
+    /// The group of a test value: the low byte of the round that wrote it, so an overwrite in
+    /// a later round moves its key to another group.
+    fn by_round(value: &[u8]) -> Option<&[u8]> {
+        value.get(45..46)
+    }
+
+    /// Checks every group the model's rounds can have against the model.
+    fn check_groups(log: &UtxoLog, model: &std::collections::BTreeMap<u32, u32>, rounds: u32) {
+        let mut total = 0;
+        for round in 0..rounds {
+            let mut found: Vec<u32> = log
+                .group(&[round as u8])
+                .unwrap()
+                .expect("groups are kept")
+                .into_iter()
+                .map(|(key, value)| {
+                    let number = u32::from_le_bytes(key[32..].try_into().unwrap());
+                    assert_eq!(value, self::value(number, round), "a member's value");
+                    number
+                })
+                .collect();
+            found.sort_unstable();
+            let expected: Vec<u32> = model
+                .iter()
+                .filter(|(_, written)| **written == round)
+                .map(|(number, _)| *number)
+                .collect();
+            assert_eq!(found, expected, "group of round {round}");
+            total += expected.len();
+        }
+        assert_eq!(log.grouped(), total, "no stale member is kept");
+    }
+
     /// Random puts and deletes checked against a model map, with reopens and compaction, for
-    /// keys hashed with `shift` bits dropped (60: sixteen slots, so nearly every key collides).
+    /// keys hashed with `shift` bits dropped (60: sixteen slots, so nearly every key collides,
+    /// and so do the groups).
     fn churn_matches_a_model(shift: u32) {
         let directory = tempfile::tempdir().unwrap();
         let prefix = directory.path().join("u-");
-        let open = |state| UtxoLog::open_with(prefix.clone(), state, 64 << 10, shift).unwrap();
+        let open = |state| {
+            let log = UtxoLog::open_with(prefix.clone(), state, 64 << 10, shift).unwrap();
+            log.build_groups(by_round).unwrap();
+            log
+        };
         let mut log = open(LogState::EMPTY);
         let mut state = LogState::EMPTY;
         let mut model = std::collections::BTreeMap::new();
@@ -1568,6 +1824,7 @@ mod tests {
                 let expected = model.get(&number).map(|round| value(number, *round));
                 assert_eq!(log.get(&key(number)).unwrap(), expected, "round {round}");
             }
+            check_groups(&log, &model, round + 1);
         }
         assert!(state.first > 1, "compaction ran: {state:?}");
         drop(log);

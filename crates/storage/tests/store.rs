@@ -66,6 +66,9 @@ fn check_against_model<B: KvBackend>(store: &ChainDb<B>, chain: &TestChain, bloc
             .collect();
         expected.sort();
         assert_eq!(store.address_outpoints(address, 10_000).unwrap(), expected);
+        // A limit keeps the first outpoints in order.
+        let first = &expected[..expected.len().min(3)];
+        assert_eq!(store.address_outpoints(address, 3).unwrap(), first);
     }
 }
 
@@ -1337,4 +1340,56 @@ fn redb_reads_made_while_a_background_flush_writes_do_not_outlive_its_commit() {
         written.len()
     );
     check_against_model(&store, &chain, &blocks);
+}
+
+/// Builds before ADR 0030 stored the address index in the UTXO file. The index is derived from
+/// the UTXO set now: entries left in that table are dropped at the first open, and the answers
+/// come from the UTXO set alone.
+#[test]
+fn an_address_index_stored_by_an_earlier_build_is_dropped_and_derived_instead() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("chain.redb");
+    let mut chain = TestChain::new(15, 50, 3);
+    let mut blocks = Vec::new();
+    {
+        let mut store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+        store.commit_block(chain.genesis.commit()).unwrap();
+        blocks.extend(build(&mut chain, 4, 5));
+        commit_all(&mut store, &blocks);
+        store.flush().unwrap();
+    }
+    let utxo_path = RedbBackend::utxo_path(&path);
+    let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("address_index");
+    let stale_outpoint = OutPoint {
+        txid: Txid(Hash32([9; 32])),
+        index: 3,
+    };
+    {
+        // What an earlier build left: an entry for an outpoint the UTXO set does not hold.
+        let database = redb::Database::open(&utxo_path).unwrap();
+        let transaction = database.begin_write().unwrap();
+        {
+            let mut opened = transaction.open_table(table).unwrap();
+            let mut key = chain.addresses[0].0.0.to_vec();
+            key.extend_from_slice(&encode(&stale_outpoint));
+            opened.insert(key.as_slice(), &[][..]).unwrap();
+        }
+        transaction.commit().unwrap();
+    }
+    let mut store = RedbChainDb::open_path(&path, chain.config(SMALL_CACHE)).unwrap();
+    check_against_model(&store, &chain, &blocks);
+    let more = build(&mut chain, 3, 5);
+    commit_all(&mut store, &more);
+    blocks.extend(more);
+    store.flush().unwrap();
+    check_against_model(&store, &chain, &blocks);
+    drop(store);
+    let database = redb::Database::open(&utxo_path).unwrap();
+    let transaction = redb::ReadableDatabase::begin_read(&database).unwrap();
+    let opened = transaction.open_table(table).unwrap();
+    assert_eq!(
+        redb::ReadableTableMetadata::len(&opened).unwrap(),
+        0,
+        "nothing is written to the table any more"
+    );
 }
