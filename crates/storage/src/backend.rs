@@ -18,14 +18,15 @@ pub enum Table {
     Meta,
     /// Block hash → encoded header.
     Headers,
-    /// Block hash → encoded transactions (removed by pruning).
+    /// Block hash → encoded transactions (removed by pruning), in chunks when large
+    /// ([`crate::chunked`]).
     Bodies,
     /// Height (big-endian) → block hash.
     Heights,
     /// Height (big-endian) → encoded commit certificate.
     Certificates,
     /// Height (big-endian) → the block's UTXO changes, kept until the next flush so that
-    /// recovery can replay them.
+    /// recovery can replay them; in chunks when large ([`crate::chunked`]).
     Changes,
     /// Outpoint → encoded UTXO entry, as of the last flush.
     Utxos,

@@ -17,6 +17,7 @@
 //! [`ChainStore::commit_block`].
 
 pub mod backend;
+pub mod chunked;
 pub mod config;
 pub mod error;
 mod finals;

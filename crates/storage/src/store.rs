@@ -27,6 +27,7 @@ use timecoin_primitives::{
 };
 
 use crate::backend::{KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch};
+use crate::chunked;
 use crate::config::{MAX_BODIES_PRUNED_PER_COMMIT, MIN_PRUNE_KEEP_BLOCKS, StoreConfig};
 use crate::error::{Result, StorageError, corrupt};
 use crate::finals::Finals;
@@ -984,14 +985,13 @@ impl<B: KvBackend> ChainDb<B> {
         for height in first..=tip.height.0 {
             let height = Height(height);
             let stored: StoredChanges = decode_stored(
-                &self
-                    .backend
-                    .get(Table::Changes, &height_key(height))?
-                    .ok_or_else(|| {
+                &chunked::get(&self.backend, Table::Changes, &height_key(height))?.ok_or_else(
+                    || {
                         corrupt(format!(
                             "the UTXO changes of unflushed block {height} are missing"
                         ))
-                    })?,
+                    },
+                )?,
                 "a block's UTXO changes",
             )?;
             let hash = self
@@ -1298,23 +1298,30 @@ impl<B: KvBackend> ChainDb<B> {
 
     /// Adds to `batch` the deletion of the change records that completed flushes made
     /// redundant. Returns the height they go through, to note once the batch is committed.
-    fn add_flushed_change_deletes(&self, batch: &mut WriteBatch) -> Option<Height> {
-        let flushed = self.flushed?;
+    fn add_flushed_change_deletes(&self, batch: &mut WriteBatch) -> Result<Option<Height>> {
+        let Some(flushed) = self.flushed else {
+            return Ok(None);
+        };
         let first = self
             .changes_deleted_through
             .map_or(0, |height| height.0 + 1);
         if first > flushed.0 {
-            return None;
+            return Ok(None);
         }
         for height in first..=flushed.0 {
-            batch.delete(Table::Changes, height_key(Height(height)).to_vec());
+            chunked::delete(
+                &self.backend,
+                batch,
+                Table::Changes,
+                &height_key(Height(height)),
+            )?;
         }
         batch.put(
             Table::Meta,
             meta::CHANGES_DELETED_THROUGH.to_vec(),
             encode(&flushed),
         );
-        Some(flushed)
+        Ok(Some(flushed))
     }
 
     /// The heights whose bodies pruning may delete now, given the database is flushed to
@@ -1338,7 +1345,7 @@ impl<B: KvBackend> ChainDb<B> {
     /// along.
     fn commit_housekeeping(&mut self) -> Result<()> {
         let mut batch = WriteBatch::new();
-        let deleted_through = self.add_flushed_change_deletes(&mut batch);
+        let deleted_through = self.add_flushed_change_deletes(&mut batch)?;
         let prune = self.flushed.and_then(|flushed| self.prune_range(flushed));
         if let Some(range) = prune.clone() {
             self.add_prune_ops(&mut batch, range)?;
@@ -1361,7 +1368,7 @@ impl<B: KvBackend> ChainDb<B> {
     fn add_prune_ops(&self, batch: &mut WriteBatch, range: std::ops::Range<u64>) -> Result<()> {
         for height in range.clone() {
             if let Some(hash) = self.block_hash(Height(height))? {
-                batch.delete(Table::Bodies, hash.as_bytes().to_vec());
+                chunked::delete(&self.backend, batch, Table::Bodies, hash.as_bytes())?;
             }
         }
         batch.put(Table::Meta, meta::PRUNED_BELOW.to_vec(), encode(&range.end));
@@ -1854,7 +1861,7 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
         let Some(header) = self.header(hash)? else {
             return Ok(None);
         };
-        let Some(body) = self.backend.get(Table::Bodies, hash.as_bytes())? else {
+        let Some(body) = chunked::get(&self.backend, Table::Bodies, hash.as_bytes())? else {
             return Ok(None);
         };
         // The body is the transactions followed by the parent's certificate (ADR 0009).
@@ -1980,15 +1987,17 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
             hash.as_bytes().to_vec(),
             encode(&block.header),
         );
-        batch.put(
+        chunked::put(
+            &mut batch,
             Table::Bodies,
-            hash.as_bytes().to_vec(),
+            hash.as_bytes(),
             encode(&(&block.transactions, &block.parent_commit)),
         );
         batch.put(Table::Heights, height_key(height).to_vec(), encode(&hash));
-        batch.put(
+        chunked::put(
+            &mut batch,
             Table::Changes,
-            height_key(height).to_vec(),
+            &height_key(height),
             encode(&stored_changes),
         );
         if let Some(certificate) = commit.certificate {
@@ -2027,7 +2036,7 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
         self.log
             .forget_included(txids.iter().zip(inputs), &mut batch);
         // The change records a finished flush made redundant ride along: no commit of their own.
-        let deleted_through = self.add_flushed_change_deletes(&mut batch);
+        let deleted_through = self.add_flushed_change_deletes(&mut batch)?;
         if let Some(flushed) = self.flushed
             && let Some(range) = {
                 let previous_tip = self.tip;

@@ -451,13 +451,14 @@ fn a_block_whose_changes_do_not_match_its_outputs_is_refused() {
 
 #[test]
 fn pruning_drops_old_bodies_but_keeps_headers_certificates_and_utxos() {
-    let mut chain = TestChain::new(6, 300, 4);
+    let mut chain = TestChain::new(6, 1_000, 4);
     let mut config = chain.config(SMALL_CACHE);
     config.prune_keep_blocks = Some(5);
     config.max_unflushed_blocks = 4;
     let mut store = ChainDb::open(MemoryBackend::new(), config).unwrap();
     store.commit_block(chain.genesis.commit()).unwrap();
-    let blocks = build(&mut chain, 30, 10);
+    // Bodies of 100 payments take more than one chunk (ADR 0031).
+    let blocks = build(&mut chain, 30, 100);
     for block in &blocks {
         let certificate = CommitCertificate {
             height: block.block.header.height,
@@ -471,6 +472,7 @@ fn pruning_drops_old_bodies_but_keeps_headers_certificates_and_utxos() {
     }
     assert_eq!(store.finalized_height(), Some(Height(30)));
     let pruned_below = store.pruned_below().0;
+    let mut chunked = 0;
     assert!(
         pruned_below >= 20,
         "bodies below {pruned_below} pruned; expected at least 20"
@@ -487,12 +489,30 @@ fn pruning_drops_old_bodies_but_keeps_headers_certificates_and_utxos() {
             "certificate kept at {height}"
         );
         let body = store.block(&hash).unwrap();
+        let mut prefix_end = hash.as_bytes().to_vec();
+        *prefix_end.last_mut().unwrap() += 1;
+        let stored = store
+            .backend()
+            .scan(Table::Bodies, hash.as_bytes(), Some(&prefix_end), 100)
+            .unwrap();
         if height.0 < pruned_below {
             assert!(body.is_none(), "body at {height} should be pruned");
+            assert!(
+                stored.is_empty(),
+                "no chunk of the body at {height} is left"
+            );
         } else {
             assert_eq!(body.as_ref(), Some(&block.block));
+            let size = encode(&(&block.block.transactions, &block.block.parent_commit)).len();
+            assert_eq!(
+                stored.len(),
+                size.div_ceil(timecoin_storage::chunked::CHUNK_BYTES).max(1),
+                "chunks at {height}"
+            );
+            chunked += usize::from(stored.len() > 1);
         }
     }
+    assert!(chunked > 0, "some kept body is in chunks");
     assert!(
         store.block(&blocks[29].block.hash()).unwrap().is_some(),
         "recent bodies kept"
