@@ -2197,7 +2197,7 @@ impl<S: NodeStore> Node<S> {
         let mut commitment = self.store.utxo_commitment().clone();
         let validated = self.validated.take();
         let (outcome, changes) = {
-            let mut recorder = ChangeRecorder::new(&self.store);
+            let mut recorder = ChangeRecorder::for_block(&self.store, block);
             let outcome = match apply_validated_block(
                 validated,
                 block,
@@ -2489,7 +2489,7 @@ pub fn init_store<S: NodeStore>(
 ) -> Result<(), NodeError> {
     let mut commitment = timecoin_ledger::UtxoCommitment::empty();
     let (outcome, changes) = {
-        let mut recorder = ChangeRecorder::new(&*store);
+        let mut recorder = ChangeRecorder::for_block(&*store, genesis);
         let outcome =
             timecoin_ledger::apply_genesis(genesis, &mut recorder, &mut commitment, params)?;
         (outcome, recorder.into_changes()?)

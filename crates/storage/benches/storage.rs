@@ -80,7 +80,7 @@ fn apply_through_store(
     let started = Instant::now();
     store.prefetch_block(block).expect("prefetch");
     *prefetching += started.elapsed();
-    let mut recorder = ChangeRecorder::new(store);
+    let mut recorder = ChangeRecorder::for_block(store, block);
     for transaction in block.transactions.iter() {
         let txid = transaction.txid();
         for input in transaction.body.inputs.iter() {

