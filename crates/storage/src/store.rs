@@ -244,8 +244,7 @@ fn write_cache(
         // The indexes are written in key order, so each B-tree is walked once left to right.
         // The UTXO set needs no order: the backends keep it in a log (ADR 0029) or a map. The
         // sort buffers hold references, not copies, and live one at a time.
-        let mut keys: Vec<(&OutPoint, &CacheSlot)> = cache.utxos.iter().collect();
-        for (outpoint, slot) in &keys {
+        for (outpoint, slot) in &cache.utxos {
             pacer.step();
             let key = outpoint_key(outpoint);
             match slot.unspent() {
@@ -260,6 +259,7 @@ fn write_cache(
             }
             // By address, then outpoint: the address-index key order. The leading 8 bytes of
             // the address decide almost every comparison without copying it out.
+            let mut keys: Vec<(&OutPoint, &CacheSlot)> = cache.utxos.iter().collect();
             let prefix = |slot: &CacheSlot| {
                 let address = slot.address();
                 u64::from_be_bytes(address.0.0[..8].try_into().expect("8 bytes"))
@@ -281,7 +281,6 @@ fn write_cache(
                 }
             }
         }
-        drop(keys);
         let mut txids: Vec<(&Txid, &TxLocation)> = cache.tx_index.iter().collect();
         txids.sort_unstable_by_key(|(txid, _)| **txid);
         for (txid, location) in txids {
