@@ -1748,6 +1748,60 @@ mod tests {
         assert_eq!(seen, keys);
     }
 
+    #[test]
+    fn group_changes_merge_in_place_as_a_set_would() {
+        fn by_nothing(_: &[u8]) -> Option<&[u8]> {
+            None
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut members: Vec<(u64, Loc)> = Vec::new();
+        let mut model = std::collections::BTreeSet::new();
+        let mut fresh = 1u64;
+        for round in 0..50 {
+            let mut grouping = Grouping {
+                of: by_nothing,
+                added: Vec::new(),
+                removed: Vec::new(),
+            };
+            let mut expected = model.clone();
+            for _ in 0..(next() % 200) {
+                // Few group hashes, so that groups hold many members.
+                let member = (next() % 8, Loc(fresh));
+                fresh += 1;
+                grouping.added.push(member);
+                expected.insert(member);
+                // Some records are moved again by the same batch (compaction).
+                if next() % 5 == 0 {
+                    grouping.removed.push(member);
+                    expected.remove(&member);
+                }
+            }
+            for member in model.iter() {
+                if next() % 3 == 0 {
+                    grouping.removed.push(*member);
+                    expected.remove(member);
+                }
+            }
+            // The batch records its changes in no particular order.
+            grouping.added.reverse();
+            grouping.prepare();
+            grouping.apply(&mut members);
+            model = expected;
+            assert_eq!(
+                members,
+                model.iter().copied().collect::<Vec<_>>(),
+                "round {round}"
+            );
+        }
+        assert!(!members.is_empty());
+    }
+
     /// The group of a test value: the low byte of the round that wrote it, so an overwrite in
     /// a later round moves its key to another group.
     fn by_round(value: &[u8]) -> Option<&[u8]> {
