@@ -1748,18 +1748,22 @@ mod tests {
         assert_eq!(seen, keys);
     }
 
+    /// A repeatable stream of pseudo-random numbers.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     #[test]
     fn group_changes_merge_in_place_as_a_set_would() {
         fn by_nothing(_: &[u8]) -> Option<&[u8]> {
             None
         }
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let mut members: Vec<(u64, Loc)> = Vec::new();
         let mut model = std::collections::BTreeSet::new();
         let mut fresh = 1u64;
@@ -1849,13 +1853,7 @@ mod tests {
         let mut log = open(LogState::EMPTY);
         let mut state = LogState::EMPTY;
         let mut model = std::collections::BTreeMap::new();
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         for round in 0..30u32 {
             state = commit(&log, |batch| {
                 for _ in 0..1_500 {
