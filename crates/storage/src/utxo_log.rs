@@ -1781,13 +1781,13 @@ mod tests {
                 grouping.added.push(member);
                 expected.insert(member);
                 // Some records are moved again by the same batch (compaction).
-                if next() % 5 == 0 {
+                if next().is_multiple_of(5) {
                     grouping.removed.push(member);
                     expected.remove(&member);
                 }
             }
             for member in model.iter() {
-                if next() % 3 == 0 {
+                if next().is_multiple_of(3) {
                     grouping.removed.push(*member);
                     expected.remove(member);
                 }
