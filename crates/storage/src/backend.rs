@@ -126,6 +126,15 @@ impl Table {
 /// a backend that derives the address index: `None` for a value it cannot read.
 pub type AddressOf = fn(&[u8]) -> Option<&[u8]>;
 
+/// The least key above every key that starts with `prefix`, if there is one: the end of a scan
+/// over that prefix.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let position = prefix.iter().rposition(|byte| *byte != 0xff)?;
+    let mut end = prefix[..=position].to_vec();
+    end[position] += 1;
+    Some(end)
+}
+
 /// What a whole-table visit calls with each key and value; an error stops the visit.
 pub type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
 

@@ -15,7 +15,7 @@ use redb::{
 
 use crate::backend::{
     AddressOf, KvBackend, Table, TableWriter, UNORDERED_CHUNK, UtxoFileWriter, Visit, WriteBatch,
-    WriteFn,
+    WriteFn, prefix_end,
 };
 use crate::error::{Result, StorageError};
 use crate::utxo_log::{LogBatch, LogState, UtxoLog};
@@ -28,14 +28,6 @@ type Bytes = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 /// The length of an address, which starts every key of [`Table::AddressIndex`].
 const ADDRESS_LEN: usize = std::mem::size_of::<timecoin_primitives::Address>();
-
-/// The least key above every key that starts with `prefix`, if there is one.
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let position = prefix.iter().rposition(|byte| *byte != 0xff)?;
-    let mut end = prefix[..=position].to_vec();
-    end[position] += 1;
-    Some(end)
-}
 
 fn not_derived() -> StorageError {
     StorageError::Io {

@@ -26,7 +26,7 @@ use timecoin_primitives::{
     Height, Network, OutPoint, PublicKey, Transaction, TxOut, Txid, decode, encode,
 };
 
-use crate::backend::{KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch};
+use crate::backend::{KvBackend, Table, TableWriter, UtxoFileWriter, WriteBatch, prefix_end};
 use crate::chunked;
 use crate::config::{MAX_BODIES_PRUNED_PER_COMMIT, MIN_PRUNE_KEEP_BLOCKS, StoreConfig};
 use crate::error::{Result, StorageError, corrupt};
@@ -1931,16 +1931,7 @@ impl<B: KvBackend> ChainStore for ChainDb<B> {
                 index: 0,
             },
         );
-        let mut end = address.0.0.to_vec();
-        // The end of this address's key range: the next 32-byte prefix, if there is one.
-        let end = match end.iter().rposition(|byte| *byte != 0xff) {
-            Some(position) => {
-                end[position] += 1;
-                end.truncate(position + 1);
-                Some(end)
-            }
-            None => None,
-        };
+        let end = prefix_end(&address.0.0);
         let stored = self.backend.scan(
             Table::AddressIndex,
             &start,
