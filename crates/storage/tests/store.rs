@@ -489,11 +489,12 @@ fn pruning_drops_old_bodies_but_keeps_headers_certificates_and_utxos() {
             "certificate kept at {height}"
         );
         let body = store.block(&hash).unwrap();
-        let mut prefix_end = hash.as_bytes().to_vec();
-        *prefix_end.last_mut().unwrap() += 1;
+        // The body's own key and every `hash ‖ index` chunk key sort below `hash ‖ ff×5`.
+        let mut after_chunks = hash.as_bytes().to_vec();
+        after_chunks.extend_from_slice(&[0xff; 5]);
         let stored = store
             .backend()
-            .scan(Table::Bodies, hash.as_bytes(), Some(&prefix_end), 100)
+            .scan(Table::Bodies, hash.as_bytes(), Some(&after_chunks), 100)
             .unwrap();
         if height.0 < pruned_below {
             assert!(body.is_none(), "body at {height} should be pruned");
